@@ -1,0 +1,290 @@
+//! Data shapes shared by the server and the browser: request and response bodies of the
+//! server functions and of the REST API.
+
+use serde::{Deserialize, Serialize};
+
+/// Bounds on what a client may send. They are part of the API contract (README) and are
+/// checked in `ssr::validate` before anything is written.
+pub mod limits {
+    pub const TOPIC_MIN_CHARS: usize = 3;
+    pub const TOPIC_MAX_CHARS: usize = 500;
+    pub const SCRIPT_MIN_CHARS: usize = 20;
+    pub const SCRIPT_MAX_CHARS: usize = 20_000;
+    pub const SCENE_COUNT_MIN: u32 = 1;
+    pub const SCENE_COUNT_MAX: u32 = 30;
+    pub const TARGET_SECONDS_MIN: u32 = 10;
+    pub const TARGET_SECONDS_MAX: u32 = 600;
+    pub const TITLE_MAX_CHARS: usize = 200;
+    pub const NARRATION_MAX_CHARS: usize = 2_000;
+    pub const VISUAL_PROMPT_MAX_CHARS: usize = 1_000;
+    pub const SCENE_SECONDS_MAX: f64 = 120.0;
+    /// Scenes a saved content may hold (edits can add scenes beyond the generated count).
+    pub const SCENES_PER_CONTENT_MAX: usize = 50;
+    pub const SHORT_TEXT_MAX_CHARS: usize = 100;
+    pub const DESCRIPTION_MAX_CHARS: usize = 5_000;
+    pub const HASHTAGS_MAX: usize = 30;
+    pub const SEARCH_MAX_CHARS: usize = 200;
+    pub const PAGE_SIZE_MAX: u32 = 100;
+    /// Whole request bodies, enforced before any parsing.
+    pub const BODY_MAX_BYTES: usize = 256 * 1024;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// A language model writes the script from a topic.
+    #[default]
+    Topic,
+    /// The built-in splitter cuts a pasted script into scenes, offline.
+    Script,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Topic => "topic",
+            Mode::Script => "script",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "topic" => Some(Mode::Topic),
+            "script" => Some(Mode::Script),
+            _ => None,
+        }
+    }
+}
+
+pub const ASPECT_RATIOS: [&str; 3] = ["9:16", "16:9", "1:1"];
+
+/// Every preset is optional in a request; a missing one takes the admin's default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PresetsInput {
+    pub language: Option<String>,
+    pub tone: Option<String>,
+    pub target_seconds: Option<u32>,
+    pub scene_count: Option<u32>,
+    pub aspect_ratio: Option<String>,
+    pub visual_style: Option<String>,
+    pub voice: Option<String>,
+}
+
+/// Presets with every default filled in: what a content is generated and stored with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Presets {
+    pub language: String,
+    pub tone: String,
+    pub target_seconds: u32,
+    pub scene_count: u32,
+    pub aspect_ratio: String,
+    pub visual_style: String,
+    pub voice: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateRequest {
+    pub mode: Mode,
+    /// The topic (mode `topic`) or the pasted script (mode `script`).
+    pub input: String,
+    #[serde(default)]
+    pub presets: PresetsInput,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SceneDraft {
+    pub narration: String,
+    pub visual_prompt: String,
+    pub seconds: f64,
+}
+
+/// A generated script, not yet saved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GeneratedScript {
+    pub title: String,
+    pub hook: String,
+    pub scenes: Vec<SceneDraft>,
+    pub description: String,
+    pub hashtags: Vec<String>,
+    pub presets: Presets,
+    /// Which provider wrote it: `openai-compatible:<model>` or `builtin:splitter`.
+    pub provider: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaveContentRequest {
+    pub mode: Mode,
+    pub input: String,
+    pub script: GeneratedScript,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SceneView {
+    pub id: i64,
+    pub position: i64,
+    pub narration: String,
+    pub visual_prompt: String,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContentSummary {
+    pub id: i64,
+    pub title: String,
+    pub mode: Mode,
+    pub status: String,
+    pub scene_count: i64,
+    pub aspect_ratio: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContentDetail {
+    pub id: i64,
+    pub title: String,
+    pub mode: Mode,
+    pub input: String,
+    pub status: String,
+    pub hook: String,
+    pub description: String,
+    pub hashtags: Vec<String>,
+    pub presets: Presets,
+    pub provider: String,
+    pub scenes: Vec<SceneView>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SceneEdit {
+    /// An existing scene's id, or none for a new scene.
+    #[serde(default)]
+    pub id: Option<i64>,
+    pub narration: String,
+    #[serde(default)]
+    pub visual_prompt: String,
+    #[serde(default)]
+    pub seconds: Option<f64>,
+}
+
+/// A full edit of a content: the title, and the scenes in their new order. Scenes left out
+/// are deleted, scenes without an id are added.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateContentRequest {
+    pub title: String,
+    pub scenes: Vec<SceneEdit>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ListQuery {
+    #[serde(default)]
+    pub q: Option<String>,
+    #[serde(default)]
+    pub page: Option<u32>,
+    #[serde(default)]
+    pub per_page: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContentPage {
+    pub items: Vec<ContentSummary>,
+    pub page: u32,
+    pub per_page: u32,
+    pub total: i64,
+}
+
+impl ContentPage {
+    pub fn pages(&self) -> u32 {
+        let per = self.per_page.max(1) as i64;
+        ((self.total + per - 1) / per).max(1) as u32
+    }
+}
+
+/// Settings as the UI and API see them: secrets appear only masked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SettingsView {
+    pub values: SettingsValues,
+    /// `sk-…abcd`, or none when no key is stored.
+    pub llm_api_key_masked: Option<String>,
+}
+
+/// Every non-secret setting. Stored as one JSON document; unknown keys from older
+/// versions are ignored and missing ones take their defaults, so adding a setting needs
+/// no migration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SettingsValues {
+    /// OpenAI-compatible endpoint, e.g. `https://api.openai.com/v1` or `http://localhost:11434/v1`.
+    pub llm_base_url: String,
+    pub llm_model: String,
+    pub llm_temperature: f64,
+    pub llm_timeout_secs: u32,
+    /// Send a JSON-schema `response_format` (OpenAI, vLLM, recent Ollama); when off, ask
+    /// for a JSON object and validate it ourselves (older servers).
+    pub llm_json_schema: bool,
+    pub default_language: String,
+    pub default_tone: String,
+    pub default_target_seconds: u32,
+    pub default_scene_count: u32,
+    pub default_aspect_ratio: String,
+    pub default_visual_style: String,
+    pub default_voice: String,
+}
+
+impl Default for SettingsValues {
+    fn default() -> Self {
+        Self {
+            llm_base_url: "https://api.openai.com/v1".into(),
+            llm_model: "gpt-4o-mini".into(),
+            llm_temperature: 0.7,
+            llm_timeout_secs: 60,
+            llm_json_schema: true,
+            default_language: "English".into(),
+            default_tone: "informative".into(),
+            default_target_seconds: 60,
+            default_scene_count: 6,
+            default_aspect_ratio: "9:16".into(),
+            default_visual_style: "cinematic".into(),
+            default_voice: "alloy".into(),
+        }
+    }
+}
+
+/// An update: every value, plus what to do with the key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsUpdate {
+    pub values: SettingsValues,
+    /// Absent: keep the stored key. Empty string: remove it. Otherwise: the new key.
+    #[serde(default)]
+    pub llm_api_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Ok,
+    Warning,
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusCheck {
+    pub name: String,
+    pub verdict: Verdict,
+    /// Plain words: what was found and, when not OK, what to do.
+    pub message: String,
+    pub elapsed_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub version: String,
+    pub database: String,
+    pub checks: Vec<StatusCheck>,
+}

@@ -1,0 +1,206 @@
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::hooks::{use_navigate, use_params_map};
+
+use crate::api::{delete_content, get_content, update_content};
+use crate::components::ErrorBox;
+use crate::model::{limits, ContentDetail, SceneEdit, UpdateContentRequest};
+
+#[component]
+pub fn ContentPage() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || params.read().get("id").and_then(|id| id.parse::<i64>().ok()).unwrap_or(0);
+    let content = Resource::new(id, get_content);
+    view! {
+        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match content.await {
+                    Ok(detail) => view! { <Editor detail=detail/> }.into_any(),
+                    Err(error) => view! { <Title text="Content"/><ErrorBox error=error/> }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+#[derive(Clone)]
+struct Row {
+    key: usize,
+    id: Option<i64>,
+    narration: RwSignal<String>,
+    visual_prompt: RwSignal<String>,
+    seconds: RwSignal<f64>,
+}
+
+fn rows_from(detail: &ContentDetail, next_key: &mut usize) -> Vec<Row> {
+    detail
+        .scenes
+        .iter()
+        .map(|s| {
+            *next_key += 1;
+            Row {
+                key: *next_key,
+                id: Some(s.id),
+                narration: RwSignal::new(s.narration.clone()),
+                visual_prompt: RwSignal::new(s.visual_prompt.clone()),
+                seconds: RwSignal::new(s.seconds),
+            }
+        })
+        .collect()
+}
+
+#[component]
+fn Editor(detail: ContentDetail) -> impl IntoView {
+    let id = detail.id;
+    let next_key = StoredValue::new(0usize);
+    let mut key = 0;
+    let rows = RwSignal::new(rows_from(&detail, &mut key));
+    next_key.set_value(key);
+    let title = RwSignal::new(detail.title.clone());
+    let dirty = RwSignal::new(false);
+    let confirm_delete = RwSignal::new(false);
+
+    let save = Action::new(move |req: &UpdateContentRequest| {
+        let req = req.clone();
+        async move { update_content(id, req).await }
+    });
+    let delete = Action::new(move |_: &()| async move { delete_content(id).await });
+
+    // After a save, new scenes have ids: take them from the server's answer.
+    Effect::new(move |_| {
+        if let Some(Ok(saved)) = save.value().get() {
+            let mut key = next_key.get_value();
+            rows.set(rows_from(&saved, &mut key));
+            next_key.set_value(key);
+            title.set(saved.title.clone());
+            dirty.set(false);
+        }
+    });
+    let navigate = use_navigate();
+    Effect::new(move |_| {
+        if let Some(Ok(())) = delete.value().get() {
+            navigate("/library", Default::default());
+        }
+    });
+
+    let position_of = move |key: usize| rows.with(|rs| rs.iter().position(|r| r.key == key).unwrap_or(0));
+    let move_row = move |key: usize, delta: isize| {
+        rows.update(|rs| {
+            if let Some(i) = rs.iter().position(|r| r.key == key) {
+                let j = i as isize + delta;
+                if j >= 0 && (j as usize) < rs.len() {
+                    rs.swap(i, j as usize);
+                }
+            }
+        });
+        dirty.set(true);
+    };
+    let add_row = move |_| {
+        let key = next_key.get_value() + 1;
+        next_key.set_value(key);
+        rows.update(|rs| {
+            rs.push(Row {
+                key,
+                id: None,
+                narration: RwSignal::new(String::new()),
+                visual_prompt: RwSignal::new(String::new()),
+                seconds: RwSignal::new(4.0),
+            })
+        });
+        dirty.set(true);
+    };
+    let on_save = move |_| {
+        let scenes = rows.with_untracked(|rs| {
+            rs.iter()
+                .map(|r| SceneEdit {
+                    id: r.id,
+                    narration: r.narration.get_untracked(),
+                    visual_prompt: r.visual_prompt.get_untracked(),
+                    seconds: Some(r.seconds.get_untracked()),
+                })
+                .collect()
+        });
+        save.dispatch(UpdateContentRequest { title: title.get_untracked(), scenes });
+    };
+    let total_seconds = move || rows.with(|rs| rs.iter().map(|r| r.seconds.get()).sum::<f64>());
+
+    view! {
+        <Title text=detail.title.clone()/>
+        <div class="page-head">
+            <input class="title-input" aria-label="Title" maxlength=limits::TITLE_MAX_CHARS
+                value=detail.title.clone() prop:value=move || title.get()
+                on:input=move |ev| { title.set(event_target_value(&ev)); dirty.set(true); }/>
+            <div class="actions">
+                <button class="primary" on:click=on_save disabled=move || save.pending().get()>
+                    {move || if save.pending().get() { "Saving…" } else { "Save changes" }}
+                </button>
+                <Show when=move || !confirm_delete.get()
+                    fallback=move || view! {
+                        <span class="confirm">"Delete this content and its scenes? "
+                            <button class="danger" on:click=move |_| { delete.dispatch(()); }>"Yes, delete"</button>
+                            <button on:click=move |_| confirm_delete.set(false)>"Cancel"</button>
+                        </span>
+                    }>
+                    <button class="danger-outline" on:click=move |_| confirm_delete.set(true)>"Delete"</button>
+                </Show>
+            </div>
+        </div>
+        <p class="muted">
+            {move || format!("{} scenes · {:.0} s", rows.with(|r| r.len()), total_seconds())}
+            {format!(" · {} · {} · by {} · created {}", detail.presets.aspect_ratio, detail.presets.language,
+                detail.provider, detail.created_at)}
+        </p>
+        <p class="status-line">
+            {move || match save.value().get() {
+                Some(Ok(_)) if !dirty.get() => "All changes saved.".to_owned(),
+                _ if dirty.get() => "Unsaved changes.".to_owned(),
+                _ => String::new(),
+            }}
+        </p>
+        {move || save.value().get().and_then(|r| r.err()).map(|error| view! { <ErrorBox error=error/> })}
+        {move || delete.value().get().and_then(|r| r.err()).map(|error| view! { <ErrorBox error=error/> })}
+        {(!detail.hook.is_empty()).then(|| view! { <p class="hook">{detail.hook.clone()}</p> })}
+        <ol class="scenes editing">
+            <For each=move || rows.get() key=|r| r.key children=move |row: Row| {
+                let key = row.key;
+                view! {
+                    <li class="scene" data-scene-key=key>
+                        <div class="scene-bar">
+                            <strong>{move || format!("Scene {}", position_of(key) + 1)}</strong>
+                            <span class="grow"></span>
+                            <button type="button" title="Move up" aria-label="Move up"
+                                disabled=move || position_of(key) == 0
+                                on:click=move |_| move_row(key, -1)>"↑"</button>
+                            <button type="button" title="Move down" aria-label="Move down"
+                                disabled=move || position_of(key) + 1 >= rows.with(|r| r.len())
+                                on:click=move |_| move_row(key, 1)>"↓"</button>
+                            <button type="button" class="danger-outline" aria-label="Delete scene"
+                                on:click=move |_| { rows.update(|rs| rs.retain(|r| r.key != key)); dirty.set(true); }>
+                                "Delete scene"</button>
+                        </div>
+                        <label class="field"><span>"Narration"</span>
+                            <textarea name="narration" rows="3" maxlength=limits::NARRATION_MAX_CHARS
+                                prop:value=move || row.narration.get()
+                                on:input=move |ev| { row.narration.set(event_target_value(&ev)); dirty.set(true); }>
+                                {row.narration.get_untracked()}
+                            </textarea></label>
+                        <label class="field"><span>"Visual prompt"</span>
+                            <textarea name="visual_prompt" rows="2" maxlength=limits::VISUAL_PROMPT_MAX_CHARS
+                                prop:value=move || row.visual_prompt.get()
+                                on:input=move |ev| { row.visual_prompt.set(event_target_value(&ev)); dirty.set(true); }>
+                                {row.visual_prompt.get_untracked()}
+                            </textarea></label>
+                        <label class="field inline"><span>"Seconds"</span>
+                            <input name="seconds" type="number" min="0.5" max=limits::SCENE_SECONDS_MAX step="0.1"
+                                value=row.seconds.get_untracked() prop:value=move || row.seconds.get().to_string()
+                                on:input=move |ev| {
+                                    if let Ok(v) = event_target_value(&ev).parse::<f64>() { row.seconds.set(v); }
+                                    dirty.set(true);
+                                }/></label>
+                    </li>
+                }
+            }/>
+        </ol>
+        <button type="button" class="add" on:click=add_row>"+ Add scene"</button>
+    }
+}

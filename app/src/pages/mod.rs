@@ -1,0 +1,29 @@
+mod content;
+mod generate;
+mod library;
+mod settings;
+mod status;
+
+pub use content::ContentPage;
+pub use generate::GeneratePage;
+pub use library::LibraryPage;
+pub use settings::SettingsPage;
+pub use status::StatusPage;
+
+use leptos::prelude::*;
+use leptos_meta::Title;
+
+#[component]
+pub fn NotFound() -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    {
+        if let Some(resp) = use_context::<leptos_axum::ResponseOptions>() {
+            resp.set_status(axum::http::StatusCode::NOT_FOUND);
+        }
+    }
+    view! {
+        <Title text="Not found"/>
+        <h1>"Page not found"</h1>
+        <p><a href="/">"Back to Generate"</a></p>
+    }
+}

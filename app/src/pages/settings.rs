@@ -1,0 +1,134 @@
+use leptos::prelude::*;
+use leptos_meta::Title;
+
+use crate::api::{get_settings, reset_settings, update_settings};
+use crate::components::ErrorBox;
+use crate::model::{SettingsUpdate, SettingsValues, SettingsView};
+
+#[component]
+pub fn SettingsPage() -> impl IntoView {
+    let settings = Resource::new(|| (), |_| get_settings());
+    view! {
+        <Title text="Settings"/>
+        <h1>"Settings"</h1>
+        <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match settings.await {
+                    Ok(view) => view! { <SettingsForm initial=view/> }.into_any(),
+                    Err(error) => view! { <ErrorBox error=error/> }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+/// One text input bound to a field of `SettingsValues`.
+macro_rules! text_field {
+    ($values:ident, $label:expr, $field:ident, $hint:expr) => {
+        view! {
+            <label class="field"><span>{$label}</span>
+                <input name=stringify!($field) value=$values.with_untracked(|v| v.$field.to_string())
+                    prop:value=move || $values.with(|v| v.$field.to_string())
+                    on:input=move |ev| {
+                        let text = event_target_value(&ev);
+                        $values.update(|v| v.$field = text.parse().unwrap_or_default());
+                    }/>
+                <small class="muted">{$hint}</small>
+            </label>
+        }
+    };
+}
+
+#[component]
+fn SettingsForm(initial: SettingsView) -> impl IntoView {
+    let values = RwSignal::new(initial.values.clone());
+    let masked = RwSignal::new(initial.llm_api_key_masked.clone());
+    let new_key = RwSignal::new(String::new());
+    let remove_key = RwSignal::new(false);
+
+    let save = Action::new(|update: &SettingsUpdate| {
+        let update = update.clone();
+        async move { update_settings(update).await }
+    });
+    let reset = Action::new(|_: &()| reset_settings());
+    let apply = move |view: SettingsView| {
+        values.set(view.values);
+        masked.set(view.llm_api_key_masked);
+        new_key.set(String::new());
+        remove_key.set(false);
+    };
+    Effect::new(move |_| {
+        if let Some(Ok(view)) = save.value().get() {
+            apply(view);
+        }
+    });
+    Effect::new(move |_| {
+        if let Some(Ok(view)) = reset.value().get() {
+            apply(view);
+        }
+    });
+
+    let on_submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let llm_api_key = if remove_key.get_untracked() {
+            Some(String::new())
+        } else {
+            Some(new_key.get_untracked()).filter(|k| !k.trim().is_empty())
+        };
+        save.dispatch(SettingsUpdate { values: values.get_untracked(), llm_api_key });
+    };
+    let error = move || {
+        save.value().get().and_then(|r| r.err()).or_else(|| reset.value().get().and_then(|r| r.err()))
+    };
+    let defaults = SettingsValues::default();
+
+    view! {
+        <form class="card settings" on:submit=on_submit>
+            <h2>"Language model (script writing)"</h2>
+            <p class="muted">"Any OpenAI-compatible endpoint: OpenAI, Azure, Ollama (http://localhost:11434/v1), vLLM, LM Studio, OpenRouter."</p>
+            {text_field!(values, "Base URL", llm_base_url, format!("Default {}", defaults.llm_base_url))}
+            {text_field!(values, "Model", llm_model, format!("Default {}", defaults.llm_model))}
+            <label class="field"><span>"API key"</span>
+                <input name="llm_api_key" type="password" autocomplete="off"
+                    placeholder=move || masked.get().map(|m| format!("Stored: {m} — type to replace")).unwrap_or_else(|| "Not set".into())
+                    prop:value=move || new_key.get() on:input=move |ev| new_key.set(event_target_value(&ev))/>
+                <small class="muted">"Stored encrypted; never shown again. Local servers such as Ollama accept any value."</small>
+            </label>
+            <Show when=move || masked.get().is_some()>
+                <label class="check"><input type="checkbox" name="remove_key"
+                    prop:checked=move || remove_key.get()
+                    on:change=move |ev| remove_key.set(event_target_checked(&ev))/>" Remove the stored key"</label>
+            </Show>
+            {text_field!(values, "Temperature (0–2)", llm_temperature, "Higher is more varied")}
+            {text_field!(values, "Timeout (seconds, 1–600)", llm_timeout_secs, "How long a creator waits at most")}
+            <label class="check"><input type="checkbox" name="llm_json_schema"
+                prop:checked=move || values.with(|v| v.llm_json_schema)
+                on:change=move |ev| values.update(|v| v.llm_json_schema = event_target_checked(&ev))/>
+                " Use JSON-schema structured output (turn off for servers that only support JSON mode)"</label>
+
+            <h2>"Defaults for new scripts"</h2>
+            <div class="grid">
+                {text_field!(values, "Language", default_language, "")}
+                {text_field!(values, "Tone", default_tone, "")}
+                {text_field!(values, "Target length (s)", default_target_seconds, "10–600")}
+                {text_field!(values, "Scenes", default_scene_count, "1–30")}
+                <label class="field"><span>"Aspect ratio"</span>
+                    <select name="default_aspect_ratio"
+                        prop:value=move || values.with(|v| v.default_aspect_ratio.clone())
+                        on:change=move |ev| values.update(|v| v.default_aspect_ratio = event_target_value(&ev))>
+                        {crate::model::ASPECT_RATIOS.iter().map(|r| view! {
+                            <option value=*r selected=values.with_untracked(|v| v.default_aspect_ratio == *r)>{*r}</option>
+                        }).collect_view()}
+                    </select></label>
+                {text_field!(values, "Visual style", default_visual_style, "")}
+                {text_field!(values, "Voice", default_voice, "")}
+            </div>
+            {move || error().map(|error| view! { <ErrorBox error=error/> })}
+            <p class="status-line">{move || matches!(save.value().get(), Some(Ok(_))).then_some("Settings saved.")}</p>
+            <div class="actions">
+                <button type="submit" class="primary" disabled=move || save.pending().get()>"Save settings"</button>
+                <button type="button" on:click=move |_| { reset.dispatch(()); }>"Reset to defaults"</button>
+            </div>
+        </form>
+    }
+}

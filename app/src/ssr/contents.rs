@@ -1,0 +1,345 @@
+//! The content library: saved scripts and their scenes.
+
+use sqlx::{AnyPool, Row};
+
+use super::db::{format_ms, now_ms};
+use super::error::DbResultExt;
+use super::script::{resolve_presets, validate_input};
+use super::state::AppState;
+use super::validate;
+use crate::error::AppError;
+use crate::model::{
+    limits, ContentDetail, ContentPage, ContentSummary, ListQuery, Mode, PresetsInput, SaveContentRequest, SceneDraft,
+    SceneView, SettingsValues, UpdateContentRequest,
+};
+
+fn check_scene(i: usize, narration: &str, visual_prompt: &str, seconds: f64) -> Result<SceneDraft, AppError> {
+    let f = |name: &str| format!("scenes[{i}].{name}");
+    Ok(SceneDraft {
+        narration: validate::text(&f("narration"), narration, 1, limits::NARRATION_MAX_CHARS)?,
+        visual_prompt: validate::text(&f("visual_prompt"), visual_prompt, 0, limits::VISUAL_PROMPT_MAX_CHARS)?,
+        seconds: validate::range_f64(&f("seconds"), seconds, 0.5, limits::SCENE_SECONDS_MAX)?,
+    })
+}
+
+fn check_scene_count(n: usize) -> Result<(), AppError> {
+    if n == 0 {
+        return Err(AppError::validation("scenes", "a content needs at least one scene"));
+    }
+    if n > limits::SCENES_PER_CONTENT_MAX {
+        return Err(AppError::validation(
+            "scenes",
+            format!("a content holds at most {} scenes (got {n})", limits::SCENES_PER_CONTENT_MAX),
+        ));
+    }
+    Ok(())
+}
+
+fn script_text(scenes: &[SceneDraft]) -> String {
+    scenes.iter().map(|s| s.narration.as_str()).collect::<Vec<_>>().join("\n\n")
+}
+
+#[tracing::instrument(name = "contents.save", skip_all)]
+pub async fn save(state: &AppState, req: SaveContentRequest) -> Result<ContentDetail, AppError> {
+    let input = validate_input(req.mode, &req.input)?;
+    let s = req.script;
+    let title = validate::text("script.title", &s.title, 1, limits::TITLE_MAX_CHARS)?;
+    let hook = validate::text("script.hook", &s.hook, 0, limits::NARRATION_MAX_CHARS)?;
+    let description = validate::text("script.description", &s.description, 0, limits::DESCRIPTION_MAX_CHARS)?;
+    if s.hashtags.len() > limits::HASHTAGS_MAX {
+        return Err(AppError::validation("script.hashtags", format!("at most {} hashtags", limits::HASHTAGS_MAX)));
+    }
+    let hashtags = s
+        .hashtags
+        .iter()
+        .enumerate()
+        .map(|(i, h)| validate::text(&format!("script.hashtags[{i}]"), h, 1, limits::SHORT_TEXT_MAX_CHARS))
+        .collect::<Result<Vec<_>, _>>()?;
+    let presets = resolve_presets(&PresetsInput::from(&s.presets), &SettingsValues::default(), "script.presets")?;
+    let provider = validate::text("script.provider", &s.provider, 0, limits::SHORT_TEXT_MAX_CHARS)?;
+    check_scene_count(s.scenes.len()).map_err(|mut e| {
+        e.field = Some("script.scenes".into());
+        e
+    })?;
+    let scenes = s
+        .scenes
+        .iter()
+        .enumerate()
+        .map(|(i, sc)| check_scene(i, &sc.narration, &sc.visual_prompt, sc.seconds))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|mut e| {
+            e.field = e.field.map(|f| format!("script.{f}"));
+            e
+        })?;
+
+    let now = now_ms();
+    let hashtags_json = serde_json::to_string(&hashtags).unwrap_or_else(|_| "[]".into());
+    // Content and scenes commit together: a failure leaves no half-saved content.
+    let mut tx = state.pool().begin().await.db("starting a transaction")?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO contents (title, mode, input, language, tone, target_seconds, scene_count, aspect_ratio, \
+         visual_style, voice, hook, description, hashtags, script_text, provider, status, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'draft', $16, $16) RETURNING id",
+    )
+    .bind(&title)
+    .bind(req.mode.as_str())
+    .bind(&input)
+    .bind(&presets.language)
+    .bind(&presets.tone)
+    .bind(i64::from(presets.target_seconds))
+    .bind(i64::from(presets.scene_count))
+    .bind(&presets.aspect_ratio)
+    .bind(&presets.visual_style)
+    .bind(&presets.voice)
+    .bind(&hook)
+    .bind(&description)
+    .bind(&hashtags_json)
+    .bind(script_text(&scenes))
+    .bind(&provider)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await
+    .db("inserting a content")?;
+    for (position, scene) in scenes.iter().enumerate() {
+        insert_scene(&mut tx, id, position as i64, scene, now).await?;
+    }
+    tx.commit().await.db("committing a content")?;
+    get(state, id).await
+}
+
+async fn insert_scene(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    content_id: i64,
+    position: i64,
+    scene: &SceneDraft,
+    now: i64,
+) -> Result<(), AppError> {
+    sqlx::query(
+        "INSERT INTO scenes (content_id, position, narration, visual_prompt, planned_seconds, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $6)",
+    )
+    .bind(content_id)
+    .bind(position)
+    .bind(&scene.narration)
+    .bind(&scene.visual_prompt)
+    .bind(scene.seconds)
+    .bind(now)
+    .execute(&mut **tx)
+    .await
+    .db("inserting a scene")?;
+    Ok(())
+}
+
+pub async fn list(state: &AppState, query: ListQuery) -> Result<ContentPage, AppError> {
+    let per_page = validate::range_u32("per_page", query.per_page.unwrap_or(20), 1, limits::PAGE_SIZE_MAX)?;
+    let page = query.page.unwrap_or(1).max(1);
+    let search = match query.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
+        Some(q) => Some(validate::text("q", q, 1, limits::SEARCH_MAX_CHARS)?),
+        None => None,
+    };
+    // `%` and `_` typed by the user are literal, not wildcards.
+    let pattern = search.map(|q| {
+        format!("%{}%", q.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))
+    });
+    let filter = "($1 IS NULL OR LOWER(title) LIKE $1 ESCAPE '\\')";
+    let pool: &AnyPool = state.pool();
+    let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM contents WHERE {filter}"))
+        .bind(pattern.clone())
+        .fetch_one(pool)
+        .await
+        .db("counting contents")?;
+    let rows = sqlx::query(&format!(
+        "SELECT c.id, c.title, c.mode, c.status, c.aspect_ratio, c.created_at, c.updated_at, \
+         (SELECT COUNT(*) FROM scenes s WHERE s.content_id = c.id) AS scenes \
+         FROM contents c WHERE {filter} ORDER BY c.created_at DESC, c.id DESC LIMIT $2 OFFSET $3"
+    ))
+    .bind(pattern)
+    .bind(i64::from(per_page))
+    .bind(i64::from(page - 1) * i64::from(per_page))
+    .fetch_all(pool)
+    .await
+    .db("listing contents")?;
+    let items = rows
+        .iter()
+        .map(|r| {
+            Ok(ContentSummary {
+                id: r.try_get("id")?,
+                title: r.try_get("title")?,
+                mode: Mode::parse(&r.try_get::<String, _>("mode")?).unwrap_or_default(),
+                status: r.try_get("status")?,
+                scene_count: r.try_get("scenes")?,
+                aspect_ratio: r.try_get("aspect_ratio")?,
+                created_at: format_ms(r.try_get("created_at")?),
+                updated_at: format_ms(r.try_get("updated_at")?),
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()
+        .db("reading contents")?;
+    Ok(ContentPage { items, page, per_page, total })
+}
+
+pub async fn get(state: &AppState, id: i64) -> Result<ContentDetail, AppError> {
+    let pool = state.pool();
+    let row = sqlx::query(
+        "SELECT id, title, mode, input, status, hook, description, hashtags, provider, language, tone, \
+         target_seconds, scene_count, aspect_ratio, visual_style, voice, created_at, updated_at \
+         FROM contents WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .db("reading a content")?
+    .ok_or_else(|| AppError::not_found("content"))?;
+    let scenes = sqlx::query(
+        "SELECT id, position, narration, visual_prompt, planned_seconds FROM scenes \
+         WHERE content_id = $1 ORDER BY position, id",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await
+    .db("reading scenes")?;
+    let read = || -> Result<ContentDetail, sqlx::Error> {
+        Ok(ContentDetail {
+            id: row.try_get("id")?,
+            title: row.try_get("title")?,
+            mode: Mode::parse(&row.try_get::<String, _>("mode")?).unwrap_or_default(),
+            input: row.try_get("input")?,
+            status: row.try_get("status")?,
+            hook: row.try_get("hook")?,
+            description: row.try_get("description")?,
+            hashtags: serde_json::from_str(&row.try_get::<String, _>("hashtags")?).unwrap_or_default(),
+            presets: crate::model::Presets {
+                language: row.try_get("language")?,
+                tone: row.try_get("tone")?,
+                target_seconds: row.try_get::<i64, _>("target_seconds")? as u32,
+                scene_count: row.try_get::<i64, _>("scene_count")? as u32,
+                aspect_ratio: row.try_get("aspect_ratio")?,
+                visual_style: row.try_get("visual_style")?,
+                voice: row.try_get("voice")?,
+            },
+            provider: row.try_get("provider")?,
+            scenes: scenes
+                .iter()
+                .map(|s| {
+                    Ok(SceneView {
+                        id: s.try_get("id")?,
+                        position: s.try_get("position")?,
+                        narration: s.try_get("narration")?,
+                        visual_prompt: s.try_get("visual_prompt")?,
+                        seconds: s.try_get("planned_seconds")?,
+                    })
+                })
+                .collect::<Result<_, sqlx::Error>>()?,
+            created_at: format_ms(row.try_get("created_at")?),
+            updated_at: format_ms(row.try_get("updated_at")?),
+        })
+    };
+    read().db("decoding a content")
+}
+
+#[tracing::instrument(name = "contents.update", skip_all, fields(content_id = id))]
+pub async fn update(state: &AppState, id: i64, req: UpdateContentRequest) -> Result<ContentDetail, AppError> {
+    let title = validate::text("title", &req.title, 1, limits::TITLE_MAX_CHARS)?;
+    check_scene_count(req.scenes.len())?;
+    let scenes = req
+        .scenes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let seconds = s.seconds.unwrap_or_else(|| (s.narration.split_whitespace().count() as f64 / 2.5).max(2.0));
+            check_scene(i, &s.narration, &s.visual_prompt, seconds.min(limits::SCENE_SECONDS_MAX))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let now = now_ms();
+    let mut tx = state.pool().begin().await.db("starting a transaction")?;
+    let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM contents WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .db("reading a content")?;
+    if exists.is_none() {
+        return Err(AppError::not_found("content"));
+    }
+    let existing: Vec<i64> = sqlx::query_scalar("SELECT id FROM scenes WHERE content_id = $1")
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await
+        .db("reading scene ids")?;
+    let mut kept = Vec::new();
+    for (i, edit) in req.scenes.iter().enumerate() {
+        if let Some(scene_id) = edit.id {
+            if !existing.contains(&scene_id) {
+                return Err(AppError::validation(
+                    &format!("scenes[{i}].id"),
+                    format!("scene {scene_id} is not part of this content"),
+                ));
+            }
+            if kept.contains(&scene_id) {
+                return Err(AppError::validation(&format!("scenes[{i}].id"), format!("scene {scene_id} is listed twice")));
+            }
+            kept.push(scene_id);
+        }
+    }
+    for gone in existing.iter().filter(|e| !kept.contains(e)) {
+        sqlx::query("DELETE FROM scenes WHERE id = $1").bind(gone).execute(&mut *tx).await.db("deleting a scene")?;
+    }
+    for (position, (edit, scene)) in req.scenes.iter().zip(&scenes).enumerate() {
+        match edit.id {
+            Some(scene_id) => {
+                sqlx::query(
+                    "UPDATE scenes SET position = $1, narration = $2, visual_prompt = $3, planned_seconds = $4, \
+                     updated_at = $5 WHERE id = $6",
+                )
+                .bind(position as i64)
+                .bind(&scene.narration)
+                .bind(&scene.visual_prompt)
+                .bind(scene.seconds)
+                .bind(now)
+                .bind(scene_id)
+                .execute(&mut *tx)
+                .await
+                .db("updating a scene")?;
+            }
+            None => insert_scene(&mut tx, id, position as i64, scene, now).await?,
+        }
+    }
+    sqlx::query("UPDATE contents SET title = $1, script_text = $2, updated_at = $3 WHERE id = $4")
+        .bind(&title)
+        .bind(script_text(&scenes))
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .db("updating a content")?;
+    tx.commit().await.db("committing a content edit")?;
+    get(state, id).await
+}
+
+#[tracing::instrument(name = "contents.delete", skip_all, fields(content_id = id))]
+pub async fn delete(state: &AppState, id: i64) -> Result<(), AppError> {
+    let pool = state.pool();
+    let keys: Vec<String> = sqlx::query_scalar("SELECT storage_key FROM assets WHERE content_id = $1")
+        .bind(id)
+        .fetch_all(pool)
+        .await
+        .db("listing a content's assets")?;
+    // Scenes, assets and jobs go with the row (ON DELETE CASCADE).
+    let deleted = sqlx::query("DELETE FROM contents WHERE id = $1").bind(id).execute(pool).await.db("deleting a content")?;
+    if deleted.rows_affected() == 0 {
+        return Err(AppError::not_found("content"));
+    }
+    let media = state.data_dir.join("media");
+    for key in keys {
+        // Keys are written by the server, but never let one escape the media directory.
+        if key.split('/').any(|part| part == ".." || part.is_empty()) {
+            continue;
+        }
+        if let Err(e) = tokio::fs::remove_file(media.join(&key)).await {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(error = %e, key, "could not remove a deleted content's file");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,14 @@
+//! Everything server functions and REST handlers call. Server-only (`ssr` feature).
+
+pub mod contents;
+pub mod crypto;
+pub mod db;
+pub mod error;
+pub mod llm;
+pub mod rest;
+pub mod script;
+pub mod settings;
+pub mod splitter;
+pub mod state;
+pub mod status;
+pub mod validate;

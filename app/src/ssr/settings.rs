@@ -1,0 +1,124 @@
+//! Settings: one JSON document of values plus sealed secrets, in the `settings` table.
+
+use sqlx::AnyPool;
+
+use super::crypto;
+use super::db::now_ms;
+use super::error::DbResultExt;
+use super::state::AppState;
+use super::validate;
+use crate::error::AppError;
+use crate::model::{limits, SettingsUpdate, SettingsValues, SettingsView, ASPECT_RATIOS};
+
+const VALUES_KEY: &str = "values";
+const LLM_KEY: &str = "secret.llm_api_key";
+
+async fn read(pool: &AnyPool, key: &str) -> Result<Option<String>, AppError> {
+    sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+        .bind(key)
+        .fetch_optional(pool)
+        .await
+        .db("reading settings")
+}
+
+async fn write(pool: &AnyPool, key: &str, value: &str) -> Result<(), AppError> {
+    sqlx::query(
+        "INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+    )
+    .bind(key)
+    .bind(value)
+    .bind(now_ms())
+    .execute(pool)
+    .await
+    .db("writing settings")?;
+    Ok(())
+}
+
+async fn remove(pool: &AnyPool, key: &str) -> Result<(), AppError> {
+    sqlx::query("DELETE FROM settings WHERE key = $1").bind(key).execute(pool).await.db("removing a setting")?;
+    Ok(())
+}
+
+pub async fn values(state: &AppState) -> Result<SettingsValues, AppError> {
+    Ok(match read(state.pool(), VALUES_KEY).await? {
+        // A document written by another version may not parse; its defaults still work.
+        Some(json) => serde_json::from_str(&json).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "stored settings do not parse; using defaults");
+            SettingsValues::default()
+        }),
+        None => SettingsValues::default(),
+    })
+}
+
+/// The language-model key, decrypted. Never log or return it.
+pub async fn llm_api_key(state: &AppState) -> Result<Option<String>, AppError> {
+    let Some(sealed) = read(state.pool(), LLM_KEY).await? else { return Ok(None) };
+    match state.secrets.open(&sealed) {
+        Some(key) => Ok(Some(key)),
+        None => {
+            tracing::warn!("the stored LLM API key cannot be decrypted with the current secret key");
+            Ok(None)
+        }
+    }
+}
+
+pub async fn view(state: &AppState) -> Result<SettingsView, AppError> {
+    Ok(SettingsView {
+        values: values(state).await?,
+        llm_api_key_masked: llm_api_key(state).await?.map(|k| crypto::mask(&k)),
+    })
+}
+
+pub fn validate(v: SettingsValues) -> Result<SettingsValues, AppError> {
+    let short = limits::SHORT_TEXT_MAX_CHARS;
+    Ok(SettingsValues {
+        llm_base_url: validate::http_url("values.llm_base_url", &v.llm_base_url)?,
+        llm_model: validate::text("values.llm_model", &v.llm_model, 1, short)?,
+        llm_temperature: validate::range_f64("values.llm_temperature", v.llm_temperature, 0.0, 2.0)?,
+        llm_timeout_secs: validate::range_u32("values.llm_timeout_secs", v.llm_timeout_secs, 1, 600)?,
+        llm_json_schema: v.llm_json_schema,
+        default_language: validate::text("values.default_language", &v.default_language, 1, short)?,
+        default_tone: validate::text("values.default_tone", &v.default_tone, 1, short)?,
+        default_target_seconds: validate::range_u32(
+            "values.default_target_seconds",
+            v.default_target_seconds,
+            limits::TARGET_SECONDS_MIN,
+            limits::TARGET_SECONDS_MAX,
+        )?,
+        default_scene_count: validate::range_u32(
+            "values.default_scene_count",
+            v.default_scene_count,
+            limits::SCENE_COUNT_MIN,
+            limits::SCENE_COUNT_MAX,
+        )?,
+        default_aspect_ratio: validate::one_of("values.default_aspect_ratio", &v.default_aspect_ratio, &ASPECT_RATIOS)?,
+        default_visual_style: validate::text("values.default_visual_style", &v.default_visual_style, 1, short)?,
+        default_voice: validate::text("values.default_voice", &v.default_voice, 1, short)?,
+    })
+}
+
+#[tracing::instrument(name = "settings.update", skip_all)]
+pub async fn update(state: &AppState, update: SettingsUpdate) -> Result<SettingsView, AppError> {
+    let values = validate(update.values)?;
+    let key = match update.llm_api_key.as_deref().map(str::trim) {
+        Some("") => Some(None),
+        Some(k) => Some(Some(validate::text("llm_api_key", k, 1, 500)?)),
+        None => None,
+    };
+    let json = serde_json::to_string(&values).map_err(|e| super::error::internal("encoding settings", e))?;
+    write(state.pool(), VALUES_KEY, &json).await?;
+    match key {
+        Some(Some(k)) => write(state.pool(), LLM_KEY, &state.secrets.seal(&k)).await?,
+        Some(None) => remove(state.pool(), LLM_KEY).await?,
+        None => {}
+    }
+    view(state).await
+}
+
+/// Back to the defaults. Stored keys are kept: resetting models and presets should not
+/// make an admin paste every key again.
+pub async fn reset(state: &AppState) -> Result<SettingsView, AppError> {
+    remove(state.pool(), VALUES_KEY).await?;
+    view(state).await
+}

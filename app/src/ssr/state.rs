@@ -1,0 +1,37 @@
+//! The one application state: built once at start-up, handed to axum and to every server
+//! function through context.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+use leptos::config::LeptosOptions;
+
+use super::crypto::SecretBox;
+use super::db::Database;
+use crate::error::AppError;
+
+#[derive(Clone, FromRef)]
+pub struct AppState {
+    pub leptos_options: LeptosOptions,
+    pub db: Database,
+    /// Shared HTTP client (connection pool) for every outside API.
+    pub http: reqwest::Client,
+    pub secrets: Arc<SecretBox>,
+    pub data_dir: Arc<PathBuf>,
+}
+
+impl AppState {
+    pub fn pool(&self) -> &sqlx::AnyPool {
+        &self.db.pool
+    }
+}
+
+/// The state inside a server function. It is provided by the router for every request,
+/// so its absence is a wiring bug, reported as an internal error rather than a panic.
+pub fn app_state() -> Result<AppState, AppError> {
+    leptos::prelude::use_context::<AppState>().ok_or_else(|| {
+        tracing::error!("AppState missing from the server-function context");
+        AppError::internal()
+    })
+}

@@ -1,0 +1,132 @@
+//! The status page: is each thing the product depends on working, in plain words.
+
+use std::time::{Duration, Instant};
+
+use super::settings;
+use super::state::AppState;
+use crate::error::AppError;
+use crate::model::{StatusCheck, StatusReport, Verdict};
+
+fn check(name: &str, verdict: Verdict, message: impl Into<String>, started: Instant) -> StatusCheck {
+    StatusCheck {
+        name: name.to_owned(),
+        verdict,
+        message: message.into(),
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    }
+}
+
+async fn database(state: &AppState) -> StatusCheck {
+    let started = Instant::now();
+    let name = format!("Database ({})", state.db.backend.name());
+    match sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM contents").fetch_one(state.pool()).await {
+        Ok(n) => check(&name, Verdict::Ok, format!("Connected; {n} contents stored."), started),
+        Err(e) => {
+            tracing::error!(error = %e, "status: database check failed");
+            check(&name, Verdict::Error, "The database does not answer. Check DATABASE_URL and that the server is up.", started)
+        }
+    }
+}
+
+async fn language_model(state: &AppState) -> StatusCheck {
+    let started = Instant::now();
+    let name = "Language model";
+    let (values, key) = match (settings::values(state).await, settings::llm_api_key(state).await) {
+        (Ok(v), Ok(k)) => (v, k),
+        _ => return check(name, Verdict::Error, "Settings could not be read from the database.", started),
+    };
+    let Some(key) = key else {
+        return check(
+            name,
+            Verdict::Warning,
+            format!(
+                "No API key is set for {}: writing scripts from a topic is off. \"Use my script\" still works. \
+                 Add a key in Settings.",
+                values.llm_base_url
+            ),
+            started,
+        );
+    };
+    let url = format!("{}/models", values.llm_base_url);
+    let timeout = Duration::from_secs(u64::from(values.llm_timeout_secs.min(10)));
+    let response = state.http.get(&url).bearer_auth(&key).timeout(timeout).send().await;
+    match response {
+        Ok(r) if r.status().is_success() => {
+            let listed = r
+                .json::<serde_json::Value>()
+                .await
+                .ok()
+                .and_then(|v| v.get("data").and_then(|d| d.as_array()).cloned())
+                .unwrap_or_default();
+            let has_model = listed.iter().any(|m| m.get("id").and_then(|i| i.as_str()) == Some(values.llm_model.as_str()));
+            if listed.is_empty() || has_model {
+                check(name, Verdict::Ok, format!("Reachable at {}; the key is accepted; model {}.", values.llm_base_url, values.llm_model), started)
+            } else {
+                check(
+                    name,
+                    Verdict::Warning,
+                    format!(
+                        "Reachable and the key is accepted, but the model {} is not among the {} models it lists. \
+                         Check the model name in Settings.",
+                        values.llm_model,
+                        listed.len()
+                    ),
+                    started,
+                )
+            }
+        }
+        Ok(r) if matches!(r.status().as_u16(), 401 | 403) => {
+            check(name, Verdict::Error, format!("{} rejects the API key. Set a valid key in Settings.", values.llm_base_url), started)
+        }
+        Ok(r) => check(
+            name,
+            Verdict::Warning,
+            format!("{} answered {} to a model list request; script generation may still work.", values.llm_base_url, r.status()),
+            started,
+        ),
+        Err(e) if e.is_timeout() => {
+            check(name, Verdict::Error, format!("{} did not answer within {} s.", values.llm_base_url, timeout.as_secs()), started)
+        }
+        Err(_) => check(
+            name,
+            Verdict::Error,
+            format!("Cannot reach {}. Check the base URL in Settings and the network.", values.llm_base_url),
+            started,
+        ),
+    }
+}
+
+async fn tool(name: &str, program: &str, arg: &str, needed_for: &str) -> StatusCheck {
+    let started = Instant::now();
+    let run = tokio::process::Command::new(program).arg(arg).kill_on_drop(true).output();
+    match tokio::time::timeout(Duration::from_secs(5), run).await {
+        Ok(Ok(out)) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let first = text.lines().next().unwrap_or_default().trim().to_owned();
+            check(name, Verdict::Ok, format!("Installed: {first}"), started)
+        }
+        Ok(Ok(out)) => check(name, Verdict::Error, format!("{program} is installed but failed to run ({}).", out.status), started),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => check(
+            name,
+            Verdict::Error,
+            format!("{program} is not installed, so {needed_for} will not work. Install it with `apt-get install {program}` (scripts/setup.sh does)."),
+            started,
+        ),
+        Ok(Err(e)) => check(name, Verdict::Error, format!("{program} cannot be started: {e}"), started),
+        Err(_) => check(name, Verdict::Error, format!("{program} did not answer within 5 s."), started),
+    }
+}
+
+pub async fn report(state: &AppState) -> Result<StatusReport, AppError> {
+    let (db, llm, ffmpeg, espeak) = tokio::join!(
+        database(state),
+        language_model(state),
+        tool("ffmpeg", "ffmpeg", "-version", "video render"),
+        tool("espeak-ng", "espeak-ng", "--version", "offline narration"),
+    );
+    Ok(StatusReport {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        database: state.db.backend.name().to_owned(),
+        checks: vec![db, llm, ffmpeg, espeak],
+    })
+}

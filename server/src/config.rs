@@ -1,0 +1,164 @@
+//! Configuration: defaults, then an optional TOML file, then the environment. A bad value
+//! fails at start with a message that names the variable.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone)]
+pub struct Config {
+    /// `LEPTOS_SITE_ADDR`
+    pub site_addr: SocketAddr,
+    /// `LEPTOS_SITE_ROOT`: the built site (pkg/, public files).
+    pub site_root: PathBuf,
+    pub site_pkg_dir: String,
+    pub output_name: String,
+    pub production: bool,
+    pub reload_port: u32,
+    /// `CREVID_DATA_DIR`: database file, media, key file.
+    pub data_dir: PathBuf,
+    /// `DATABASE_URL`
+    pub database_url: String,
+    /// `CREVID_SECRET_KEY`: base64 of 32 bytes; when unset a key file under the data dir.
+    pub secret_key: Option<String>,
+    pub log_format: LogFormat,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("site_addr", &self.site_addr)
+            .field("site_root", &self.site_root)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &app::ssr::db::redact_url(&self.database_url))
+            .field("secret_key", &self.secret_key.as_ref().map(|_| "(set)"))
+            .field("production", &self.production)
+            .finish()
+    }
+}
+
+/// Keys of the optional config file; each matches an environment variable.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    site_addr: Option<String>,
+    site_root: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    secret_key: Option<String>,
+    log_format: Option<String>,
+    env: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+impl Config {
+    /// From the process environment (and `CREVID_CONFIG` or `./crevid.toml`).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::load(&|key| std::env::var(key).ok().filter(|v| !v.is_empty()))
+    }
+
+    pub fn load(env: Env<'_>) -> Result<Self, ConfigError> {
+        let file = match env("CREVID_CONFIG") {
+            Some(path) => read_file(Path::new(&path), "CREVID_CONFIG")?,
+            None if Path::new("crevid.toml").exists() => read_file(Path::new("crevid.toml"), "./crevid.toml")?,
+            None => FileConfig::default(),
+        };
+        let pick = |var: &str, from_file: Option<String>| env(var).or(from_file);
+
+        let site_addr = pick("LEPTOS_SITE_ADDR", file.site_addr)
+            .unwrap_or_else(|| "127.0.0.1:3000".into())
+            .parse::<SocketAddr>()
+            .map_err(|e| ConfigError(format!("LEPTOS_SITE_ADDR must be host:port, like 127.0.0.1:3000 ({e})")))?;
+        let data_dir = env("CREVID_DATA_DIR").map(PathBuf::from).or(file.data_dir).unwrap_or_else(|| "data".into());
+        let database_url = pick("DATABASE_URL", file.database_url)
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("crevid.db").display()));
+        app::ssr::db::Backend::from_url(&database_url).map_err(|e| ConfigError(e.to_string()))?;
+        let site_root = env("LEPTOS_SITE_ROOT").map(PathBuf::from).or(file.site_root).unwrap_or_else(default_site_root);
+        let log_format = match pick("CREVID_LOG_FORMAT", file.log_format).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => return Err(ConfigError(format!("CREVID_LOG_FORMAT must be text or json (got {other:?})"))),
+        };
+        let production = match pick("LEPTOS_ENV", file.env).as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("dev") | Some("development") => false,
+            Some("prod") | Some("production") => true,
+            Some(other) => return Err(ConfigError(format!("LEPTOS_ENV must be DEV or PROD (got {other:?})"))),
+        };
+        let reload_port = env("LEPTOS_RELOAD_PORT")
+            .map(|p| p.parse().map_err(|_| ConfigError(format!("LEPTOS_RELOAD_PORT must be a port number (got {p:?})"))))
+            .transpose()?
+            .unwrap_or(3001);
+        Ok(Config {
+            site_addr,
+            site_root,
+            site_pkg_dir: env("LEPTOS_SITE_PKG_DIR").unwrap_or_else(|| "pkg".into()),
+            output_name: env("LEPTOS_OUTPUT_NAME").unwrap_or_else(|| "crevid".into()),
+            production,
+            reload_port,
+            data_dir,
+            database_url,
+            secret_key: pick("CREVID_SECRET_KEY", file.secret_key),
+            log_format,
+        })
+    }
+}
+
+fn read_file(path: &Path, named_by: &str) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("{named_by}: cannot read {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| ConfigError(format!("{named_by}: {} is not valid: {e}", path.display())))
+}
+
+/// The built site sits at `target/site` beside `target/{debug,release}/crevid`, so the
+/// binary finds it from any working directory; `./target/site` and `./site` are fallbacks.
+fn default_site_root() -> PathBuf {
+    let beside_exe = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf))
+        .into_iter()
+        .flat_map(|dir| [dir.join("../site"), dir.join("site")]);
+    beside_exe
+        .chain([PathBuf::from("target/site"), PathBuf::from("site")])
+        .find(|candidate| candidate.join("pkg").is_dir())
+        .map(|p| p.canonicalize().unwrap_or(p))
+        .unwrap_or_else(|| PathBuf::from("target/site"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::load(&move |key| vars.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn defaults_to_sqlite_under_the_data_dir() {
+        let c = load(&[("CREVID_DATA_DIR", "/tmp/x")]).unwrap();
+        assert_eq!(c.database_url, "sqlite:///tmp/x/crevid.db");
+        assert_eq!(c.site_addr.to_string(), "127.0.0.1:3000");
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let e = load(&[("DATABASE_URL", "mysql://h/db")]).unwrap_err().0;
+        assert!(e.contains("DATABASE_URL"), "{e}");
+        let e = load(&[("LEPTOS_SITE_ADDR", "nope")]).unwrap_err().0;
+        assert!(e.contains("LEPTOS_SITE_ADDR"), "{e}");
+        let e = load(&[("CREVID_CONFIG", "/nonexistent/crevid.toml")]).unwrap_err().0;
+        assert!(e.contains("CREVID_CONFIG"), "{e}");
+    }
+}

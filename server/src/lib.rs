@@ -1,0 +1,5 @@
+//! The `crevid` server: it only starts things. Everything it serves lives in `app`.
+
+pub mod config;
+pub mod startup;
+pub mod telemetry;

@@ -1,0 +1,214 @@
+//! Every test starts the real app on port 0 with a fresh database (SQLite file or a new
+//! Postgres database, dropped afterwards) and its own fake OpenAI-compatible server.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use app::model::{SettingsUpdate, SettingsValues};
+use app::ssr::state::AppState;
+use crevid_server::config::Config;
+use crevid_server::startup::Application;
+use serde_json::Value;
+use testkit::FakeOpenAi;
+
+pub const TEST_KEY: &str = "sk-test-abcdefghijklmnopqrstuvwxyz";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+pub fn postgres_admin_url() -> String {
+    std::env::var("CREVID_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A Postgres database made for one test; dropped (with its connections) when the guard goes.
+pub struct PgDatabase {
+    admin_url: String,
+    pub name: String,
+}
+
+impl PgDatabase {
+    /// None when no server answers and this is not CI (one line says so); under CI=true a
+    /// missing Postgres fails the test.
+    pub async fn create() -> Option<Self> {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        sqlx::any::install_default_drivers();
+        let admin_url = postgres_admin_url();
+        let admin = match tokio::time::timeout(Duration::from_secs(5), sqlx::AnyPool::connect(&admin_url)).await {
+            Ok(Ok(pool)) => pool,
+            outcome => {
+                let why = match outcome {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".into(),
+                };
+                if std::env::var("CI").as_deref() == Ok("true") {
+                    panic!("Postgres is required under CI=true but {admin_url} is unreachable: {why}");
+                }
+                eprintln!("skipping Postgres test: {admin_url} unreachable ({why})");
+                return None;
+            }
+        };
+        let name = format!(
+            "crevid_test_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
+        );
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create test database");
+        admin.close().await;
+        Some(Self { admin_url, name })
+    }
+
+    pub fn url(&self) -> String {
+        let mut url = url::Url::parse(&self.admin_url).expect("CREVID_TEST_POSTGRES_URL parses");
+        url.set_path(&self.name);
+        url.to_string()
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        // Drop cannot await; a short-lived runtime on its own thread can.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async {
+                if let Ok(admin) = sqlx::AnyPool::connect(&admin_url).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await;
+                    admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub fake: FakeOpenAi,
+    pub state: AppState,
+    _dir: tempfile::TempDir,
+    _pg: Option<PgDatabase>,
+}
+
+pub fn test_config(database_url: &str, data_dir: &std::path::Path) -> Config {
+    let vars = [
+        ("LEPTOS_SITE_ADDR".to_owned(), "127.0.0.1:0".to_owned()),
+        ("CREVID_DATA_DIR".to_owned(), data_dir.display().to_string()),
+        ("DATABASE_URL".to_owned(), database_url.to_owned()),
+        ("LEPTOS_SITE_ROOT".to_owned(), data_dir.join("site").display().to_string()),
+    ];
+    Config::load(&move |key| vars.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())).expect("test config")
+}
+
+impl TestApp {
+    pub async fn spawn(db: Db) -> Option<Self> {
+        if std::env::var("TEST_LOG").is_ok() {
+            crevid_server::telemetry::init(crevid_server::config::LogFormat::Text);
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (url, pg) = match db {
+            Db::Sqlite => (format!("sqlite://{}", dir.path().join("crevid.db").display()), None),
+            Db::Postgres => {
+                let pg = PgDatabase::create().await?;
+                (pg.url(), Some(pg))
+            }
+        };
+        let app = Application::build(test_config(&url, dir.path())).await.expect("app builds");
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let state = app.state().clone();
+        tokio::spawn(app.run_until_stopped());
+        let fake = FakeOpenAi::start().await;
+        fake.require_key(TEST_KEY);
+        Some(Self { base, client: reqwest::Client::new(), fake, state, _dir: dir, _pg: pg })
+    }
+
+    /// Points the language model at the fake, with the fake's key.
+    pub async fn configure_llm(&self) {
+        self.configure_llm_with(|_| {}).await;
+    }
+
+    pub async fn configure_llm_with(&self, edit: impl FnOnce(&mut SettingsValues)) {
+        let mut values = SettingsValues {
+            llm_base_url: self.fake.base_url(),
+            llm_model: "fake-script-model".into(),
+            ..SettingsValues::default()
+        };
+        edit(&mut values);
+        app::ssr::settings::update(&self.state, SettingsUpdate { values, llm_api_key: Some(TEST_KEY.into()) })
+            .await
+            .expect("settings update");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> (u16, reqwest::header::HeaderMap, Value) {
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body");
+        let json = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        (status, headers, json)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let (s, _, j) = self.send(self.client.get(self.url(path))).await;
+        (s, j)
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let (s, _, j) = self.send(self.client.post(self.url(path)).json(body)).await;
+        (s, j)
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        let (s, _, j) = self.send(self.client.put(self.url(path)).json(body)).await;
+        (s, j)
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        let (s, _, j) = self.send(self.client.delete(self.url(path))).await;
+        (s, j)
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(self.state.pool()).await.expect("count")
+    }
+
+    /// Generates from the splitter and saves: a content without any network.
+    pub async fn saved_content(&self, script: &str) -> Value {
+        let (status, generated) =
+            self.post("/api/content/generate", &serde_json::json!({ "mode": "script", "input": script })).await;
+        assert_eq!(status, 200, "{generated}");
+        let (status, saved) = self
+            .post("/api/contents", &serde_json::json!({ "mode": "script", "input": script, "script": generated["data"] }))
+            .await;
+        assert_eq!(status, 201, "{saved}");
+        saved["data"].clone()
+    }
+}
+
+/// Runs each named test on SQLite and on Postgres.
+#[macro_export]
+macro_rules! both_databases {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn sqlite() {
+                    super::$name($crate::helpers::Db::Sqlite).await
+                }
+                #[tokio::test]
+                async fn postgres() {
+                    super::$name($crate::helpers::Db::Postgres).await
+                }
+            }
+        )*
+    };
+}

@@ -1,0 +1,10 @@
+//! Integration tests: one binary, the real app on port 0, SQLite and Postgres.
+
+mod helpers;
+
+mod contents;
+mod generate;
+mod input;
+mod pages;
+mod settings;
+mod storage;

@@ -1,0 +1,95 @@
+//! Settings: validated updates, reset, encrypted and masked secrets; the status report.
+
+use serde_json::json;
+
+use crate::both_databases;
+use crate::helpers::{Db, TestApp, TEST_KEY};
+
+both_databases!(update_validate_and_reset, keys_are_encrypted_and_masked, status_reports_each_dependency);
+
+async fn update_validate_and_reset(db: Db) {
+    let Some(app) = TestApp::spawn(db).await else { return };
+    let (status, body) = app.get("/api/settings").await;
+    assert_eq!(status, 200);
+    let mut values = body["data"]["values"].clone();
+    assert_eq!(values["llm_model"], "gpt-4o-mini");
+    assert_eq!(body["data"]["llm_api_key_masked"], serde_json::Value::Null);
+
+    for (field, value) in [
+        ("llm_base_url", json!("not a url")),
+        ("llm_base_url", json!("ftp://example.com")),
+        ("llm_model", json!("  ")),
+        ("llm_temperature", json!(3.5)),
+        ("llm_timeout_secs", json!(0)),
+        ("default_scene_count", json!(99)),
+        ("default_aspect_ratio", json!("2:1")),
+    ] {
+        let mut bad = values.clone();
+        bad[field] = value;
+        let (status, answer) = app.put("/api/settings", &json!({ "values": bad })).await;
+        assert_eq!(status, 422, "{field}: {answer}");
+        assert_eq!(answer["error"]["field"], format!("values.{field}"), "{answer}");
+    }
+    let (status, answer) = app.put("/api/settings", &json!({ "values": { "llm_model": "m", "surprise": 1 } })).await;
+    assert_eq!(status, 422, "unknown keys are refused: {answer}");
+
+    values["llm_model"] = json!("llama3.1");
+    values["llm_base_url"] = json!("http://localhost:11434/v1/");
+    values["default_scene_count"] = json!(8);
+    let (status, body) = app.put("/api/settings", &json!({ "values": values })).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["values"]["llm_base_url"], "http://localhost:11434/v1", "trailing slash trimmed");
+    let (_, body) = app.get("/api/settings").await;
+    assert_eq!(body["data"]["values"]["llm_model"], "llama3.1");
+    // New defaults apply to generation.
+    let (_, generated) = app
+        .post("/api/content/generate", &json!({ "mode": "script", "input": "One. Two. Three. Four. Five. Six. Seven. Eight. Nine." }))
+        .await;
+    assert_eq!(generated["data"]["presets"]["scene_count"], 8);
+
+    let (status, body) = app.post("/api/settings/reset", &json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["data"]["values"]["llm_model"], "gpt-4o-mini");
+}
+
+async fn keys_are_encrypted_and_masked(db: Db) {
+    let Some(app) = TestApp::spawn(db).await else { return };
+    app.configure_llm().await;
+    let (_, body) = app.get("/api/settings").await;
+    assert_eq!(body["data"]["llm_api_key_masked"], "sk-…wxyz");
+    assert!(!body.to_string().contains(TEST_KEY));
+    let stored: Vec<String> = sqlx::query_scalar("SELECT value FROM settings").fetch_all(app.state.pool()).await.unwrap();
+    assert!(stored.iter().all(|v| !v.contains(&TEST_KEY[..8])), "keys are sealed at rest: {stored:?}");
+
+    // Leaving the key out keeps it; the reset keeps it; an empty string removes it.
+    let values = body["data"]["values"].clone();
+    let (_, body) = app.put("/api/settings", &json!({ "values": values })).await;
+    assert_eq!(body["data"]["llm_api_key_masked"], "sk-…wxyz");
+    let (_, body) = app.post("/api/settings/reset", &json!({})).await;
+    assert_eq!(body["data"]["llm_api_key_masked"], "sk-…wxyz");
+    let (_, body) = app.put("/api/settings", &json!({ "values": values, "llm_api_key": "" })).await;
+    assert_eq!(body["data"]["llm_api_key_masked"], serde_json::Value::Null);
+}
+
+async fn status_reports_each_dependency(db: Db) {
+    let Some(app) = TestApp::spawn(db).await else { return };
+    let (status, body) = app.get("/api/settings/status").await;
+    assert_eq!(status, 200, "{body}");
+    let checks = body["data"]["checks"].as_array().unwrap();
+    let names: Vec<&str> = checks.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert!(names[0].starts_with("Database"), "{names:?}");
+    assert_eq!(&names[1..], ["Language model", "ffmpeg", "espeak-ng"]);
+    assert_eq!(checks[0]["verdict"], "ok");
+    assert_eq!(checks[1]["verdict"], "warning", "no key yet: {}", checks[1]);
+    // The set-up installs ffmpeg and espeak-ng.
+    assert_eq!(checks[2]["verdict"], "ok", "{}", checks[2]);
+    assert_eq!(checks[3]["verdict"], "ok", "{}", checks[3]);
+
+    app.configure_llm().await;
+    let (_, body) = app.get("/api/settings/status").await;
+    assert_eq!(body["data"]["checks"][1]["verdict"], "ok", "{body}");
+    app.fake.require_key("another-key");
+    let (_, body) = app.get("/api/settings/status").await;
+    assert_eq!(body["data"]["checks"][1]["verdict"], "error", "{body}");
+    assert!(body["data"]["checks"][1]["message"].as_str().unwrap().contains("rejects the API key"));
+}

@@ -1,0 +1,7 @@
+//! Hydrate entry: cargo-leptos compiles this crate to WASM and calls `hydrate()`.
+
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn hydrate() {
+    console_error_panic_hook::set_once();
+    leptos::mount::hydrate_body(app::App);
+}
