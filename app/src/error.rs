@@ -69,11 +69,19 @@ pub struct AppError {
 
 impl AppError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), field: None, retry_after_secs: None }
+        Self {
+            code,
+            message: message.into(),
+            field: None,
+            retry_after_secs: None,
+        }
     }
 
     pub fn validation(field: &str, message: impl Into<String>) -> Self {
-        Self { field: Some(field.to_owned()), ..Self::new(ErrorCode::Validation, message) }
+        Self {
+            field: Some(field.to_owned()),
+            ..Self::new(ErrorCode::Validation, message)
+        }
     }
 
     pub fn not_found(what: &str) -> Self {
@@ -83,15 +91,18 @@ impl AppError {
     /// The opaque message for anything the client cannot act on; the cause is logged
     /// where the error is created (see `ssr::error`).
     pub fn internal() -> Self {
-        Self::new(ErrorCode::Internal, "Something went wrong on the server. It has been logged; please try again.")
+        Self::new(
+            ErrorCode::Internal,
+            "Something went wrong on the server. It has been logged; please try again.",
+        )
     }
 
     /// Where the UI should send the user to fix this error, if anywhere.
     pub fn fix_link(&self) -> Option<&'static str> {
         match self.code {
-            ErrorCode::ProviderNotConfigured | ErrorCode::ProviderAuth | ErrorCode::ProviderBadRequest => {
-                Some("/settings")
-            }
+            ErrorCode::ProviderNotConfigured
+            | ErrorCode::ProviderAuth
+            | ErrorCode::ProviderBadRequest => Some("/settings"),
             _ => None,
         }
     }
@@ -102,12 +113,14 @@ impl FromServerFnError for AppError {
 
     fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
         match value {
-            ServerFnErrorErr::Args(msg) | ServerFnErrorErr::Deserialization(msg) => {
-                Self::new(ErrorCode::InvalidJson, format!("The request could not be read: {msg}"))
-            }
-            ServerFnErrorErr::Request(msg) | ServerFnErrorErr::Response(msg) => {
-                Self::new(ErrorCode::Internal, format!("Could not reach the CREVID server: {msg}"))
-            }
+            ServerFnErrorErr::Args(msg) | ServerFnErrorErr::Deserialization(msg) => Self::new(
+                ErrorCode::InvalidJson,
+                format!("The request could not be read: {msg}"),
+            ),
+            ServerFnErrorErr::Request(msg) | ServerFnErrorErr::Response(msg) => Self::new(
+                ErrorCode::Internal,
+                format!("Could not reach the CREVID server: {msg}"),
+            ),
             other => Self::new(ErrorCode::Internal, other.to_string()),
         }
     }

@@ -37,7 +37,10 @@ impl std::fmt::Debug for Config {
             .field("site_addr", &self.site_addr)
             .field("site_root", &self.site_root)
             .field("data_dir", &self.data_dir)
-            .field("database_url", &app::ssr::db::redact_url(&self.database_url))
+            .field(
+                "database_url",
+                &app::ssr::db::redact_url(&self.database_url),
+            )
             .field("secret_key", &self.secret_key.as_ref().map(|_| "(set)"))
             .field("production", &self.production)
             .finish()
@@ -72,7 +75,9 @@ impl Config {
     pub fn load(env: Env<'_>) -> Result<Self, ConfigError> {
         let file = match env("CREVID_CONFIG") {
             Some(path) => read_file(Path::new(&path), "CREVID_CONFIG")?,
-            None if Path::new("crevid.toml").exists() => read_file(Path::new("crevid.toml"), "./crevid.toml")?,
+            None if Path::new("crevid.toml").exists() => {
+                read_file(Path::new("crevid.toml"), "./crevid.toml")?
+            }
             None => FileConfig::default(),
         };
         let pick = |var: &str, from_file: Option<String>| env(var).or(from_file);
@@ -80,24 +85,52 @@ impl Config {
         let site_addr = pick("LEPTOS_SITE_ADDR", file.site_addr)
             .unwrap_or_else(|| "127.0.0.1:3000".into())
             .parse::<SocketAddr>()
-            .map_err(|e| ConfigError(format!("LEPTOS_SITE_ADDR must be host:port, like 127.0.0.1:3000 ({e})")))?;
-        let data_dir = env("CREVID_DATA_DIR").map(PathBuf::from).or(file.data_dir).unwrap_or_else(|| "data".into());
+            .map_err(|e| {
+                ConfigError(format!(
+                    "LEPTOS_SITE_ADDR must be host:port, like 127.0.0.1:3000 ({e})"
+                ))
+            })?;
+        let data_dir = env("CREVID_DATA_DIR")
+            .map(PathBuf::from)
+            .or(file.data_dir)
+            .unwrap_or_else(|| "data".into());
         let database_url = pick("DATABASE_URL", file.database_url)
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("crevid.db").display()));
         app::ssr::db::Backend::from_url(&database_url).map_err(|e| ConfigError(e.to_string()))?;
-        let site_root = env("LEPTOS_SITE_ROOT").map(PathBuf::from).or(file.site_root).unwrap_or_else(default_site_root);
+        let site_root = env("LEPTOS_SITE_ROOT")
+            .map(PathBuf::from)
+            .or(file.site_root)
+            .unwrap_or_else(default_site_root);
         let log_format = match pick("CREVID_LOG_FORMAT", file.log_format).as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
-            Some(other) => return Err(ConfigError(format!("CREVID_LOG_FORMAT must be text or json (got {other:?})"))),
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "CREVID_LOG_FORMAT must be text or json (got {other:?})"
+                )))
+            }
         };
-        let production = match pick("LEPTOS_ENV", file.env).as_deref().map(str::to_ascii_lowercase).as_deref() {
+        let production = match pick("LEPTOS_ENV", file.env)
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             None | Some("dev") | Some("development") => false,
             Some("prod") | Some("production") => true,
-            Some(other) => return Err(ConfigError(format!("LEPTOS_ENV must be DEV or PROD (got {other:?})"))),
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "LEPTOS_ENV must be DEV or PROD (got {other:?})"
+                )))
+            }
         };
         let reload_port = env("LEPTOS_RELOAD_PORT")
-            .map(|p| p.parse().map_err(|_| ConfigError(format!("LEPTOS_RELOAD_PORT must be a port number (got {p:?})"))))
+            .map(|p| {
+                p.parse().map_err(|_| {
+                    ConfigError(format!(
+                        "LEPTOS_RELOAD_PORT must be a port number (got {p:?})"
+                    ))
+                })
+            })
             .transpose()?
             .unwrap_or(3001);
         Ok(Config {
@@ -118,7 +151,8 @@ impl Config {
 fn read_file(path: &Path, named_by: &str) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError(format!("{named_by}: cannot read {}: {e}", path.display())))?;
-    toml::from_str(&text).map_err(|e| ConfigError(format!("{named_by}: {} is not valid: {e}", path.display())))
+    toml::from_str(&text)
+        .map_err(|e| ConfigError(format!("{named_by}: {} is not valid: {e}", path.display())))
 }
 
 /// The built site sits at `target/site` beside `target/{debug,release}/crevid`, so the
@@ -141,7 +175,10 @@ mod tests {
     use super::*;
 
     fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::load(&move |key| vars.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()))
     }
 
@@ -158,7 +195,9 @@ mod tests {
         assert!(e.contains("DATABASE_URL"), "{e}");
         let e = load(&[("LEPTOS_SITE_ADDR", "nope")]).unwrap_err().0;
         assert!(e.contains("LEPTOS_SITE_ADDR"), "{e}");
-        let e = load(&[("CREVID_CONFIG", "/nonexistent/crevid.toml")]).unwrap_err().0;
+        let e = load(&[("CREVID_CONFIG", "/nonexistent/crevid.toml")])
+            .unwrap_err()
+            .0;
         assert!(e.contains("CREVID_CONFIG"), "{e}");
     }
 }

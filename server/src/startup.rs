@@ -50,7 +50,11 @@ impl Application {
             .output_name(config.output_name.clone())
             .site_root(config.site_root.display().to_string())
             .site_pkg_dir(config.site_pkg_dir.clone())
-            .env(if config.production { Env::PROD } else { Env::DEV })
+            .env(if config.production {
+                Env::PROD
+            } else {
+                Env::DEV
+            })
             .site_addr(addr)
             .reload_port(config.reload_port)
             .build();
@@ -59,12 +63,25 @@ impl Application {
             .user_agent(concat!("crevid/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("building the HTTP client")?;
-        let state = AppState { leptos_options, db, http, secrets: Arc::new(secrets), data_dir: Arc::new(config.data_dir) };
-        Ok(Self { router: router(state.clone()), listener, state })
+        let state = AppState {
+            leptos_options,
+            db,
+            http,
+            secrets: Arc::new(secrets),
+            data_dir: Arc::new(config.data_dir),
+        };
+        Ok(Self {
+            router: router(state.clone()),
+            listener,
+            state,
+        })
     }
 
     pub fn port(&self) -> u16 {
-        self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
+        self.listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_default()
     }
 
     pub fn state(&self) -> &AppState {
@@ -72,7 +89,9 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown_signal()).await
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
     }
 }
 
@@ -89,7 +108,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(app::ssr::rest::router())
         .leptos_routes_with_context(&state, routes, context.clone(), app_shell)
-        .fallback(leptos_axum::file_and_error_handler_with_context::<AppState, _>(context, shell))
+        .fallback(leptos_axum::file_and_error_handler_with_context::<
+            AppState,
+            _,
+        >(context, shell))
         .layer(DefaultBodyLimit::max(BODY_MAX_BYTES))
         .layer(RequestBodyLimitLayer::new(BODY_MAX_BYTES))
         .layer(middleware::from_fn(reject_oversized))
@@ -108,7 +130,10 @@ async fn reject_oversized(request: Request, next: Next) -> Response {
     if declared.is_some_and(|len| len > BODY_MAX_BYTES) {
         return AppError::new(
             ErrorCode::PayloadTooLarge,
-            format!("The request body is larger than {} KiB", BODY_MAX_BYTES / 1024),
+            format!(
+                "The request body is larger than {} KiB",
+                BODY_MAX_BYTES / 1024
+            ),
         )
         .into_response();
     }

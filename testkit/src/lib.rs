@@ -73,7 +73,9 @@ impl FakeOpenAi {
             .route("/v1/chat/completions", post(chat))
             .route("/v1/models", get(models))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind fake OpenAI server");
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("bind fake OpenAI server");
         let addr = listener.local_addr().expect("local address");
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -132,12 +134,21 @@ impl Drop for InFlight {
 }
 
 fn error(status: StatusCode, kind: &str, code: &str, message: &str) -> Response {
-    (status, Json(json!({ "error": { "message": message, "type": kind, "param": null, "code": code } }))).into_response()
+    (
+        status,
+        Json(json!({ "error": { "message": message, "type": kind, "param": null, "code": code } })),
+    )
+        .into_response()
 }
 
 fn authorised(inner: &Inner, headers: &HeaderMap) -> Result<(), Response> {
-    let Some(expected) = inner.api_key.lock().expect("lock").clone() else { return Ok(()) };
-    let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let Some(expected) = inner.api_key.lock().expect("lock").clone() else {
+        return Ok(());
+    };
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
     if given == Some(expected.as_str()) {
         Ok(())
     } else {
@@ -147,8 +158,26 @@ fn authorised(inner: &Inner, headers: &HeaderMap) -> Result<(), Response> {
 
 fn invalid_key(given: &str) -> Response {
     // Like OpenAI: the message repeats the start and end of the key it got.
-    let shown: String = given.chars().take(8).chain("****".chars()).chain(given.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev()).collect();
-    error(StatusCode::UNAUTHORIZED, "invalid_request_error", "invalid_api_key", &format!("Incorrect API key provided: {shown}."))
+    let shown: String = given
+        .chars()
+        .take(8)
+        .chain("****".chars())
+        .chain(
+            given
+                .chars()
+                .rev()
+                .take(4)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev(),
+        )
+        .collect();
+    error(
+        StatusCode::UNAUTHORIZED,
+        "invalid_request_error",
+        "invalid_api_key",
+        &format!("Incorrect API key provided: {shown}."),
+    )
 }
 
 async fn models(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
@@ -166,7 +195,11 @@ async fn models(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response
     .into_response()
 }
 
-async fn chat(State(inner): State<Arc<Inner>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+async fn chat(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     let _guard = InFlight::enter(&inner);
     *inner.last_body.lock().expect("lock") = Some(body.clone());
     if let Err(r) = authorised(&inner, &headers) {
@@ -177,27 +210,58 @@ async fn chat(State(inner): State<Arc<Inner>>, headers: HeaderMap, Json(body): J
         tokio::time::sleep(latency).await;
     }
     let behaviour = inner.behaviour.lock().expect("lock").clone();
-    let model = body.get("model").and_then(Value::as_str).unwrap_or("fake").to_owned();
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("fake")
+        .to_owned();
     match behaviour {
         Behaviour::InvalidKey => {
-            let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or_default();
+            let given = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or_default();
             invalid_key(given)
         }
         Behaviour::RateLimited { retry_after } => {
-            let mut r = error(StatusCode::TOO_MANY_REQUESTS, "requests", "rate_limit_exceeded", "Rate limit reached for requests");
-            r.headers_mut().insert("retry-after", retry_after.to_string().parse().expect("header value"));
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "requests",
+                "rate_limit_exceeded",
+                "Rate limit reached for requests",
+            );
+            r.headers_mut().insert(
+                "retry-after",
+                retry_after.to_string().parse().expect("header value"),
+            );
             r
         }
-        Behaviour::ServerError => error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "server_error", "The server had an error"),
+        Behaviour::ServerError => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "server_error",
+            "The server had an error",
+        ),
         Behaviour::UnknownModel => error(
             StatusCode::NOT_FOUND,
             "invalid_request_error",
             "model_not_found",
             &format!("The model `{model}` does not exist or you do not have access to it."),
         ),
-        Behaviour::Refusal => completion(&model, Value::Null, json!("I can't help with that request.")),
-        Behaviour::Malformed { times } if inner.malformed_sent.fetch_add(1, Ordering::SeqCst) < times => {
-            completion(&model, json!("Sure! Here is your script: title = maybe"), Value::Null)
+        Behaviour::Refusal => completion(
+            &model,
+            Value::Null,
+            json!("I can't help with that request."),
+        ),
+        Behaviour::Malformed { times }
+            if inner.malformed_sent.fetch_add(1, Ordering::SeqCst) < times =>
+        {
+            completion(
+                &model,
+                json!("Sure! Here is your script: title = maybe"),
+                Value::Null,
+            )
         }
         Behaviour::Malformed { .. } | Behaviour::Script => {
             let script = script_for(&body);
@@ -227,14 +291,29 @@ pub fn script_for(body: &Value) -> Value {
     let prompt = body
         .get("messages")
         .and_then(Value::as_array)
-        .and_then(|m| m.iter().find(|m| m.get("role").and_then(Value::as_str) == Some("user")))
+        .and_then(|m| {
+            m.iter()
+                .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+        })
         .and_then(|m| m.get("content"))
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let line = |key: &str| prompt.lines().find_map(|l| l.strip_prefix(key)).map(str::trim).unwrap_or_default().to_owned();
-    let topic = Some(line("Topic:")).filter(|t| !t.is_empty()).unwrap_or_else(|| "Something".into());
+    let line = |key: &str| {
+        prompt
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let topic = Some(line("Topic:"))
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "Something".into());
     let scenes: usize = line("Scenes:").parse().unwrap_or(3).clamp(1, 30);
-    let seconds: f64 = line("Target length:").trim_end_matches(" seconds").parse().unwrap_or(30.0);
+    let seconds: f64 = line("Target length:")
+        .trim_end_matches(" seconds")
+        .parse()
+        .unwrap_or(30.0);
     json!({
         "title": format!("All about {topic}"),
         "hook": format!("You won't believe this about {topic}."),

@@ -9,7 +9,13 @@ use crate::model::{limits, ContentDetail, SceneEdit, UpdateContentRequest};
 #[component]
 pub fn ContentPage() -> impl IntoView {
     let params = use_params_map();
-    let id = move || params.read().get("id").and_then(|id| id.parse::<i64>().ok()).unwrap_or(0);
+    let id = move || {
+        params
+            .read()
+            .get("id")
+            .and_then(|id| id.parse::<i64>().ok())
+            .unwrap_or(0)
+    };
     let content = Resource::new(id, get_content);
     view! {
         <Suspense fallback=|| view! { <p class="muted">"Loading…"</p> }>
@@ -83,7 +89,8 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
         }
     });
 
-    let position_of = move |key: usize| rows.with(|rs| rs.iter().position(|r| r.key == key).unwrap_or(0));
+    let position_of =
+        move |key: usize| rows.with(|rs| rs.iter().position(|r| r.key == key).unwrap_or(0));
     let move_row = move |key: usize, delta: isize| {
         rows.update(|rs| {
             if let Some(i) = rs.iter().position(|r| r.key == key) {
@@ -120,7 +127,10 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
                 })
                 .collect()
         });
-        save.dispatch(UpdateContentRequest { title: title.get_untracked(), scenes });
+        save.dispatch(UpdateContentRequest {
+            title: title.get_untracked(),
+            scenes,
+        });
     };
     let total_seconds = move || rows.with(|rs| rs.iter().map(|r| r.seconds.get()).sum::<f64>());
 
@@ -172,7 +182,7 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
                                 disabled=move || position_of(key) == 0
                                 on:click=move |_| move_row(key, -1)>"↑"</button>
                             <button type="button" title="Move down" aria-label="Move down"
-                                disabled=move || position_of(key) + 1 >= rows.with(|r| r.len())
+                                disabled=move || { position_of(key) + 1 >= rows.with(|r| r.len()) }
                                 on:click=move |_| move_row(key, 1)>"↓"</button>
                             <button type="button" class="danger-outline" aria-label="Delete scene"
                                 on:click=move |_| { rows.update(|rs| rs.retain(|r| r.key != key)); dirty.set(true); }>

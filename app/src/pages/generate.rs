@@ -4,7 +4,9 @@ use leptos_router::hooks::use_navigate;
 
 use crate::api::{generate_script, save_content};
 use crate::components::{optional_number, optional_text, ErrorBox, Spinner};
-use crate::model::{limits, GenerateRequest, GeneratedScript, Mode, PresetsInput, SaveContentRequest};
+use crate::model::{
+    limits, GenerateRequest, GeneratedScript, Mode, PresetsInput, SaveContentRequest,
+};
 
 #[component]
 pub fn GeneratePage() -> impl IntoView {
@@ -133,7 +135,11 @@ fn ScriptPreview(
     save: Action<SaveContentRequest, Result<crate::model::ContentDetail, crate::error::AppError>>,
 ) -> impl IntoView {
     let scene_total: f64 = script.scenes.iter().map(|s| s.seconds).sum();
-    let request = SaveContentRequest { mode, input, script: script.clone() };
+    let request = SaveContentRequest {
+        mode,
+        input,
+        script: script.clone(),
+    };
     view! {
         <section class="card script" data-testid="script">
             <header class="script-head">

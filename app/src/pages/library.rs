@@ -12,10 +12,22 @@ const PER_PAGE: u32 = 12;
 pub fn LibraryPage() -> impl IntoView {
     let query = use_query_map();
     let q = move || query.read().get("q").unwrap_or_default();
-    let page = move || query.read().get("page").and_then(|p| p.parse::<u32>().ok()).unwrap_or(1);
+    let page = move || {
+        query
+            .read()
+            .get("page")
+            .and_then(|p| p.parse::<u32>().ok())
+            .unwrap_or(1)
+    };
     let contents = Resource::new(
         move || (q(), page()),
-        |(q, page)| list_contents(ListQuery { q: Some(q), page: Some(page), per_page: Some(PER_PAGE) }),
+        |(q, page)| {
+            list_contents(ListQuery {
+                q: Some(q),
+                page: Some(page),
+                per_page: Some(PER_PAGE),
+            })
+        },
     );
 
     view! {
@@ -80,7 +92,9 @@ fn ContentList(page: ContentPage, q: String) -> impl IntoView {
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             b' ' => "+".to_owned(),
             _ => format!("%{b:02X}"),
         })

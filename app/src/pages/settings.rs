@@ -75,10 +75,16 @@ fn SettingsForm(initial: SettingsView) -> impl IntoView {
         } else {
             Some(new_key.get_untracked()).filter(|k| !k.trim().is_empty())
         };
-        save.dispatch(SettingsUpdate { values: values.get_untracked(), llm_api_key });
+        save.dispatch(SettingsUpdate {
+            values: values.get_untracked(),
+            llm_api_key,
+        });
     };
     let error = move || {
-        save.value().get().and_then(|r| r.err()).or_else(|| reset.value().get().and_then(|r| r.err()))
+        save.value()
+            .get()
+            .and_then(|r| r.err())
+            .or_else(|| reset.value().get().and_then(|r| r.err()))
     };
     let defaults = SettingsValues::default();
 
@@ -95,13 +101,13 @@ fn SettingsForm(initial: SettingsView) -> impl IntoView {
                 <small class="muted">"Stored encrypted; never shown again. Local servers such as Ollama accept any value."</small>
             </label>
             <Show when=move || masked.get().is_some()>
-                <label class="check"><input type="checkbox" name="remove_key"
+                <label class="checkbox"><input type="checkbox" name="remove_key"
                     prop:checked=move || remove_key.get()
                     on:change=move |ev| remove_key.set(event_target_checked(&ev))/>" Remove the stored key"</label>
             </Show>
             {text_field!(values, "Temperature (0–2)", llm_temperature, "Higher is more varied")}
             {text_field!(values, "Timeout (seconds, 1–600)", llm_timeout_secs, "How long a creator waits at most")}
-            <label class="check"><input type="checkbox" name="llm_json_schema"
+            <label class="checkbox"><input type="checkbox" name="llm_json_schema"
                 prop:checked=move || values.with(|v| v.llm_json_schema)
                 on:change=move |ev| values.update(|v| v.llm_json_schema = event_target_checked(&ev))/>
                 " Use JSON-schema structured output (turn off for servers that only support JSON mode)"</label>

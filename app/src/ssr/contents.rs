@@ -9,34 +9,54 @@ use super::state::AppState;
 use super::validate;
 use crate::error::AppError;
 use crate::model::{
-    limits, ContentDetail, ContentPage, ContentSummary, ListQuery, Mode, PresetsInput, SaveContentRequest, SceneDraft,
-    SceneView, SettingsValues, UpdateContentRequest,
+    limits, ContentDetail, ContentPage, ContentSummary, ListQuery, Mode, PresetsInput,
+    SaveContentRequest, SceneDraft, SceneView, SettingsValues, UpdateContentRequest,
 };
 
-fn check_scene(i: usize, narration: &str, visual_prompt: &str, seconds: f64) -> Result<SceneDraft, AppError> {
+fn check_scene(
+    i: usize,
+    narration: &str,
+    visual_prompt: &str,
+    seconds: f64,
+) -> Result<SceneDraft, AppError> {
     let f = |name: &str| format!("scenes[{i}].{name}");
     Ok(SceneDraft {
         narration: validate::text(&f("narration"), narration, 1, limits::NARRATION_MAX_CHARS)?,
-        visual_prompt: validate::text(&f("visual_prompt"), visual_prompt, 0, limits::VISUAL_PROMPT_MAX_CHARS)?,
+        visual_prompt: validate::text(
+            &f("visual_prompt"),
+            visual_prompt,
+            0,
+            limits::VISUAL_PROMPT_MAX_CHARS,
+        )?,
         seconds: validate::range_f64(&f("seconds"), seconds, 0.5, limits::SCENE_SECONDS_MAX)?,
     })
 }
 
 fn check_scene_count(n: usize) -> Result<(), AppError> {
     if n == 0 {
-        return Err(AppError::validation("scenes", "a content needs at least one scene"));
+        return Err(AppError::validation(
+            "scenes",
+            "a content needs at least one scene",
+        ));
     }
     if n > limits::SCENES_PER_CONTENT_MAX {
         return Err(AppError::validation(
             "scenes",
-            format!("a content holds at most {} scenes (got {n})", limits::SCENES_PER_CONTENT_MAX),
+            format!(
+                "a content holds at most {} scenes (got {n})",
+                limits::SCENES_PER_CONTENT_MAX
+            ),
         ));
     }
     Ok(())
 }
 
 fn script_text(scenes: &[SceneDraft]) -> String {
-    scenes.iter().map(|s| s.narration.as_str()).collect::<Vec<_>>().join("\n\n")
+    scenes
+        .iter()
+        .map(|s| s.narration.as_str())
+        .collect::<Vec<_>>()
+        .join("\n\n")
 }
 
 #[tracing::instrument(name = "contents.save", skip_all)]
@@ -45,18 +65,42 @@ pub async fn save(state: &AppState, req: SaveContentRequest) -> Result<ContentDe
     let s = req.script;
     let title = validate::text("script.title", &s.title, 1, limits::TITLE_MAX_CHARS)?;
     let hook = validate::text("script.hook", &s.hook, 0, limits::NARRATION_MAX_CHARS)?;
-    let description = validate::text("script.description", &s.description, 0, limits::DESCRIPTION_MAX_CHARS)?;
+    let description = validate::text(
+        "script.description",
+        &s.description,
+        0,
+        limits::DESCRIPTION_MAX_CHARS,
+    )?;
     if s.hashtags.len() > limits::HASHTAGS_MAX {
-        return Err(AppError::validation("script.hashtags", format!("at most {} hashtags", limits::HASHTAGS_MAX)));
+        return Err(AppError::validation(
+            "script.hashtags",
+            format!("at most {} hashtags", limits::HASHTAGS_MAX),
+        ));
     }
     let hashtags = s
         .hashtags
         .iter()
         .enumerate()
-        .map(|(i, h)| validate::text(&format!("script.hashtags[{i}]"), h, 1, limits::SHORT_TEXT_MAX_CHARS))
+        .map(|(i, h)| {
+            validate::text(
+                &format!("script.hashtags[{i}]"),
+                h,
+                1,
+                limits::SHORT_TEXT_MAX_CHARS,
+            )
+        })
         .collect::<Result<Vec<_>, _>>()?;
-    let presets = resolve_presets(&PresetsInput::from(&s.presets), &SettingsValues::default(), "script.presets")?;
-    let provider = validate::text("script.provider", &s.provider, 0, limits::SHORT_TEXT_MAX_CHARS)?;
+    let presets = resolve_presets(
+        &PresetsInput::from(&s.presets),
+        &SettingsValues::default(),
+        "script.presets",
+    )?;
+    let provider = validate::text(
+        "script.provider",
+        &s.provider,
+        0,
+        limits::SHORT_TEXT_MAX_CHARS,
+    )?;
     check_scene_count(s.scenes.len()).map_err(|mut e| {
         e.field = Some("script.scenes".into());
         e
@@ -131,7 +175,12 @@ async fn insert_scene(
 }
 
 pub async fn list(state: &AppState, query: ListQuery) -> Result<ContentPage, AppError> {
-    let per_page = validate::range_u32("per_page", query.per_page.unwrap_or(20), 1, limits::PAGE_SIZE_MAX)?;
+    let per_page = validate::range_u32(
+        "per_page",
+        query.per_page.unwrap_or(20),
+        1,
+        limits::PAGE_SIZE_MAX,
+    )?;
     let page = query.page.unwrap_or(1).max(1);
     let search = match query.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
         Some(q) => Some(validate::text("q", q, 1, limits::SEARCH_MAX_CHARS)?),
@@ -139,7 +188,13 @@ pub async fn list(state: &AppState, query: ListQuery) -> Result<ContentPage, App
     };
     // `%` and `_` typed by the user are literal, not wildcards.
     let pattern = search.map(|q| {
-        format!("%{}%", q.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))
+        format!(
+            "%{}%",
+            q.to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        )
     });
     let filter = "($1 IS NULL OR LOWER(title) LIKE $1 ESCAPE '\\')";
     let pool: &AnyPool = state.pool();
@@ -175,7 +230,12 @@ pub async fn list(state: &AppState, query: ListQuery) -> Result<ContentPage, App
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()
         .db("reading contents")?;
-    Ok(ContentPage { items, page, per_page, total })
+    Ok(ContentPage {
+        items,
+        page,
+        per_page,
+        total,
+    })
 }
 
 pub async fn get(state: &AppState, id: i64) -> Result<ContentDetail, AppError> {
@@ -207,7 +267,8 @@ pub async fn get(state: &AppState, id: i64) -> Result<ContentDetail, AppError> {
             status: row.try_get("status")?,
             hook: row.try_get("hook")?,
             description: row.try_get("description")?,
-            hashtags: serde_json::from_str(&row.try_get::<String, _>("hashtags")?).unwrap_or_default(),
+            hashtags: serde_json::from_str(&row.try_get::<String, _>("hashtags")?)
+                .unwrap_or_default(),
             presets: crate::model::Presets {
                 language: row.try_get("language")?,
                 tone: row.try_get("tone")?,
@@ -238,7 +299,11 @@ pub async fn get(state: &AppState, id: i64) -> Result<ContentDetail, AppError> {
 }
 
 #[tracing::instrument(name = "contents.update", skip_all, fields(content_id = id))]
-pub async fn update(state: &AppState, id: i64, req: UpdateContentRequest) -> Result<ContentDetail, AppError> {
+pub async fn update(
+    state: &AppState,
+    id: i64,
+    req: UpdateContentRequest,
+) -> Result<ContentDetail, AppError> {
     let title = validate::text("title", &req.title, 1, limits::TITLE_MAX_CHARS)?;
     check_scene_count(req.scenes.len())?;
     let scenes = req
@@ -246,8 +311,15 @@ pub async fn update(state: &AppState, id: i64, req: UpdateContentRequest) -> Res
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let seconds = s.seconds.unwrap_or_else(|| (s.narration.split_whitespace().count() as f64 / 2.5).max(2.0));
-            check_scene(i, &s.narration, &s.visual_prompt, seconds.min(limits::SCENE_SECONDS_MAX))
+            let seconds = s
+                .seconds
+                .unwrap_or_else(|| (s.narration.split_whitespace().count() as f64 / 2.5).max(2.0));
+            check_scene(
+                i,
+                &s.narration,
+                &s.visual_prompt,
+                seconds.min(limits::SCENE_SECONDS_MAX),
+            )
         })
         .collect::<Result<Vec<_>, _>>()?;
 
@@ -276,13 +348,20 @@ pub async fn update(state: &AppState, id: i64, req: UpdateContentRequest) -> Res
                 ));
             }
             if kept.contains(&scene_id) {
-                return Err(AppError::validation(&format!("scenes[{i}].id"), format!("scene {scene_id} is listed twice")));
+                return Err(AppError::validation(
+                    &format!("scenes[{i}].id"),
+                    format!("scene {scene_id} is listed twice"),
+                ));
             }
             kept.push(scene_id);
         }
     }
     for gone in existing.iter().filter(|e| !kept.contains(e)) {
-        sqlx::query("DELETE FROM scenes WHERE id = $1").bind(gone).execute(&mut *tx).await.db("deleting a scene")?;
+        sqlx::query("DELETE FROM scenes WHERE id = $1")
+            .bind(gone)
+            .execute(&mut *tx)
+            .await
+            .db("deleting a scene")?;
     }
     for (position, (edit, scene)) in req.scenes.iter().zip(&scenes).enumerate() {
         match edit.id {
@@ -319,13 +398,18 @@ pub async fn update(state: &AppState, id: i64, req: UpdateContentRequest) -> Res
 #[tracing::instrument(name = "contents.delete", skip_all, fields(content_id = id))]
 pub async fn delete(state: &AppState, id: i64) -> Result<(), AppError> {
     let pool = state.pool();
-    let keys: Vec<String> = sqlx::query_scalar("SELECT storage_key FROM assets WHERE content_id = $1")
-        .bind(id)
-        .fetch_all(pool)
-        .await
-        .db("listing a content's assets")?;
+    let keys: Vec<String> =
+        sqlx::query_scalar("SELECT storage_key FROM assets WHERE content_id = $1")
+            .bind(id)
+            .fetch_all(pool)
+            .await
+            .db("listing a content's assets")?;
     // Scenes, assets and jobs go with the row (ON DELETE CASCADE).
-    let deleted = sqlx::query("DELETE FROM contents WHERE id = $1").bind(id).execute(pool).await.db("deleting a content")?;
+    let deleted = sqlx::query("DELETE FROM contents WHERE id = $1")
+        .bind(id)
+        .execute(pool)
+        .await
+        .db("deleting a content")?;
     if deleted.rows_affected() == 0 {
         return Err(AppError::not_found("content"));
     }

@@ -27,30 +27,44 @@ pub enum KeyError {
     #[error("the key file {path} is not 32 bytes of base64; restore it or remove it (stored secrets are then lost)")]
     BadKeyFile { path: String },
     #[error("cannot read or create the key file {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 impl SecretBox {
     pub fn from_key_bytes(bytes: &[u8; 32]) -> Self {
-        Self { cipher: XChaCha20Poly1305::new(Key::from_slice(bytes)) }
+        Self {
+            cipher: XChaCha20Poly1305::new(Key::from_slice(bytes)),
+        }
     }
 
     /// `env_key` wins; otherwise the key file under `data_dir`, created when missing.
     pub fn load(env_key: Option<&str>, data_dir: &Path) -> Result<Self, KeyError> {
         if let Some(encoded) = env_key.filter(|k| !k.trim().is_empty()) {
-            return decode_key(encoded).map(|k| Self::from_key_bytes(&k)).ok_or(KeyError::BadEnvKey);
+            return decode_key(encoded)
+                .map(|k| Self::from_key_bytes(&k))
+                .ok_or(KeyError::BadEnvKey);
         }
         let path = data_dir.join(KEY_FILE);
-        let io = |source| KeyError::Io { path: path.display().to_string(), source };
+        let io = |source| KeyError::Io {
+            path: path.display().to_string(),
+            source,
+        };
         match std::fs::read_to_string(&path) {
             Ok(text) => decode_key(&text)
                 .map(|k| Self::from_key_bytes(&k))
-                .ok_or_else(|| KeyError::BadKeyFile { path: path.display().to_string() }),
+                .ok_or_else(|| KeyError::BadKeyFile {
+                    path: path.display().to_string(),
+                }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 std::fs::create_dir_all(data_dir).map_err(io)?;
                 let key = XChaCha20Poly1305::generate_key(&mut OsRng);
                 write_private(&path, STANDARD.encode(key).as_bytes()).map_err(io)?;
-                Ok(Self { cipher: XChaCha20Poly1305::new(&key) })
+                Ok(Self {
+                    cipher: XChaCha20Poly1305::new(&key),
+                })
             }
             Err(e) => Err(io(e)),
         }
@@ -60,7 +74,10 @@ impl SecretBox {
     pub fn seal(&self, plaintext: &str) -> String {
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         // Encryption with a fresh nonce and an in-memory buffer cannot fail.
-        let ciphertext = self.cipher.encrypt(&nonce, plaintext.as_bytes()).unwrap_or_default();
+        let ciphertext = self
+            .cipher
+            .encrypt(&nonce, plaintext.as_bytes())
+            .unwrap_or_default();
         let mut out = nonce.to_vec();
         out.extend_from_slice(&ciphertext);
         STANDARD.encode(out)
@@ -73,7 +90,10 @@ impl SecretBox {
             return None;
         }
         let (nonce, ciphertext) = raw.split_at(24);
-        let plain = self.cipher.decrypt(XNonce::from_slice(nonce), ciphertext).ok()?;
+        let plain = self
+            .cipher
+            .decrypt(XNonce::from_slice(nonce), ciphertext)
+            .ok()?;
         String::from_utf8(plain).ok()
     }
 }
@@ -86,7 +106,11 @@ fn decode_key(encoded: &str) -> Option<[u8; 32]> {
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     file.write_all(bytes)?;
     file.sync_all()
 }
@@ -139,10 +163,16 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.join(KEY_FILE)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.join(KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         std::fs::remove_dir_all(&dir).unwrap();
-        assert!(matches!(SecretBox::load(Some("nope"), &dir), Err(KeyError::BadEnvKey)));
+        assert!(matches!(
+            SecretBox::load(Some("nope"), &dir),
+            Err(KeyError::BadEnvKey)
+        ));
     }
 }

@@ -10,9 +10,11 @@ use crate::error::{AppError, ErrorCode};
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let retry_after = self.retry_after_secs;
-        let mut response = (status, axum::Json(serde_json::json!({ "error": self }))).into_response();
+        let mut response =
+            (status, axum::Json(serde_json::json!({ "error": self }))).into_response();
         if let Some(secs) = retry_after {
             if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
@@ -58,13 +60,19 @@ impl From<JsonRejection> for AppError {
             );
         }
         if rejection.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
-            return AppError::new(ErrorCode::UnsupportedMediaType, "Send the body as JSON with Content-Type: application/json");
+            return AppError::new(
+                ErrorCode::UnsupportedMediaType,
+                "Send the body as JSON with Content-Type: application/json",
+            );
         }
         let text = rejection.body_text();
         let mut error = AppError::new(ErrorCode::InvalidJson, text.clone());
         // serde_path_to_error (inside axum) writes "...target type: field.path: reason".
         if let JsonRejection::JsonDataError(_) = rejection {
-            let detail = text.split_once("target type: ").map(|(_, d)| d).unwrap_or(&text);
+            let detail = text
+                .split_once("target type: ")
+                .map(|(_, d)| d)
+                .unwrap_or(&text);
             if let Some((path, reason)) = detail.split_once(": ") {
                 if !path.contains(' ') && path != "." {
                     error.field = Some(path.to_owned());

@@ -79,7 +79,13 @@ fn user_prompt(topic: &str, p: &Presets) -> String {
         "Topic: {topic}\nLanguage: {}\nTone: {}\nTarget length: {} seconds\nScenes: {}\n\
          Aspect ratio: {}\nVisual style: {}\n\nWrite exactly {} scenes whose durations add up to \
          about {} seconds. Narration is spoken at about 150 words per minute.",
-        p.language, p.tone, p.target_seconds, p.scene_count, p.aspect_ratio, p.visual_style, p.scene_count,
+        p.language,
+        p.tone,
+        p.target_seconds,
+        p.scene_count,
+        p.aspect_ratio,
+        p.visual_style,
+        p.scene_count,
         p.target_seconds
     )
 }
@@ -111,17 +117,26 @@ pub async fn generate(http: &reqwest::Client, req: LlmRequest<'_>) -> Result<Scr
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok());
                 if let Ok(mut seen) = seen.lock() {
-                    *seen = Seen { status: Some(response.status().as_u16()), retry_after };
+                    *seen = Seen {
+                        status: Some(response.status().as_u16()),
+                        retry_after,
+                    };
                 }
                 Ok::<_, OpenAIError>(response)
             }
         })
     };
-    let config = OpenAIConfig::new().with_api_base(s.llm_base_url.clone()).with_api_key(req.api_key.to_owned());
+    let config = OpenAIConfig::new()
+        .with_api_base(s.llm_base_url.clone())
+        .with_api_key(req.api_key.to_owned());
     let client = Client::build(http.clone(), config).with_http_service(service);
 
     let mut messages: Vec<ChatCompletionRequestMessage> = vec![
-        ChatCompletionRequestSystemMessageArgs::default().content(system_prompt()).build().map_err(bad_args)?.into(),
+        ChatCompletionRequestSystemMessageArgs::default()
+            .content(system_prompt())
+            .build()
+            .map_err(bad_args)?
+            .into(),
         ChatCompletionRequestUserMessageArgs::default()
             .content(user_prompt(req.topic, req.presets))
             .build()
@@ -154,10 +169,16 @@ pub async fn generate(http: &reqwest::Client, req: LlmRequest<'_>) -> Result<Scr
         let seen_now = seen.lock().map(|g| *g).unwrap_or_default();
         let response = response.map_err(|e| map_error(e, seen_now, s, req.api_key))?;
         let Some(choice) = response.choices.into_iter().next() else {
-            return Err(AppError::new(ErrorCode::ProviderMalformed, "The model returned no answer at all."));
+            return Err(AppError::new(
+                ErrorCode::ProviderMalformed,
+                "The model returned no answer at all.",
+            ));
         };
         if let Some(refusal) = choice.message.refusal.filter(|r| !r.trim().is_empty()) {
-            return Err(AppError::new(ErrorCode::ProviderRefused, format!("The model declined to write this script: {refusal}")));
+            return Err(AppError::new(
+                ErrorCode::ProviderRefused,
+                format!("The model declined to write this script: {refusal}"),
+            ));
         }
         if choice.finish_reason == Some(FinishReason::ContentFilter) {
             return Err(AppError::new(
@@ -210,7 +231,8 @@ pub fn parse_script(content: &str, presets: &Presets) -> Result<ScriptOut, Strin
         .or_else(|| trimmed.strip_prefix("```"))
         .and_then(|s| s.strip_suffix("```"))
         .unwrap_or(trimmed);
-    let mut out: ScriptOut = serde_json::from_str(json).map_err(|e| format!("invalid JSON: {e}"))?;
+    let mut out: ScriptOut =
+        serde_json::from_str(json).map_err(|e| format!("invalid JSON: {e}"))?;
     if out.title.trim().is_empty() {
         return Err("the title is empty".into());
     }
@@ -218,9 +240,17 @@ pub fn parse_script(content: &str, presets: &Presets) -> Result<ScriptOut, Strin
         return Err("there are no scenes".into());
     }
     if out.scenes.len() > limits::SCENE_COUNT_MAX as usize {
-        return Err(format!("there are {} scenes, more than {}", out.scenes.len(), limits::SCENE_COUNT_MAX));
+        return Err(format!(
+            "there are {} scenes, more than {}",
+            out.scenes.len(),
+            limits::SCENE_COUNT_MAX
+        ));
     }
-    if let Some(i) = out.scenes.iter().position(|s| s.narration.trim().is_empty()) {
+    if let Some(i) = out
+        .scenes
+        .iter()
+        .position(|s| s.narration.trim().is_empty())
+    {
         return Err(format!("scene {} has no narration", i + 1));
     }
     let fallback = f64::from(presets.target_seconds) / out.scenes.len() as f64;
@@ -361,10 +391,15 @@ mod tests {
 
     #[test]
     fn rejects_scripts_without_scenes() {
-        let err = parse_script(r#"{"title":"t","hook":"h","scenes":[],"description":"","hashtags":[]}"#, &presets())
-            .unwrap_err();
+        let err = parse_script(
+            r#"{"title":"t","hook":"h","scenes":[],"description":"","hashtags":[]}"#,
+            &presets(),
+        )
+        .unwrap_err();
         assert!(err.contains("no scenes"));
-        assert!(parse_script("not json", &presets()).unwrap_err().starts_with("invalid JSON"));
+        assert!(parse_script("not json", &presets())
+            .unwrap_err()
+            .starts_with("invalid JSON"));
     }
 
     #[test]

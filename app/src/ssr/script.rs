@@ -3,11 +3,18 @@
 use super::state::AppState;
 use super::{llm, settings, splitter, validate};
 use crate::error::{AppError, ErrorCode};
-use crate::model::{limits, GenerateRequest, GeneratedScript, Mode, Presets, PresetsInput, SettingsValues, ASPECT_RATIOS};
+use crate::model::{
+    limits, GenerateRequest, GeneratedScript, Mode, Presets, PresetsInput, SettingsValues,
+    ASPECT_RATIOS,
+};
 
 /// Fills every missing preset from the admin's defaults and checks the ones given.
 /// `prefix` is the JSON path of the presets object, for error messages.
-pub fn resolve_presets(input: &PresetsInput, defaults: &SettingsValues, prefix: &str) -> Result<Presets, AppError> {
+pub fn resolve_presets(
+    input: &PresetsInput,
+    defaults: &SettingsValues,
+    prefix: &str,
+) -> Result<Presets, AppError> {
     let f = |name: &str| format!("{prefix}.{name}");
     let short = limits::SHORT_TEXT_MAX_CHARS;
     let text = |name: &str, given: &Option<String>, default: &str| match given {
@@ -19,7 +26,9 @@ pub fn resolve_presets(input: &PresetsInput, defaults: &SettingsValues, prefix: 
         tone: text("tone", &input.tone, &defaults.default_tone)?,
         target_seconds: validate::range_u32(
             &f("target_seconds"),
-            input.target_seconds.unwrap_or(defaults.default_target_seconds),
+            input
+                .target_seconds
+                .unwrap_or(defaults.default_target_seconds),
             limits::TARGET_SECONDS_MIN,
             limits::TARGET_SECONDS_MAX,
         )?,
@@ -31,10 +40,17 @@ pub fn resolve_presets(input: &PresetsInput, defaults: &SettingsValues, prefix: 
         )?,
         aspect_ratio: validate::one_of(
             &f("aspect_ratio"),
-            input.aspect_ratio.as_deref().unwrap_or(&defaults.default_aspect_ratio),
+            input
+                .aspect_ratio
+                .as_deref()
+                .unwrap_or(&defaults.default_aspect_ratio),
             &ASPECT_RATIOS,
         )?,
-        visual_style: text("visual_style", &input.visual_style, &defaults.default_visual_style)?,
+        visual_style: text(
+            "visual_style",
+            &input.visual_style,
+            &defaults.default_visual_style,
+        )?,
         voice: text("voice", &input.voice, &defaults.default_voice)?,
     })
 }
@@ -55,8 +71,18 @@ impl From<&Presets> for PresetsInput {
 
 pub fn validate_input(mode: Mode, input: &str) -> Result<String, AppError> {
     match mode {
-        Mode::Topic => validate::text("input", input, limits::TOPIC_MIN_CHARS, limits::TOPIC_MAX_CHARS),
-        Mode::Script => validate::text("input", input, limits::SCRIPT_MIN_CHARS, limits::SCRIPT_MAX_CHARS),
+        Mode::Topic => validate::text(
+            "input",
+            input,
+            limits::TOPIC_MIN_CHARS,
+            limits::TOPIC_MAX_CHARS,
+        ),
+        Mode::Script => validate::text(
+            "input",
+            input,
+            limits::SCRIPT_MIN_CHARS,
+            limits::SCRIPT_MAX_CHARS,
+        ),
     }
 }
 
@@ -74,10 +100,21 @@ pub async fn generate(state: &AppState, req: GenerateRequest) -> Result<Generate
                      meanwhile \"Use my script\" works without one.",
                 )
             })?;
-            let request = llm::LlmRequest { settings: &defaults, api_key: &key, topic: &input, presets: &presets };
-            (llm::generate(&state.http, request).await?, format!("openai-compatible:{}", defaults.llm_model))
+            let request = llm::LlmRequest {
+                settings: &defaults,
+                api_key: &key,
+                topic: &input,
+                presets: &presets,
+            };
+            (
+                llm::generate(&state.http, request).await?,
+                format!("openai-compatible:{}", defaults.llm_model),
+            )
         }
-        Mode::Script => (splitter::split(&input, &presets), "builtin:splitter".to_owned()),
+        Mode::Script => (
+            splitter::split(&input, &presets),
+            "builtin:splitter".to_owned(),
+        ),
     };
     Ok(GeneratedScript {
         title: out.title,

@@ -36,7 +36,11 @@ async fn write(pool: &AnyPool, key: &str, value: &str) -> Result<(), AppError> {
 }
 
 async fn remove(pool: &AnyPool, key: &str) -> Result<(), AppError> {
-    sqlx::query("DELETE FROM settings WHERE key = $1").bind(key).execute(pool).await.db("removing a setting")?;
+    sqlx::query("DELETE FROM settings WHERE key = $1")
+        .bind(key)
+        .execute(pool)
+        .await
+        .db("removing a setting")?;
     Ok(())
 }
 
@@ -53,11 +57,15 @@ pub async fn values(state: &AppState) -> Result<SettingsValues, AppError> {
 
 /// The language-model key, decrypted. Never log or return it.
 pub async fn llm_api_key(state: &AppState) -> Result<Option<String>, AppError> {
-    let Some(sealed) = read(state.pool(), LLM_KEY).await? else { return Ok(None) };
+    let Some(sealed) = read(state.pool(), LLM_KEY).await? else {
+        return Ok(None);
+    };
     match state.secrets.open(&sealed) {
         Some(key) => Ok(Some(key)),
         None => {
-            tracing::warn!("the stored LLM API key cannot be decrypted with the current secret key");
+            tracing::warn!(
+                "the stored LLM API key cannot be decrypted with the current secret key"
+            );
             Ok(None)
         }
     }
@@ -75,8 +83,18 @@ pub fn validate(v: SettingsValues) -> Result<SettingsValues, AppError> {
     Ok(SettingsValues {
         llm_base_url: validate::http_url("values.llm_base_url", &v.llm_base_url)?,
         llm_model: validate::text("values.llm_model", &v.llm_model, 1, short)?,
-        llm_temperature: validate::range_f64("values.llm_temperature", v.llm_temperature, 0.0, 2.0)?,
-        llm_timeout_secs: validate::range_u32("values.llm_timeout_secs", v.llm_timeout_secs, 1, 600)?,
+        llm_temperature: validate::range_f64(
+            "values.llm_temperature",
+            v.llm_temperature,
+            0.0,
+            2.0,
+        )?,
+        llm_timeout_secs: validate::range_u32(
+            "values.llm_timeout_secs",
+            v.llm_timeout_secs,
+            1,
+            600,
+        )?,
         llm_json_schema: v.llm_json_schema,
         default_language: validate::text("values.default_language", &v.default_language, 1, short)?,
         default_tone: validate::text("values.default_tone", &v.default_tone, 1, short)?,
@@ -92,8 +110,17 @@ pub fn validate(v: SettingsValues) -> Result<SettingsValues, AppError> {
             limits::SCENE_COUNT_MIN,
             limits::SCENE_COUNT_MAX,
         )?,
-        default_aspect_ratio: validate::one_of("values.default_aspect_ratio", &v.default_aspect_ratio, &ASPECT_RATIOS)?,
-        default_visual_style: validate::text("values.default_visual_style", &v.default_visual_style, 1, short)?,
+        default_aspect_ratio: validate::one_of(
+            "values.default_aspect_ratio",
+            &v.default_aspect_ratio,
+            &ASPECT_RATIOS,
+        )?,
+        default_visual_style: validate::text(
+            "values.default_visual_style",
+            &v.default_visual_style,
+            1,
+            short,
+        )?,
         default_voice: validate::text("values.default_voice", &v.default_voice, 1, short)?,
     })
 }
@@ -106,7 +133,8 @@ pub async fn update(state: &AppState, update: SettingsUpdate) -> Result<Settings
         Some(k) => Some(Some(validate::text("llm_api_key", k, 1, 500)?)),
         None => None,
     };
-    let json = serde_json::to_string(&values).map_err(|e| super::error::internal("encoding settings", e))?;
+    let json = serde_json::to_string(&values)
+        .map_err(|e| super::error::internal("encoding settings", e))?;
     write(state.pool(), VALUES_KEY, &json).await?;
     match key {
         Some(Some(k)) => write(state.pool(), LLM_KEY, &state.secrets.seal(&k)).await?,

@@ -10,25 +10,32 @@ use crate::model::{limits, Presets, SceneDraft};
 const WORDS_PER_SECOND: f64 = 2.5;
 
 const STOPWORDS: &[&str] = &[
-    "a", "about", "after", "again", "all", "also", "an", "and", "any", "are", "as", "at", "be", "because", "been",
-    "before", "being", "but", "by", "can", "could", "did", "do", "does", "each", "even", "every", "for", "from",
-    "get", "had", "has", "have", "he", "her", "here", "him", "his", "how", "i", "if", "in", "into", "is", "it",
-    "its", "just", "like", "make", "many", "may", "more", "most", "much", "must", "my", "never", "no", "not", "now",
-    "of", "on", "once", "one", "only", "or", "other", "our", "out", "over", "own", "same", "she", "should", "so",
-    "some", "such", "than", "that", "the", "their", "them", "then", "there", "these", "they", "this", "those",
-    "through", "to", "too", "under", "until", "up", "very", "was", "we", "were", "what", "when", "where", "which",
-    "while", "who", "why", "will", "with", "would", "you", "your",
+    "a", "about", "after", "again", "all", "also", "an", "and", "any", "are", "as", "at", "be",
+    "because", "been", "before", "being", "but", "by", "can", "could", "did", "do", "does", "each",
+    "even", "every", "for", "from", "get", "had", "has", "have", "he", "her", "here", "him", "his",
+    "how", "i", "if", "in", "into", "is", "it", "its", "just", "like", "make", "many", "may",
+    "more", "most", "much", "must", "my", "never", "no", "not", "now", "of", "on", "once", "one",
+    "only", "or", "other", "our", "out", "over", "own", "same", "she", "should", "so", "some",
+    "such", "than", "that", "the", "their", "them", "then", "there", "these", "they", "this",
+    "those", "through", "to", "too", "under", "until", "up", "very", "was", "we", "were", "what",
+    "when", "where", "which", "while", "who", "why", "will", "with", "would", "you", "your",
 ];
 
 pub fn sentences(text: &str) -> Vec<String> {
     let mut out = Vec::new();
-    for paragraph in text.split(['\n', '\r']).map(str::trim).filter(|p| !p.is_empty()) {
+    for paragraph in text
+        .split(['\n', '\r'])
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
         let mut current = String::new();
         let mut chars = paragraph.chars().peekable();
         while let Some(c) = chars.next() {
             current.push(c);
             let ends = matches!(c, '.' | '!' | '?' | '…' | '。' | '！' | '？');
-            let closes = chars.peek().is_none_or(|n| n.is_whitespace() || is_closer(*n));
+            let closes = chars
+                .peek()
+                .is_none_or(|n| n.is_whitespace() || is_closer(*n));
             if ends && closes {
                 // Keep closing quotes and brackets with their sentence.
                 while let Some(&n) = chars.peek() {
@@ -94,9 +101,17 @@ pub fn group(sentences: &[String], scene_count: usize) -> Vec<String> {
 
 fn keywords(text: &str) -> Vec<String> {
     let mut seen: HashMap<String, (usize, usize)> = HashMap::new();
-    for (i, word) in text.split(|c: char| !c.is_alphanumeric() && c != '\'' && c != '-').enumerate() {
-        let w = word.trim_matches(|c: char| c == '\'' || c == '-').to_lowercase();
-        if w.chars().count() < 3 || STOPWORDS.contains(&w.as_str()) || w.chars().all(|c| c.is_numeric()) {
+    for (i, word) in text
+        .split(|c: char| !c.is_alphanumeric() && c != '\'' && c != '-')
+        .enumerate()
+    {
+        let w = word
+            .trim_matches(|c: char| c == '\'' || c == '-')
+            .to_lowercase();
+        if w.chars().count() < 3
+            || STOPWORDS.contains(&w.as_str())
+            || w.chars().all(|c| c.is_numeric())
+        {
             continue;
         }
         let entry = seen.entry(w).or_insert((0, i));
@@ -111,9 +126,16 @@ fn keywords(text: &str) -> Vec<String> {
 fn visual_prompt(narration: &str, presets: &Presets) -> String {
     let mut words = keywords(narration);
     words.truncate(8);
-    let subject = if words.is_empty() { narration.to_owned() } else { words.join(", ") };
+    let subject = if words.is_empty() {
+        narration.to_owned()
+    } else {
+        words.join(", ")
+    };
     clip(
-        &format!("{} illustration of {subject}, {} frame, no text", presets.visual_style, presets.aspect_ratio),
+        &format!(
+            "{} illustration of {subject}, {} frame, no text",
+            presets.visual_style, presets.aspect_ratio
+        ),
         limits::VISUAL_PROMPT_MAX_CHARS,
     )
 }
@@ -126,23 +148,43 @@ pub fn split(script: &str, presets: &Presets) -> ScriptOut {
         .map(|narration| SceneDraft {
             narration: clip(narration, limits::NARRATION_MAX_CHARS),
             visual_prompt: visual_prompt(narration, presets),
-            seconds: ((word_count(narration) as f64 / WORDS_PER_SECOND).clamp(2.0, limits::SCENE_SECONDS_MAX) * 10.0)
+            seconds: ((word_count(narration) as f64 / WORDS_PER_SECOND)
+                .clamp(2.0, limits::SCENE_SECONDS_MAX)
+                * 10.0)
                 .round()
                 / 10.0,
         })
         .collect();
     let first = sentences.first().cloned().unwrap_or_default();
     let title = {
-        let words: Vec<&str> = first.trim_end_matches(['.', '!', '?', '…']).split_whitespace().take(10).collect();
+        let words: Vec<&str> = first
+            .trim_end_matches(['.', '!', '?', '…'])
+            .split_whitespace()
+            .take(10)
+            .collect();
         clip(&words.join(" "), limits::TITLE_MAX_CHARS)
     };
-    let description = clip(&sentences.iter().take(2).cloned().collect::<Vec<_>>().join(" "), 300);
+    let description = clip(
+        &sentences
+            .iter()
+            .take(2)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" "),
+        300,
+    );
     let hashtags = keywords(script)
         .into_iter()
         .take(5)
         .map(|w| format!("#{}", w.replace(['\'', '-'], "")))
         .collect();
-    ScriptOut { title, hook: first, scenes, description, hashtags }
+    ScriptOut {
+        title,
+        hook: first,
+        scenes,
+        description,
+        hashtags,
+    }
 }
 
 #[cfg(test)]
@@ -164,13 +206,25 @@ mod tests {
     #[test]
     fn splits_sentences_keeping_quotes() {
         let s = sentences("He said \"Go!\" Then he left. Really?\nNew paragraph without stop");
-        assert_eq!(s, vec!["He said \"Go!\"", "Then he left.", "Really?", "New paragraph without stop"]);
-        assert_eq!(sentences("Version 2.5 is out. Yes."), vec!["Version 2.5 is out.", "Yes."]);
+        assert_eq!(
+            s,
+            vec![
+                "He said \"Go!\"",
+                "Then he left.",
+                "Really?",
+                "New paragraph without stop"
+            ]
+        );
+        assert_eq!(
+            sentences("Version 2.5 is out. Yes."),
+            vec!["Version 2.5 is out.", "Yes."]
+        );
     }
 
     #[test]
     fn groups_to_the_scene_count_without_splitting_sentences() {
-        let text = "One two three. Four five six. Seven eight nine. Ten eleven twelve. Thirteen fourteen.";
+        let text =
+            "One two three. Four five six. Seven eight nine. Ten eleven twelve. Thirteen fourteen.";
         let out = split(text, &presets(2));
         assert_eq!(out.scenes.len(), 2);
         let joined: Vec<String> = out.scenes.iter().map(|s| s.narration.clone()).collect();
@@ -181,11 +235,19 @@ mod tests {
 
     #[test]
     fn prompts_and_durations_come_from_the_words() {
-        let out = split("The ocean hides giant squid in the deep dark water.", &presets(1));
+        let out = split(
+            "The ocean hides giant squid in the deep dark water.",
+            &presets(1),
+        );
         let scene = &out.scenes[0];
-        assert!(scene.visual_prompt.starts_with("watercolor illustration of ocean"));
+        assert!(scene
+            .visual_prompt
+            .starts_with("watercolor illustration of ocean"));
         assert!(scene.visual_prompt.contains("squid"));
         assert_eq!(scene.seconds, 4.0);
-        assert_eq!(out.title, "The ocean hides giant squid in the deep dark water");
+        assert_eq!(
+            out.title,
+            "The ocean hides giant squid in the deep dark water"
+        );
     }
 }

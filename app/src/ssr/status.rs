@@ -7,7 +7,12 @@ use super::state::AppState;
 use crate::error::AppError;
 use crate::model::{StatusCheck, StatusReport, Verdict};
 
-fn check(name: &str, verdict: Verdict, message: impl Into<String>, started: Instant) -> StatusCheck {
+fn check(
+    name: &str,
+    verdict: Verdict,
+    message: impl Into<String>,
+    started: Instant,
+) -> StatusCheck {
     StatusCheck {
         name: name.to_owned(),
         verdict,
@@ -19,11 +24,24 @@ fn check(name: &str, verdict: Verdict, message: impl Into<String>, started: Inst
 async fn database(state: &AppState) -> StatusCheck {
     let started = Instant::now();
     let name = format!("Database ({})", state.db.backend.name());
-    match sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM contents").fetch_one(state.pool()).await {
-        Ok(n) => check(&name, Verdict::Ok, format!("Connected; {n} contents stored."), started),
+    match sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM contents")
+        .fetch_one(state.pool())
+        .await
+    {
+        Ok(n) => check(
+            &name,
+            Verdict::Ok,
+            format!("Connected; {n} contents stored."),
+            started,
+        ),
         Err(e) => {
             tracing::error!(error = %e, "status: database check failed");
-            check(&name, Verdict::Error, "The database does not answer. Check DATABASE_URL and that the server is up.", started)
+            check(
+                &name,
+                Verdict::Error,
+                "The database does not answer. Check DATABASE_URL and that the server is up.",
+                started,
+            )
         }
     }
 }
@@ -31,9 +49,19 @@ async fn database(state: &AppState) -> StatusCheck {
 async fn language_model(state: &AppState) -> StatusCheck {
     let started = Instant::now();
     let name = "Language model";
-    let (values, key) = match (settings::values(state).await, settings::llm_api_key(state).await) {
+    let (values, key) = match (
+        settings::values(state).await,
+        settings::llm_api_key(state).await,
+    ) {
         (Ok(v), Ok(k)) => (v, k),
-        _ => return check(name, Verdict::Error, "Settings could not be read from the database.", started),
+        _ => {
+            return check(
+                name,
+                Verdict::Error,
+                "Settings could not be read from the database.",
+                started,
+            )
+        }
     };
     let Some(key) = key else {
         return check(
@@ -49,7 +77,13 @@ async fn language_model(state: &AppState) -> StatusCheck {
     };
     let url = format!("{}/models", values.llm_base_url);
     let timeout = Duration::from_secs(u64::from(values.llm_timeout_secs.min(10)));
-    let response = state.http.get(&url).bearer_auth(&key).timeout(timeout).send().await;
+    let response = state
+        .http
+        .get(&url)
+        .bearer_auth(&key)
+        .timeout(timeout)
+        .send()
+        .await;
     match response {
         Ok(r) if r.status().is_success() => {
             let listed = r
@@ -58,9 +92,19 @@ async fn language_model(state: &AppState) -> StatusCheck {
                 .ok()
                 .and_then(|v| v.get("data").and_then(|d| d.as_array()).cloned())
                 .unwrap_or_default();
-            let has_model = listed.iter().any(|m| m.get("id").and_then(|i| i.as_str()) == Some(values.llm_model.as_str()));
+            let has_model = listed
+                .iter()
+                .any(|m| m.get("id").and_then(|i| i.as_str()) == Some(values.llm_model.as_str()));
             if listed.is_empty() || has_model {
-                check(name, Verdict::Ok, format!("Reachable at {}; the key is accepted; model {}.", values.llm_base_url, values.llm_model), started)
+                check(
+                    name,
+                    Verdict::Ok,
+                    format!(
+                        "Reachable at {}; the key is accepted; model {}.",
+                        values.llm_base_url, values.llm_model
+                    ),
+                    started,
+                )
             } else {
                 check(
                     name,
@@ -75,22 +119,42 @@ async fn language_model(state: &AppState) -> StatusCheck {
                 )
             }
         }
-        Ok(r) if matches!(r.status().as_u16(), 401 | 403) => {
-            check(name, Verdict::Error, format!("{} rejects the API key. Set a valid key in Settings.", values.llm_base_url), started)
-        }
+        Ok(r) if matches!(r.status().as_u16(), 401 | 403) => check(
+            name,
+            Verdict::Error,
+            format!(
+                "{} rejects the API key. Set a valid key in Settings.",
+                values.llm_base_url
+            ),
+            started,
+        ),
         Ok(r) => check(
             name,
             Verdict::Warning,
-            format!("{} answered {} to a model list request; script generation may still work.", values.llm_base_url, r.status()),
+            format!(
+                "{} answered {} to a model list request; script generation may still work.",
+                values.llm_base_url,
+                r.status()
+            ),
             started,
         ),
-        Err(e) if e.is_timeout() => {
-            check(name, Verdict::Error, format!("{} did not answer within {} s.", values.llm_base_url, timeout.as_secs()), started)
-        }
+        Err(e) if e.is_timeout() => check(
+            name,
+            Verdict::Error,
+            format!(
+                "{} did not answer within {} s.",
+                values.llm_base_url,
+                timeout.as_secs()
+            ),
+            started,
+        ),
         Err(_) => check(
             name,
             Verdict::Error,
-            format!("Cannot reach {}. Check the base URL in Settings and the network.", values.llm_base_url),
+            format!(
+                "Cannot reach {}. Check the base URL in Settings and the network.",
+                values.llm_base_url
+            ),
             started,
         ),
     }
@@ -98,7 +162,10 @@ async fn language_model(state: &AppState) -> StatusCheck {
 
 async fn tool(name: &str, program: &str, arg: &str, needed_for: &str) -> StatusCheck {
     let started = Instant::now();
-    let run = tokio::process::Command::new(program).arg(arg).kill_on_drop(true).output();
+    let run = tokio::process::Command::new(program)
+        .arg(arg)
+        .kill_on_drop(true)
+        .output();
     match tokio::time::timeout(Duration::from_secs(5), run).await {
         Ok(Ok(out)) if out.status.success() => {
             let text = String::from_utf8_lossy(&out.stdout);

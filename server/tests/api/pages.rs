@@ -12,26 +12,39 @@ async fn html(app: &TestApp, path: &str) -> (u16, String) {
 }
 
 async fn pages_render_on_the_server(db: Db) {
-    let Some(app) = TestApp::spawn(db).await else { return };
-    let saved = app.saved_content("Lighthouses guide ships at night. Their beams rotate.").await;
+    let Some(app) = TestApp::spawn(db).await else {
+        return;
+    };
+    let saved = app
+        .saved_content("Lighthouses guide ships at night. Their beams rotate.")
+        .await;
     for (path, expected) in [
         ("/", "Generate a script"),
         ("/library", "Lighthouses guide ships at night"),
         ("/library?q=nothing-matches", "No content matches"),
-        (&format!("/contents/{}", saved["id"]) as &str, "Their beams rotate."),
+        (
+            &format!("/contents/{}", saved["id"]) as &str,
+            "Their beams rotate.",
+        ),
         ("/settings", "Language model (script writing)"),
         ("/status", "ffmpeg"),
     ] {
         let (status, body) = html(&app, path).await;
         assert_eq!(status, 200, "{path}");
         assert!(body.contains(expected), "{path} lacks {expected:?}");
-        assert!(body.contains("/pkg/crevid.js") || body.contains("crevid"), "{path} loads the app script");
+        assert!(
+            body.contains("/pkg/crevid.js") || body.contains("crevid"),
+            "{path} loads the app script"
+        );
     }
     let (status, body) = html(&app, "/no/such/page").await;
     assert_eq!(status, 404);
     assert!(body.contains("Page not found"));
     let (status, body) = html(&app, "/contents/999999").await;
-    assert_eq!(status, 200, "the page renders; the content's absence is shown");
+    assert_eq!(
+        status, 200,
+        "the page renders; the content's absence is shown"
+    );
     assert!(body.contains("content not found"), "{body}");
     let (status, body) = html(&app, "/healthz").await;
     assert_eq!((status, body.as_str()), (200, "{\"status\":\"ok\"}"));

@@ -5,10 +5,16 @@ use serde_json::json;
 use crate::both_databases;
 use crate::helpers::{Db, TestApp, TEST_KEY};
 
-both_databases!(update_validate_and_reset, keys_are_encrypted_and_masked, status_reports_each_dependency);
+both_databases!(
+    update_validate_and_reset,
+    keys_are_encrypted_and_masked,
+    status_reports_each_dependency
+);
 
 async fn update_validate_and_reset(db: Db) {
-    let Some(app) = TestApp::spawn(db).await else { return };
+    let Some(app) = TestApp::spawn(db).await else {
+        return;
+    };
     let (status, body) = app.get("/api/settings").await;
     assert_eq!(status, 200);
     let mut values = body["data"]["values"].clone();
@@ -28,9 +34,18 @@ async fn update_validate_and_reset(db: Db) {
         bad[field] = value;
         let (status, answer) = app.put("/api/settings", &json!({ "values": bad })).await;
         assert_eq!(status, 422, "{field}: {answer}");
-        assert_eq!(answer["error"]["field"], format!("values.{field}"), "{answer}");
+        assert_eq!(
+            answer["error"]["field"],
+            format!("values.{field}"),
+            "{answer}"
+        );
     }
-    let (status, answer) = app.put("/api/settings", &json!({ "values": { "llm_model": "m", "surprise": 1 } })).await;
+    let (status, answer) = app
+        .put(
+            "/api/settings",
+            &json!({ "values": { "llm_model": "m", "surprise": 1 } }),
+        )
+        .await;
     assert_eq!(status, 422, "unknown keys are refused: {answer}");
 
     values["llm_model"] = json!("llama3.1");
@@ -38,7 +53,10 @@ async fn update_validate_and_reset(db: Db) {
     values["default_scene_count"] = json!(8);
     let (status, body) = app.put("/api/settings", &json!({ "values": values })).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["data"]["values"]["llm_base_url"], "http://localhost:11434/v1", "trailing slash trimmed");
+    assert_eq!(
+        body["data"]["values"]["llm_base_url"], "http://localhost:11434/v1",
+        "trailing slash trimmed"
+    );
     let (_, body) = app.get("/api/settings").await;
     assert_eq!(body["data"]["values"]["llm_model"], "llama3.1");
     // New defaults apply to generation.
@@ -53,13 +71,21 @@ async fn update_validate_and_reset(db: Db) {
 }
 
 async fn keys_are_encrypted_and_masked(db: Db) {
-    let Some(app) = TestApp::spawn(db).await else { return };
+    let Some(app) = TestApp::spawn(db).await else {
+        return;
+    };
     app.configure_llm().await;
     let (_, body) = app.get("/api/settings").await;
     assert_eq!(body["data"]["llm_api_key_masked"], "sk-…wxyz");
     assert!(!body.to_string().contains(TEST_KEY));
-    let stored: Vec<String> = sqlx::query_scalar("SELECT value FROM settings").fetch_all(app.state.pool()).await.unwrap();
-    assert!(stored.iter().all(|v| !v.contains(&TEST_KEY[..8])), "keys are sealed at rest: {stored:?}");
+    let stored: Vec<String> = sqlx::query_scalar("SELECT value FROM settings")
+        .fetch_all(app.state.pool())
+        .await
+        .unwrap();
+    assert!(
+        stored.iter().all(|v| !v.contains(&TEST_KEY[..8])),
+        "keys are sealed at rest: {stored:?}"
+    );
 
     // Leaving the key out keeps it; the reset keeps it; an empty string removes it.
     let values = body["data"]["values"].clone();
@@ -67,12 +93,19 @@ async fn keys_are_encrypted_and_masked(db: Db) {
     assert_eq!(body["data"]["llm_api_key_masked"], "sk-…wxyz");
     let (_, body) = app.post("/api/settings/reset", &json!({})).await;
     assert_eq!(body["data"]["llm_api_key_masked"], "sk-…wxyz");
-    let (_, body) = app.put("/api/settings", &json!({ "values": values, "llm_api_key": "" })).await;
+    let (_, body) = app
+        .put(
+            "/api/settings",
+            &json!({ "values": values, "llm_api_key": "" }),
+        )
+        .await;
     assert_eq!(body["data"]["llm_api_key_masked"], serde_json::Value::Null);
 }
 
 async fn status_reports_each_dependency(db: Db) {
-    let Some(app) = TestApp::spawn(db).await else { return };
+    let Some(app) = TestApp::spawn(db).await else {
+        return;
+    };
     let (status, body) = app.get("/api/settings/status").await;
     assert_eq!(status, 200, "{body}");
     let checks = body["data"]["checks"].as_array().unwrap();
@@ -91,5 +124,8 @@ async fn status_reports_each_dependency(db: Db) {
     app.fake.require_key("another-key");
     let (_, body) = app.get("/api/settings/status").await;
     assert_eq!(body["data"]["checks"][1]["verdict"], "error", "{body}");
-    assert!(body["data"]["checks"][1]["message"].as_str().unwrap().contains("rejects the API key"));
+    assert!(body["data"]["checks"][1]["message"]
+        .as_str()
+        .unwrap()
+        .contains("rejects the API key"));
 }

@@ -1,0 +1,118 @@
+// Generate → Save → Library → edit a scene → delete, in a real Chromium, once with the
+// offline splitter and once with the fake OpenAI-compatible server. Screenshots of every
+// page go to end2end/output/.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { startStack, newPage, open, outputDir } from '../support.mjs';
+
+let stack;
+before(async () => {
+  stack = await startStack();
+});
+after(async () => {
+  await stack?.stop();
+});
+
+const shot = (page, name) => page.screenshot({ path: join(outputDir, `${name}.png`), fullPage: true });
+
+async function walkthrough(page, { mode, input, expectTitle, prefix }) {
+  await open(page, `${stack.base}/`);
+  if (mode === 'script') {
+    await page.getByLabel('Use my script (offline)').check();
+  }
+  await page.locator('textarea[name="input"]').fill(input);
+  await page.locator('details.presets summary').click();
+  await page.locator('input[name="scene_count"]').fill('3');
+  await page.locator('button[type="submit"]').click();
+  const script = page.getByTestId('script');
+  await script.waitFor();
+  await assert.doesNotReject(script.getByRole('heading', { name: expectTitle }).waitFor());
+  assert.equal(await script.locator('li.scene').count(), 3);
+  await page.waitForFunction(() => [...document.querySelectorAll('li.scene')].every((li) => getComputedStyle(li).opacity === '1'));
+  await shot(page, `${prefix}-1-generate`);
+
+  await page.getByRole('button', { name: 'Save to library' }).click();
+  await page.waitForURL(/\/contents\/\d+$/);
+  const contentUrl = page.url();
+  await page.waitForSelector('textarea[name="narration"]');
+  await shot(page, `${prefix}-2-content`);
+
+  await open(page, `${stack.base}/library`);
+  const card = page.locator('.content-card a.title', { hasText: expectTitle });
+  await card.waitFor();
+  await shot(page, `${prefix}-3-library`);
+  await card.click();
+  await page.waitForURL(contentUrl);
+  await page.waitForSelector('html[data-hydrated="true"]');
+
+  // Edit the first scene, move the last one up, and save.
+  const narrations = page.locator('textarea[name="narration"]');
+  await narrations.first().waitFor();
+  const before = await narrations.evaluateAll((els) => els.map((e) => e.value));
+  assert.equal(before.length, 3);
+  await narrations.first().fill('An edited first scene, written in the browser.');
+  assert.ok(await page.getByRole('button', { name: 'Move down' }).last().isDisabled());
+  await page.getByRole('button', { name: 'Move up' }).last().click();
+  await page.getByRole('button', { name: 'Save changes' }).click();
+  await page.getByText('All changes saved.').waitFor();
+  await open(page, contentUrl);
+  const after = await narrations.evaluateAll((els) => els.map((e) => e.value));
+  assert.deepEqual(after, ['An edited first scene, written in the browser.', before[2], before[1]]);
+  await shot(page, `${prefix}-4-edited`);
+
+  await page.getByRole('button', { name: 'Delete', exact: true }).click();
+  await page.getByRole('button', { name: 'Yes, delete' }).click();
+  await page.waitForURL(/\/library$/);
+  await page.waitForSelector('html[data-hydrated="true"]');
+  assert.equal(await page.locator('.content-card a.title', { hasText: expectTitle }).count(), 0);
+  await shot(page, `${prefix}-5-deleted`);
+}
+
+test('script splitter: generate, save, list, edit, delete', async () => {
+  const page = await newPage(stack);
+  await walkthrough(page, {
+    mode: 'script',
+    input: 'Lighthouses guided ships for centuries. Their lamps turned all night. Keepers lived beside them. ' +
+      'Today most of them run by themselves. Some have become museums.',
+    expectTitle: 'Lighthouses guided ships for centuries',
+    prefix: 'splitter',
+  });
+  await page.close();
+});
+
+test('fake OpenAI: configure settings, generate from a topic, save, list, edit, delete', async () => {
+  const page = await newPage(stack);
+  await open(page, `${stack.base}/settings`);
+  await page.locator('input[name="llm_base_url"]').fill(stack.fakeUrl);
+  await page.locator('input[name="llm_model"]').fill('fake-script-model');
+  await page.locator('input[name="llm_api_key"]').fill('sk-e2e-0123456789abcdef');
+  await page.getByRole('button', { name: 'Save settings' }).click();
+  await page.getByText('Settings saved.').waitFor();
+  assert.match(await page.locator('input[name="llm_api_key"]').getAttribute('placeholder'), /sk-…cdef/);
+  await shot(page, 'settings');
+
+  await open(page, `${stack.base}/status`);
+  await page.locator('.check').first().waitFor();
+  assert.equal(await page.locator('.check.ok').count(), 4, await page.locator('.checks').innerText());
+  await shot(page, 'status');
+
+  await walkthrough(page, {
+    mode: 'topic',
+    input: 'the secret life of octopuses',
+    expectTitle: 'All about the secret life of octopuses',
+    prefix: 'openai',
+  });
+  await page.close();
+});
+
+test('errors name the problem: a too-short topic', async () => {
+  const page = await newPage(stack);
+  await open(page, `${stack.base}/`);
+  await page.locator('textarea[name="input"]').fill('ab');
+  await page.locator('button[type="submit"]').click();
+  const error = page.getByRole('alert');
+  await error.waitFor();
+  assert.match(await error.innerText(), /input must be at least 3 characters/);
+  await page.close();
+});

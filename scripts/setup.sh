@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Installs whatever CREVID needs and is missing; safe to run again (each step checks first).
+#   scripts/setup.sh         what running the app needs
+#   scripts/setup.sh --test  plus what the tests need (Chromium for the browser tests)
+# Everything comes from Debian's packages, crates.io, the Rust toolchain's own targets and
+# the npm registry; nothing else is downloaded.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+for_tests=0
+[ "${1:-}" = "--test" ] && for_tests=1
+
+step() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
+
+# Debian packages: ffmpeg (video render, status check), espeak-ng (offline narration),
+# DejaVu fonts (scene cards, subtitles), Node.js + npm (wasm-opt, browser tests),
+# a C compiler for -sys crates, Chromium for the browser tests.
+apt_missing=()
+command -v ffmpeg >/dev/null || apt_missing+=(ffmpeg)
+command -v espeak-ng >/dev/null || apt_missing+=(espeak-ng)
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || apt_missing+=(fonts-dejavu-core)
+command -v node >/dev/null || apt_missing+=(nodejs)
+command -v npm >/dev/null || apt_missing+=(npm)
+command -v cc >/dev/null || apt_missing+=(gcc libc6-dev)
+command -v pkg-config >/dev/null || apt_missing+=(pkg-config)
+if [ "$for_tests" = 1 ]; then
+  command -v chromium >/dev/null || apt_missing+=(chromium)
+fi
+if [ ${#apt_missing[@]} -gt 0 ]; then
+  step "apt-get install ${apt_missing[*]}"
+  sudo_cmd=()
+  [ "$(id -u)" = 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${apt_missing[@]}"
+fi
+
+# The WASM target for the hydrated front end.
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  step "rustup target add wasm32-unknown-unknown"
+  rustup target add wasm32-unknown-unknown
+fi
+
+# cargo-leptos 0.3.10: newer ones need a newer rustc. It compiles for ~25 minutes, once.
+if ! cargo leptos --version 2>/dev/null | grep -q ' 0\.3\.10$'; then
+  step "cargo install cargo-leptos 0.3.10 (about 25 minutes, once)"
+  cargo install cargo-leptos --version 0.3.10 --locked
+fi
+
+# cargo-leptos would download wasm-bindgen unless a CLI of exactly the locked version is on
+# PATH. No --locked: the CLI's own lock file names a crate version the registry lacks.
+wbg_version=$(awk '$0 == "name = \"wasm-bindgen\"" { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
+if ! wasm-bindgen --version 2>/dev/null | grep -q " ${wbg_version}$"; then
+  step "cargo install wasm-bindgen-cli ${wbg_version}"
+  cargo install wasm-bindgen-cli --version "$wbg_version"
+fi
+
+# npm: binaryen's wasm-opt for release WASM (Debian's is too old) and playwright-core.
+if [ ! -x node_modules/.bin/wasm-opt ] || [ ! -d node_modules/playwright-core ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  step "npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
