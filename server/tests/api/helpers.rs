@@ -41,27 +41,25 @@ impl PgDatabase {
         }
         sqlx::any::install_default_drivers();
         let admin_url = postgres_admin_url();
-        let admin = match tokio::time::timeout(
-            Duration::from_secs(5),
-            sqlx::AnyPool::connect(&admin_url),
-        )
-        .await
-        {
-            Ok(Ok(pool)) => pool,
-            outcome => {
-                let why = match outcome {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => "timed out".into(),
-                };
-                if std::env::var("CI").as_deref() == Ok("true") {
-                    panic!(
+        let admin =
+            match tokio::time::timeout(Duration::from_secs(5), sqlx::AnyPool::connect(&admin_url))
+                .await
+            {
+                Ok(Ok(pool)) => pool,
+                outcome => {
+                    let why = match outcome {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "timed out".into(),
+                    };
+                    if std::env::var("CI").as_deref() == Ok("true") {
+                        panic!(
                         "Postgres is required under CI=true but {admin_url} is unreachable: {why}"
                     );
+                    }
+                    eprintln!("skipping Postgres test: {admin_url} unreachable ({why})");
+                    return None;
                 }
-                eprintln!("skipping Postgres test: {admin_url} unreachable ({why})");
-                return None;
-            }
-        };
+            };
         let name = format!(
             "crevid_test_{}_{}_{}",
             std::process::id(),
