@@ -47,16 +47,15 @@ export async function startStack() {
   const fake = startProcess(bin('fake-openai'), ['--latency-ms', '300'], {}, /(http:\/\/\S+\/v1)/);
   const [, fakeUrl] = await fake.found;
   const port = await freePort();
+  const env = {
+    CREVID_DATA_DIR: dataDir,
+    LEPTOS_SITE_ROOT: process.env.LEPTOS_SITE_ROOT ?? join(root, 'target', 'site'),
+    DATABASE_URL: process.env.CREVID_E2E_DATABASE_URL ?? '',
+  };
   const app = startProcess(
     bin('crevid'),
     ['serve'],
-    {
-      CREVID_DATA_DIR: dataDir,
-      LEPTOS_SITE_ADDR: `127.0.0.1:${port}`,
-      LEPTOS_SITE_ROOT: process.env.LEPTOS_SITE_ROOT ?? join(root, 'target', 'site'),
-      DATABASE_URL: process.env.CREVID_E2E_DATABASE_URL ?? '',
-      RUST_LOG: 'warn,crevid=info',
-    },
+    { ...env, LEPTOS_SITE_ADDR: `127.0.0.1:${port}`, RUST_LOG: 'warn,crevid=info' },
     /CREVID listening on/,
   );
   await app.found;
@@ -79,10 +78,24 @@ export async function startStack() {
   };
 }
 
+export const ADMIN = { email: 'admin@example.com', password: 'admin password 123' };
+export const CREATOR = { email: 'creator@example.com', password: 'creator password 123' };
+
+// A fresh browser context per test: its own cookies, so each test signs in as itself.
 export async function newPage(stack) {
-  const page = await stack.browser.newPage({ viewport: { width: 1200, height: 900 } });
+  const context = await stack.browser.newContext({ viewport: { width: 1200, height: 900 } });
+  const page = await context.newPage();
   page.on('pageerror', (err) => { throw err; });
   return page;
+}
+
+export async function signIn(stack, page, who) {
+  await open(page, `${stack.base}/login`);
+  await page.locator('input[name="email"]').fill(who.email);
+  await page.locator('input[name="password"]').fill(who.password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByTestId('signed-in-as').filter({ hasText: who.email }).waitFor();
+  await page.waitForSelector('html[data-hydrated="true"]');
 }
 
 // Waits until the WASM has hydrated the page (the app sets this attribute in an effect).

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up what is missing, builds (release) and serves CREVID at http://127.0.0.1:3000 with
-# SQLite under ./data and the offline providers. Extra arguments go to `cargo leptos serve`.
+# SQLite under ./data and the offline providers. The first visit asks for the first admin.
+# Extra arguments go to `cargo leptos serve`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh

@@ -23,6 +23,11 @@ command -v node >/dev/null || apt_missing+=(nodejs)
 command -v npm >/dev/null || apt_missing+=(npm)
 command -v cc >/dev/null || apt_missing+=(gcc libc6-dev)
 command -v pkg-config >/dev/null || apt_missing+=(pkg-config)
+# Building cargo-leptos compiles a vendored OpenSSL, which needs make and perl.
+if ! cargo leptos --version 2>/dev/null | grep -q ' 0\.3\.10$'; then
+  command -v make >/dev/null || apt_missing+=(make)
+  command -v perl >/dev/null || apt_missing+=(perl)
+fi
 if [ "$for_tests" = 1 ]; then
   command -v chromium >/dev/null || apt_missing+=(chromium)
 fi
@@ -49,6 +54,10 @@ fi
 # cargo-leptos would download wasm-bindgen unless a CLI of exactly the locked version is on
 # PATH. No --locked: the CLI's own lock file names a crate version the registry lacks.
 wbg_version=$(awk '$0 == "name = \"wasm-bindgen\"" { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
+if [ -z "$wbg_version" ]; then
+  echo "setup: no wasm-bindgen version found in Cargo.lock" >&2
+  exit 1
+fi
 if ! wasm-bindgen --version 2>/dev/null | grep -q " ${wbg_version}$"; then
   step "cargo install wasm-bindgen-cli ${wbg_version}"
   cargo install wasm-bindgen-cli --version "$wbg_version"

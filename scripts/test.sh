@@ -8,14 +8,23 @@ scripts/setup.sh --test
 # Postgres: CREVID_TEST_POSTGRES_URL, default the local server. Without one the Postgres
 # tests are skipped (said once, here), except under CI=true where that is a failure.
 export CREVID_TEST_POSTGRES_URL="${CREVID_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
-pg_hostport=$(printf '%s' "$CREVID_TEST_POSTGRES_URL" | sed -E 's#^[a-z]+://([^@/]*@)?([^/:?]+)(:([0-9]+))?.*#\2 \4#')
-read -r pg_host pg_port <<<"$pg_hostport"
-if ! timeout 3 bash -c "exec 3<>/dev/tcp/${pg_host}/${pg_port:-5432}" 2>/dev/null; then
+postgres_ok() {
+  if command -v psql >/dev/null; then
+    timeout 5 psql "$CREVID_TEST_POSTGRES_URL" -Atqc 'select 1' >/dev/null 2>&1
+  else
+    # Without a client, at least check that something listens there.
+    local hostport host port
+    hostport=$(printf '%s' "$CREVID_TEST_POSTGRES_URL" | sed -E 's#^[a-z]+://([^@/]*@)?([^/:?]+)(:([0-9]+))?.*#\2 \4#')
+    read -r host port <<<"$hostport"
+    timeout 3 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$host" "${port:-5432}" 2>/dev/null
+  fi
+}
+if ! postgres_ok; then
   if [ "${CI:-}" = "true" ]; then
-    echo "Postgres is required under CI=true, but ${pg_host}:${pg_port:-5432} is unreachable" >&2
+    echo "Postgres is required under CI=true, but $CREVID_TEST_POSTGRES_URL does not answer" >&2
     exit 1
   fi
-  echo "Postgres unreachable at ${pg_host}:${pg_port:-5432}: skipping the Postgres tests (SQLite tests still run)"
+  echo "Postgres does not answer at $CREVID_TEST_POSTGRES_URL: skipping the Postgres tests (SQLite tests still run)"
   export CREVID_TEST_SKIP_POSTGRES=1
 fi
 

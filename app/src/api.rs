@@ -1,5 +1,6 @@
-//! Server functions: three-line adapters from the browser to `ssr` services. They share
-//! the REST API's services, validation and errors.
+//! Server functions: thin adapters from the browser to `ssr` services. Each takes the
+//! caller first (`require_user`/`require_admin`), then calls the same service the REST API
+//! does; errors carry their HTTP status.
 
 use leptos::prelude::*;
 use server_fn::codec::Json;
@@ -8,54 +9,193 @@ use crate::error::AppError;
 use crate::model::*;
 
 #[cfg(feature = "ssr")]
-use crate::ssr::{contents, script, settings, state::app_state, status};
+use crate::ssr::auth::{current_user, require_admin, require_user, respond, session};
+#[cfg(feature = "ssr")]
+use crate::ssr::{contents, script, settings, state::app_state, status, tokens, users};
+
+#[server(prefix = "/_sfn", input = Json)]
+pub async fn me() -> Result<Option<UserView>, AppError> {
+    respond(
+        async {
+            match current_user() {
+                Some(user) => Ok(Some(users::get(&app_state()?, user.id).await?)),
+                None => Ok(None),
+            }
+        }
+        .await,
+    )
+}
+
+#[server(prefix = "/_sfn", input = Json)]
+pub async fn setup_admin(req: SignInRequest) -> Result<UserView, AppError> {
+    respond(
+        async {
+            users::setup_first_admin(&app_state()?, &session().await?, req.email, req.password)
+                .await
+        }
+        .await,
+    )
+}
+
+#[server(prefix = "/_sfn", input = Json)]
+pub async fn sign_in(req: SignInRequest) -> Result<UserView, AppError> {
+    respond(
+        async {
+            let ip = use_context::<axum::http::request::Parts>()
+                .and_then(|p| crate::ssr::auth::client_ip(&p));
+            users::sign_in(&app_state()?, &session().await?, ip, req).await
+        }
+        .await,
+    )
+}
+
+#[server(prefix = "/_sfn", input = Json)]
+pub async fn sign_out() -> Result<(), AppError> {
+    respond(async { users::sign_out(&session().await?).await }.await)
+}
 
 #[server(prefix = "/_sfn", input = Json)]
 pub async fn generate_script(req: GenerateRequest) -> Result<GeneratedScript, AppError> {
-    script::generate(&app_state()?, req).await
+    respond(async { script::generate(&app_state()?, &require_user()?, req).await }.await)
 }
 
 #[server(prefix = "/_sfn", input = Json)]
 pub async fn save_content(req: SaveContentRequest) -> Result<ContentDetail, AppError> {
-    contents::save(&app_state()?, req).await
+    respond(async { contents::save(&app_state()?, &require_user()?, req).await }.await)
 }
 
 #[server(prefix = "/_sfn", input = Json)]
 pub async fn list_contents(query: ListQuery) -> Result<ContentPage, AppError> {
-    contents::list(&app_state()?, query).await
+    respond(async { contents::list(&app_state()?, &require_user()?, query).await }.await)
 }
 
 #[server(prefix = "/_sfn", input = Json)]
 pub async fn get_content(id: i64) -> Result<ContentDetail, AppError> {
-    contents::get(&app_state()?, id).await
+    respond(async { contents::get(&app_state()?, &require_user()?, id).await }.await)
 }
 
 #[server(prefix = "/_sfn", input = Json)]
 pub async fn update_content(id: i64, req: UpdateContentRequest) -> Result<ContentDetail, AppError> {
-    contents::update(&app_state()?, id, req).await
+    respond(async { contents::update(&app_state()?, &require_user()?, id, req).await }.await)
 }
 
 #[server(prefix = "/_sfn", input = Json)]
 pub async fn delete_content(id: i64) -> Result<(), AppError> {
-    contents::delete(&app_state()?, id).await
+    respond(async { contents::delete(&app_state()?, &require_user()?, id).await }.await)
+}
+
+#[server(prefix = "/_sfn", input = Json)]
+pub async fn list_tokens() -> Result<Vec<TokenView>, AppError> {
+    respond(async { tokens::list(&app_state()?, &require_user()?).await }.await)
+}
+
+#[server(prefix = "/_sfn", input = Json)]
+pub async fn create_token(req: CreateTokenRequest) -> Result<CreatedToken, AppError> {
+    respond(async { tokens::create(&app_state()?, &require_user()?, req).await }.await)
+}
+
+#[server(prefix = "/_sfn", input = Json)]
+pub async fn revoke_token(id: i64) -> Result<(), AppError> {
+    respond(async { tokens::revoke(&app_state()?, &require_user()?, id).await }.await)
 }
 
 #[server(prefix = "/_sfn", input = Json)]
 pub async fn get_settings() -> Result<SettingsView, AppError> {
-    settings::view(&app_state()?).await
+    respond(
+        async {
+            require_admin()?;
+            settings::view(&app_state()?).await
+        }
+        .await,
+    )
 }
 
 #[server(prefix = "/_sfn", input = Json)]
 pub async fn update_settings(update: SettingsUpdate) -> Result<SettingsView, AppError> {
-    settings::update(&app_state()?, update).await
+    respond(
+        async {
+            require_admin()?;
+            settings::update(&app_state()?, update).await
+        }
+        .await,
+    )
 }
 
 #[server(prefix = "/_sfn", input = Json)]
 pub async fn reset_settings() -> Result<SettingsView, AppError> {
-    settings::reset(&app_state()?).await
+    respond(
+        async {
+            require_admin()?;
+            settings::reset(&app_state()?).await
+        }
+        .await,
+    )
 }
 
 #[server(prefix = "/_sfn", input = Json)]
 pub async fn system_status() -> Result<StatusReport, AppError> {
-    status::report(&app_state()?).await
+    respond(
+        async {
+            require_admin()?;
+            status::report(&app_state()?).await
+        }
+        .await,
+    )
+}
+
+#[server(prefix = "/_sfn", input = Json)]
+pub async fn list_users() -> Result<Vec<UserView>, AppError> {
+    respond(
+        async {
+            require_admin()?;
+            users::list(&app_state()?).await
+        }
+        .await,
+    )
+}
+
+#[server(prefix = "/_sfn", input = Json)]
+pub async fn create_user(req: CreateUserRequest) -> Result<UserView, AppError> {
+    respond(
+        async {
+            require_admin()?;
+            users::create(&app_state()?, req).await
+        }
+        .await,
+    )
+}
+
+#[server(prefix = "/_sfn", input = Json)]
+pub async fn update_user(id: i64, req: UpdateUserRequest) -> Result<UserView, AppError> {
+    respond(async { users::update(&app_state()?, &require_admin()?, id, req).await }.await)
+}
+
+/// Who may call each server function; the access-matrix test requires every registered
+/// server function to be listed here and checks the rule against the real answer.
+#[cfg(feature = "ssr")]
+pub fn server_fn_rules() -> Vec<(&'static str, crate::ssr::security::Access)> {
+    use crate::ssr::security::Access::*;
+    use server_fn::ServerFn;
+    vec![
+        (<Me as ServerFn>::PATH, Public),
+        (<SetupAdmin as ServerFn>::PATH, Public),
+        (<SignIn as ServerFn>::PATH, Public),
+        (<SignOut as ServerFn>::PATH, Public),
+        (<GenerateScript as ServerFn>::PATH, User),
+        (<SaveContent as ServerFn>::PATH, User),
+        (<ListContents as ServerFn>::PATH, User),
+        (<GetContent as ServerFn>::PATH, User),
+        (<UpdateContent as ServerFn>::PATH, User),
+        (<DeleteContent as ServerFn>::PATH, User),
+        (<ListTokens as ServerFn>::PATH, User),
+        (<CreateToken as ServerFn>::PATH, User),
+        (<RevokeToken as ServerFn>::PATH, User),
+        (<GetSettings as ServerFn>::PATH, Admin),
+        (<UpdateSettings as ServerFn>::PATH, Admin),
+        (<ResetSettings as ServerFn>::PATH, Admin),
+        (<SystemStatus as ServerFn>::PATH, Admin),
+        (<ListUsers as ServerFn>::PATH, Admin),
+        (<CreateUser as ServerFn>::PATH, Admin),
+        (<UpdateUser as ServerFn>::PATH, Admin),
+    ]
 }

@@ -18,6 +18,16 @@ pub enum ErrorCode {
     /// The body is not sent as `application/json`.
     UnsupportedMediaType,
     NotFound,
+    /// Not signed in, or the token is unknown or revoked.
+    Unauthorized,
+    /// Signed in, but the action needs an admin.
+    Forbidden,
+    /// A state-changing request from another site (its Origin is not ours).
+    Csrf,
+    /// The value must be unique and is taken (an e-mail address).
+    Conflict,
+    /// Too many requests from this user or address; `retry_after_secs` says when to retry.
+    RateLimited,
     /// No API key is configured for the language-model provider.
     ProviderNotConfigured,
     /// The provider rejected the configured key.
@@ -43,6 +53,10 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::NotFound => 404,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden | ErrorCode::Csrf => 403,
+            ErrorCode::Conflict => 409,
+            ErrorCode::RateLimited => 429,
             ErrorCode::ProviderNotConfigured => 409,
             ErrorCode::ProviderAuth
             | ErrorCode::ProviderRefused
@@ -86,6 +100,24 @@ impl AppError {
 
     pub fn not_found(what: &str) -> Self {
         Self::new(ErrorCode::NotFound, format!("{what} not found"))
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(ErrorCode::Unauthorized, "Sign in to continue.")
+    }
+
+    pub fn forbidden() -> Self {
+        Self::new(ErrorCode::Forbidden, "Only an admin can do this.")
+    }
+
+    pub fn rate_limited(what: &str, retry_after_secs: u64) -> Self {
+        Self {
+            retry_after_secs: Some(retry_after_secs),
+            ..Self::new(
+                ErrorCode::RateLimited,
+                format!("Too many {what}. Try again in {retry_after_secs} s."),
+            )
+        }
     }
 
     /// The opaque message for anything the client cannot act on; the cause is logged

@@ -14,12 +14,29 @@ pub mod ssr;
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::components::{Route, Router, Routes, A};
-use leptos_router::path;
+use leptos_router::{path, SsrMode};
 
-use pages::{ContentPage, GeneratePage, LibraryPage, NotFound, SettingsPage, StatusPage};
+use pages::{
+    ContentPage, GeneratePage, LibraryPage, LoginPage, NotFound, SettingsPage, SetupPage,
+    StatusPage, TokensPage, UsersPage,
+};
+
+use crate::model::{Role, UserView};
 
 /// The HTML document around the app, rendered on the server.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
+    // The page's CSP allows exactly this render's inline hydration script, by its nonce.
+    #[cfg(feature = "ssr")]
+    if let (Some(nonce), Some(response)) = (
+        leptos::nonce::use_nonce(),
+        use_context::<leptos_axum::ResponseOptions>(),
+    ) {
+        let csp =
+            ssr::security::page_csp(nonce.as_inner(), options.env == leptos::config::Env::DEV);
+        if let Ok(value) = axum::http::HeaderValue::from_str(&csp) {
+            response.insert_header(axum::http::header::CONTENT_SECURITY_POLICY, value);
+        }
+    }
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -48,28 +65,64 @@ pub fn App() -> impl IntoView {
             let _ = root.set_attribute("data-hydrated", "true");
         }
     });
+    let me = Resource::new(|| (), |_| api::me());
     view! {
         <Stylesheet id="leptos" href="/pkg/crevid.css"/>
         <Title formatter=|page: String| if page.is_empty() { "CREVID".to_owned() } else { format!("{page} · CREVID") }/>
         <Router>
             <header class="topbar">
                 <A href="/" attr:class="brand">"CREVID"</A>
-                <nav>
-                    <A href="/" exact=true>"Generate"</A>
-                    <A href="/library">"Library"</A>
-                    <A href="/settings">"Settings"</A>
-                    <A href="/status">"Status"</A>
-                </nav>
+                <Suspense fallback=|| ()>
+                    {move || Suspend::new(async move { view! { <Nav user=me.await.ok().flatten()/> } })}
+                </Suspense>
             </header>
             <main class="page">
                 <Routes fallback=|| view! { <NotFound/> }>
                     <Route path=path!("/") view=GeneratePage/>
                     <Route path=path!("/library") view=LibraryPage/>
-                    <Route path=path!("/contents/:id") view=ContentPage/>
+                    // Rendered whole before answering, so a missing (or someone else's)
+                    // content answers 404 rather than a streamed 200.
+                    <Route path=path!("/contents/:id") view=ContentPage ssr=SsrMode::Async/>
                     <Route path=path!("/settings") view=SettingsPage/>
                     <Route path=path!("/status") view=StatusPage/>
+                    <Route path=path!("/users") view=UsersPage/>
+                    <Route path=path!("/tokens") view=TokensPage/>
+                    <Route path=path!("/login") view=LoginPage/>
+                    <Route path=path!("/setup") view=SetupPage/>
                 </Routes>
             </main>
         </Router>
     }
+}
+
+/// The navigation for the signed-in user: admins also see Settings, Status and Users.
+#[component]
+fn Nav(user: Option<UserView>) -> impl IntoView {
+    let Some(user) = user else {
+        return view! { <nav></nav> }.into_any();
+    };
+    let admin = user.role == Role::Admin;
+    let sign_out = Action::new(|_: &()| api::sign_out());
+    Effect::new(move |_| {
+        if let Some(Ok(())) = sign_out.value().get() {
+            let _ = window().location().set_href("/login");
+        }
+    });
+    view! {
+        <nav>
+            <A href="/" exact=true>"Generate"</A>
+            <A href="/library">"Library"</A>
+            <A href="/tokens">"API tokens"</A>
+            {admin.then(|| view! {
+                <A href="/settings">"Settings"</A>
+                <A href="/status">"Status"</A>
+                <A href="/users">"Users"</A>
+            })}
+        </nav>
+        <div class="account">
+            <span class="muted" data-testid="signed-in-as">{user.email}</span>
+            <button type="button" on:click=move |_| { sign_out.dispatch(()); }>"Sign out"</button>
+        </div>
+    }
+    .into_any()
 }

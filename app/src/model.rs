@@ -25,6 +25,10 @@ pub mod limits {
     pub const HASHTAGS_MAX: usize = 30;
     pub const SEARCH_MAX_CHARS: usize = 200;
     pub const PAGE_SIZE_MAX: u32 = 100;
+    pub const PASSWORD_MIN_CHARS: usize = 12;
+    pub const PASSWORD_MAX_CHARS: usize = 128;
+    pub const EMAIL_MAX_CHARS: usize = 254;
+    pub const TOKEN_NAME_MAX_CHARS: usize = 100;
     /// Whole request bodies, enforced before any parsing.
     pub const BODY_MAX_BYTES: usize = 256 * 1024;
 }
@@ -215,9 +219,9 @@ pub struct SettingsView {
 
 /// Every non-secret setting. Stored as one JSON document; unknown keys from older
 /// versions are ignored and missing ones take their defaults, so adding a setting needs
-/// no migration.
+/// no migration. (Updates are checked more strictly: see `SettingsUpdate`.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct SettingsValues {
     /// OpenAI-compatible endpoint, e.g. `https://api.openai.com/v1` or `http://localhost:11434/v1`.
     pub llm_base_url: String,
@@ -234,6 +238,20 @@ pub struct SettingsValues {
     pub default_aspect_ratio: String,
     pub default_visual_style: String,
     pub default_voice: String,
+    /// Script generations one user may start per minute.
+    pub rate_generate_per_minute: u32,
+    /// Background jobs one user may create per minute.
+    pub rate_jobs_per_minute: u32,
+}
+
+impl SettingsValues {
+    /// Every field, as the `values` of a `SettingsUpdate`.
+    pub fn to_update_map(&self) -> serde_json::Map<String, serde_json::Value> {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        }
+    }
 }
 
 impl Default for SettingsValues {
@@ -251,15 +269,18 @@ impl Default for SettingsValues {
             default_aspect_ratio: "9:16".into(),
             default_visual_style: "cinematic".into(),
             default_voice: "alloy".into(),
+            rate_generate_per_minute: 10,
+            rate_jobs_per_minute: 30,
         }
     }
 }
 
-/// An update: every value, plus what to do with the key.
+/// An update: the values to change (a JSON object of `SettingsValues` fields; fields left
+/// out keep their current value, unknown fields are refused), plus what to do with the key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsUpdate {
-    pub values: SettingsValues,
+    pub values: serde_json::Map<String, serde_json::Value>,
     /// Absent: keep the stored key. Empty string: remove it. Otherwise: the new key.
     #[serde(default)]
     pub llm_api_key: Option<String>,
@@ -287,4 +308,86 @@ pub struct StatusReport {
     pub version: String,
     pub database: String,
     pub checks: Vec<StatusCheck>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    #[default]
+    Creator,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Creator => "creator",
+            Role::Admin => "admin",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "creator" => Some(Role::Creator),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// The signed-in user as the browser sees them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserView {
+    pub id: i64,
+    pub email: String,
+    pub role: Role,
+    pub disabled: bool,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignInRequest {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUserRequest {
+    pub email: String,
+    pub password: String,
+    #[serde(default)]
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUserRequest {
+    #[serde(default)]
+    pub role: Option<Role>,
+    #[serde(default)]
+    pub disabled: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenView {
+    pub id: i64,
+    pub name: String,
+    /// The first characters of the token, to recognise it.
+    pub prefix: String,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenRequest {
+    pub name: String,
+}
+
+/// A new token: `secret` is shown this once and never stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreatedToken {
+    pub token: TokenView,
+    pub secret: String,
 }

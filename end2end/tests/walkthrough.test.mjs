@@ -4,7 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { startStack, newPage, open, outputDir } from '../support.mjs';
+import { startStack, newPage, open, outputDir, signIn, ADMIN, CREATOR } from '../support.mjs';
 
 let stack;
 before(async () => {
@@ -69,21 +69,20 @@ async function walkthrough(page, { mode, input, expectTitle, prefix }) {
   await shot(page, `${prefix}-5-deleted`);
 }
 
-test('script splitter: generate, save, list, edit, delete', async () => {
+test('first run: the first admin is created in the browser, configures the provider, adds a creator', async () => {
   const page = await newPage(stack);
-  await walkthrough(page, {
-    mode: 'script',
-    input: 'Lighthouses guided ships for centuries. Their lamps turned all night. Keepers lived beside them. ' +
-      'Today most of them run by themselves. Some have become museums.',
-    expectTitle: 'Lighthouses guided ships for centuries',
-    prefix: 'splitter',
-  });
-  await page.close();
-});
+  await page.goto(`${stack.base}/library`);
+  await page.waitForURL(/\/setup$/);
+  await page.waitForSelector('html[data-hydrated="true"]');
+  await page.locator('input[name="email"]').fill(ADMIN.email);
+  await page.locator('input[name="password"]').fill(ADMIN.password);
+  await page.locator('input[name="confirm"]').fill(ADMIN.password);
+  await shot(page, 'setup');
+  await page.getByRole('button', { name: 'Create admin and sign in' }).click();
+  await page.waitForURL(/\/settings$/);
+  await page.waitForSelector('html[data-hydrated="true"]');
+  await page.getByTestId('signed-in-as').filter({ hasText: ADMIN.email }).waitFor();
 
-test('fake OpenAI: configure settings, generate from a topic, save, list, edit, delete', async () => {
-  const page = await newPage(stack);
-  await open(page, `${stack.base}/settings`);
   await page.locator('input[name="llm_base_url"]').fill(stack.fakeUrl);
   await page.locator('input[name="llm_model"]').fill('fake-script-model');
   await page.locator('input[name="llm_api_key"]').fill('sk-e2e-0123456789abcdef');
@@ -97,22 +96,66 @@ test('fake OpenAI: configure settings, generate from a topic, save, list, edit, 
   assert.equal(await page.locator('.check.ok').count(), 4, await page.locator('.checks').innerText());
   await shot(page, 'status');
 
+  // The admin adds the creator every other test signs in as.
+  await open(page, `${stack.base}/users`);
+  await page.locator('input[name="new_email"]').fill(CREATOR.email);
+  await page.locator('input[name="new_password"]').fill(CREATOR.password);
+  await page.getByRole('button', { name: 'Add user' }).click();
+  await page.locator('.rows').getByText(CREATOR.email).waitFor();
+  await shot(page, 'users');
+  await page.context().close();
+});
+
+test('script splitter: a creator signs in, generates, saves, lists, edits, deletes', async () => {
+  const page = await newPage(stack);
+  await signIn(stack, page, CREATOR);
+  await walkthrough(page, {
+    mode: 'script',
+    input: 'Lighthouses guided ships for centuries. Their lamps turned all night. Keepers lived beside them. ' +
+      'Today most of them run by themselves. Some have become museums.',
+    expectTitle: 'Lighthouses guided ships for centuries',
+    prefix: 'splitter',
+  });
+  await page.context().close();
+});
+
+test('fake OpenAI: a creator generates from a topic, saves, lists, edits, deletes', async () => {
+  const page = await newPage(stack);
+  await signIn(stack, page, CREATOR);
   await walkthrough(page, {
     mode: 'topic',
     input: 'the secret life of octopuses',
     expectTitle: 'All about the secret life of octopuses',
     prefix: 'openai',
   });
-  await page.close();
+  await page.context().close();
+});
+
+test('a creator sees no admin links, and /settings sends them home', async () => {
+  const page = await newPage(stack);
+  await signIn(stack, page, CREATOR);
+  const nav = page.locator('header nav');
+  assert.equal(await nav.getByRole('link', { name: 'Settings' }).count(), 0);
+  assert.equal(await nav.getByRole('link', { name: 'Users' }).count(), 0);
+  assert.equal(await nav.getByRole('link', { name: 'Library' }).count(), 1);
+  await page.goto(`${stack.base}/settings`);
+  await page.waitForURL(`${stack.base}/`);
+  await page.getByRole('heading', { name: 'Generate a script' }).waitFor();
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.waitForURL(/\/login$/);
+  await page.goto(`${stack.base}/library`);
+  await page.waitForURL(/\/login\?next=%2Flibrary$|\/login\?next=\/library$/);
+  await shot(page, 'login');
+  await page.context().close();
 });
 
 test('errors name the problem: a too-short topic', async () => {
   const page = await newPage(stack);
-  await open(page, `${stack.base}/`);
+  await signIn(stack, page, CREATOR);
   await page.locator('textarea[name="input"]').fill('ab');
   await page.locator('button[type="submit"]').click();
   const error = page.getByRole('alert');
   await error.waitFor();
   assert.match(await error.innerText(), /input must be at least 3 characters/);
-  await page.close();
+  await page.context().close();
 });

@@ -29,6 +29,10 @@ pub struct Config {
     /// `CREVID_SECRET_KEY`: base64 of 32 bytes; when unset a key file under the data dir.
     pub secret_key: Option<String>,
     pub log_format: LogFormat,
+    /// `CREVID_PUBLIC_URL`: where users reach the app (https:// turns on Secure cookies).
+    pub public_url: Option<url::Url>,
+    /// `CREVID_RATE_WINDOW_SECS`: the window every rate limit counts in (default 60).
+    pub rate_window_secs: u64,
 }
 
 impl std::fmt::Debug for Config {
@@ -43,6 +47,8 @@ impl std::fmt::Debug for Config {
             )
             .field("secret_key", &self.secret_key.as_ref().map(|_| "(set)"))
             .field("production", &self.production)
+            .field("public_url", &self.public_url.as_ref().map(|u| u.as_str()))
+            .field("rate_window_secs", &self.rate_window_secs)
             .finish()
     }
 }
@@ -58,6 +64,7 @@ struct FileConfig {
     secret_key: Option<String>,
     log_format: Option<String>,
     env: Option<String>,
+    public_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,7 +140,31 @@ impl Config {
             })
             .transpose()?
             .unwrap_or(3001);
+        let public_url = pick("CREVID_PUBLIC_URL", file.public_url)
+            .map(|u| {
+                url::Url::parse(&u)
+                    .ok()
+                    .filter(|p| matches!(p.scheme(), "http" | "https") && p.host().is_some())
+                    .ok_or_else(|| {
+                        ConfigError(format!(
+                            "CREVID_PUBLIC_URL must be an http(s) URL (got {u:?})"
+                        ))
+                    })
+            })
+            .transpose()?;
+        let rate_window_secs = env("CREVID_RATE_WINDOW_SECS")
+            .map(|v| {
+                v.parse::<u64>().ok().filter(|s| *s >= 1).ok_or_else(|| {
+                    ConfigError(format!(
+                        "CREVID_RATE_WINDOW_SECS must be a whole number of seconds ≥ 1 (got {v:?})"
+                    ))
+                })
+            })
+            .transpose()?
+            .unwrap_or(60);
         Ok(Config {
+            public_url,
+            rate_window_secs,
             site_addr,
             site_root,
             site_pkg_dir: env("LEPTOS_SITE_PKG_DIR").unwrap_or_else(|| "pkg".into()),

@@ -1,6 +1,6 @@
 use clap::{Parser, Subcommand};
 use crevid_server::config::Config;
-use crevid_server::startup::{open_database, Application};
+use crevid_server::startup::{build_state, open_database, Application};
 use crevid_server::telemetry;
 
 /// CREVID: turn an idea into a short narrated video.
@@ -19,6 +19,25 @@ enum Command {
     Migrate,
     /// Print the effective configuration (secrets hidden).
     Config,
+    /// Manage accounts.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an account. The password is read from CREVID_PASSWORD or, when that is
+    /// unset, from the first line of standard input.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// Make the account an admin (the first admin is created this way or on the web
+        /// page shown while no account exists).
+        #[arg(long)]
+        admin: bool,
+    },
 }
 
 #[tokio::main]
@@ -41,6 +60,9 @@ async fn main() -> std::process::ExitCode {
             println!("{config:#?}");
             Ok(())
         }
+        Command::User {
+            command: UserCommand::Create { email, admin },
+        } => create_user(config, email, admin).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -60,5 +82,35 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         app.state().leptos_options.site_root
     );
     app.run_until_stopped().await?;
+    Ok(())
+}
+
+async fn create_user(config: Config, email: String, admin: bool) -> anyhow::Result<()> {
+    let password = match std::env::var("CREVID_PASSWORD") {
+        Ok(p) if !p.is_empty() => p,
+        _ => {
+            eprint!("Password for {email}: ");
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    let state = build_state(&config).await?;
+    let role = if admin {
+        app::model::Role::Admin
+    } else {
+        app::model::Role::Creator
+    };
+    let user = app::ssr::users::create(
+        &state,
+        app::model::CreateUserRequest {
+            email,
+            password,
+            role,
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    println!("created {} ({})", user.email, user.role.as_str());
     Ok(())
 }

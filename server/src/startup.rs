@@ -7,8 +7,11 @@ use std::time::Duration;
 use anyhow::Context;
 use app::error::{AppError, ErrorCode};
 use app::model::limits::BODY_MAX_BYTES;
+use app::ssr::auth::{self, DbSessionStore};
 use app::ssr::crypto::SecretBox;
 use app::ssr::db::Database;
+use app::ssr::limits::Limits;
+use app::ssr::security;
 use app::ssr::state::AppState;
 use app::{shell, App};
 use axum::extract::{DefaultBodyLimit, Request};
@@ -22,6 +25,8 @@ use leptos_axum::{generate_route_list, LeptosRoutes};
 use tokio::net::TcpListener;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
+use tower_sessions::cookie::SameSite;
+use tower_sessions::{Expiry, SessionManagerLayer};
 
 use crate::config::Config;
 
@@ -38,40 +43,56 @@ pub async fn open_database(config: &Config) -> anyhow::Result<Database> {
     Ok(db)
 }
 
+/// Database, secrets, HTTP client and limits: everything but the listener, so commands
+/// such as `crevid user create` can use the services while a server is running.
+pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
+    let db = open_database(config).await?;
+    let secrets = SecretBox::load(config.secret_key.as_deref(), &config.data_dir)?;
+    let leptos_options = LeptosOptions::builder()
+        .output_name(config.output_name.clone())
+        .site_root(config.site_root.display().to_string())
+        .site_pkg_dir(config.site_pkg_dir.clone())
+        .env(if config.production {
+            Env::PROD
+        } else {
+            Env::DEV
+        })
+        .site_addr(config.site_addr)
+        .reload_port(config.reload_port)
+        .build();
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("crevid/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("building the HTTP client")?;
+    Ok(AppState {
+        leptos_options,
+        db,
+        http,
+        secrets: Arc::new(secrets),
+        data_dir: Arc::new(config.data_dir.clone()),
+        limits: Arc::new(Limits::new(Duration::from_secs(config.rate_window_secs))),
+        setup_done: Arc::default(),
+        public_origin: config
+            .public_url
+            .as_ref()
+            .map(|u| u.origin().ascii_serialization().into()),
+    })
+}
+
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let db = open_database(&config).await?;
-        let secrets = SecretBox::load(config.secret_key.as_deref(), &config.data_dir)?;
+        let mut state = build_state(&config).await?;
         let listener = TcpListener::bind(config.site_addr)
             .await
             .with_context(|| format!("cannot listen on LEPTOS_SITE_ADDR={}", config.site_addr))?;
-        let addr = listener.local_addr()?;
-        let leptos_options = LeptosOptions::builder()
-            .output_name(config.output_name.clone())
-            .site_root(config.site_root.display().to_string())
-            .site_pkg_dir(config.site_pkg_dir.clone())
-            .env(if config.production {
-                Env::PROD
-            } else {
-                Env::DEV
-            })
-            .site_addr(addr)
-            .reload_port(config.reload_port)
-            .build();
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("crevid/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("building the HTTP client")?;
-        let state = AppState {
-            leptos_options,
-            db,
-            http,
-            secrets: Arc::new(secrets),
-            data_dir: Arc::new(config.data_dir),
-        };
+        state.leptos_options.site_addr = listener.local_addr()?;
+        let secure_cookies = config
+            .public_url
+            .as_ref()
+            .is_some_and(|u| u.scheme() == "https");
         Ok(Self {
-            router: router(state.clone()),
+            router: router(state.clone(), secure_cookies),
             listener,
             state,
         })
@@ -95,7 +116,9 @@ impl Application {
     }
 }
 
-pub fn router(state: AppState) -> Router {
+/// The whole app. Layers run outside-in: tracing, security headers, body limits, the
+/// session, who the caller is, CSRF, page access; then REST, server functions and pages.
+pub fn router(state: AppState, secure_cookies: bool) -> Router {
     let routes = generate_route_list(App);
     let context = {
         let state = state.clone();
@@ -112,9 +135,32 @@ pub fn router(state: AppState) -> Router {
             AppState,
             _,
         >(context, shell))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            security::guard_pages,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            security::csrf,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
+        .layer(
+            SessionManagerLayer::new(DbSessionStore::new(state.db.pool.clone()))
+                .with_name("crevid_session")
+                .with_http_only(true)
+                .with_same_site(SameSite::Lax)
+                .with_secure(secure_cookies)
+                .with_expiry(Expiry::OnInactivity(
+                    tower_sessions::cookie::time::Duration::days(7),
+                )),
+        )
         .layer(DefaultBodyLimit::max(BODY_MAX_BYTES))
         .layer(RequestBodyLimitLayer::new(BODY_MAX_BYTES))
         .layer(middleware::from_fn(reject_oversized))
+        .layer(middleware::from_fn(security::headers))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -243,12 +243,20 @@ async fn chat(
             "server_error",
             "The server had an error",
         ),
-        Behaviour::UnknownModel => error(
-            StatusCode::NOT_FOUND,
-            "invalid_request_error",
-            "model_not_found",
-            &format!("The model `{model}` does not exist or you do not have access to it."),
-        ),
+        Behaviour::UnknownModel => {
+            // Some providers quote the key they were given; CREVID must scrub it.
+            let given = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or_default();
+            error(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "model_not_found",
+                &format!("The model `{model}` does not exist or key {given} has no access to it."),
+            )
+        }
         Behaviour::Refusal => completion(
             &model,
             Value::Null,

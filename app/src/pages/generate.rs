@@ -41,10 +41,14 @@ pub fn GeneratePage() -> impl IntoView {
             voice: None,
         },
     };
+    // What the shown script was generated from: the form may change during the wait.
+    let generated_from = RwSignal::new(None::<GenerateRequest>);
     let on_submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         save.value().set(None);
-        generate.dispatch(request());
+        let req = request();
+        generated_from.set(Some(req.clone()));
+        generate.dispatch(req);
     };
 
     let navigate = use_navigate();
@@ -121,7 +125,11 @@ pub fn GeneratePage() -> impl IntoView {
         </Show>
 
         {move || generate.value().get().map(|result| match result {
-            Ok(script) => view! { <ScriptPreview script=script mode=mode.get_untracked() input=input.get_untracked() save=save/> }.into_any(),
+            Ok(script) => {
+                let from = generated_from.get_untracked();
+                let (mode, input) = from.map(|r| (r.mode, r.input)).unwrap_or_default();
+                view! { <ScriptPreview script=script mode=mode input=input save=save/> }.into_any()
+            }
             Err(error) => view! { <ErrorBox error=error/> }.into_any(),
         })}
     }

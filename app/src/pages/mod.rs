@@ -1,14 +1,18 @@
+mod account;
 mod content;
 mod generate;
 mod library;
 mod settings;
 mod status;
+mod users;
 
+pub use account::{LoginPage, SetupPage, TokensPage};
 pub use content::ContentPage;
 pub use generate::GeneratePage;
 pub use library::LibraryPage;
 pub use settings::SettingsPage;
 pub use status::StatusPage;
+pub use users::UsersPage;
 
 use leptos::prelude::*;
 use leptos_meta::Title;

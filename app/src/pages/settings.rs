@@ -29,9 +29,13 @@ macro_rules! text_field {
             <label class="field"><span>{$label}</span>
                 <input name=stringify!($field) value=$values.with_untracked(|v| v.$field.to_string())
                     prop:value=move || $values.with(|v| v.$field.to_string())
-                    on:input=move |ev| {
+                    on:change=move |ev| {
+                        // A value that does not parse snaps back to the last valid one.
                         let text = event_target_value(&ev);
-                        $values.update(|v| v.$field = text.parse().unwrap_or_default());
+                        match text.trim().parse() {
+                            Ok(parsed) => $values.update(|v| v.$field = parsed),
+                            Err(_) => $values.update(|_| {}),
+                        }
                     }/>
                 <small class="muted">{$hint}</small>
             </label>
@@ -76,7 +80,7 @@ fn SettingsForm(initial: SettingsView) -> impl IntoView {
             Some(new_key.get_untracked()).filter(|k| !k.trim().is_empty())
         };
         save.dispatch(SettingsUpdate {
-            values: values.get_untracked(),
+            values: values.get_untracked().to_update_map(),
             llm_api_key,
         });
     };
@@ -107,6 +111,8 @@ fn SettingsForm(initial: SettingsView) -> impl IntoView {
             </Show>
             {text_field!(values, "Temperature (0–2)", llm_temperature, "Higher is more varied")}
             {text_field!(values, "Timeout (seconds, 1–600)", llm_timeout_secs, "How long a creator waits at most")}
+            {text_field!(values, "Script generations per user per minute", rate_generate_per_minute, "")}
+            {text_field!(values, "Background jobs per user per minute", rate_jobs_per_minute, "")}
             <label class="checkbox"><input type="checkbox" name="llm_json_schema"
                 prop:checked=move || values.with(|v| v.llm_json_schema)
                 on:change=move |ev| values.update(|v| v.llm_json_schema = event_target_checked(&ev))/>

@@ -2,6 +2,7 @@
 
 use sqlx::{AnyPool, Row};
 
+use super::auth::CurrentUser;
 use super::db::{format_ms, now_ms};
 use super::error::DbResultExt;
 use super::script::{resolve_presets, validate_input};
@@ -60,7 +61,11 @@ fn script_text(scenes: &[SceneDraft]) -> String {
 }
 
 #[tracing::instrument(name = "contents.save", skip_all)]
-pub async fn save(state: &AppState, req: SaveContentRequest) -> Result<ContentDetail, AppError> {
+pub async fn save(
+    state: &AppState,
+    user: &CurrentUser,
+    req: SaveContentRequest,
+) -> Result<ContentDetail, AppError> {
     let input = validate_input(req.mode, &req.input)?;
     let s = req.script;
     let title = validate::text("script.title", &s.title, 1, limits::TITLE_MAX_CHARS)?;
@@ -121,9 +126,9 @@ pub async fn save(state: &AppState, req: SaveContentRequest) -> Result<ContentDe
     // Content and scenes commit together: a failure leaves no half-saved content.
     let mut tx = state.pool().begin().await.db("starting a transaction")?;
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO contents (title, mode, input, language, tone, target_seconds, scene_count, aspect_ratio, \
+        "INSERT INTO contents (owner_id, title, mode, input, language, tone, target_seconds, scene_count, aspect_ratio, \
          visual_style, voice, hook, description, hashtags, script_text, provider, status, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'draft', $16, $16) RETURNING id",
+         VALUES ($17, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'draft', $16, $16) RETURNING id",
     )
     .bind(&title)
     .bind(req.mode.as_str())
@@ -141,6 +146,7 @@ pub async fn save(state: &AppState, req: SaveContentRequest) -> Result<ContentDe
     .bind(script_text(&scenes))
     .bind(&provider)
     .bind(now)
+    .bind(user.id)
     .fetch_one(&mut *tx)
     .await
     .db("inserting a content")?;
@@ -148,7 +154,7 @@ pub async fn save(state: &AppState, req: SaveContentRequest) -> Result<ContentDe
         insert_scene(&mut tx, id, position as i64, scene, now).await?;
     }
     tx.commit().await.db("committing a content")?;
-    get(state, id).await
+    get(state, user, id).await
 }
 
 async fn insert_scene(
@@ -174,7 +180,12 @@ async fn insert_scene(
     Ok(())
 }
 
-pub async fn list(state: &AppState, query: ListQuery) -> Result<ContentPage, AppError> {
+/// A creator's own contents; an admin's list holds everyone's.
+pub async fn list(
+    state: &AppState,
+    user: &CurrentUser,
+    query: ListQuery,
+) -> Result<ContentPage, AppError> {
     let per_page = validate::range_u32(
         "per_page",
         query.per_page.unwrap_or(20),
@@ -196,19 +207,23 @@ pub async fn list(state: &AppState, query: ListQuery) -> Result<ContentPage, App
                 .replace('_', "\\_")
         )
     });
-    let filter = "($1 IS NULL OR LOWER(title) LIKE $1 ESCAPE '\\')";
+    let filter = "($1 IS NULL OR LOWER(title) LIKE $1 ESCAPE '\\') AND ($2 = 1 OR owner_id = $3)";
     let pool: &AnyPool = state.pool();
     let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM contents WHERE {filter}"))
         .bind(pattern.clone())
+        .bind(i64::from(user.is_admin()))
+        .bind(user.id)
         .fetch_one(pool)
         .await
         .db("counting contents")?;
     let rows = sqlx::query(&format!(
         "SELECT c.id, c.title, c.mode, c.status, c.aspect_ratio, c.created_at, c.updated_at, \
          (SELECT COUNT(*) FROM scenes s WHERE s.content_id = c.id) AS scenes \
-         FROM contents c WHERE {filter} ORDER BY c.created_at DESC, c.id DESC LIMIT $2 OFFSET $3"
+         FROM contents c WHERE {filter} ORDER BY c.created_at DESC, c.id DESC LIMIT $4 OFFSET $5"
     ))
     .bind(pattern)
+    .bind(i64::from(user.is_admin()))
+    .bind(user.id)
     .bind(i64::from(per_page))
     .bind(i64::from(page - 1) * i64::from(per_page))
     .fetch_all(pool)
@@ -238,14 +253,17 @@ pub async fn list(state: &AppState, query: ListQuery) -> Result<ContentPage, App
     })
 }
 
-pub async fn get(state: &AppState, id: i64) -> Result<ContentDetail, AppError> {
+/// Someone else's content answers 404, as if it did not exist, so ids cannot be probed.
+pub async fn get(state: &AppState, user: &CurrentUser, id: i64) -> Result<ContentDetail, AppError> {
     let pool = state.pool();
     let row = sqlx::query(
         "SELECT id, title, mode, input, status, hook, description, hashtags, provider, language, tone, \
          target_seconds, scene_count, aspect_ratio, visual_style, voice, created_at, updated_at \
-         FROM contents WHERE id = $1",
+         FROM contents WHERE id = $1 AND ($2 = 1 OR owner_id = $3)",
     )
     .bind(id)
+    .bind(i64::from(user.is_admin()))
+    .bind(user.id)
     .fetch_optional(pool)
     .await
     .db("reading a content")?
@@ -301,6 +319,7 @@ pub async fn get(state: &AppState, id: i64) -> Result<ContentDetail, AppError> {
 #[tracing::instrument(name = "contents.update", skip_all, fields(content_id = id))]
 pub async fn update(
     state: &AppState,
+    user: &CurrentUser,
     id: i64,
     req: UpdateContentRequest,
 ) -> Result<ContentDetail, AppError> {
@@ -325,12 +344,22 @@ pub async fn update(
 
     let now = now_ms();
     let mut tx = state.pool().begin().await.db("starting a transaction")?;
-    let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM contents WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await
-        .db("reading a content")?;
-    if exists.is_none() {
+    // Write first: on SQLite a transaction that starts with a read and then writes can
+    // fail with SQLITE_BUSY_SNAPSHOT under concurrent writers, which the busy timeout
+    // does not cover. The update also answers whether the content is the caller's.
+    let touched = sqlx::query(
+        "UPDATE contents SET title = $1, script_text = $2, updated_at = $3 WHERE id = $4 AND ($5 = 1 OR owner_id = $6)",
+    )
+    .bind(&title)
+    .bind(script_text(&scenes))
+    .bind(now)
+    .bind(id)
+    .bind(i64::from(user.is_admin()))
+    .bind(user.id)
+    .execute(&mut *tx)
+    .await
+    .db("updating a content")?;
+    if touched.rows_affected() == 0 {
         return Err(AppError::not_found("content"));
     }
     let existing: Vec<i64> = sqlx::query_scalar("SELECT id FROM scenes WHERE content_id = $1")
@@ -383,21 +412,14 @@ pub async fn update(
             None => insert_scene(&mut tx, id, position as i64, scene, now).await?,
         }
     }
-    sqlx::query("UPDATE contents SET title = $1, script_text = $2, updated_at = $3 WHERE id = $4")
-        .bind(&title)
-        .bind(script_text(&scenes))
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .db("updating a content")?;
     tx.commit().await.db("committing a content edit")?;
-    get(state, id).await
+    get(state, user, id).await
 }
 
 #[tracing::instrument(name = "contents.delete", skip_all, fields(content_id = id))]
-pub async fn delete(state: &AppState, id: i64) -> Result<(), AppError> {
+pub async fn delete(state: &AppState, user: &CurrentUser, id: i64) -> Result<(), AppError> {
     let pool = state.pool();
+    get(state, user, id).await?;
     let keys: Vec<String> =
         sqlx::query_scalar("SELECT storage_key FROM assets WHERE content_id = $1")
             .bind(id)

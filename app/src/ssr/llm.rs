@@ -263,6 +263,7 @@ pub fn parse_script(content: &str, presets: &Presets) -> Result<ScriptOut, Strin
         scene.seconds = (scene.seconds.clamp(1.0, limits::SCENE_SECONDS_MAX) * 10.0).round() / 10.0;
     }
     out.title = clip(out.title.trim(), limits::TITLE_MAX_CHARS);
+    out.hook = clip(out.hook.trim(), limits::NARRATION_MAX_CHARS);
     out.description = clip(out.description.trim(), limits::DESCRIPTION_MAX_CHARS);
     out.hashtags = out
         .hashtags
@@ -270,7 +271,7 @@ pub fn parse_script(content: &str, presets: &Presets) -> Result<ScriptOut, Strin
         .map(|h| h.trim().trim_start_matches('#').replace(' ', ""))
         .filter(|h| !h.is_empty())
         .take(limits::HASHTAGS_MAX)
-        .map(|h| format!("#{h}"))
+        .map(|h| format!("#{}", clip(&h, limits::SHORT_TEXT_MAX_CHARS - 1)))
         .collect();
     Ok(out)
 }

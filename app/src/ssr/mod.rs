@@ -1,14 +1,19 @@
 //! Everything server functions and REST handlers call. Server-only (`ssr` feature).
 
+pub mod auth;
 pub mod contents;
 pub mod crypto;
 pub mod db;
 pub mod error;
+pub mod limits;
 pub mod llm;
 pub mod rest;
 pub mod script;
+pub mod security;
 pub mod settings;
 pub mod splitter;
 pub mod state;
 pub mod status;
+pub mod tokens;
+pub mod users;
 pub mod validate;

@@ -1,17 +1,20 @@
-//! The REST JSON API, with the seeds' paths. Handlers only parse and call services.
+//! The REST JSON API, with the seeds' paths. Every route is declared once in `api_routes`
+//! with who may call it; handlers only parse, take the caller, and call services.
 
 use axum::extract::{FromRequest, FromRequestParts, Path, State};
-use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode};
+use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::{Json, Router};
 use serde::Serialize;
+use tower_sessions::Session;
 
+use super::auth::{client_ip, Actor, AdminActor};
+use super::security::Access;
 use super::state::AppState;
-use super::{contents, script, settings, status};
+use super::{contents, script, settings, status, tokens, users};
 use crate::error::AppError;
-use crate::model::{
-    GenerateRequest, ListQuery, SaveContentRequest, SettingsUpdate, UpdateContentRequest,
-};
+use crate::model::*;
 
 /// `Json` whose rejections are `AppError`s, so a malformed body answers like every other
 /// error: `{error: {code, message, field}}`.
@@ -23,11 +26,25 @@ pub struct ApiJson<T>(pub T);
 #[from_request(via(axum::extract::Query), rejection(AppError))]
 pub struct ApiQuery<T>(pub T);
 
-type ApiResult<T> = Result<Json<T>, AppError>;
+/// The peer address, for sign-in throttling.
+pub struct ClientIp(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(client_ip(parts)))
+    }
+}
+
+type ApiResult<T> = Result<Json<Data<T>>, AppError>;
 
 #[derive(Serialize)]
-struct Data<T> {
+pub struct Data<T> {
     data: T,
+}
+
+fn ok<T>(data: T) -> ApiResult<T> {
+    Ok(Json(Data { data }))
 }
 
 fn id_param(raw: &str) -> Result<i64, AppError> {
@@ -36,18 +53,75 @@ fn id_param(raw: &str) -> Result<i64, AppError> {
     })
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/api/content/generate", post(generate))
-        .route("/api/contents", get(list_contents).post(save_content))
-        .route(
+pub struct ApiRoute {
+    pub method: Method,
+    pub path: &'static str,
+    pub access: Access,
+    handler: MethodRouter<AppState>,
+}
+
+fn route(
+    method: Method,
+    path: &'static str,
+    access: Access,
+    handler: MethodRouter<AppState>,
+) -> ApiRoute {
+    ApiRoute {
+        method,
+        path,
+        access,
+        handler,
+    }
+}
+
+/// Every REST route with its access rule. The handlers enforce it through their
+/// extractors (`Actor`, `AdminActor`); the access-matrix test checks each against this table.
+pub fn api_routes() -> Vec<ApiRoute> {
+    use Access::*;
+    vec![
+        route(Method::GET, "/healthz", Public, get(healthz)),
+        route(Method::POST, "/api/auth/setup", Public, post(setup)),
+        route(Method::POST, "/api/auth/sign-in", Public, post(sign_in)),
+        route(Method::POST, "/api/auth/sign-out", Public, post(sign_out)),
+        route(Method::GET, "/api/auth/me", Public, get(me)),
+        route(Method::POST, "/api/content/generate", User, post(generate)),
+        route(Method::GET, "/api/contents", User, get(list_contents)),
+        route(Method::POST, "/api/contents", User, post(save_content)),
+        route(Method::GET, "/api/contents/{id}", User, get(get_content)),
+        route(Method::PUT, "/api/contents/{id}", User, put(update_content)),
+        route(
+            Method::DELETE,
             "/api/contents/{id}",
-            get(get_content).put(update_content).delete(delete_content),
-        )
-        .route("/api/settings", get(get_settings).put(put_settings))
-        .route("/api/settings/reset", post(reset_settings))
-        .route("/api/settings/status", get(get_status))
+            User,
+            delete(delete_content),
+        ),
+        route(Method::GET, "/api/tokens", User, get(list_tokens)),
+        route(Method::POST, "/api/tokens", User, post(create_token)),
+        route(
+            Method::DELETE,
+            "/api/tokens/{id}",
+            User,
+            delete(revoke_token),
+        ),
+        route(Method::GET, "/api/settings", Admin, get(get_settings)),
+        route(Method::PUT, "/api/settings", Admin, put(put_settings)),
+        route(
+            Method::POST,
+            "/api/settings/reset",
+            Admin,
+            post(reset_settings),
+        ),
+        route(Method::GET, "/api/settings/status", Admin, get(get_status)),
+        route(Method::GET, "/api/users", Admin, get(list_users)),
+        route(Method::POST, "/api/users", Admin, post(create_user)),
+        route(Method::PUT, "/api/users/{id}", Admin, put(update_user)),
+    ]
+}
+
+pub fn router() -> Router<AppState> {
+    api_routes()
+        .into_iter()
+        .fold(Router::new(), |router, r| router.route(r.path, r.handler))
 }
 
 async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
@@ -63,88 +137,176 @@ async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<serde_json:
     }
 }
 
+async fn setup(
+    State(state): State<AppState>,
+    session: Session,
+    ApiJson(req): ApiJson<SignInRequest>,
+) -> ApiResult<UserView> {
+    ok(users::setup_first_admin(&state, &session, req.email, req.password).await?)
+}
+
+async fn sign_in(
+    State(state): State<AppState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    ApiJson(req): ApiJson<SignInRequest>,
+) -> ApiResult<UserView> {
+    ok(users::sign_in(&state, &session, ip, req).await?)
+}
+
+async fn sign_out(session: Session) -> Result<StatusCode, AppError> {
+    users::sign_out(&session).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn me(State(state): State<AppState>, actor: Option<Actor>) -> ApiResult<Option<UserView>> {
+    ok(match actor {
+        Some(Actor(user)) => Some(users::get(&state, user.id).await?),
+        None => None,
+    })
+}
+
 async fn generate(
     State(state): State<AppState>,
+    Actor(user): Actor,
     ApiJson(req): ApiJson<GenerateRequest>,
-) -> ApiResult<Data<crate::model::GeneratedScript>> {
-    Ok(Json(Data {
-        data: script::generate(&state, req).await?,
-    }))
+) -> ApiResult<GeneratedScript> {
+    ok(script::generate(&state, &user, req).await?)
 }
 
 async fn list_contents(
     State(state): State<AppState>,
-    ApiQuery(query): ApiQuery<ListQuery>,
-) -> ApiResult<crate::model::ContentPage> {
-    Ok(Json(contents::list(&state, query).await?))
+    Actor(user): Actor,
+    ApiQuery(raw): ApiQuery<std::collections::HashMap<String, String>>,
+) -> ApiResult<ContentPage> {
+    // Parsed by hand so a bad number names its parameter and a blank one (as a browser
+    // form sends it) means "not given".
+    let number = |name: &str| -> Result<Option<u32>, AppError> {
+        match raw.get(name).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) => v.parse().map(Some).map_err(|_| {
+                AppError::validation(name, format!("{name} must be a whole number (got {v:?})"))
+            }),
+        }
+    };
+    let query = ListQuery {
+        q: raw.get("q").cloned(),
+        page: number("page")?,
+        per_page: number("per_page")?,
+    };
+    ok(contents::list(&state, &user, query).await?)
 }
 
 async fn save_content(
     State(state): State<AppState>,
+    Actor(user): Actor,
     ApiJson(req): ApiJson<SaveContentRequest>,
-) -> Result<(StatusCode, Json<Data<crate::model::ContentDetail>>), AppError> {
+) -> Result<(StatusCode, Json<Data<ContentDetail>>), AppError> {
     Ok((
         StatusCode::CREATED,
         Json(Data {
-            data: contents::save(&state, req).await?,
+            data: contents::save(&state, &user, req).await?,
         }),
     ))
 }
 
 async fn get_content(
     State(state): State<AppState>,
+    Actor(user): Actor,
     Path(id): Path<String>,
-) -> ApiResult<Data<crate::model::ContentDetail>> {
-    Ok(Json(Data {
-        data: contents::get(&state, id_param(&id)?).await?,
-    }))
+) -> ApiResult<ContentDetail> {
+    ok(contents::get(&state, &user, id_param(&id)?).await?)
 }
 
 async fn update_content(
     State(state): State<AppState>,
+    Actor(user): Actor,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<UpdateContentRequest>,
-) -> ApiResult<Data<crate::model::ContentDetail>> {
-    Ok(Json(Data {
-        data: contents::update(&state, id_param(&id)?, req).await?,
-    }))
+) -> ApiResult<ContentDetail> {
+    ok(contents::update(&state, &user, id_param(&id)?, req).await?)
 }
 
 async fn delete_content(
     State(state): State<AppState>,
+    Actor(user): Actor,
     Path(id): Path<String>,
 ) -> Result<StatusCode, AppError> {
-    contents::delete(&state, id_param(&id)?).await?;
+    contents::delete(&state, &user, id_param(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn get_settings(
+async fn list_tokens(
     State(state): State<AppState>,
-) -> ApiResult<Data<crate::model::SettingsView>> {
-    Ok(Json(Data {
-        data: settings::view(&state).await?,
-    }))
+    Actor(user): Actor,
+) -> ApiResult<Vec<TokenView>> {
+    ok(tokens::list(&state, &user).await?)
+}
+
+async fn create_token(
+    State(state): State<AppState>,
+    Actor(user): Actor,
+    ApiJson(req): ApiJson<CreateTokenRequest>,
+) -> Result<(StatusCode, Json<Data<CreatedToken>>), AppError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(Data {
+            data: tokens::create(&state, &user, req).await?,
+        }),
+    ))
+}
+
+async fn revoke_token(
+    State(state): State<AppState>,
+    Actor(user): Actor,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AppError> {
+    tokens::revoke(&state, &user, id_param(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn get_settings(State(state): State<AppState>, _: AdminActor) -> ApiResult<SettingsView> {
+    ok(settings::view(&state).await?)
 }
 
 async fn put_settings(
     State(state): State<AppState>,
+    _: AdminActor,
     ApiJson(req): ApiJson<SettingsUpdate>,
-) -> ApiResult<Data<crate::model::SettingsView>> {
-    Ok(Json(Data {
-        data: settings::update(&state, req).await?,
-    }))
+) -> ApiResult<SettingsView> {
+    ok(settings::update(&state, req).await?)
 }
 
-async fn reset_settings(
+async fn reset_settings(State(state): State<AppState>, _: AdminActor) -> ApiResult<SettingsView> {
+    ok(settings::reset(&state).await?)
+}
+
+async fn get_status(State(state): State<AppState>, _: AdminActor) -> ApiResult<StatusReport> {
+    ok(status::report(&state).await?)
+}
+
+async fn list_users(State(state): State<AppState>, _: AdminActor) -> ApiResult<Vec<UserView>> {
+    ok(users::list(&state).await?)
+}
+
+async fn create_user(
     State(state): State<AppState>,
-) -> ApiResult<Data<crate::model::SettingsView>> {
-    Ok(Json(Data {
-        data: settings::reset(&state).await?,
-    }))
+    _: AdminActor,
+    ApiJson(req): ApiJson<CreateUserRequest>,
+) -> Result<(StatusCode, Json<Data<UserView>>), AppError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(Data {
+            data: users::create(&state, req).await?,
+        }),
+    ))
 }
 
-async fn get_status(State(state): State<AppState>) -> ApiResult<Data<crate::model::StatusReport>> {
-    Ok(Json(Data {
-        data: status::report(&state).await?,
-    }))
+async fn update_user(
+    State(state): State<AppState>,
+    AdminActor(admin): AdminActor,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<UpdateUserRequest>,
+) -> ApiResult<UserView> {
+    ok(users::update(&state, &admin, id_param(&id)?, req).await?)
 }

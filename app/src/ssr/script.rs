@@ -1,5 +1,7 @@
 //! Script generation, the direct path: the creator waits for the answer.
 
+use super::auth::CurrentUser;
+use super::limits::Bucket;
 use super::state::AppState;
 use super::{llm, settings, splitter, validate};
 use crate::error::{AppError, ErrorCode};
@@ -87,10 +89,22 @@ pub fn validate_input(mode: Mode, input: &str) -> Result<String, AppError> {
 }
 
 #[tracing::instrument(name = "script.generate", skip_all, fields(mode = req.mode.as_str()))]
-pub async fn generate(state: &AppState, req: GenerateRequest) -> Result<GeneratedScript, AppError> {
+pub async fn generate(
+    state: &AppState,
+    user: &CurrentUser,
+    req: GenerateRequest,
+) -> Result<GeneratedScript, AppError> {
     let defaults = settings::values(state).await?;
     let input = validate_input(req.mode, &req.input)?;
     let presets = resolve_presets(&req.presets, &defaults, "presets")?;
+    state
+        .limits
+        .check(
+            Bucket::Generate,
+            &user.id.to_string(),
+            defaults.rate_generate_per_minute,
+        )
+        .map_err(|secs| AppError::rate_limited("script generations", secs))?;
     let (out, provider) = match req.mode {
         Mode::Topic => {
             let key = settings::llm_api_key(state).await?.ok_or_else(|| {

@@ -21,7 +21,11 @@ async fn read(pool: &AnyPool, key: &str) -> Result<Option<String>, AppError> {
         .db("reading settings")
 }
 
-async fn write(pool: &AnyPool, key: &str, value: &str) -> Result<(), AppError> {
+async fn write<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+    pool: E,
+    key: &str,
+    value: &str,
+) -> Result<(), AppError> {
     sqlx::query(
         "INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3) \
          ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
@@ -35,7 +39,10 @@ async fn write(pool: &AnyPool, key: &str, value: &str) -> Result<(), AppError> {
     Ok(())
 }
 
-async fn remove(pool: &AnyPool, key: &str) -> Result<(), AppError> {
+async fn remove<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
+    pool: E,
+    key: &str,
+) -> Result<(), AppError> {
     sqlx::query("DELETE FROM settings WHERE key = $1")
         .bind(key)
         .execute(pool)
@@ -122,31 +129,83 @@ pub fn validate(v: SettingsValues) -> Result<SettingsValues, AppError> {
             short,
         )?,
         default_voice: validate::text("values.default_voice", &v.default_voice, 1, short)?,
+        rate_generate_per_minute: validate::range_u32(
+            "values.rate_generate_per_minute",
+            v.rate_generate_per_minute,
+            1,
+            10_000,
+        )?,
+        rate_jobs_per_minute: validate::range_u32(
+            "values.rate_jobs_per_minute",
+            v.rate_jobs_per_minute,
+            1,
+            10_000,
+        )?,
     })
 }
 
+/// Applies the given fields over the current values. When the endpoint's origin changes
+/// and no new key comes with it, the stored key is dropped: a key is only ever sent to the
+/// host it was entered for.
 #[tracing::instrument(name = "settings.update", skip_all)]
 pub async fn update(state: &AppState, update: SettingsUpdate) -> Result<SettingsView, AppError> {
-    let values = validate(update.values)?;
+    let current = values(state).await?;
+    let mut merged = serde_json::to_value(&current)
+        .map_err(|e| super::error::internal("encoding settings", e))?;
+    let known = merged.as_object().cloned().unwrap_or_default();
+    for (field, value) in update.values {
+        if !known.contains_key(&field) {
+            return Err(AppError::validation(
+                &format!("values.{field}"),
+                format!("values.{field} is not a setting"),
+            ));
+        }
+        merged[&field] = value;
+        // Parsed after each field, so a value of the wrong type is named.
+        if let Err(e) = serde_json::from_value::<SettingsValues>(merged.clone()) {
+            return Err(AppError::validation(
+                &format!("values.{field}"),
+                format!("values.{field}: {e}"),
+            ));
+        }
+    }
+    let parsed: SettingsValues =
+        serde_json::from_value(merged).map_err(|e| super::error::internal("settings", e))?;
+    let new_values = validate(parsed)?;
     let key = match update.llm_api_key.as_deref().map(str::trim) {
         Some("") => Some(None),
         Some(k) => Some(Some(validate::text("llm_api_key", k, 1, 500)?)),
+        None if origin(&new_values.llm_base_url) != origin(&current.llm_base_url) => Some(None),
         None => None,
     };
-    let json = serde_json::to_string(&values)
+    let json = serde_json::to_string(&new_values)
         .map_err(|e| super::error::internal("encoding settings", e))?;
-    write(state.pool(), VALUES_KEY, &json).await?;
+    let mut tx = state.pool().begin().await.db("starting a transaction")?;
+    write(&mut *tx, VALUES_KEY, &json).await?;
     match key {
-        Some(Some(k)) => write(state.pool(), LLM_KEY, &state.secrets.seal(&k)).await?,
-        Some(None) => remove(state.pool(), LLM_KEY).await?,
+        Some(Some(k)) => write(&mut *tx, LLM_KEY, &state.secrets.seal(&k)).await?,
+        Some(None) => remove(&mut *tx, LLM_KEY).await?,
         None => {}
     }
+    tx.commit().await.db("committing settings")?;
     view(state).await
 }
 
-/// Back to the defaults. Stored keys are kept: resetting models and presets should not
-/// make an admin paste every key again.
+fn origin(url: &str) -> Option<String> {
+    url::Url::parse(url)
+        .ok()
+        .map(|u| u.origin().ascii_serialization())
+}
+
+/// Back to the defaults. The stored key is kept while the endpoint stays the same host,
+/// so resetting models and presets does not make an admin paste the key again.
 pub async fn reset(state: &AppState) -> Result<SettingsView, AppError> {
-    remove(state.pool(), VALUES_KEY).await?;
+    let current = values(state).await?;
+    let mut tx = state.pool().begin().await.db("starting a transaction")?;
+    remove(&mut *tx, VALUES_KEY).await?;
+    if origin(&current.llm_base_url) != origin(&SettingsValues::default().llm_base_url) {
+        remove(&mut *tx, LLM_KEY).await?;
+    }
+    tx.commit().await.db("committing settings")?;
     view(state).await
 }

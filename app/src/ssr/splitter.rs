@@ -70,21 +70,26 @@ fn word_count(s: &str) -> usize {
     s.split_whitespace().count()
 }
 
-/// Groups sentences into at most `scene_count` scenes of similar word counts.
-pub fn group(sentences: &[String], scene_count: usize) -> Vec<String> {
+/// Groups sentences into about `scene_count` scenes of similar word counts; a scene never
+/// grows past `max_chars` (another scene starts instead).
+pub fn group(sentences: &[String], scene_count: usize, max_chars: usize) -> Vec<String> {
     let scene_count = scene_count.clamp(1, sentences.len().max(1));
     let total: usize = sentences.iter().map(|s| word_count(s)).sum();
     let mut scenes: Vec<String> = Vec::with_capacity(scene_count);
     let mut current = String::new();
     let mut words_done = 0usize;
     for (i, sentence) in sentences.iter().enumerate() {
+        if !current.is_empty() && current.chars().count() + 1 + sentence.chars().count() > max_chars
+        {
+            scenes.push(std::mem::take(&mut current));
+        }
         if !current.is_empty() {
             current.push(' ');
         }
         current.push_str(sentence);
         words_done += word_count(sentence);
         let remaining_sentences = sentences.len() - i - 1;
-        let remaining_scenes = scene_count - scenes.len() - 1;
+        let remaining_scenes = scene_count.saturating_sub(scenes.len() + 1);
         // Close the scene once it reaches its share of the words, but always leave at
         // least one sentence for each scene still to come.
         let share = total as f64 * (scenes.len() + 1) as f64 / scene_count as f64;
@@ -140,9 +145,47 @@ fn visual_prompt(narration: &str, presets: &Presets) -> String {
     )
 }
 
+/// Cuts a sentence longer than a scene may be at word boundaries, so no text is lost.
+fn fit_sentence(sentence: &str, max_chars: usize) -> Vec<String> {
+    if sentence.chars().count() <= max_chars {
+        return vec![sentence.to_owned()];
+    }
+    let mut parts = Vec::new();
+    let mut current = String::new();
+    for word in sentence.split_whitespace() {
+        if !current.is_empty() && current.chars().count() + 1 + word.chars().count() > max_chars {
+            parts.push(std::mem::take(&mut current));
+        }
+        if !current.is_empty() {
+            current.push(' ');
+        }
+        current.push_str(word);
+    }
+    if !current.is_empty() {
+        parts.push(current);
+    }
+    // A single "word" longer than a scene (no spaces at all) is cut by characters.
+    parts
+        .into_iter()
+        .flat_map(|p| {
+            p.chars()
+                .collect::<Vec<_>>()
+                .chunks(max_chars)
+                .map(|c| c.iter().collect::<String>())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 pub fn split(script: &str, presets: &Presets) -> ScriptOut {
-    let sentences = sentences(script);
-    let groups = group(&sentences, presets.scene_count as usize);
+    // Scenes hold at most NARRATION_MAX_CHARS: long scripts get more scenes than asked
+    // rather than losing text (20 000 characters make at most a dozen or so).
+    let max_scene = limits::NARRATION_MAX_CHARS * 9 / 10;
+    let sentences: Vec<String> = sentences(script)
+        .iter()
+        .flat_map(|s| fit_sentence(s, max_scene))
+        .collect();
+    let groups = group(&sentences, presets.scene_count as usize, max_scene);
     let scenes: Vec<SceneDraft> = groups
         .iter()
         .map(|narration| SceneDraft {
@@ -162,7 +205,12 @@ pub fn split(script: &str, presets: &Presets) -> ScriptOut {
             .split_whitespace()
             .take(10)
             .collect();
-        clip(&words.join(" "), limits::TITLE_MAX_CHARS)
+        let title = clip(&words.join(" "), limits::TITLE_MAX_CHARS);
+        if title.chars().any(char::is_alphanumeric) {
+            title
+        } else {
+            "Untitled script".to_owned()
+        }
     };
     let description = clip(
         &sentences
@@ -176,7 +224,15 @@ pub fn split(script: &str, presets: &Presets) -> ScriptOut {
     let hashtags = keywords(script)
         .into_iter()
         .take(5)
-        .map(|w| format!("#{}", w.replace(['\'', '-'], "")))
+        .map(|w| {
+            format!(
+                "#{}",
+                clip(
+                    &w.replace(['\'', '-'], ""),
+                    limits::SHORT_TEXT_MAX_CHARS - 1
+                )
+            )
+        })
         .collect();
     ScriptOut {
         title,
@@ -231,6 +287,45 @@ mod tests {
         assert_eq!(joined.join(" "), text);
         // More scenes asked than sentences: one scene per sentence.
         assert_eq!(split("Only one. And two.", &presets(6)).scenes.len(), 2);
+    }
+
+    #[test]
+    fn long_scripts_lose_no_text() {
+        let sentence = "word ".repeat(60);
+        let script: String = (0..80).map(|i| format!("{sentence}number {i}. ")).collect();
+        let out = split(&script, &presets(6));
+        assert!(
+            out.scenes.len() > 6 && out.scenes.len() <= limits::SCENES_PER_CONTENT_MAX,
+            "{}",
+            out.scenes.len()
+        );
+        assert!(out
+            .scenes
+            .iter()
+            .all(|s| s.narration.chars().count() <= limits::NARRATION_MAX_CHARS));
+        let words = |t: &str| t.split_whitespace().count();
+        assert_eq!(
+            out.scenes
+                .iter()
+                .map(|s| words(&s.narration))
+                .sum::<usize>(),
+            words(&script)
+        );
+        // One huge unpunctuated sentence is cut at words too.
+        let blob = "talk ".repeat(3000);
+        let out = split(&blob, &presets(2));
+        assert_eq!(
+            out.scenes
+                .iter()
+                .map(|s| words(&s.narration))
+                .sum::<usize>(),
+            3000
+        );
+        assert!(out.hook.chars().count() <= limits::NARRATION_MAX_CHARS);
+        assert_eq!(
+            split("... !!! ???  Real words follow here.", &presets(1)).title,
+            "Untitled script"
+        );
     }
 
     #[test]

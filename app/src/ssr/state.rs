@@ -2,6 +2,7 @@
 //! function through context.
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use axum::extract::FromRef;
@@ -9,6 +10,7 @@ use leptos::config::LeptosOptions;
 
 use super::crypto::SecretBox;
 use super::db::Database;
+use super::limits::Limits;
 use crate::error::AppError;
 
 #[derive(Clone, FromRef)]
@@ -19,6 +21,12 @@ pub struct AppState {
     pub http: reqwest::Client,
     pub secrets: Arc<SecretBox>,
     pub data_dir: Arc<PathBuf>,
+    pub limits: Arc<Limits>,
+    /// Set once the first account exists (it never goes back).
+    pub setup_done: Arc<AtomicBool>,
+    /// `CREVID_PUBLIC_URL`'s origin (`https://crevid.example.com`), accepted by the CSRF
+    /// check besides the request's own Host.
+    pub public_origin: Option<Arc<str>>,
 }
 
 impl AppState {

@@ -92,7 +92,7 @@ async fn list_search_and_pages(db: Db) {
     }
     let (status, body) = app.get("/api/contents").await;
     assert_eq!(status, 200);
-    let listed: Vec<&str> = body["items"]
+    let listed: Vec<&str> = body["data"]["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -107,11 +107,11 @@ async fn list_search_and_pages(db: Db) {
             "Volcanoes erupt slowly"
         ]
     );
-    assert_eq!(body["total"], 4);
-    assert_eq!(body["items"][0]["scene_count"], 2);
+    assert_eq!(body["data"]["total"], 4);
+    assert_eq!(body["data"]["items"][0]["scene_count"], 2);
 
     let (_, body) = app.get("/api/contents?q=VOLCANO").await;
-    let found: Vec<&str> = body["items"]
+    let found: Vec<&str> = body["data"]["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -119,17 +119,20 @@ async fn list_search_and_pages(db: Db) {
         .collect();
     assert_eq!(found, ["Deep sea volcanoes glow", "Volcanoes erupt slowly"]);
     let (_, body) = app.get("/api/contents?q=%25").await;
-    assert_eq!(body["total"], 1, "a typed % is literal: {body}");
+    assert_eq!(body["data"]["total"], 1, "a typed % is literal: {body}");
     let (_, body) = app.get("/api/contents?q=e_h").await;
-    assert_eq!(body["total"], 1, "a typed _ is literal: {body}");
+    assert_eq!(body["data"]["total"], 1, "a typed _ is literal: {body}");
     let (_, body) = app.get("/api/contents?q=c_t").await;
-    assert_eq!(body["total"], 0, "_ is no wildcard: {body}");
+    assert_eq!(body["data"]["total"], 0, "_ is no wildcard: {body}");
 
     let (_, page2) = app.get("/api/contents?per_page=3&page=2").await;
-    assert_eq!(page2["items"].as_array().unwrap().len(), 1);
-    assert_eq!(page2["items"][0]["title"], "Volcanoes erupt slowly");
+    assert_eq!(page2["data"]["items"].as_array().unwrap().len(), 1);
+    assert_eq!(page2["data"]["items"][0]["title"], "Volcanoes erupt slowly");
     assert_eq!(
-        (page2["page"].as_i64(), page2["total"].as_i64()),
+        (
+            page2["data"]["page"].as_i64(),
+            page2["data"]["total"].as_i64()
+        ),
         (Some(2), Some(4))
     );
 }

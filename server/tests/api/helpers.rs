@@ -4,7 +4,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use app::model::{SettingsUpdate, SettingsValues};
+use app::model::{CreateTokenRequest, CreateUserRequest, Role, SettingsUpdate, SettingsValues};
+use app::ssr::auth::CurrentUser;
 use app::ssr::state::AppState;
 use crevid_server::config::Config;
 use crevid_server::startup::Application;
@@ -12,6 +13,26 @@ use serde_json::Value;
 use testkit::FakeOpenAi;
 
 pub const TEST_KEY: &str = "sk-test-abcdefghijklmnopqrstuvwxyz";
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Who sends a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Who {
+    Anonymous,
+    /// A creator: the default caller of `get`/`post`/`put`/`delete`.
+    CreatorA,
+    /// Another creator, who must never see A's things.
+    CreatorB,
+    Admin,
+}
+
+pub const EVERYONE: [Who; 4] = [Who::Anonymous, Who::CreatorA, Who::CreatorB, Who::Admin];
+
+pub struct Account {
+    pub user: CurrentUser,
+    pub token: String,
+    client: reqwest::Client,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Db {
@@ -109,7 +130,12 @@ impl Drop for PgDatabase {
 
 pub struct TestApp {
     pub base: String,
+    /// Creator A's client (bearer token).
     pub client: reqwest::Client,
+    pub anonymous: reqwest::Client,
+    pub a: Account,
+    pub b: Account,
+    pub admin: Account,
     pub fake: FakeOpenAi,
     pub state: AppState,
     _dir: tempfile::TempDir,
@@ -125,6 +151,8 @@ pub fn test_config(database_url: &str, data_dir: &std::path::Path) -> Config {
             "LEPTOS_SITE_ROOT".to_owned(),
             data_dir.join("site").display().to_string(),
         ),
+        // Rate limits count in 2-second windows, so tests can watch them recover.
+        ("CREVID_RATE_WINDOW_SECS".to_owned(), "2".to_owned()),
     ];
     Config::load(&move |key| vars.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()))
         .expect("test config")
@@ -154,14 +182,63 @@ impl TestApp {
         tokio::spawn(app.run_until_stopped());
         let fake = FakeOpenAi::start().await;
         fake.require_key(TEST_KEY);
+        let admin = account(&state, "admin@example.com", Role::Admin).await;
+        let a = account(&state, "a@example.com", Role::Creator).await;
+        let b = account(&state, "b@example.com", Role::Creator).await;
+        // Generous limits for every test but the one about limits.
+        let values = SettingsValues {
+            rate_generate_per_minute: 10_000,
+            ..SettingsValues::default()
+        };
+        app::ssr::settings::update(
+            &state,
+            SettingsUpdate {
+                values: values.to_update_map(),
+                llm_api_key: None,
+            },
+        )
+        .await
+        .expect("settings");
         Some(Self {
             base,
-            client: reqwest::Client::new(),
+            client: a.client.clone(),
+            anonymous: reqwest::Client::new(),
+            a,
+            b,
+            admin,
             fake,
             state,
             _dir: dir,
             _pg: pg,
         })
+    }
+
+    pub fn client_for(&self, who: Who) -> &reqwest::Client {
+        match who {
+            Who::Anonymous => &self.anonymous,
+            Who::CreatorA => &self.a.client,
+            Who::CreatorB => &self.b.client,
+            Who::Admin => &self.admin.client,
+        }
+    }
+
+    /// A request as `who`, with this app's Origin (as a browser would send).
+    pub async fn call(
+        &self,
+        who: Who,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .client_for(who)
+            .request(method, self.url(path))
+            .header("origin", &self.base);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let (status, _, json) = self.send(request).await;
+        (status, json)
     }
 
     /// Points the language model at the fake, with the fake's key.
@@ -179,7 +256,7 @@ impl TestApp {
         app::ssr::settings::update(
             &self.state,
             SettingsUpdate {
-                values,
+                values: values.to_update_map(),
                 llm_api_key: Some(TEST_KEY.into()),
             },
         )
@@ -248,6 +325,48 @@ impl TestApp {
             .await;
         assert_eq!(status, 201, "{saved}");
         saved["data"].clone()
+    }
+}
+
+async fn account(state: &AppState, email: &str, role: Role) -> Account {
+    let view = app::ssr::users::create(
+        state,
+        CreateUserRequest {
+            email: email.into(),
+            password: PASSWORD.into(),
+            role,
+        },
+    )
+    .await
+    .expect("create user");
+    let user = CurrentUser {
+        id: view.id,
+        email: view.email,
+        role,
+    };
+    let token = app::ssr::tokens::create(
+        state,
+        &user,
+        CreateTokenRequest {
+            name: "tests".into(),
+        },
+    )
+    .await
+    .expect("token")
+    .secret;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header"),
+    );
+    let client = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client");
+    Account {
+        user,
+        token,
+        client,
     }
 }
 

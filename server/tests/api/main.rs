@@ -2,6 +2,8 @@
 
 mod helpers;
 
+mod access;
+mod auth;
 mod contents;
 mod generate;
 mod input;

@@ -3,7 +3,9 @@
 use serde_json::json;
 
 use crate::both_databases;
-use crate::helpers::{Db, TestApp, TEST_KEY};
+use reqwest::Method;
+
+use crate::helpers::{Db, TestApp, Who, TEST_KEY};
 
 both_databases!(
     update_validate_and_reset,
@@ -15,7 +17,9 @@ async fn update_validate_and_reset(db: Db) {
     let Some(app) = TestApp::spawn(db).await else {
         return;
     };
-    let (status, body) = app.get("/api/settings").await;
+    let (status, body) = app
+        .call(Who::Admin, Method::GET, "/api/settings", None)
+        .await;
     assert_eq!(status, 200);
     let mut values = body["data"]["values"].clone();
     assert_eq!(values["llm_model"], "gpt-4o-mini");
@@ -32,7 +36,14 @@ async fn update_validate_and_reset(db: Db) {
     ] {
         let mut bad = values.clone();
         bad[field] = value;
-        let (status, answer) = app.put("/api/settings", &json!({ "values": bad })).await;
+        let (status, answer) = app
+            .call(
+                Who::Admin,
+                Method::PUT,
+                "/api/settings",
+                Some(&json!({ "values": bad })),
+            )
+            .await;
         assert_eq!(status, 422, "{field}: {answer}");
         assert_eq!(
             answer["error"]["field"],
@@ -41,31 +52,79 @@ async fn update_validate_and_reset(db: Db) {
         );
     }
     let (status, answer) = app
-        .put(
+        .call(
+            Who::Admin,
+            Method::PUT,
             "/api/settings",
-            &json!({ "values": { "llm_model": "m", "surprise": 1 } }),
+            Some(&json!({ "values": { "llm_model": "m", "surprise": 1 } })),
         )
         .await;
     assert_eq!(status, 422, "unknown keys are refused: {answer}");
+    assert_eq!(answer["error"]["field"], "values.surprise");
+    let (status, answer) = app
+        .call(
+            Who::Admin,
+            Method::PUT,
+            "/api/settings",
+            Some(&json!({ "values": { "llm_timeout_secs": "soon" } })),
+        )
+        .await;
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("llm_timeout_secs"),
+        "{answer}"
+    );
+    // A partial update changes only what it names.
+    let (status, body) = app
+        .call(
+            Who::Admin,
+            Method::PUT,
+            "/api/settings",
+            Some(&json!({ "values": { "default_tone": "calm" } })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["values"]["default_tone"], "calm");
+    assert_eq!(body["data"]["values"]["llm_model"], values["llm_model"]);
 
     values["llm_model"] = json!("llama3.1");
     values["llm_base_url"] = json!("http://localhost:11434/v1/");
     values["default_scene_count"] = json!(8);
-    let (status, body) = app.put("/api/settings", &json!({ "values": values })).await;
+    let (status, body) = app
+        .call(
+            Who::Admin,
+            Method::PUT,
+            "/api/settings",
+            Some(&json!({ "values": values })),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body["data"]["values"]["llm_base_url"], "http://localhost:11434/v1",
         "trailing slash trimmed"
     );
-    let (_, body) = app.get("/api/settings").await;
+    let (_, body) = app
+        .call(Who::Admin, Method::GET, "/api/settings", None)
+        .await;
     assert_eq!(body["data"]["values"]["llm_model"], "llama3.1");
     // New defaults apply to generation.
     let (_, generated) = app
         .post("/api/content/generate", &json!({ "mode": "script", "input": "One. Two. Three. Four. Five. Six. Seven. Eight. Nine." }))
         .await;
+    // (creators generate; only admins change the defaults)
     assert_eq!(generated["data"]["presets"]["scene_count"], 8);
 
-    let (status, body) = app.post("/api/settings/reset", &json!({})).await;
+    let (status, body) = app
+        .call(
+            Who::Admin,
+            Method::POST,
+            "/api/settings/reset",
+            Some(&json!({})),
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(body["data"]["values"]["llm_model"], "gpt-4o-mini");
 }
@@ -75,7 +134,9 @@ async fn keys_are_encrypted_and_masked(db: Db) {
         return;
     };
     app.configure_llm().await;
-    let (_, body) = app.get("/api/settings").await;
+    let (_, body) = app
+        .call(Who::Admin, Method::GET, "/api/settings", None)
+        .await;
     assert_eq!(body["data"]["llm_api_key_masked"], "sk-…wxyz");
     assert!(!body.to_string().contains(TEST_KEY));
     let stored: Vec<String> = sqlx::query_scalar("SELECT value FROM settings")
@@ -87,16 +148,57 @@ async fn keys_are_encrypted_and_masked(db: Db) {
         "keys are sealed at rest: {stored:?}"
     );
 
-    // Leaving the key out keeps it; the reset keeps it; an empty string removes it.
+    // Leaving the key out keeps it, as long as the endpoint stays on the same host.
     let values = body["data"]["values"].clone();
-    let (_, body) = app.put("/api/settings", &json!({ "values": values })).await;
-    assert_eq!(body["data"]["llm_api_key_masked"], "sk-…wxyz");
-    let (_, body) = app.post("/api/settings/reset", &json!({})).await;
-    assert_eq!(body["data"]["llm_api_key_masked"], "sk-…wxyz");
     let (_, body) = app
-        .put(
+        .call(
+            Who::Admin,
+            Method::PUT,
             "/api/settings",
-            &json!({ "values": values, "llm_api_key": "" }),
+            Some(&json!({ "values": values })),
+        )
+        .await;
+    assert_eq!(body["data"]["llm_api_key_masked"], "sk-…wxyz");
+    let other_path = format!("{}/", app.fake.base_url());
+    let (_, body) = app
+        .call(
+            Who::Admin,
+            Method::PUT,
+            "/api/settings",
+            Some(&json!({ "values": { "llm_base_url": other_path } })),
+        )
+        .await;
+    assert_eq!(body["data"]["llm_api_key_masked"], "sk-…wxyz");
+    // An empty string removes it.
+    let (_, body) = app
+        .call(
+            Who::Admin,
+            Method::PUT,
+            "/api/settings",
+            Some(&json!({ "values": {}, "llm_api_key": "" })),
+        )
+        .await;
+    assert_eq!(body["data"]["llm_api_key_masked"], serde_json::Value::Null);
+
+    // A key is never sent to a host it was not entered for: pointing the endpoint
+    // elsewhere without a new key drops it, and so does a reset to another host.
+    app.configure_llm().await;
+    let (_, body) = app
+        .call(
+            Who::Admin,
+            Method::PUT,
+            "/api/settings",
+            Some(&json!({ "values": { "llm_base_url": "https://evil.example/v1" } })),
+        )
+        .await;
+    assert_eq!(body["data"]["llm_api_key_masked"], serde_json::Value::Null);
+    app.configure_llm().await;
+    let (_, body) = app
+        .call(
+            Who::Admin,
+            Method::POST,
+            "/api/settings/reset",
+            Some(&json!({})),
         )
         .await;
     assert_eq!(body["data"]["llm_api_key_masked"], serde_json::Value::Null);
@@ -106,7 +208,9 @@ async fn status_reports_each_dependency(db: Db) {
     let Some(app) = TestApp::spawn(db).await else {
         return;
     };
-    let (status, body) = app.get("/api/settings/status").await;
+    let (status, body) = app
+        .call(Who::Admin, Method::GET, "/api/settings/status", None)
+        .await;
     assert_eq!(status, 200, "{body}");
     let checks = body["data"]["checks"].as_array().unwrap();
     let names: Vec<&str> = checks.iter().map(|c| c["name"].as_str().unwrap()).collect();
@@ -119,10 +223,14 @@ async fn status_reports_each_dependency(db: Db) {
     assert_eq!(checks[3]["verdict"], "ok", "{}", checks[3]);
 
     app.configure_llm().await;
-    let (_, body) = app.get("/api/settings/status").await;
+    let (_, body) = app
+        .call(Who::Admin, Method::GET, "/api/settings/status", None)
+        .await;
     assert_eq!(body["data"]["checks"][1]["verdict"], "ok", "{body}");
     app.fake.require_key("another-key");
-    let (_, body) = app.get("/api/settings/status").await;
+    let (_, body) = app
+        .call(Who::Admin, Method::GET, "/api/settings/status", None)
+        .await;
     assert_eq!(body["data"]["checks"][1]["verdict"], "error", "{body}");
     assert!(body["data"]["checks"][1]["message"]
         .as_str()

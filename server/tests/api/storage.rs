@@ -17,7 +17,17 @@ async fn both_dialects_have_the_same_tables_and_columns() {
     let tables: Vec<&str> = sqlite_schema.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(
         tables,
-        ["assets", "contents", "jobs", "scenes", "settings", "tasks", "users"]
+        [
+            "api_tokens",
+            "assets",
+            "contents",
+            "jobs",
+            "scenes",
+            "sessions",
+            "settings",
+            "tasks",
+            "users"
+        ]
     );
 
     let Some(pg) = PgDatabase::create().await else {

@@ -1,0 +1,198 @@
+//! Request guards that apply to every route: CSRF (Origin check), security headers, and
+//! the page access rules (sign-in redirects, admin-only pages, first-run set-up).
+
+use axum::extract::{Request, State};
+use axum::http::header::{
+    CONTENT_SECURITY_POLICY, HOST, ORIGIN, REFERER, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
+    X_FRAME_OPTIONS,
+};
+use axum::http::{HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+
+use super::auth::CurrentUser;
+use super::state::AppState;
+use super::users;
+use crate::error::{AppError, ErrorCode};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, signed in or not.
+    Public,
+    /// Any signed-in user; data is scoped to its owner unless the user is an admin.
+    User,
+    /// Admins only.
+    Admin,
+}
+
+/// Every page of the app and who may open it. The router's page list must match this
+/// table (a test checks), so a new page cannot go live without a rule.
+pub const PAGES: &[(&str, Access)] = &[
+    ("/login", Access::Public),
+    ("/setup", Access::Public),
+    ("/", Access::User),
+    ("/library", Access::User),
+    ("/contents/:id", Access::User),
+    ("/tokens", Access::User),
+    ("/settings", Access::Admin),
+    ("/status", Access::Admin),
+    ("/users", Access::Admin),
+];
+
+fn matches(pattern: &str, path: &str) -> bool {
+    let (p, a): (Vec<&str>, Vec<&str>) = (pattern.split('/').collect(), path.split('/').collect());
+    p.len() == a.len()
+        && p.iter()
+            .zip(&a)
+            .all(|(p, a)| p.starts_with(':') && !a.is_empty() || p == a)
+}
+
+pub fn page_access(path: &str) -> Option<Access> {
+    PAGES
+        .iter()
+        .find(|(pattern, _)| matches(pattern, path))
+        .map(|(_, access)| *access)
+}
+
+/// Page requests: anonymous users go to the sign-in page (or, before any account exists,
+/// to the set-up page); creators asking for an admin page go home.
+pub async fn guard_pages(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if request.method() != Method::GET {
+        return next.run(request).await;
+    }
+    let path = request.uri().path().to_owned();
+    let Some(access) = page_access(&path) else {
+        return next.run(request).await;
+    };
+    let user = request.extensions().get::<CurrentUser>().cloned();
+    let set_up = match users::setup_done(&state).await {
+        Ok(done) => done,
+        Err(e) => return e.into_response(),
+    };
+    if !set_up {
+        return if path == "/setup" {
+            next.run(request).await
+        } else {
+            Redirect::to("/setup").into_response()
+        };
+    }
+    if path == "/setup" || (path == "/login" && user.is_some()) {
+        return Redirect::to("/").into_response();
+    }
+    match (access, user) {
+        (Access::Public, _) => next.run(request).await,
+        (_, None) => {
+            let target = request
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
+            Redirect::to(&format!("/login?next={}", urlencode(target))).into_response()
+        }
+        (Access::Admin, Some(user)) if !user.is_admin() => Redirect::to("/").into_response(),
+        _ => next.run(request).await,
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The scheme://host[:port] a header names, for comparing origins.
+fn origin_of(value: &str) -> Option<String> {
+    let url = url::Url::parse(value).ok()?;
+    Some(url.origin().ascii_serialization())
+}
+
+/// Refuses state-changing requests whose Origin (or, without one, Referer) is not this
+/// app's. Requests with a bearer token carry no ambient credentials and are exempt.
+pub async fn csrf(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) {
+        return next.run(request).await;
+    }
+    let headers = request.headers();
+    if headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("Bearer "))
+    {
+        return next.run(request).await;
+    }
+    let claimed = headers
+        .get(ORIGIN)
+        .or_else(|| headers.get(REFERER))
+        .and_then(|v| v.to_str().ok())
+        .and_then(origin_of);
+    let host = headers
+        .get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let ours = |origin: &str| {
+        origin == format!("http://{host}")
+            || origin == format!("https://{host}")
+            || state.public_origin.as_deref().is_some_and(|p| p == origin)
+    };
+    match claimed {
+        Some(origin) if ours(&origin) => next.run(request).await,
+        Some(origin) => {
+            tracing::warn!(%origin, "refused a cross-site request");
+            AppError::new(ErrorCode::Csrf, "This request came from another site and was refused.").into_response()
+        }
+        None => AppError::new(
+            ErrorCode::Csrf,
+            "A browser request that changes data must carry an Origin header; API clients use a bearer token.",
+        )
+        .into_response(),
+    }
+}
+
+/// Security headers on every response. Pages set their own CSP (with the script nonce)
+/// while rendering; anything else gets one that allows nothing to run.
+pub async fn headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let h = response.headers_mut();
+    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    if !h.contains_key(CONTENT_SECURITY_POLICY) {
+        h.insert(
+            CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        );
+    }
+    response
+}
+
+/// The CSP of a rendered page: its inline hydration script by nonce, the WASM it loads.
+pub fn page_csp(nonce: &str, dev: bool) -> String {
+    format!(
+        "default-src 'self'; script-src 'self' 'nonce-{nonce}' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; \
+         img-src 'self' data: blob:; media-src 'self' blob:; connect-src 'self'{}; object-src 'none'; \
+         base-uri 'self'; form-action 'self'; frame-ancestors 'none'",
+        if dev { " ws: wss:" } else { "" }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_patterns() {
+        assert_eq!(page_access("/contents/12"), Some(Access::User));
+        assert_eq!(page_access("/contents/"), None);
+        assert_eq!(page_access("/settings"), Some(Access::Admin));
+        assert_eq!(page_access("/api/contents"), None);
+        assert_eq!(page_access("/"), Some(Access::User));
+    }
+}
