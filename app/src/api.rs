@@ -13,6 +13,11 @@ use crate::ssr::auth::{current_user, require_admin, require_user, respond, sessi
 #[cfg(feature = "ssr")]
 use crate::ssr::{contents, script, settings, state::app_state, status, tokens, users};
 
+#[cfg(feature = "ssr")]
+fn caller_ip() -> Option<std::net::IpAddr> {
+    use_context::<axum::http::request::Parts>().and_then(|p| crate::ssr::auth::client_ip(&p))
+}
+
 #[server(prefix = "/_sfn", input = Json)]
 pub async fn me() -> Result<Option<UserView>, AppError> {
     respond(
@@ -30,8 +35,14 @@ pub async fn me() -> Result<Option<UserView>, AppError> {
 pub async fn setup_admin(req: SignInRequest) -> Result<UserView, AppError> {
     respond(
         async {
-            users::setup_first_admin(&app_state()?, &session().await?, req.email, req.password)
-                .await
+            users::setup_first_admin(
+                &app_state()?,
+                &session().await?,
+                caller_ip(),
+                req.email,
+                req.password,
+            )
+            .await
         }
         .await,
     )
@@ -41,8 +52,7 @@ pub async fn setup_admin(req: SignInRequest) -> Result<UserView, AppError> {
 pub async fn sign_in(req: SignInRequest) -> Result<UserView, AppError> {
     respond(
         async {
-            let ip = use_context::<axum::http::request::Parts>()
-                .and_then(|p| crate::ssr::auth::client_ip(&p));
+            let ip = caller_ip();
             users::sign_in(&app_state()?, &session().await?, ip, req).await
         }
         .await,

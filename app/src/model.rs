@@ -240,8 +240,6 @@ pub struct SettingsValues {
     pub default_voice: String,
     /// Script generations one user may start per minute.
     pub rate_generate_per_minute: u32,
-    /// Background jobs one user may create per minute.
-    pub rate_jobs_per_minute: u32,
 }
 
 impl SettingsValues {
@@ -270,7 +268,6 @@ impl Default for SettingsValues {
             default_visual_style: "cinematic".into(),
             default_voice: "alloy".into(),
             rate_generate_per_minute: 10,
-            rate_jobs_per_minute: 30,
         }
     }
 }

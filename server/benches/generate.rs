@@ -47,10 +47,25 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
 
+const EMAIL: &str = "bench@example.com";
+const PASSWORD: &str = "benchmark password";
+
 #[tokio::main]
 async fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let fake = testkit::FakeOpenAi::start().await;
+    let created = Command::new(env!("CARGO_BIN_EXE_crevid"))
+        .args(["user", "create", "--admin", "--email", EMAIL])
+        .env("CREVID_DATA_DIR", dir.path())
+        .env("CREVID_PASSWORD", PASSWORD)
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("crevid user create");
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
     let mut server = Command::new(env!("CARGO_BIN_EXE_crevid"))
         .arg("serve")
         .env("CREVID_DATA_DIR", dir.path())
@@ -75,9 +90,48 @@ async fn main() {
         .expect("crevid printed its address");
     let rss_start = proc_status(pid, "VmRSS:").unwrap_or_default();
 
-    let client = reqwest::Client::new();
+    // Sign in once for a personal token; every measured request carries it, as an API
+    // client would (and passes authentication, CSRF and rate limiting like any other).
+    let session = reqwest::Client::new()
+        .post(format!("{base}/api/auth/sign-in"))
+        .header("origin", &base)
+        .json(&json!({ "email": EMAIL, "password": PASSWORD }))
+        .send()
+        .await
+        .expect("sign in");
+    let cookie = session
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|c| c.split(';').next())
+        .expect("session cookie")
+        .to_owned();
+    let token: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/api/tokens"))
+        .header("origin", &base)
+        .header("cookie", cookie)
+        .json(&json!({ "name": "bench" }))
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("token json");
+    let secret = token["data"]["secret"]
+        .as_str()
+        .expect("token secret")
+        .to_owned();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        "authorization",
+        format!("Bearer {secret}").parse().expect("header"),
+    );
+    let client = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client");
     let settings = json!({
-        "values": { "llm_base_url": fake.base_url(), "llm_model": "fake-script-model" },
+        "values": { "llm_base_url": fake.base_url(), "llm_model": "fake-script-model", "rate_generate_per_minute": 10_000 },
         "llm_api_key": "sk-bench-0123456789abcdef"
     });
     let answer = client
@@ -108,6 +162,7 @@ async fn main() {
     );
     let direct_body = fake.last_request().expect("captured request");
     let direct_url = format!("{}/chat/completions", fake.base_url());
+    let fake_client = reqwest::Client::new();
 
     let time = |request: reqwest::RequestBuilder| async move {
         let started = Instant::now();

@@ -110,9 +110,25 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
+        let pool = self.state.db.pool.clone();
+        let sweeper = tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                every.tick().await;
+                if let Err(e) = DbSessionStore::delete_expired(&pool).await {
+                    tracing::warn!(error = %e, "could not remove expired sessions");
+                }
+            }
+        });
+        // Connect info gives the sign-in throttle the peer address.
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let served = axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown_signal())
-            .await
+            .await;
+        sweeper.abort();
+        served
     }
 }
 
@@ -160,7 +176,10 @@ pub fn router(state: AppState, secure_cookies: bool) -> Router {
         .layer(DefaultBodyLimit::max(BODY_MAX_BYTES))
         .layer(RequestBodyLimitLayer::new(BODY_MAX_BYTES))
         .layer(middleware::from_fn(reject_oversized))
-        .layer(middleware::from_fn(security::headers))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            security::headers,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

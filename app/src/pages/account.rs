@@ -8,8 +8,38 @@ use crate::model::{limits, CreateTokenRequest, SignInRequest};
 
 /// Where to go after signing in: a local path only, never another site.
 fn safe_next(next: Option<String>) -> String {
-    next.filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\'))
-        .unwrap_or_else(|| "/".into())
+    next.filter(|n| {
+        let mut chars = n.chars();
+        // "/path" but not "//host" or "/\host"; no whitespace or control characters,
+        // which browsers strip (turning "/\t/host" into "//host").
+        chars.next() == Some('/')
+            && !matches!(chars.next(), Some('/') | Some('\\'))
+            && !n
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '\\')
+    })
+    .unwrap_or_else(|| "/".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn next_stays_on_this_site() {
+        assert_eq!(safe_next(Some("/library?page=2".into())), "/library?page=2");
+        for bad in [
+            "//evil.example",
+            "/\\evil.example",
+            "/\t/evil.example",
+            "https://evil.example",
+            "evil",
+            "/\n/x",
+        ] {
+            assert_eq!(safe_next(Some(bad.into())), "/", "{bad:?}");
+        }
+        assert_eq!(safe_next(None), "/");
+    }
 }
 
 #[component]
@@ -35,7 +65,7 @@ pub fn LoginPage() -> impl IntoView {
     };
     view! {
         <Title text="Sign in"/>
-        <form class="card narrow" on:submit=on_submit>
+        <form method="post" class="card narrow" on:submit=on_submit>
             <h1>"Sign in"</h1>
             <label class="field"><span>"E-mail"</span>
                 <input name="email" type="email" autocomplete="username" required bind:value=email/></label>
@@ -70,7 +100,7 @@ pub fn SetupPage() -> impl IntoView {
     };
     view! {
         <Title text="Set up"/>
-        <form class="card narrow" on:submit=on_submit>
+        <form method="post" class="card narrow" on:submit=on_submit>
             <h1>"Welcome to CREVID"</h1>
             <p class="muted">"No account exists yet. Create the first admin: it can add creators and other admins, and set models, voices and keys."</p>
             <label class="field"><span>"E-mail"</span>
@@ -108,7 +138,7 @@ pub fn TokensPage() -> impl IntoView {
         <Title text="API tokens"/>
         <h1>"API tokens"</h1>
         <p class="muted">"Use a token as " <code>"Authorization: Bearer …"</code> " with the REST API. It acts as you, with your rights."</p>
-        <form class="card search" on:submit=on_submit>
+        <form method="post" class="card search" on:submit=on_submit>
             <input name="token_name" placeholder="What is it for? e.g. my upload script" required
                 maxlength=limits::TOKEN_NAME_MAX_CHARS bind:value=name/>
             <button type="submit" class="primary">"Create token"</button>

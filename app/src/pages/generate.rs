@@ -70,7 +70,7 @@ pub fn GeneratePage() -> impl IntoView {
     view! {
         <Title text="Generate"/>
         <h1>"Generate a script"</h1>
-        <form class="card generate-form" on:submit=on_submit>
+        <form method="post" class="card generate-form" on:submit=on_submit>
             <div class="mode-switch" role="radiogroup" aria-label="Mode">
                 <label class:active=move || mode.get() == Mode::Topic>
                     <input type="radio" name="mode" value="topic" checked=true

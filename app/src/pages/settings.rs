@@ -93,7 +93,7 @@ fn SettingsForm(initial: SettingsView) -> impl IntoView {
     let defaults = SettingsValues::default();
 
     view! {
-        <form class="card settings" on:submit=on_submit>
+        <form method="post" class="card settings" on:submit=on_submit>
             <h2>"Language model (script writing)"</h2>
             <p class="muted">"Any OpenAI-compatible endpoint: OpenAI, Azure, Ollama (http://localhost:11434/v1), vLLM, LM Studio, OpenRouter."</p>
             {text_field!(values, "Base URL", llm_base_url, format!("Default {}", defaults.llm_base_url))}
@@ -112,7 +112,6 @@ fn SettingsForm(initial: SettingsView) -> impl IntoView {
             {text_field!(values, "Temperature (0–2)", llm_temperature, "Higher is more varied")}
             {text_field!(values, "Timeout (seconds, 1–600)", llm_timeout_secs, "How long a creator waits at most")}
             {text_field!(values, "Script generations per user per minute", rate_generate_per_minute, "")}
-            {text_field!(values, "Background jobs per user per minute", rate_jobs_per_minute, "")}
             <label class="checkbox"><input type="checkbox" name="llm_json_schema"
                 prop:checked=move || values.with(|v| v.llm_json_schema)
                 on:change=move |ev| values.update(|v| v.llm_json_schema = event_target_checked(&ev))/>

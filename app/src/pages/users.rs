@@ -38,7 +38,7 @@ pub fn UsersPage() -> impl IntoView {
     view! {
         <Title text="Users"/>
         <h1>"Users"</h1>
-        <form class="card" on:submit=on_submit>
+        <form method="post" class="card" on:submit=on_submit>
             <h2>"Add a user"</h2>
             <div class="grid">
                 <label class="field"><span>"E-mail"</span><input name="new_email" type="email" required bind:value=email/></label>

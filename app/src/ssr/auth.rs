@@ -61,12 +61,15 @@ pub async fn hash_password(password: String) -> Result<String, AppError> {
     })
 }
 
+/// Verified against when the account does not exist: same algorithm and cost as real hashes.
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Hd3sJzJ4pv0X0VQkq7TzJmKp7g5vK2wQ2iJ4b8s3gS4";
+
 /// Verifies against `hash`, or against a fixed dummy hash when the account does not exist,
 /// so the answer takes as long either way and does not reveal which e-mails are registered.
 pub async fn verify_password(password: String, hash: Option<String>) -> bool {
-    const DUMMY: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Hd3sJzJ4pv0X0VQkq7TzJmKp7g5vK2wQ2iJ4b8s3gS4";
     let known = hash.is_some();
-    let hash = hash.unwrap_or_else(|| DUMMY.to_owned());
+    let hash = hash.unwrap_or_else(|| DUMMY_HASH.to_owned());
     tokio::task::spawn_blocking(move || {
         PasswordHash::new(&hash)
             .map(|parsed| {
@@ -79,6 +82,21 @@ pub async fn verify_password(password: String, hash: Option<String>) -> bool {
     .await
     .unwrap_or(false)
         && known
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn unknown_accounts_cost_a_real_verification() {
+        // The dummy must parse, or unknown e-mails would answer faster than known ones.
+        assert!(argon2::PasswordHash::new(super::DUMMY_HASH).is_ok());
+        assert!(!super::verify_password("anything".into(), None).await);
+        let hash = super::hash_password("a long passphrase".into())
+            .await
+            .unwrap();
+        assert!(super::verify_password("a long passphrase".into(), Some(hash.clone())).await);
+        assert!(!super::verify_password("another passphrase".into(), Some(hash)).await);
+    }
 }
 
 // ---- tokens ----------------------------------------------------------------------------
@@ -339,10 +357,13 @@ pub async fn session() -> Result<Session, AppError> {
 pub fn respond<T>(result: Result<T, AppError>) -> Result<T, AppError> {
     if let Err(e) = &result {
         if let Some(options) = leptos::prelude::use_context::<leptos_axum::ResponseOptions>() {
-            options.set_status(
-                axum::http::StatusCode::from_u16(e.code.http_status())
-                    .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR),
-            );
+            let status = axum::http::StatusCode::from_u16(e.code.http_status());
+            options.set_status(status.unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR));
+            if let Some(secs) = e.retry_after_secs {
+                if let Ok(value) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+                    options.insert_header(axum::http::header::RETRY_AFTER, value);
+                }
+            }
         }
     }
     result

@@ -427,8 +427,10 @@ pub async fn delete(state: &AppState, user: &CurrentUser, id: i64) -> Result<(),
             .await
             .db("listing a content's assets")?;
     // Scenes, assets and jobs go with the row (ON DELETE CASCADE).
-    let deleted = sqlx::query("DELETE FROM contents WHERE id = $1")
+    let deleted = sqlx::query("DELETE FROM contents WHERE id = $1 AND ($2 = 1 OR owner_id = $3)")
         .bind(id)
+        .bind(i64::from(user.is_admin()))
+        .bind(user.id)
         .execute(pool)
         .await
         .db("deleting a content")?;

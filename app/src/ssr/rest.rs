@@ -140,9 +140,10 @@ async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<serde_json:
 async fn setup(
     State(state): State<AppState>,
     session: Session,
+    ClientIp(ip): ClientIp,
     ApiJson(req): ApiJson<SignInRequest>,
 ) -> ApiResult<UserView> {
-    ok(users::setup_first_admin(&state, &session, req.email, req.password).await?)
+    ok(users::setup_first_admin(&state, &session, ip, req.email, req.password).await?)
 }
 
 async fn sign_in(

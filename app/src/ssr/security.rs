@@ -57,10 +57,16 @@ pub fn page_access(path: &str) -> Option<Access> {
 /// Page requests: anonymous users go to the sign-in page (or, before any account exists,
 /// to the set-up page); creators asking for an admin page go home.
 pub async fn guard_pages(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if request.method() != Method::GET {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
         return next.run(request).await;
     }
-    let path = request.uri().path().to_owned();
+    // The router also serves "/settings/" as "/settings": match it the same way.
+    let raw = request.uri().path();
+    let path = if raw.len() > 1 {
+        raw.trim_end_matches('/').to_owned()
+    } else {
+        raw.to_owned()
+    };
     let Some(access) = page_access(&path) else {
         return next.run(request).await;
     };
@@ -137,10 +143,10 @@ pub async fn csrf(State(state): State<AppState>, request: Request, next: Next) -
         .get(HOST)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let ours = |origin: &str| {
-        origin == format!("http://{host}")
-            || origin == format!("https://{host}")
-            || state.public_origin.as_deref().is_some_and(|p| p == origin)
+    // With a public URL configured, only its origin is ours; otherwise the Host's.
+    let ours = |origin: &str| match state.public_origin.as_deref() {
+        Some(public) => origin == public,
+        None => origin == format!("http://{host}") || origin == format!("https://{host}"),
     };
     match claimed {
         Some(origin) if ours(&origin) => next.run(request).await,
@@ -158,9 +164,28 @@ pub async fn csrf(State(state): State<AppState>, request: Request, next: Next) -
 
 /// Security headers on every response. Pages set their own CSP (with the script nonce)
 /// while rendering; anything else gets one that allows nothing to run.
-pub async fn headers(request: Request, next: Next) -> Response {
+pub async fn headers(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let api =
+        request.uri().path().starts_with("/api/") || request.uri().path().starts_with("/_sfn/");
     let mut response = next.run(request).await;
     let h = response.headers_mut();
+    if api {
+        // API answers can carry secrets shown once (a new token): never cache them.
+        h.insert(
+            axum::http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
+    }
+    if state
+        .public_origin
+        .as_deref()
+        .is_some_and(|o| o.starts_with("https://"))
+    {
+        h.insert(
+            axum::http::header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        );
+    }
     h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
@@ -194,5 +219,6 @@ mod tests {
         assert_eq!(page_access("/settings"), Some(Access::Admin));
         assert_eq!(page_access("/api/contents"), None);
         assert_eq!(page_access("/"), Some(Access::User));
+        assert!(!matches("/settings", "/settings/x"));
     }
 }

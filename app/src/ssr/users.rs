@@ -106,13 +106,26 @@ async fn insert(
     } else {
         "INSERT INTO users (email, password_hash, role, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) RETURNING id"
     };
+    let mut tx = state.pool().begin().await.db("starting a transaction")?;
+    if only_if_first && state.db.backend == super::db::Backend::Postgres {
+        // Under READ COMMITTED two racing inserts could both see no user; the lock
+        // serialises them. (SQLite has one writer at a time anyway.)
+        sqlx::query("SELECT pg_advisory_xact_lock(7240001)")
+            .execute(&mut *tx)
+            .await
+            .db("locking for set-up")?;
+    }
     let result = sqlx::query_scalar::<_, i64>(sql)
         .bind(&email)
         .bind(&hash)
         .bind(req.role.as_str())
         .bind(now)
-        .fetch_optional(state.pool())
+        .fetch_optional(&mut *tx)
         .await;
+    let result = match result {
+        Ok(id) => tx.commit().await.map(|_| id),
+        Err(e) => Err(e),
+    };
     match result {
         Ok(id) => Ok(id),
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
@@ -152,9 +165,27 @@ pub async fn create(state: &AppState, req: CreateUserRequest) -> Result<UserView
 pub async fn setup_first_admin(
     state: &AppState,
     session: &Session,
+    ip: Option<std::net::IpAddr>,
     email: String,
     password: String,
 ) -> Result<UserView, AppError> {
+    // Cheap refusals first: set-up is public, and hashing a password costs 19 MiB.
+    if setup_done(state).await? {
+        return Err(AppError::new(
+            ErrorCode::Forbidden,
+            "CREVID is already set up. Sign in instead.",
+        ));
+    }
+    if let Some(ip) = ip {
+        state
+            .limits
+            .check(
+                Bucket::SignInIp,
+                &ip.to_string(),
+                state.limits.sign_in_per_ip,
+            )
+            .map_err(|secs| AppError::rate_limited("attempts from this address", secs))?;
+    }
     let req = CreateUserRequest {
         email,
         password,
@@ -194,7 +225,14 @@ pub async fn sign_in(
     ip: Option<std::net::IpAddr>,
     req: SignInRequest,
 ) -> Result<UserView, AppError> {
-    let email = req.email.trim().to_lowercase();
+    // Bounded, so the throttle's keys stay small whatever is sent.
+    let email: String = req
+        .email
+        .trim()
+        .to_lowercase()
+        .chars()
+        .take(limits::EMAIL_MAX_CHARS)
+        .collect();
     if let Some(ip) = ip {
         state
             .limits

@@ -200,6 +200,12 @@ async fn csrf_refuses_foreign_origins(db: Db) {
         (403, Some("csrf")),
         "{answer}"
     );
+    let (status, answer) = json_of(send(Some("null")).await.unwrap()).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (403, Some("csrf")),
+        "an opaque origin: {answer}"
+    );
     let (status, answer) = json_of(send(None).await.unwrap()).await;
     assert_eq!(
         (status, answer["error"]["code"].as_str()),
@@ -392,6 +398,26 @@ async fn sign_in_is_throttled_per_account_and_recovers(db: Db) {
             .await
             .status(),
         200
+    );
+    // Per address: spraying many accounts from one address is stopped too.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The bucket refills while the attempts run, so count until the first refusal.
+    let mut first_refused = None;
+    for n in 0..200 {
+        let status = sign_in_raw(&app, None, &format!("spray{n}@example.com"), "guess")
+            .await
+            .status()
+            .as_u16();
+        if status == 429 {
+            first_refused = Some(n);
+            break;
+        }
+        assert_eq!(status, 401);
+    }
+    let n = first_refused.expect("attempts from one address are throttled");
+    assert!(
+        n >= 30,
+        "30 attempts per window are allowed, the {n}th was refused"
     );
 }
 
