@@ -176,16 +176,7 @@ pub async fn setup_first_admin(
             "CREVID is already set up. Sign in instead.",
         ));
     }
-    if let Some(ip) = ip {
-        state
-            .limits
-            .check(
-                Bucket::SignInIp,
-                &ip.to_string(),
-                state.limits.sign_in_per_ip,
-            )
-            .map_err(|secs| AppError::rate_limited("attempts from this address", secs))?;
-    }
+    throttle_address(state, ip)?;
     let req = CreateUserRequest {
         email,
         password,
@@ -200,6 +191,19 @@ pub async fn setup_first_admin(
     state.setup_done.store(true, Ordering::Relaxed);
     start_session(session, id).await?;
     get(state, id).await
+}
+
+/// The per-address budget shared by sign-in and set-up, the two public password paths.
+fn throttle_address(state: &AppState, ip: Option<std::net::IpAddr>) -> Result<(), AppError> {
+    let Some(ip) = ip else { return Ok(()) };
+    state
+        .limits
+        .check(
+            Bucket::SignInIp,
+            &ip.to_string(),
+            state.limits.sign_in_per_ip,
+        )
+        .map_err(|secs| AppError::rate_limited("sign-in attempts from this address", secs))
 }
 
 async fn start_session(session: &Session, user_id: i64) -> Result<(), AppError> {
@@ -233,16 +237,7 @@ pub async fn sign_in(
         .chars()
         .take(limits::EMAIL_MAX_CHARS)
         .collect();
-    if let Some(ip) = ip {
-        state
-            .limits
-            .check(
-                Bucket::SignInIp,
-                &ip.to_string(),
-                state.limits.sign_in_per_ip,
-            )
-            .map_err(|secs| AppError::rate_limited("sign-in attempts from this address", secs))?;
-    }
+    throttle_address(state, ip)?;
     state
         .limits
         .check(
