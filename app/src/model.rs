@@ -240,6 +240,8 @@ pub struct SettingsValues {
     pub default_voice: String,
     /// Script generations one user may start per minute.
     pub rate_generate_per_minute: u32,
+    /// Background jobs one user may create per minute.
+    pub rate_jobs_per_minute: u32,
 }
 
 impl SettingsValues {
@@ -268,6 +270,7 @@ impl Default for SettingsValues {
             default_visual_style: "cinematic".into(),
             default_voice: "alloy".into(),
             rate_generate_per_minute: 10,
+            rate_jobs_per_minute: 30,
         }
     }
 }
@@ -387,4 +390,75 @@ pub struct CreateTokenRequest {
 pub struct CreatedToken {
     pub token: TokenView,
     pub secret: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// Scene images.
+    Media,
+    /// Scene narration.
+    Tts,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Media => "media",
+            JobKind::Tts => "tts",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "media" => Some(JobKind::Media),
+            "tts" => Some(JobKind::Tts),
+            _ => None,
+        }
+    }
+}
+
+/// Scenes of one content to make images or narration for; all of them when `scene_ids`
+/// is left out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaRequest {
+    pub content_id: i64,
+    #[serde(default)]
+    pub scene_ids: Option<Vec<i64>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    pub id: i64,
+    pub kind: String,
+    pub content_id: Option<i64>,
+    pub status: String,
+    pub progress: i64,
+    pub stage: String,
+    pub stage_message: String,
+    pub error: Option<String>,
+    pub total_tasks: i64,
+    pub done_tasks: i64,
+    pub failed_tasks: i64,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub completed_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskView {
+    pub id: i64,
+    pub kind: String,
+    pub scene_id: Option<i64>,
+    pub status: String,
+    pub attempt: i64,
+    pub max_attempts: i64,
+    pub last_error: Option<String>,
+    pub output_asset_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobDetail {
+    pub job: JobView,
+    pub tasks: Vec<TaskView>,
 }

@@ -33,6 +33,8 @@ pub struct Config {
     pub public_url: Option<url::Url>,
     /// `CREVID_RATE_WINDOW_SECS`: the window every rate limit counts in (default 60).
     pub rate_window_secs: u64,
+    /// `CREVID_EMBEDDED_WORKERS`: run background tasks in this process (default true).
+    pub embedded_workers: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -162,7 +164,17 @@ impl Config {
             })
             .transpose()?
             .unwrap_or(60);
+        let embedded_workers = match env("CREVID_EMBEDDED_WORKERS").as_deref() {
+            None | Some("true") | Some("1") => true,
+            Some("false") | Some("0") => false,
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "CREVID_EMBEDDED_WORKERS must be true or false (got {other:?})"
+                )))
+            }
+        };
         Ok(Config {
+            embedded_workers,
             public_url,
             rate_window_secs,
             site_addr,

@@ -34,6 +34,17 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     state: AppState,
+    embedded_workers: bool,
+}
+
+/// Distinguishes two processes with the same pid on different machines.
+fn rand_suffix() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!("{nanos:08x}")
 }
 
 /// Opens the database and applies the migrations; `crevid migrate` stops here.
@@ -77,6 +88,8 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
             .public_url
             .as_ref()
             .map(|u| u.origin().ascii_serialization().into()),
+        work: Arc::default(),
+        worker_id: format!("{}-{}", std::process::id(), rand_suffix()).into(),
     })
 }
 
@@ -95,6 +108,7 @@ impl Application {
             router: router(state.clone(), secure_cookies),
             listener,
             state,
+            embedded_workers: config.embedded_workers,
         })
     }
 
@@ -110,6 +124,11 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let workers = if self.embedded_workers {
+            app::ssr::engine::spawn_workers(self.state.clone())
+        } else {
+            Vec::new()
+        };
         let pool = self.state.db.pool.clone();
         let sweeper = tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(3600));
@@ -128,6 +147,7 @@ impl Application {
             .with_graceful_shutdown(shutdown_signal())
             .await;
         sweeper.abort();
+        workers.iter().for_each(|w| w.abort());
         served
     }
 }

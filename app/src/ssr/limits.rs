@@ -17,6 +17,7 @@ type Keyed = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Bucket {
     Generate,
+    Jobs,
     SignInAccount,
     SignInIp,
 }

@@ -12,7 +12,7 @@ use tower_sessions::Session;
 use super::auth::{client_ip, Actor, AdminActor};
 use super::security::Access;
 use super::state::AppState;
-use super::{contents, script, settings, status, tokens, users};
+use super::{contents, jobs, media, script, settings, status, tokens, users};
 use crate::error::AppError;
 use crate::model::*;
 
@@ -95,6 +95,23 @@ pub fn api_routes() -> Vec<ApiRoute> {
             User,
             delete(delete_content),
         ),
+        route(
+            Method::POST,
+            "/api/media/generate",
+            User,
+            post(generate_media),
+        ),
+        route(Method::POST, "/api/tts/generate", User, post(generate_tts)),
+        route(Method::GET, "/api/jobs", User, get(list_jobs)),
+        route(Method::GET, "/api/jobs/{id}", User, get(get_job)),
+        route(Method::POST, "/api/jobs/{id}/retry", User, post(retry_job)),
+        route(
+            Method::POST,
+            "/api/jobs/{id}/cancel",
+            User,
+            post(cancel_job),
+        ),
+        route(Method::GET, "/api/assets/{id}", User, get(get_asset)),
         route(Method::GET, "/api/tokens", User, get(list_tokens)),
         route(Method::POST, "/api/tokens", User, post(create_token)),
         route(
@@ -310,4 +327,91 @@ async fn update_user(
     ApiJson(req): ApiJson<UpdateUserRequest>,
 ) -> ApiResult<UserView> {
     ok(users::update(&state, &admin, id_param(&id)?, req).await?)
+}
+
+async fn generate_media(
+    State(state): State<AppState>,
+    Actor(user): Actor,
+    ApiJson(req): ApiJson<MediaRequest>,
+) -> Result<(StatusCode, Json<Data<JobView>>), AppError> {
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Data {
+            data: jobs::create(&state, &user, JobKind::Media, req).await?,
+        }),
+    ))
+}
+
+async fn generate_tts(
+    State(state): State<AppState>,
+    Actor(user): Actor,
+    ApiJson(req): ApiJson<MediaRequest>,
+) -> Result<(StatusCode, Json<Data<JobView>>), AppError> {
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Data {
+            data: jobs::create(&state, &user, JobKind::Tts, req).await?,
+        }),
+    ))
+}
+
+async fn list_jobs(
+    State(state): State<AppState>,
+    Actor(user): Actor,
+    ApiQuery(raw): ApiQuery<std::collections::HashMap<String, String>>,
+) -> ApiResult<Vec<JobView>> {
+    let content_id = match raw
+        .get("content_id")
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+    {
+        Some(v) => Some(id_param(v).map_err(|_| {
+            AppError::validation(
+                "content_id",
+                format!("content_id must be a positive integer (got {v:?})"),
+            )
+        })?),
+        None => None,
+    };
+    ok(jobs::list(&state, &user, content_id).await?)
+}
+
+async fn get_job(
+    State(state): State<AppState>,
+    Actor(user): Actor,
+    Path(id): Path<String>,
+) -> ApiResult<JobDetail> {
+    ok(jobs::get(&state, &user, id_param(&id)?).await?)
+}
+
+async fn retry_job(
+    State(state): State<AppState>,
+    Actor(user): Actor,
+    Path(id): Path<String>,
+) -> ApiResult<JobDetail> {
+    ok(jobs::retry_failed(&state, &user, id_param(&id)?).await?)
+}
+
+async fn cancel_job(
+    State(state): State<AppState>,
+    Actor(user): Actor,
+    Path(id): Path<String>,
+) -> ApiResult<JobDetail> {
+    ok(jobs::cancel(&state, &user, id_param(&id)?).await?)
+}
+
+/// An asset's file, for its content's owner, with range requests (seeking in players).
+async fn get_asset(
+    State(state): State<AppState>,
+    Actor(user): Actor,
+    Path(id): Path<String>,
+    request: axum::extract::Request,
+) -> Result<axum::response::Response, AppError> {
+    let key = media::asset_file(&state, &user, id_param(&id)?).await?;
+    // The file's extension (.png, .wav, .mp4) gives its type.
+    let service = tower_http::services::ServeFile::new(media::media_dir(&state).join(key));
+    let response = tower::ServiceExt::oneshot(service, request)
+        .await
+        .map_err(|e| super::error::internal("serving an asset", e))?;
+    Ok(response.map(axum::body::Body::new))
 }

@@ -135,6 +135,12 @@ pub fn validate(v: SettingsValues) -> Result<SettingsValues, AppError> {
             1,
             10_000,
         )?,
+        rate_jobs_per_minute: validate::range_u32(
+            "values.rate_jobs_per_minute",
+            v.rate_jobs_per_minute,
+            1,
+            10_000,
+        )?,
     })
 }
 

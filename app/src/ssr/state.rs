@@ -27,6 +27,10 @@ pub struct AppState {
     /// `CREVID_PUBLIC_URL`'s origin (`https://crevid.example.com`), accepted by the CSRF
     /// check besides the request's own Host.
     pub public_origin: Option<Arc<str>>,
+    /// Announces new or newly due tasks to the embedded workers.
+    pub work: Arc<tokio::sync::Notify>,
+    /// Names this process's claims (leases) on tasks.
+    pub worker_id: Arc<str>,
 }
 
 impl AppState {

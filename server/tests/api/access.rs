@@ -21,7 +21,7 @@ both_databases!(
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Owner {
     None,
-    /// A's content: B gets 404, an admin may act on it.
+    /// A's content (or its job or asset): B gets 404, an admin may act on it.
     ContentOfA,
     /// A's token: only A may touch it.
     TokenOfA,
@@ -52,6 +52,26 @@ async fn fresh_token_of_a(app: &TestApp) -> i64 {
         )
         .await;
     created["data"]["token"]["id"].as_i64().unwrap()
+}
+
+async fn job_of_a(app: &TestApp) -> i64 {
+    let content = fresh_content_of_a(app).await;
+    let (_, job) = app
+        .post("/api/tts/generate", &json!({ "content_id": content }))
+        .await;
+    job["data"]["id"].as_i64().unwrap()
+}
+
+async fn asset_of_a(app: &TestApp) -> i64 {
+    let content = fresh_content_of_a(app).await;
+    app.post("/api/tts/generate", &json!({ "content_id": content }))
+        .await;
+    app.drain().await;
+    sqlx::query_scalar("SELECT id FROM assets WHERE content_id = $1 ORDER BY id LIMIT 1")
+        .bind(content)
+        .fetch_one(app.state.pool())
+        .await
+        .unwrap()
 }
 
 fn script_sample() -> Value {
@@ -107,6 +127,38 @@ async fn rest_sample(app: &TestApp, method: &Method, path: &str) -> (String, Opt
             Owner::ContentOfA,
         ),
         ("POST", "/api/tokens") => (path.into(), Some(json!({ "name": "matrix" })), Owner::None),
+        ("POST", "/api/media/generate") | ("POST", "/api/tts/generate") => (
+            path.into(),
+            Some(json!({ "content_id": fresh_content_of_a(app).await })),
+            Owner::ContentOfA,
+        ),
+        ("GET", "/api/jobs") => (path.into(), None, Owner::None),
+        ("GET", "/api/jobs/{id}") | ("POST", "/api/jobs/{id}/cancel") => (
+            path.replace("{id}", &job_of_a(app).await.to_string()),
+            None,
+            Owner::ContentOfA,
+        ),
+        ("POST", "/api/jobs/{id}/retry") => {
+            let job = job_of_a(app).await;
+            // Something to retry: one of its tasks failed.
+            sqlx::query(
+                "UPDATE tasks SET status = 'failed', last_error = 'boom' WHERE job_id = $1",
+            )
+            .bind(job)
+            .execute(app.state.pool())
+            .await
+            .unwrap();
+            (
+                path.replace("{id}", &job.to_string()),
+                None,
+                Owner::ContentOfA,
+            )
+        }
+        ("GET", "/api/assets/{id}") => (
+            format!("/api/assets/{}", asset_of_a(app).await),
+            None,
+            Owner::ContentOfA,
+        ),
         ("DELETE", "/api/tokens/{id}") => (
             format!("/api/tokens/{}", fresh_token_of_a(app).await),
             None,

@@ -153,6 +153,8 @@ pub fn test_config(database_url: &str, data_dir: &std::path::Path) -> Config {
         ),
         // Rate limits count in 2-second windows, so tests can watch them recover.
         ("CREVID_RATE_WINDOW_SECS".to_owned(), "2".to_owned()),
+        // Tests run background tasks on purpose, with `TestApp::drain`.
+        ("CREVID_EMBEDDED_WORKERS".to_owned(), "false".to_owned()),
     ];
     Config::load(&move |key| vars.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()))
         .expect("test config")
@@ -188,6 +190,7 @@ impl TestApp {
         // Generous limits for every test but the one about limits.
         let values = SettingsValues {
             rate_generate_per_minute: 10_000,
+            rate_jobs_per_minute: 10_000,
             ..SettingsValues::default()
         };
         app::ssr::settings::update(
@@ -309,6 +312,11 @@ impl TestApp {
             .fetch_one(self.state.pool())
             .await
             .expect("count")
+    }
+
+    /// Runs every due background task now, in this test.
+    pub async fn drain(&self) -> usize {
+        app::ssr::engine::drain(&self.state).await.expect("drain")
     }
 
     /// Generates from the splitter and saves: a content without any network.

@@ -7,6 +7,7 @@ mod auth;
 mod contents;
 mod generate;
 mod input;
+mod jobs;
 mod pages;
 mod settings;
 mod storage;

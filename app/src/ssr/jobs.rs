@@ -1,0 +1,356 @@
+//! Jobs and their tasks: creating them (job and tasks in one transaction), reading them
+//! scoped to their owner, cancelling and retrying. Running them is `engine`'s work.
+
+use sqlx::Row;
+
+use super::auth::CurrentUser;
+use super::db::{format_ms, now_ms};
+use super::error::DbResultExt;
+use super::state::AppState;
+use crate::error::AppError;
+use crate::model::{JobDetail, JobKind, JobView, MediaRequest, TaskView};
+
+/// Stable task kind names: stored in the database, so never derived from Rust types.
+pub const SCENE_IMAGE: &str = "scene.image";
+pub const SCENE_AUDIO: &str = "scene.audio";
+pub const MAX_ATTEMPTS: i64 = 5;
+
+const JOB_COLUMNS: &str =
+    "id, kind, content_id, status, progress, stage, stage_message, error, total_tasks, \
+    done_tasks, failed_tasks, created_at, started_at, completed_at";
+
+fn job_view(row: &sqlx::any::AnyRow) -> Result<JobView, sqlx::Error> {
+    Ok(JobView {
+        id: row.try_get("id")?,
+        kind: row.try_get("kind")?,
+        content_id: row.try_get("content_id")?,
+        status: row.try_get("status")?,
+        progress: row.try_get("progress")?,
+        stage: row.try_get("stage")?,
+        stage_message: row.try_get("stage_message")?,
+        error: row.try_get("error")?,
+        total_tasks: row.try_get("total_tasks")?,
+        done_tasks: row.try_get("done_tasks")?,
+        failed_tasks: row.try_get("failed_tasks")?,
+        created_at: format_ms(row.try_get("created_at")?),
+        started_at: row.try_get::<Option<i64>, _>("started_at")?.map(format_ms),
+        completed_at: row
+            .try_get::<Option<i64>, _>("completed_at")?
+            .map(format_ms),
+    })
+}
+
+/// Queues one task per chosen scene. The scenes must belong to the content, and the
+/// content to the caller (404 otherwise, as for any other id).
+#[tracing::instrument(name = "jobs.create", skip_all, fields(kind = kind.as_str(), content_id = req.content_id))]
+pub async fn create(
+    state: &AppState,
+    user: &CurrentUser,
+    kind: JobKind,
+    req: MediaRequest,
+) -> Result<JobView, AppError> {
+    // Ownership and the scene list are checked before anything is written.
+    super::contents::get(state, user, req.content_id).await?;
+    let all: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM scenes WHERE content_id = $1 ORDER BY position, id")
+            .bind(req.content_id)
+            .fetch_all(state.pool())
+            .await
+            .db("listing scenes")?;
+    let scenes = match req.scene_ids {
+        None => all.clone(),
+        Some(ids) if ids.is_empty() => {
+            return Err(AppError::validation(
+                "scene_ids",
+                "scene_ids must name at least one scene (or be left out for all)",
+            ))
+        }
+        Some(ids) => {
+            if let Some((i, id)) = ids.iter().enumerate().find(|(_, id)| !all.contains(id)) {
+                return Err(AppError::validation(
+                    &format!("scene_ids[{i}]"),
+                    format!("scene {id} is not part of content {}", req.content_id),
+                ));
+            }
+            let mut unique = ids;
+            unique.dedup();
+            unique
+        }
+    };
+    if scenes.is_empty() {
+        return Err(AppError::validation(
+            "content_id",
+            "this content has no scenes",
+        ));
+    }
+    let limit = super::settings::values(state).await?.rate_jobs_per_minute;
+    state
+        .limits
+        .check(super::limits::Bucket::Jobs, &user.id.to_string(), limit)
+        .map_err(|secs| AppError::rate_limited("background jobs", secs))?;
+    let task_kind = match kind {
+        JobKind::Media => SCENE_IMAGE,
+        JobKind::Tts => SCENE_AUDIO,
+    };
+    let now = now_ms();
+    let mut tx = state.pool().begin().await.db("starting a transaction")?;
+    let job_id: i64 = sqlx::query_scalar(
+        "INSERT INTO jobs (owner_id, kind, content_id, content_ids, status, stage, stage_message, total_tasks, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, 'queued', 'queued', 'Waiting to start', $5, $6, $6) RETURNING id",
+    )
+    .bind(user.id)
+    .bind(kind.as_str())
+    .bind(req.content_id)
+    .bind(format!("[{}]", req.content_id))
+    .bind(scenes.len() as i64)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await
+    .db("inserting a job")?;
+    for scene_id in &scenes {
+        sqlx::query(
+            "INSERT INTO tasks (job_id, kind, content_id, scene_id, max_attempts, run_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6, $6)",
+        )
+        .bind(job_id)
+        .bind(task_kind)
+        .bind(req.content_id)
+        .bind(scene_id)
+        .bind(MAX_ATTEMPTS)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .db("inserting a task")?;
+    }
+    tx.commit().await.db("committing a job")?;
+    state.work.notify_waiters();
+    Ok(get(state, user, job_id).await?.job)
+}
+
+fn scope() -> &'static str {
+    "($2 = 1 OR owner_id = $3)"
+}
+
+pub async fn list(
+    state: &AppState,
+    user: &CurrentUser,
+    content_id: Option<i64>,
+) -> Result<Vec<JobView>, AppError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE ($1 = 0 OR content_id = $1) AND {} ORDER BY created_at DESC, id DESC LIMIT 100",
+        scope()
+    ))
+    .bind(content_id.unwrap_or(0))
+    .bind(i64::from(user.is_admin()))
+    .bind(user.id)
+    .fetch_all(state.pool())
+    .await
+    .db("listing jobs")?;
+    rows.iter()
+        .map(job_view)
+        .collect::<Result<_, _>>()
+        .db("decoding jobs")
+}
+
+pub async fn get(state: &AppState, user: &CurrentUser, id: i64) -> Result<JobDetail, AppError> {
+    let row = sqlx::query(&format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND {}",
+        scope()
+    ))
+    .bind(id)
+    .bind(i64::from(user.is_admin()))
+    .bind(user.id)
+    .fetch_optional(state.pool())
+    .await
+    .db("reading a job")?
+    .ok_or_else(|| AppError::not_found("job"))?;
+    let job = job_view(&row).db("decoding a job")?;
+    let tasks = sqlx::query(
+        "SELECT t.id, t.kind, t.scene_id, t.status, t.attempt, t.max_attempts, t.last_error, t.output_asset_id \
+         FROM tasks t LEFT JOIN scenes s ON s.id = t.scene_id WHERE t.job_id = $1 ORDER BY s.position, t.id",
+    )
+    .bind(id)
+    .fetch_all(state.pool())
+    .await
+    .db("reading tasks")?;
+    let tasks = tasks
+        .iter()
+        .map(|r| {
+            Ok(TaskView {
+                id: r.try_get("id")?,
+                kind: r.try_get("kind")?,
+                scene_id: r.try_get("scene_id")?,
+                status: r.try_get("status")?,
+                attempt: r.try_get("attempt")?,
+                max_attempts: r.try_get("max_attempts")?,
+                last_error: r.try_get("last_error")?,
+                output_asset_id: r.try_get("output_asset_id")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .db("decoding tasks")?;
+    Ok(JobDetail { job, tasks })
+}
+
+/// Queued tasks stop at once; running ones finish their current step and then discard
+/// their result (the engine checks the job before it commits an asset).
+pub async fn cancel(state: &AppState, user: &CurrentUser, id: i64) -> Result<JobDetail, AppError> {
+    get(state, user, id).await?;
+    let now = now_ms();
+    sqlx::query("UPDATE tasks SET status = 'cancelled', updated_at = $1, finished_at = $1 WHERE job_id = $2 AND status = 'queued'")
+        .bind(now)
+        .bind(id)
+        .execute(state.pool())
+        .await
+        .db("cancelling tasks")?;
+    sqlx::query("UPDATE jobs SET status = 'cancelled', updated_at = $1 WHERE id = $2 AND status IN ('queued', 'processing')")
+        .bind(now)
+        .bind(id)
+        .execute(state.pool())
+        .await
+        .db("cancelling a job")?;
+    refresh(state.pool(), id).await?;
+    get(state, user, id).await
+}
+
+/// Queues the failed tasks again, from their first attempt; the others are untouched.
+pub async fn retry_failed(
+    state: &AppState,
+    user: &CurrentUser,
+    id: i64,
+) -> Result<JobDetail, AppError> {
+    get(state, user, id).await?;
+    let now = now_ms();
+    let retried = sqlx::query(
+        "UPDATE tasks SET status = 'queued', attempt = 0, run_at = $1, last_error = NULL, locked_until = NULL, \
+         worker_id = NULL, finished_at = NULL, updated_at = $1 WHERE job_id = $2 AND status = 'failed'",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(state.pool())
+    .await
+    .db("retrying tasks")?;
+    if retried.rows_affected() == 0 {
+        return Err(AppError::validation(
+            "id",
+            "this job has no failed tasks to retry",
+        ));
+    }
+    sqlx::query("UPDATE jobs SET status = 'processing', error = NULL, completed_at = NULL, updated_at = $1 WHERE id = $2")
+        .bind(now)
+        .bind(id)
+        .execute(state.pool())
+        .await
+        .db("reopening a job")?;
+    refresh(state.pool(), id).await?;
+    state.work.notify_waiters();
+    get(state, user, id).await
+}
+
+/// Recomputes a job's counts, progress, status and stage message from its tasks, so the
+/// job never disagrees with what its scenes show.
+pub async fn refresh(pool: &sqlx::AnyPool, job_id: i64) -> Result<(), AppError> {
+    let counts: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, COUNT(*) FROM tasks WHERE job_id = $1 GROUP BY status")
+            .bind(job_id)
+            .fetch_all(pool)
+            .await
+            .db("counting tasks")?;
+    let count = |s: &str| {
+        counts
+            .iter()
+            .find(|(k, _)| k == s)
+            .map(|(_, n)| *n)
+            .unwrap_or(0)
+    };
+    let (queued, running, succeeded, failed, cancelled) = (
+        count("queued"),
+        count("running"),
+        count("succeeded"),
+        count("failed"),
+        count("cancelled"),
+    );
+    let total = queued + running + succeeded + failed + cancelled;
+    let finished = succeeded + failed + cancelled;
+    let progress = if total == 0 {
+        100
+    } else {
+        finished * 100 / total
+    };
+    let current: Option<(String,)> = sqlx::query_as("SELECT status FROM jobs WHERE id = $1")
+        .bind(job_id)
+        .fetch_optional(pool)
+        .await
+        .db("reading a job")?;
+    let Some((current,)) = current else {
+        return Ok(());
+    };
+    let (status, stage, message) = if queued + running > 0 {
+        if current == "cancelled" {
+            (
+                "cancelled",
+                "cancelling",
+                format!("Cancelling: {running} scenes still finishing"),
+            )
+        } else if running == 0 && finished == 0 {
+            ("queued", "queued", "Waiting to start".to_owned())
+        } else {
+            (
+                "processing",
+                "processing",
+                format!(
+                    "{succeeded} of {total} scenes done{}",
+                    failed_suffix(failed)
+                ),
+            )
+        }
+    } else if current == "cancelled" || (cancelled > 0 && succeeded + failed == 0) {
+        (
+            "cancelled",
+            "cancelled",
+            format!("Cancelled: {succeeded} of {total} scenes done"),
+        )
+    } else if failed > 0 {
+        (
+            "failed",
+            "done",
+            format!("{succeeded} of {total} scenes done, {failed} failed"),
+        )
+    } else {
+        ("completed", "done", format!("All {total} scenes done"))
+    };
+    let error =
+        (failed > 0).then(|| format!("{failed} of {total} scenes failed; see each scene's error"));
+    let now = now_ms();
+    let done = queued + running == 0;
+    sqlx::query(
+        "UPDATE jobs SET status = $1, stage = $2, stage_message = $3, progress = $4, total_tasks = $5, done_tasks = $6, \
+         failed_tasks = $7, error = $8, updated_at = $9, \
+         started_at = CASE WHEN started_at IS NULL AND $10 = 1 THEN $9 ELSE started_at END, \
+         completed_at = CASE WHEN $11 = 1 THEN COALESCE(completed_at, $9) ELSE NULL END WHERE id = $12",
+    )
+    .bind(status)
+    .bind(stage)
+    .bind(message)
+    .bind(progress)
+    .bind(total)
+    .bind(succeeded)
+    .bind(failed)
+    .bind(error)
+    .bind(now)
+    .bind(i64::from(running + finished > 0))
+    .bind(i64::from(done))
+    .bind(job_id)
+    .execute(pool)
+    .await
+    .db("updating a job")?;
+    Ok(())
+}
+
+fn failed_suffix(failed: i64) -> String {
+    if failed > 0 {
+        format!(", {failed} failed")
+    } else {
+        String::new()
+    }
+}

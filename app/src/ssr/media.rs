@@ -1,0 +1,368 @@
+//! Scene media made offline: a scene card (the scene's words over a palette, at the
+//! content's aspect ratio, drawn by ffmpeg with a DejaVu font) and narration by espeak-ng.
+//! Each result becomes an asset; the scene keeps its previous asset until the engine
+//! commits the new one.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+use super::db::now_ms;
+use super::engine::{ClaimedTask, Output, TaskError};
+use super::error::DbResultExt;
+use super::state::AppState;
+
+const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf";
+const PALETTE: [&str; 6] = [
+    "0x3b2f8f", "0x0f5c6e", "0x7a2e4d", "0x2f6b3b", "0x8a4b12", "0x24324f",
+];
+const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn media_dir(state: &AppState) -> PathBuf {
+    state.data_dir.join("media")
+}
+
+pub fn dimensions(aspect_ratio: &str) -> (u32, u32) {
+    match aspect_ratio {
+        "16:9" => (1280, 720),
+        "1:1" => (1080, 1080),
+        _ => (720, 1280),
+    }
+}
+
+/// espeak-ng voice for a language name or code; English when unknown.
+pub fn espeak_voice(language: &str) -> &'static str {
+    match language.trim().to_lowercase().as_str() {
+        "indonesian" | "bahasa indonesia" | "id" => "id",
+        "french" | "français" | "fr" => "fr",
+        "spanish" | "español" | "es" => "es",
+        "german" | "deutsch" | "de" => "de",
+        "portuguese" | "português" | "pt" => "pt",
+        "italian" | "italiano" | "it" => "it",
+        "dutch" | "nl" => "nl",
+        _ => "en",
+    }
+}
+
+fn wrap(text: &str, width: usize) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines.join("\n")
+}
+
+async fn run_tool(mut command: Command, stdin: Option<&str>, what: &str) -> Result<(), TaskError> {
+    command
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    if stdin.is_some() {
+        command.stdin(std::process::Stdio::piped());
+    }
+    let mut child = command.spawn().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            TaskError::Permanent(format!("{what} is not installed (see the status page)"))
+        }
+        _ => TaskError::Transient {
+            message: format!("{what} could not start: {e}"),
+            retry_after: None,
+        },
+    })?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes())
+            .await
+            .map_err(|e| TaskError::Transient {
+                message: format!("{what}: {e}"),
+                retry_after: None,
+            })?;
+    }
+    let output = tokio::time::timeout(TOOL_TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| TaskError::Transient {
+            message: format!("{what} took longer than {} s", TOOL_TIMEOUT.as_secs()),
+            retry_after: None,
+        })?
+        .map_err(|e| TaskError::Transient {
+            message: format!("{what}: {e}"),
+            retry_after: None,
+        })?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
+        Err(TaskError::Permanent(format!(
+            "{what} failed: {}",
+            tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+        )))
+    }
+}
+
+struct SceneInfo {
+    narration: String,
+    position: i64,
+    aspect_ratio: String,
+    language: String,
+}
+
+async fn scene_info(state: &AppState, task: &ClaimedTask) -> Result<SceneInfo, TaskError> {
+    let row: Option<(String, i64, String, String)> = sqlx::query_as(
+        "SELECT s.narration, s.position, c.aspect_ratio, c.language FROM scenes s JOIN contents c ON c.id = s.content_id \
+         WHERE s.id = $1",
+    )
+    .bind(task.scene_id)
+    .fetch_optional(state.pool())
+    .await
+    .map_err(|e| TaskError::Transient { message: format!("database: {e}"), retry_after: None })?;
+    let (narration, position, aspect_ratio, language) =
+        row.ok_or_else(|| TaskError::Permanent("the scene was deleted".into()))?;
+    Ok(SceneInfo {
+        narration,
+        position,
+        aspect_ratio,
+        language,
+    })
+}
+
+/// Where a task's output goes: unique per task and attempt, so two runs never share a file.
+fn output_key(task: &ClaimedTask, ext: &str) -> String {
+    format!(
+        "content-{}/scene-{}-{}-{}.{ext}",
+        task.content_id, task.scene_id, task.id, task.attempt
+    )
+}
+
+async fn prepare(state: &AppState, key: &str) -> Result<PathBuf, TaskError> {
+    let path = media_dir(state).join(key);
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| TaskError::Transient {
+                message: format!("media directory: {e}"),
+                retry_after: None,
+            })?;
+    }
+    Ok(path)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn record_asset(
+    state: &AppState,
+    task: &ClaimedTask,
+    kind: &str,
+    key: &str,
+    path: &Path,
+    mime: &str,
+    duration_ms: Option<i64>,
+    size: Option<(u32, u32)>,
+) -> Result<Output, TaskError> {
+    let bytes = tokio::fs::metadata(path)
+        .await
+        .map_err(|e| TaskError::Transient {
+            message: format!("reading the result: {e}"),
+            retry_after: None,
+        })?
+        .len();
+    let asset_id: i64 = sqlx::query_scalar(
+        "INSERT INTO assets (content_id, scene_id, kind, storage_key, mime_type, bytes, duration_ms, width, height, provider, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+    )
+    .bind(task.content_id)
+    .bind(task.scene_id)
+    .bind(kind)
+    .bind(key)
+    .bind(mime)
+    .bind(bytes as i64)
+    .bind(duration_ms)
+    .bind(size.map(|s| i64::from(s.0)))
+    .bind(size.map(|s| i64::from(s.1)))
+    .bind(if kind == "image" { "builtin:scene-card" } else { "builtin:espeak-ng" })
+    .bind(now_ms())
+    .fetch_one(state.pool())
+    .await
+    .map_err(|e| TaskError::Transient { message: format!("database: {e}"), retry_after: None })?;
+    Ok(Output { asset_id })
+}
+
+pub async fn scene_image(state: &AppState, task: &ClaimedTask) -> Result<Output, TaskError> {
+    let scene = scene_info(state, task).await?;
+    let (w, h) = dimensions(&scene.aspect_ratio);
+    let font_size = w / 18;
+    let chars_per_line = ((w as f32 * 0.8) / (font_size as f32 * 0.62)) as usize;
+    let key = output_key(task, "png");
+    let path = prepare(state, &key).await?;
+    // drawtext reads the words from a file: no escaping of the creator's text.
+    let text_path = path.with_extension("txt");
+    tokio::fs::write(&text_path, wrap(&scene.narration, chars_per_line.max(10)))
+        .await
+        .map_err(|e| TaskError::Transient {
+            message: format!("writing the card text: {e}"),
+            retry_after: None,
+        })?;
+    let colour = PALETTE[scene.position.rem_euclid(PALETTE.len() as i64) as usize];
+    let mut ffmpeg = Command::new("ffmpeg");
+    ffmpeg.args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i"]).arg(format!("color=c={colour}:s={w}x{h}")).args([
+        "-vf",
+        &format!(
+            "drawtext=fontfile={FONT}:textfile={}:fontcolor=white:fontsize={font_size}:line_spacing={}:\
+             x=(w-text_w)/2:y=(h-text_h)/2:box=1:boxcolor=black@0.25:boxborderw={}",
+            text_path.display(),
+            font_size / 3,
+            font_size / 2
+        ),
+        "-frames:v",
+        "1",
+    ]);
+    ffmpeg.arg(&path);
+    let result = run_tool(ffmpeg, None, "ffmpeg").await;
+    let _ = tokio::fs::remove_file(&text_path).await;
+    result?;
+    record_asset(
+        state,
+        task,
+        "image",
+        &key,
+        &path,
+        "image/png",
+        None,
+        Some((w, h)),
+    )
+    .await
+}
+
+pub async fn scene_audio(state: &AppState, task: &ClaimedTask) -> Result<Output, TaskError> {
+    let scene = scene_info(state, task).await?;
+    let key = output_key(task, "wav");
+    let path = prepare(state, &key).await?;
+    let mut espeak = Command::new("espeak-ng");
+    espeak
+        .args(["-v", espeak_voice(&scene.language), "-w"])
+        .arg(&path)
+        .arg("--stdin");
+    run_tool(espeak, Some(&scene.narration), "espeak-ng").await?;
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|e| TaskError::Transient {
+            message: format!("reading the narration: {e}"),
+            retry_after: None,
+        })?;
+    let duration = wav_duration_ms(&bytes)
+        .ok_or_else(|| TaskError::Permanent("espeak-ng wrote an unreadable WAV file".into()))?;
+    record_asset(
+        state,
+        task,
+        "audio",
+        &key,
+        &path,
+        "audio/wav",
+        Some(duration),
+        None,
+    )
+    .await
+}
+
+/// Duration of a PCM WAV file from its header: data bytes / byte rate.
+pub fn wav_duration_ms(bytes: &[u8]) -> Option<i64> {
+    if bytes.len() < 12 || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
+        return None;
+    }
+    let (mut pos, mut byte_rate, mut data_len) = (12usize, None, None);
+    while pos + 8 <= bytes.len() {
+        let id = &bytes[pos..pos + 4];
+        let len = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().ok()?) as usize;
+        if id == b"fmt " && pos + 20 <= bytes.len() {
+            byte_rate = Some(u32::from_le_bytes(
+                bytes[pos + 16..pos + 20].try_into().ok()?,
+            ));
+        }
+        if id == b"data" {
+            // espeak-ng streaming to a file may leave the size at 0 or 0xFFFFFFFF.
+            let available = bytes.len() - (pos + 8);
+            data_len = Some(if len == 0 || len > available {
+                available
+            } else {
+                len
+            });
+            break;
+        }
+        pos += 8 + len + (len % 2);
+    }
+    let rate = byte_rate.filter(|r| *r > 0)?;
+    Some((data_len? as u64 * 1000 / u64::from(rate)) as i64)
+}
+
+/// The stored file of an asset the caller may read (its content's owner, or an admin).
+pub async fn asset_file(
+    state: &AppState,
+    user: &super::auth::CurrentUser,
+    id: i64,
+) -> Result<String, crate::error::AppError> {
+    sqlx::query_scalar(
+        "SELECT a.storage_key FROM assets a JOIN contents c ON c.id = a.content_id \
+         WHERE a.id = $1 AND ($2 = 1 OR c.owner_id = $3)",
+    )
+    .bind(id)
+    .bind(i64::from(user.is_admin()))
+    .bind(user.id)
+    .fetch_optional(state.pool())
+    .await
+    .db("reading an asset")?
+    .ok_or_else(|| crate::error::AppError::not_found("asset"))
+}
+
+/// Removes an asset a task made but may not keep (its job was cancelled, or its lease was
+/// taken over by another worker).
+pub async fn discard(state: &AppState, asset_id: i64) {
+    let key: Option<String> = sqlx::query_scalar("SELECT storage_key FROM assets WHERE id = $1")
+        .bind(asset_id)
+        .fetch_optional(state.pool())
+        .await
+        .db("reading an asset")
+        .ok()
+        .flatten();
+    let _ = sqlx::query("DELETE FROM assets WHERE id = $1")
+        .bind(asset_id)
+        .execute(state.pool())
+        .await;
+    if let Some(key) = key {
+        let _ = tokio::fs::remove_file(media_dir(state).join(key)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wraps_words() {
+        assert_eq!(wrap("one two three four", 9), "one two\nthree\nfour");
+    }
+
+    #[test]
+    fn reads_wav_durations() {
+        let mut wav = b"RIFF\0\0\0\0WAVEfmt ".to_vec();
+        wav.extend_from_slice(&16u32.to_le_bytes());
+        wav.extend_from_slice(&[1, 0, 1, 0]);
+        wav.extend_from_slice(&22050u32.to_le_bytes());
+        wav.extend_from_slice(&44100u32.to_le_bytes());
+        wav.extend_from_slice(&[2, 0, 16, 0]);
+        wav.extend_from_slice(b"data");
+        wav.extend_from_slice(&44100u32.to_le_bytes());
+        wav.extend(std::iter::repeat_n(0u8, 44100));
+        assert_eq!(wav_duration_ms(&wav), Some(1000));
+        assert_eq!(wav_duration_ms(b"nope"), None);
+    }
+}
