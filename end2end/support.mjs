@@ -69,6 +69,7 @@ export async function startStack() {
     base,
     fakeUrl,
     browser,
+    logs: () => app.logs.join(''),
     async stop() {
       await browser.close();
       app.child.kill('SIGTERM');

@@ -11,7 +11,7 @@ use crate::model::*;
 #[cfg(feature = "ssr")]
 use crate::ssr::auth::{current_user, require_admin, require_user, respond, session};
 #[cfg(feature = "ssr")]
-use crate::ssr::{contents, script, settings, state::app_state, status, tokens, users};
+use crate::ssr::{contents, jobs, script, settings, state::app_state, status, tokens, users};
 
 #[cfg(feature = "ssr")]
 fn caller_ip() -> Option<std::net::IpAddr> {
@@ -92,6 +92,42 @@ pub async fn update_content(id: i64, req: UpdateContentRequest) -> Result<Conten
 #[server(prefix = "/_sfn", input = Json)]
 pub async fn delete_content(id: i64) -> Result<(), AppError> {
     respond(async { contents::delete(&app_state()?, &require_user()?, id).await }.await)
+}
+
+#[server(prefix = "/_sfn", input = Json)]
+pub async fn start_job(kind: JobKind, req: MediaRequest) -> Result<JobView, AppError> {
+    respond(async { jobs::create(&app_state()?, &require_user()?, kind, req).await }.await)
+}
+
+/// The latest jobs of one content, with their tasks: what the content page polls.
+#[server(prefix = "/_sfn", input = Json)]
+pub async fn content_jobs(content_id: i64) -> Result<Vec<JobDetail>, AppError> {
+    respond(
+        async {
+            let (state, user) = (app_state()?, require_user()?);
+            contents::get(&state, &user, content_id).await?;
+            let mut details = Vec::new();
+            for job in jobs::list(&state, &user, Some(content_id))
+                .await?
+                .into_iter()
+                .take(4)
+            {
+                details.push(jobs::get(&state, &user, job.id).await?);
+            }
+            Ok(details)
+        }
+        .await,
+    )
+}
+
+#[server(prefix = "/_sfn", input = Json)]
+pub async fn cancel_job(id: i64) -> Result<JobDetail, AppError> {
+    respond(async { jobs::cancel(&app_state()?, &require_user()?, id).await }.await)
+}
+
+#[server(prefix = "/_sfn", input = Json)]
+pub async fn retry_job(id: i64) -> Result<JobDetail, AppError> {
+    respond(async { jobs::retry_failed(&app_state()?, &require_user()?, id).await }.await)
 }
 
 #[server(prefix = "/_sfn", input = Json)]
@@ -197,6 +233,10 @@ pub fn server_fn_rules() -> Vec<(&'static str, crate::ssr::security::Access)> {
         (<GetContent as ServerFn>::PATH, User),
         (<UpdateContent as ServerFn>::PATH, User),
         (<DeleteContent as ServerFn>::PATH, User),
+        (<StartJob as ServerFn>::PATH, User),
+        (<ContentJobs as ServerFn>::PATH, User),
+        (<CancelJob as ServerFn>::PATH, User),
+        (<RetryJob as ServerFn>::PATH, User),
         (<ListTokens as ServerFn>::PATH, User),
         (<CreateToken as ServerFn>::PATH, User),
         (<RevokeToken as ServerFn>::PATH, User),

@@ -131,6 +131,9 @@ pub struct SceneView {
     pub narration: String,
     pub visual_prompt: String,
     pub seconds: f64,
+    /// The scene's current picture and narration, once made.
+    pub image_asset_id: Option<i64>,
+    pub audio_asset_id: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

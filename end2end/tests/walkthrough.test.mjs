@@ -131,6 +131,32 @@ test('fake OpenAI: a creator generates from a topic, saves, lists, edits, delete
   await page.context().close();
 });
 
+test('a creator generates images and narration and watches every scene fill in', async () => {
+  const page = await newPage(stack);
+  await signIn(stack, page, CREATOR);
+  await page.getByLabel('Use my script (offline)').check();
+  await page.locator('textarea[name="input"]').fill('Bees dance to share news. The dance points at flowers. Other bees follow it home.');
+  await page.locator('details.presets summary').click();
+  await page.locator('input[name="scene_count"]').fill('3');
+  await page.locator('button[type="submit"]').click();
+  await page.getByTestId('script').waitFor();
+  await page.getByRole('button', { name: 'Save to library' }).click();
+  await page.waitForURL(/\/contents\/\d+$/);
+  await page.waitForSelector('html[data-hydrated="true"]');
+  await page.getByRole('button', { name: 'Generate images' }).click();
+  await page.getByRole('button', { name: 'Generate narration' }).click();
+  // The page polls the jobs while they run: pictures, players and chips appear by themselves.
+  await page.waitForFunction(() => document.querySelectorAll('.scene-media img').length === 3, null, { timeout: 60_000 });
+  await page.waitForFunction(() => document.querySelectorAll('.scene-media audio').length === 3, null, { timeout: 60_000 });
+  await page.waitForFunction(() => document.querySelectorAll('.chip.done').length === 6, null, { timeout: 60_000 });
+  assert.equal(await page.locator('.job progress').count(), 2);
+  assert.deepEqual(await page.locator('.job progress').evaluateAll((els) => els.map((e) => e.value)), [100, 100]);
+  // The pictures load through the authorised asset route, at the 9:16 card size.
+  await page.waitForFunction(() => [...document.querySelectorAll('.scene-media img')].every((i) => i.complete && i.naturalWidth === 720));
+  await shot(page, 'media-done');
+  await page.context().close();
+});
+
 test('a creator sees no admin links, and /settings sends them home', async () => {
   const page = await newPage(stack);
   await signIn(stack, page, CREATOR);

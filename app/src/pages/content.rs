@@ -2,9 +2,90 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::{use_navigate, use_params_map};
 
-use crate::api::{delete_content, get_content, update_content};
+use std::collections::HashMap;
+
+use crate::api::{
+    cancel_job, content_jobs, delete_content, get_content, retry_job, start_job, update_content,
+};
 use crate::components::ErrorBox;
-use crate::model::{limits, ContentDetail, SceneEdit, UpdateContentRequest};
+use crate::model::{
+    limits, ContentDetail, JobDetail, JobKind, MediaRequest, SceneEdit, UpdateContentRequest,
+};
+
+/// What a scene shows of its media: the current picture and narration, and how the
+/// latest task for each is doing.
+#[derive(Clone, Default, PartialEq)]
+struct SceneMedia {
+    image: Option<i64>,
+    audio: Option<i64>,
+    image_task: Option<(String, Option<String>)>,
+    audio_task: Option<(String, Option<String>)>,
+}
+
+fn scene_media(detail: &ContentDetail, jobs: &[JobDetail]) -> HashMap<i64, SceneMedia> {
+    let mut media: HashMap<i64, SceneMedia> = detail
+        .scenes
+        .iter()
+        .map(|s| {
+            (
+                s.id,
+                SceneMedia {
+                    image: s.image_asset_id,
+                    audio: s.audio_asset_id,
+                    ..Default::default()
+                },
+            )
+        })
+        .collect();
+    // Oldest job first, so the newest task decides what a scene shows.
+    for job in jobs.iter().rev() {
+        for task in &job.tasks {
+            let Some(entry) = task.scene_id.and_then(|id| media.get_mut(&id)) else {
+                continue;
+            };
+            let image = task.kind == "scene.image";
+            if task.status == "succeeded" {
+                if let Some(asset) = task.output_asset_id {
+                    if image {
+                        entry.image = Some(asset)
+                    } else {
+                        entry.audio = Some(asset)
+                    }
+                }
+            }
+            let state = Some((task.status.clone(), task.last_error.clone()));
+            if image {
+                entry.image_task = state
+            } else {
+                entry.audio_task = state
+            }
+        }
+    }
+    media
+}
+
+fn active(job: &JobDetail) -> bool {
+    matches!(job.job.status.as_str(), "queued" | "processing")
+        || job.tasks.iter().any(|t| t.status == "running")
+}
+
+#[component]
+fn Chip(label: &'static str, task: Option<(String, Option<String>)>) -> impl IntoView {
+    task.map(|(status, error)| {
+        let word = match status.as_str() {
+            "queued" => "queued",
+            "running" => "running",
+            "succeeded" => "done",
+            "failed" => "failed",
+            _ => "cancelled",
+        };
+        view! {
+            <span class=format!("chip {word}") title=error.unwrap_or_default() tabindex="0">
+                {format!("{label}: {word}")}
+            </span>
+        }
+    })
+}
 
 #[component]
 pub fn ContentPage() -> impl IntoView {
@@ -134,6 +215,49 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
     };
     let total_seconds = move || rows.with(|rs| rs.iter().map(|r| r.seconds.get()).sum::<f64>());
 
+    // Jobs of this content, polled every 2 s while any is active, and not otherwise. An
+    // action rather than a resource: a poll must not send the page back to "Loading…".
+    let latest = RwSignal::new(Vec::<JobDetail>::new());
+    let load = Action::new(move |_: &()| content_jobs(id));
+    Effect::new(move |_| {
+        load.dispatch(());
+    });
+    Effect::new(move |_| {
+        if let Some(Ok(list)) = load.value().get() {
+            let again = list.iter().any(active);
+            latest.set(list);
+            if again {
+                set_timeout(
+                    move || {
+                        load.dispatch(());
+                    },
+                    std::time::Duration::from_secs(2),
+                );
+            }
+        }
+    });
+    let start = Action::new(move |kind: &JobKind| {
+        start_job(
+            *kind,
+            MediaRequest {
+                content_id: id,
+                scene_ids: None,
+            },
+        )
+    });
+    let cancel = Action::new(|job: &i64| cancel_job(*job));
+    let retry = Action::new(|job: &i64| retry_job(*job));
+    Effect::new(move |previous: Option<usize>| {
+        // Any action's answer changes what the jobs show: look again now.
+        let versions = start.version().get() + cancel.version().get() + retry.version().get();
+        if previous.is_some_and(|p| p != versions) {
+            load.dispatch(());
+        }
+        versions
+    });
+    let initial = detail.clone();
+    let media = Memo::new(move |_| latest.with(|list| scene_media(&initial, list)));
+
     view! {
         <Title text=detail.title.clone()/>
         <div class="page-head">
@@ -170,6 +294,33 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
         {move || save.value().get().and_then(|r| r.err()).map(|error| view! { <ErrorBox error=error/> })}
         {move || delete.value().get().and_then(|r| r.err()).map(|error| view! { <ErrorBox error=error/> })}
         {(!detail.hook.is_empty()).then(|| view! { <p class="hook">{detail.hook.clone()}</p> })}
+        <section class="card jobs" aria-label="Background jobs">
+            <div class="actions">
+                <button on:click=move |_| { start.dispatch(JobKind::Media); } disabled=move || start.pending().get()>"Generate images"</button>
+                <button on:click=move |_| { start.dispatch(JobKind::Tts); } disabled=move || start.pending().get()>"Generate narration"</button>
+                <span class="muted">"Scene cards and espeak-ng narration, made in the background."</span>
+            </div>
+            {move || start.value().get().and_then(|r| r.err()).map(|error| view! { <ErrorBox error=error/> })}
+            {move || load.value().get().and_then(|r| r.err()).map(|error| view! { <ErrorBox error=error/> })}
+            {move || latest.get().into_iter().map(|d| {
+                let job_id = d.job.id;
+                let is_active = active(&d);
+                let can_retry = !is_active && d.job.failed_tasks > 0;
+                let label = if d.job.kind == "media" { "Images" } else { "Narration" };
+                view! {
+                    <div class="job" data-status=d.job.status.clone()>
+                        <div class="job-head">
+                            <strong>{label}</strong>
+                            <span class="muted">{d.job.stage_message.clone()}</span>
+                            <span class="grow"></span>
+                            {is_active.then(|| view! { <button on:click=move |_| { cancel.dispatch(job_id); }>"Cancel"</button> })}
+                            {can_retry.then(|| view! { <button on:click=move |_| { retry.dispatch(job_id); }>"Retry failed"</button> })}
+                        </div>
+                        <progress max="100" value=d.job.progress></progress>
+                    </div>
+                }
+            }).collect_view()}
+        </section>
         <ol class="scenes editing">
             <For each=move || rows.get() key=|r| r.key children=move |row: Row| {
                 let key = row.key;
@@ -188,6 +339,18 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
                                 on:click=move |_| { rows.update(|rs| rs.retain(|r| r.key != key)); dirty.set(true); }>
                                 "Delete scene"</button>
                         </div>
+                        {move || row.id.and_then(|sid| media.with(|m| m.get(&sid).cloned())).map(|m| view! {
+                            <div class="scene-media">
+                                {m.image.map(|a| view! { <img src=format!("/api/assets/{a}") alt="Scene picture"/> })}
+                                <div class="scene-media-side">
+                                    {m.audio.map(|a| view! { <audio controls preload="none" src=format!("/api/assets/{a}")></audio> })}
+                                    <div class="chips">
+                                        <Chip label="Picture" task=m.image_task.clone()/>
+                                        <Chip label="Narration" task=m.audio_task.clone()/>
+                                    </div>
+                                </div>
+                            </div>
+                        })}
                         <label class="field"><span>"Narration"</span>
                             <textarea name="narration" rows="3" maxlength=limits::NARRATION_MAX_CHARS
                                 prop:value=move || row.narration.get()
@@ -209,6 +372,8 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
                                 }/></label>
                     </li>
                 }
+                // Type-erased: the row's view type is deep enough to strain the compiler.
+                .into_any()
             }/>
         </ol>
         <button type="button" class="add" on:click=add_row>"+ Add scene"</button>

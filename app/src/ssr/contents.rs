@@ -269,7 +269,7 @@ pub async fn get(state: &AppState, user: &CurrentUser, id: i64) -> Result<Conten
     .db("reading a content")?
     .ok_or_else(|| AppError::not_found("content"))?;
     let scenes = sqlx::query(
-        "SELECT id, position, narration, visual_prompt, planned_seconds FROM scenes \
+        "SELECT id, position, narration, visual_prompt, planned_seconds, image_asset_id, audio_asset_id FROM scenes \
          WHERE content_id = $1 ORDER BY position, id",
     )
     .bind(id)
@@ -306,6 +306,8 @@ pub async fn get(state: &AppState, user: &CurrentUser, id: i64) -> Result<Conten
                         narration: s.try_get("narration")?,
                         visual_prompt: s.try_get("visual_prompt")?,
                         seconds: s.try_get("planned_seconds")?,
+                        image_asset_id: s.try_get("image_asset_id")?,
+                        audio_asset_id: s.try_get("audio_asset_id")?,
                     })
                 })
                 .collect::<Result<_, sqlx::Error>>()?,

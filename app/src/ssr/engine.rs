@@ -165,30 +165,24 @@ async fn finish(
     let guard = "id = $2 AND worker_id = $3 AND status = 'running'";
     match result {
         Ok(output) => {
+            // One write first (on SQLite a transaction that reads before it writes can fail
+            // under concurrent writers): the task becomes succeeded, or cancelled when its
+            // job was cancelled meanwhile.
             let mut tx = state.pool().begin().await.db("starting a transaction")?;
-            let cancelled: Option<(String,)> =
-                sqlx::query_as("SELECT status FROM jobs WHERE id = $1")
-                    .bind(task.job_id)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .db("reading a job")?;
-            let status = if cancelled.is_some_and(|(s,)| s == "cancelled") {
-                "cancelled"
-            } else {
-                "succeeded"
-            };
-            let done = sqlx::query(&format!(
-                "UPDATE tasks SET status = $4, output_asset_id = $1, locked_until = NULL, finished_at = $5, updated_at = $5 WHERE {guard}"
+            let status: Option<String> = sqlx::query_scalar(&format!(
+                "UPDATE tasks SET status = CASE WHEN EXISTS (SELECT 1 FROM jobs WHERE id = $5 AND status = 'cancelled') \
+                 THEN 'cancelled' ELSE 'succeeded' END, output_asset_id = $1, locked_until = NULL, finished_at = $4, \
+                 updated_at = $4 WHERE {guard} RETURNING status"
             ))
             .bind(output.asset_id)
             .bind(task.id)
             .bind(&*state.worker_id)
-            .bind(status)
             .bind(now)
-            .execute(&mut *tx)
+            .bind(task.job_id)
+            .fetch_optional(&mut *tx)
             .await
             .db("completing a task")?;
-            if done.rows_affected() == 1 && status == "succeeded" {
+            if status.as_deref() == Some("succeeded") {
                 let column = if task.kind == SCENE_IMAGE {
                     "image_asset_id"
                 } else {
@@ -205,7 +199,7 @@ async fn finish(
                 .db("pointing a scene at its asset")?;
                 tx.commit().await.db("committing a task")?;
             } else {
-                drop(tx);
+                tx.commit().await.db("committing a task")?;
                 media::discard(state, output.asset_id).await;
             }
         }

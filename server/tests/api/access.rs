@@ -272,6 +272,24 @@ async fn server_functions_follow_their_rules(db: Db) {
                     Owner::ContentOfA,
                 ),
                 "create_token" => (json!({ "req": { "name": "m" } }), Owner::None),
+                "start_job" => (
+                    json!({ "kind": "media", "req": { "content_id": fresh_content_of_a(&app).await } }),
+                    Owner::ContentOfA,
+                ),
+                "content_jobs" => (
+                    json!({ "content_id": fresh_content_of_a(&app).await }),
+                    Owner::ContentOfA,
+                ),
+                "cancel_job" => (json!({ "id": job_of_a(&app).await }), Owner::ContentOfA),
+                "retry_job" => {
+                    let job = job_of_a(&app).await;
+                    sqlx::query("UPDATE tasks SET status = 'failed' WHERE job_id = $1")
+                        .bind(job)
+                        .execute(app.state.pool())
+                        .await
+                        .unwrap();
+                    (json!({ "id": job }), Owner::ContentOfA)
+                }
                 "revoke_token" => (
                     json!({ "id": fresh_token_of_a(&app).await }),
                     Owner::TokenOfA,
