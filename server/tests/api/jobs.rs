@@ -204,11 +204,31 @@ async fn bad_job_requests_name_the_problem(db: Db) {
     assert_eq!(app.count("jobs").await, 0, "nothing was queued");
     assert_eq!(app.get("/api/jobs?content_id=x").await.0, 422);
     // Job creation is rate-limited per user, with Retry-After.
-    app.call(Who::Admin, Method::PUT, "/api/settings", Some(&json!({ "values": { "rate_jobs_per_minute": 1 } }))).await;
-    assert_eq!(app.post("/api/tts/generate", &json!({ "content_id": a["id"] })).await.0, 202);
-    let (status, headers, answer) =
-        app.send(app.client.post(app.url("/api/tts/generate")).json(&json!({ "content_id": a["id"] }))).await;
-    assert_eq!((status, answer["error"]["code"].as_str()), (429, Some("rate_limited")), "{answer}");
+    app.call(
+        Who::Admin,
+        Method::PUT,
+        "/api/settings",
+        Some(&json!({ "values": { "rate_jobs_per_minute": 1 } })),
+    )
+    .await;
+    assert_eq!(
+        app.post("/api/tts/generate", &json!({ "content_id": a["id"] }))
+            .await
+            .0,
+        202
+    );
+    let (status, headers, answer) = app
+        .send(
+            app.client
+                .post(app.url("/api/tts/generate"))
+                .json(&json!({ "content_id": a["id"] })),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (429, Some("rate_limited")),
+        "{answer}"
+    );
     assert!(headers.get("retry-after").is_some());
 }
 
