@@ -162,6 +162,12 @@ pub fn test_config(database_url: &str, data_dir: &std::path::Path) -> Config {
 
 impl TestApp {
     pub async fn spawn(db: Db) -> Option<Self> {
+        Self::spawn_with_window(db, 2).await
+    }
+
+    /// With rate limits counting in windows of `secs` (a longer window keeps a busy
+    /// machine from refilling a bucket in the middle of a test).
+    pub async fn spawn_with_window(db: Db, secs: u64) -> Option<Self> {
         if std::env::var("TEST_LOG").is_ok() {
             crevid_server::telemetry::init(crevid_server::config::LogFormat::Text);
         }
@@ -176,9 +182,9 @@ impl TestApp {
                 (pg.url(), Some(pg))
             }
         };
-        let app = Application::build(test_config(&url, dir.path()))
-            .await
-            .expect("app builds");
+        let mut config = test_config(&url, dir.path());
+        config.rate_window_secs = secs;
+        let app = Application::build(config).await.expect("app builds");
         let base = format!("http://127.0.0.1:{}", app.port());
         let state = app.state().clone();
         tokio::spawn(app.run_until_stopped());
