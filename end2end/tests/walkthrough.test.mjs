@@ -149,8 +149,12 @@ test('a creator generates images and narration and watches every scene fill in',
   await page.waitForFunction(() => document.querySelectorAll('.scene-media img').length === 3, null, { timeout: 60_000 });
   await page.waitForFunction(() => document.querySelectorAll('.scene-media audio').length === 3, null, { timeout: 60_000 });
   await page.waitForFunction(() => document.querySelectorAll('.chip.done').length === 6, null, { timeout: 60_000 });
-  assert.equal(await page.locator('.job progress').count(), 2);
-  assert.deepEqual(await page.locator('.job progress').evaluateAll((els) => els.map((e) => e.value)), [100, 100]);
+  // Both jobs end at 100 % (the page keeps polling until they say they are done).
+  await page.waitForFunction(() => {
+    const bars = [...document.querySelectorAll('.job progress')];
+    return bars.length === 2 && bars.every((b) => b.value === 100);
+  });
+  assert.deepEqual(await page.locator('.job').evaluateAll((els) => els.map((e) => e.dataset.status)), ['completed', 'completed']);
   // The pictures load through the authorised asset route, at the 9:16 card size.
   await page.waitForFunction(() => [...document.querySelectorAll('.scene-media img')].every((i) => i.complete && i.naturalWidth === 720));
   await shot(page, 'media-done');

@@ -250,10 +250,23 @@ pub async fn retry_failed(
 /// Recomputes a job's counts, progress, status and stage message from its tasks, so the
 /// job never disagrees with what its scenes show.
 pub async fn refresh(pool: &sqlx::AnyPool, job_id: i64) -> Result<(), AppError> {
+    // Lock the job row first (a write, so SQLite takes its write lock too): concurrent
+    // refreshes then run one after another, and the last one counts every finished task.
+    // Without it a slower refresh could write stale counts over a newer one.
+    let mut tx = pool.begin().await.db("starting a transaction")?;
+    let locked = sqlx::query("UPDATE jobs SET updated_at = $1 WHERE id = $2")
+        .bind(now_ms())
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await
+        .db("locking a job")?;
+    if locked.rows_affected() == 0 {
+        return Ok(());
+    }
     let counts: Vec<(String, i64)> =
         sqlx::query_as("SELECT status, COUNT(*) FROM tasks WHERE job_id = $1 GROUP BY status")
             .bind(job_id)
-            .fetch_all(pool)
+            .fetch_all(&mut *tx)
             .await
             .db("counting tasks")?;
     let count = |s: &str| {
@@ -279,7 +292,7 @@ pub async fn refresh(pool: &sqlx::AnyPool, job_id: i64) -> Result<(), AppError> 
     };
     let current: Option<(String,)> = sqlx::query_as("SELECT status FROM jobs WHERE id = $1")
         .bind(job_id)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *tx)
         .await
         .db("reading a job")?;
     let Some((current,)) = current else {
@@ -341,9 +354,10 @@ pub async fn refresh(pool: &sqlx::AnyPool, job_id: i64) -> Result<(), AppError> 
     .bind(i64::from(running + finished > 0))
     .bind(i64::from(done))
     .bind(job_id)
-    .execute(pool)
+    .execute(&mut *tx)
     .await
     .db("updating a job")?;
+    tx.commit().await.db("committing a job")?;
     Ok(())
 }
 
