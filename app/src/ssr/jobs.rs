@@ -72,9 +72,9 @@ pub async fn create(
                     format!("scene {id} is not part of content {}", req.content_id),
                 ));
             }
-            let mut unique = ids;
-            unique.dedup();
-            unique
+            // A scene named twice gets one task.
+            let mut seen = std::collections::HashSet::new();
+            ids.into_iter().filter(|id| seen.insert(*id)).collect()
         }
     };
     if scenes.is_empty() {
