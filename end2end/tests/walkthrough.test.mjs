@@ -143,8 +143,8 @@ test('a creator generates images and narration and watches every scene fill in',
   await page.getByRole('button', { name: 'Save to library' }).click();
   await page.waitForURL(/\/contents\/\d+$/);
   await page.waitForSelector('html[data-hydrated="true"]');
-  await page.getByRole('button', { name: 'Generate images' }).click();
-  await page.getByRole('button', { name: 'Generate narration' }).click();
+  await page.getByRole('button', { name: 'Generate images', exact: true }).click();
+  await page.getByRole('button', { name: 'Generate narration', exact: true }).click();
   // The page polls the jobs while they run: pictures, players and chips appear by themselves.
   await page.waitForFunction(() => document.querySelectorAll('.scene-media img').length === 3, null, { timeout: 60_000 });
   await page.waitForFunction(() => document.querySelectorAll('.scene-media audio').length === 3, null, { timeout: 60_000 });
@@ -158,6 +158,17 @@ test('a creator generates images and narration and watches every scene fill in',
   // The pictures load through the authorised asset route, at the 9:16 card size.
   await page.waitForFunction(() => [...document.querySelectorAll('.scene-media img')].every((i) => i.complete && i.naturalWidth === 720));
   await shot(page, 'media-done');
+
+  // One scene alone: a new picture replaces the old one, the others stay.
+  const firstPicture = () => page.locator('.scene-media img').first().getAttribute('src');
+  const before = await firstPicture();
+  await page.getByRole('button', { name: 'Regenerate picture' }).first().click();
+  await page.waitForFunction((old) => {
+    const img = document.querySelector('.scene-media img');
+    return img && img.getAttribute('src') !== old && img.complete && img.naturalWidth === 720;
+  }, before);
+  await page.waitForFunction(() => [...document.querySelectorAll('.job')].some((j) => j.textContent.includes('The scene is done')));
+  assert.equal(await page.locator('.scene-media img').count(), 3);
   await page.context().close();
 });
 

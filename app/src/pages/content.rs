@@ -236,12 +236,13 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
             }
         }
     });
-    let start = Action::new(move |kind: &JobKind| {
+    // Every scene, or (regenerate) just one.
+    let start = Action::new(move |(kind, scene): &(JobKind, Option<i64>)| {
         start_job(
             *kind,
             MediaRequest {
                 content_id: id,
-                scene_ids: None,
+                scene_ids: scene.map(|s| vec![s]),
             },
         )
     });
@@ -296,8 +297,8 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
         {(!detail.hook.is_empty()).then(|| view! { <p class="hook">{detail.hook.clone()}</p> })}
         <section class="card jobs" aria-label="Background jobs">
             <div class="actions">
-                <button on:click=move |_| { start.dispatch(JobKind::Media); } disabled=move || start.pending().get()>"Generate images"</button>
-                <button on:click=move |_| { start.dispatch(JobKind::Tts); } disabled=move || start.pending().get()>"Generate narration"</button>
+                <button on:click=move |_| { start.dispatch((JobKind::Media, None)); } disabled=move || start.pending().get()>"Generate images"</button>
+                <button on:click=move |_| { start.dispatch((JobKind::Tts, None)); } disabled=move || start.pending().get()>"Generate narration"</button>
                 <span class="muted">"Scene cards and espeak-ng narration, made in the background."</span>
             </div>
             {move || start.value().get().and_then(|r| r.err()).map(|error| view! { <ErrorBox error=error/> })}
@@ -343,6 +344,14 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
                             <div class="scene-media">
                                 {m.image.map(|a| view! { <img src=format!("/api/assets/{a}") alt="Scene picture"/> })}
                                 <div class="scene-media-side">
+                                    {row.id.map(|sid| view! {
+                                        <div class="actions">
+                                            <button type="button" on:click=move |_| { start.dispatch((JobKind::Media, Some(sid))); }>
+                                                "Regenerate picture"</button>
+                                            <button type="button" on:click=move |_| { start.dispatch((JobKind::Tts, Some(sid))); }>
+                                                "Regenerate narration"</button>
+                                        </div>
+                                    })}
                                     {m.audio.map(|a| view! { <audio controls preload="none" src=format!("/api/assets/{a}")></audio> })}
                                     <div class="chips">
                                         <Chip label="Picture" task=m.image_task.clone()/>

@@ -330,7 +330,15 @@ pub async fn refresh(pool: &sqlx::AnyPool, job_id: i64) -> Result<(), AppError> 
             format!("{succeeded} of {total} scenes done, {failed} failed"),
         )
     } else {
-        ("completed", "done", format!("All {total} scenes done"))
+        (
+            "completed",
+            "done",
+            if total == 1 {
+                "The scene is done".to_owned()
+            } else {
+                format!("All {total} scenes done")
+            },
+        )
     };
     let error =
         (failed > 0).then(|| format!("{failed} of {total} scenes failed; see each scene's error"));
