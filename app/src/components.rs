@@ -42,3 +42,15 @@ pub fn optional_text(text: &str) -> Option<String> {
     let t = text.trim();
     (!t.is_empty()).then(|| t.to_owned())
 }
+
+/// Percent-encodes a value for a URL's path or query; `/` stays as it is (both allow it).
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -3,7 +3,7 @@ use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
 
 use crate::api::list_contents;
-use crate::components::ErrorBox;
+use crate::components::{urlencode, ErrorBox};
 use crate::model::{ContentPage, ListQuery, Mode};
 
 const PER_PAGE: u32 = 12;
@@ -87,16 +87,4 @@ fn ContentList(page: ContentPage, q: String) -> impl IntoView {
         </nav>
     }
     .into_any()
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            b' ' => "+".to_owned(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

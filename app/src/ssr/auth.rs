@@ -153,35 +153,14 @@ fn encode(record: &Record) -> Result<(String, Option<i64>, i64), session_store::
     Ok((data, user_id, expires_ms))
 }
 
-#[async_trait]
-impl SessionStore for DbSessionStore {
-    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+impl DbSessionStore {
+    /// Inserts the record; `on_conflict` says what an existing id means. Returns whether
+    /// a row was written.
+    async fn write(&self, record: &Record, on_conflict: &str) -> session_store::Result<bool> {
         let (data, user_id, expires) = encode(record)?;
-        // A fresh id that happens to exist already gets another one.
-        loop {
-            let inserted = sqlx::query(
-                "INSERT INTO sessions (id, data, user_id, expires_at) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(record.id.to_string())
-            .bind(&data)
-            .bind(user_id)
-            .bind(expires)
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-            if inserted.rows_affected() == 1 {
-                return Ok(());
-            }
-            record.id = Id::default();
-        }
-    }
-
-    async fn save(&self, record: &Record) -> session_store::Result<()> {
-        let (data, user_id, expires) = encode(record)?;
-        sqlx::query(
-            "INSERT INTO sessions (id, data, user_id, expires_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (id) DO UPDATE SET data = excluded.data, user_id = excluded.user_id, expires_at = excluded.expires_at",
-        )
+        let written = sqlx::query(&format!(
+            "INSERT INTO sessions (id, data, user_id, expires_at) VALUES ($1, $2, $3, $4) ON CONFLICT (id) {on_conflict}"
+        ))
         .bind(record.id.to_string())
         .bind(&data)
         .bind(user_id)
@@ -189,7 +168,27 @@ impl SessionStore for DbSessionStore {
         .execute(&self.pool)
         .await
         .map_err(backend)?;
+        Ok(written.rows_affected() == 1)
+    }
+}
+
+#[async_trait]
+impl SessionStore for DbSessionStore {
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        // A fresh id that happens to exist already gets another one.
+        while !self.write(record, "DO NOTHING").await? {
+            record.id = Id::default();
+        }
         Ok(())
+    }
+
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        self.write(
+            record,
+            "DO UPDATE SET data = excluded.data, user_id = excluded.user_id, expires_at = excluded.expires_at",
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {

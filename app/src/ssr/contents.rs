@@ -421,7 +421,6 @@ pub async fn update(
 #[tracing::instrument(name = "contents.delete", skip_all, fields(content_id = id))]
 pub async fn delete(state: &AppState, user: &CurrentUser, id: i64) -> Result<(), AppError> {
     let pool = state.pool();
-    get(state, user, id).await?;
     let keys: Vec<String> =
         sqlx::query_scalar("SELECT storage_key FROM assets WHERE content_id = $1")
             .bind(id)

@@ -50,13 +50,8 @@ pub async fn create(
     req: MediaRequest,
 ) -> Result<JobView, AppError> {
     // Ownership and the scene list are checked before anything is written.
-    super::contents::get(state, user, req.content_id).await?;
-    let all: Vec<i64> =
-        sqlx::query_scalar("SELECT id FROM scenes WHERE content_id = $1 ORDER BY position, id")
-            .bind(req.content_id)
-            .fetch_all(state.pool())
-            .await
-            .db("listing scenes")?;
+    let content = super::contents::get(state, user, req.content_id).await?;
+    let all: Vec<i64> = content.scenes.iter().map(|s| s.id).collect();
     let scenes = match req.scene_ids {
         None => all.clone(),
         Some(ids) if ids.is_empty() => {
@@ -131,6 +126,22 @@ fn scope() -> &'static str {
     "($2 = 1 OR owner_id = $3)"
 }
 
+/// 404 unless the job exists and is the caller's (or the caller is an admin).
+async fn check_owner(state: &AppState, user: &CurrentUser, id: i64) -> Result<(), AppError> {
+    sqlx::query_scalar::<_, i64>(&format!(
+        "SELECT id FROM jobs WHERE id = $1 AND {}",
+        scope()
+    ))
+    .bind(id)
+    .bind(i64::from(user.is_admin()))
+    .bind(user.id)
+    .fetch_optional(state.pool())
+    .await
+    .db("reading a job")?
+    .map(|_| ())
+    .ok_or_else(|| AppError::not_found("job"))
+}
+
 pub async fn list(
     state: &AppState,
     user: &CurrentUser,
@@ -195,7 +206,7 @@ pub async fn get(state: &AppState, user: &CurrentUser, id: i64) -> Result<JobDet
 /// Queued tasks stop at once; running ones finish their current step and then discard
 /// their result (the engine checks the job before it commits an asset).
 pub async fn cancel(state: &AppState, user: &CurrentUser, id: i64) -> Result<JobDetail, AppError> {
-    get(state, user, id).await?;
+    check_owner(state, user, id).await?;
     let now = now_ms();
     sqlx::query("UPDATE tasks SET status = 'cancelled', updated_at = $1, finished_at = $1 WHERE job_id = $2 AND status = 'queued'")
         .bind(now)
@@ -219,7 +230,7 @@ pub async fn retry_failed(
     user: &CurrentUser,
     id: i64,
 ) -> Result<JobDetail, AppError> {
-    get(state, user, id).await?;
+    check_owner(state, user, id).await?;
     let now = now_ms();
     let retried = sqlx::query(
         "UPDATE tasks SET status = 'queued', attempt = 0, run_at = $1, last_error = NULL, locked_until = NULL, \

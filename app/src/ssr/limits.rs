@@ -49,10 +49,6 @@ impl Limits {
         }
     }
 
-    pub fn window(&self) -> Duration {
-        self.window
-    }
-
     /// Ok, or the whole seconds to wait.
     pub fn check(&self, bucket: Bucket, key: &str, per_window: u32) -> Result<(), u64> {
         let Some(burst) = NonZeroU32::new(per_window) else {

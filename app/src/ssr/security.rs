@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use super::auth::CurrentUser;
 use super::state::AppState;
 use super::users;
+use crate::components::urlencode;
 use crate::error::{AppError, ErrorCode};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,17 +99,6 @@ pub async fn guard_pages(State(state): State<AppState>, request: Request, next: 
         (Access::Admin, Some(user)) if !user.is_admin() => Redirect::to("/").into_response(),
         _ => next.run(request).await,
     }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// The scheme://host[:port] a header names, for comparing origins.
