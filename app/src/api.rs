@@ -106,18 +106,20 @@ pub async fn content_jobs(content_id: i64) -> Result<Vec<JobDetail>, AppError> {
         async {
             let (state, user) = (app_state()?, require_user()?);
             contents::get(&state, &user, content_id).await?;
-            let mut details = Vec::new();
-            for job in jobs::list(&state, &user, Some(content_id))
-                .await?
-                .into_iter()
-                .take(4)
-            {
-                details.push(jobs::get(&state, &user, job.id).await?);
-            }
-            Ok(details)
+            let filter = JobFilter {
+                content_id: Some(content_id),
+                ..JobFilter::default()
+            };
+            jobs::list_details(&state, &user, &filter, 4).await
         }
         .await,
     )
+}
+
+/// The jobs page: the caller's latest jobs with their tasks (everyone's for an admin).
+#[server(prefix = "/_sfn", input = Json)]
+pub async fn list_jobs(filter: JobFilter) -> Result<Vec<JobDetail>, AppError> {
+    respond(async { jobs::list_details(&app_state()?, &require_user()?, &filter, 30).await }.await)
 }
 
 #[server(prefix = "/_sfn", input = Json)]
@@ -235,6 +237,7 @@ pub fn server_fn_rules() -> Vec<(&'static str, crate::ssr::security::Access)> {
         (<DeleteContent as ServerFn>::PATH, User),
         (<StartJob as ServerFn>::PATH, User),
         (<ContentJobs as ServerFn>::PATH, User),
+        (<ListJobs as ServerFn>::PATH, User),
         (<CancelJob as ServerFn>::PATH, User),
         (<RetryJob as ServerFn>::PATH, User),
         (<ListTokens as ServerFn>::PATH, User),

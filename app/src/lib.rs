@@ -17,7 +17,7 @@ use leptos_router::components::{Route, Router, Routes, A};
 use leptos_router::{path, SsrMode};
 
 use pages::{
-    ContentPage, GeneratePage, LibraryPage, LoginPage, NotFound, SettingsPage, SetupPage,
+    ContentPage, GeneratePage, JobsPage, LibraryPage, LoginPage, NotFound, SettingsPage, SetupPage,
     StatusPage, TokensPage, UsersPage,
 };
 
@@ -80,6 +80,7 @@ pub fn App() -> impl IntoView {
                 <Routes fallback=|| view! { <NotFound/> }>
                     <Route path=path!("/") view=GeneratePage/>
                     <Route path=path!("/library") view=LibraryPage/>
+                    <Route path=path!("/jobs") view=JobsPage/>
                     // Rendered whole before answering, so a missing (or someone else's)
                     // content answers 404 rather than a streamed 200.
                     <Route path=path!("/contents/:id") view=ContentPage ssr=SsrMode::Async/>
@@ -112,6 +113,7 @@ fn Nav(user: Option<UserView>) -> impl IntoView {
         <nav>
             <A href="/" exact=true>"Generate"</A>
             <A href="/library">"Library"</A>
+            <A href="/jobs">"Jobs"</A>
             <A href="/tokens">"API tokens"</A>
             {admin.then(|| view! {
                 <A href="/settings">"Settings"</A>

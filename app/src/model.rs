@@ -245,6 +245,25 @@ pub struct SettingsValues {
     pub rate_generate_per_minute: u32,
     /// Background jobs one user may create per minute.
     pub rate_jobs_per_minute: u32,
+    /// `builtin` (a scene card drawn offline) or `openai` (the Images API at `llm_base_url`).
+    pub image_provider: String,
+    pub image_model: String,
+    /// `auto` (from the content's aspect ratio) or the provider's `WxH`.
+    pub image_size: String,
+    /// `auto`, or what the model accepts (`low`/`medium`/`high`, `standard`/`hd`).
+    pub image_quality: String,
+    /// Image tasks in flight at once, across every server process.
+    pub image_concurrency: u32,
+    /// Image requests started per minute (0: no limit), as the provider's tier allows.
+    pub image_per_minute: u32,
+    /// `builtin` (espeak-ng, offline) or `openai` (the speech API at `llm_base_url`).
+    pub tts_provider: String,
+    pub tts_model: String,
+    pub tts_speed: f64,
+    pub tts_concurrency: u32,
+    pub tts_per_minute: u32,
+    /// How long one image or speech request may take before it is retried.
+    pub media_timeout_secs: u32,
 }
 
 impl SettingsValues {
@@ -274,6 +293,18 @@ impl Default for SettingsValues {
             default_voice: "alloy".into(),
             rate_generate_per_minute: 10,
             rate_jobs_per_minute: 30,
+            image_provider: "builtin".into(),
+            image_model: "gpt-image-1-mini".into(),
+            image_size: "auto".into(),
+            image_quality: "auto".into(),
+            image_concurrency: 4,
+            image_per_minute: 0,
+            tts_provider: "builtin".into(),
+            tts_model: "gpt-4o-mini-tts".into(),
+            tts_speed: 1.0,
+            tts_concurrency: 4,
+            tts_per_minute: 0,
+            media_timeout_secs: 120,
         }
     }
 }
@@ -430,6 +461,30 @@ pub struct MediaRequest {
     pub scene_ids: Option<Vec<i64>>,
 }
 
+/// Every scene of several contents, in one job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    pub content_ids: Vec<i64>,
+}
+
+/// Most contents one batch may cover.
+pub const BATCH_CONTENTS_MAX: usize = 50;
+
+/// Which jobs to list; every field narrows the list.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobFilter {
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub content_id: Option<i64>,
+}
+
+pub const JOB_STATUSES: [&str; 5] = ["queued", "processing", "completed", "failed", "cancelled"];
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobView {
     pub id: i64,
@@ -446,6 +501,11 @@ pub struct JobView {
     pub created_at: String,
     pub started_at: Option<String>,
     pub completed_at: Option<String>,
+    /// While the job waits for a free slot: how many tasks of its kind are queued ahead of
+    /// its first waiting task.
+    pub queue_ahead: Option<i64>,
+    /// The contents a batch job covers (one for other jobs).
+    pub content_ids: Vec<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -35,6 +35,11 @@ pub struct Config {
     pub rate_window_secs: u64,
     /// `CREVID_EMBEDDED_WORKERS`: run background tasks in this process (default true).
     pub embedded_workers: bool,
+    /// How long a claimed task stays claimed without a heartbeat (a crashed worker's tasks
+    /// run again after it); tests shorten it.
+    pub task_lease_ms: u64,
+    /// The first retry's delay; later ones double it (with jitter), up to 5 minutes.
+    pub retry_base_ms: u64,
 }
 
 impl std::fmt::Debug for Config {
@@ -51,6 +56,8 @@ impl std::fmt::Debug for Config {
             .field("production", &self.production)
             .field("public_url", &self.public_url.as_ref().map(|u| u.as_str()))
             .field("rate_window_secs", &self.rate_window_secs)
+            .field("task_lease_ms", &self.task_lease_ms)
+            .field("retry_base_ms", &self.retry_base_ms)
             .finish()
     }
 }
@@ -164,6 +171,18 @@ impl Config {
             })
             .transpose()?
             .unwrap_or(60);
+        let whole = |name: &str, min: u64, default: u64| -> Result<u64, ConfigError> {
+            env(name)
+                .map(|v| {
+                    v.parse::<u64>().ok().filter(|n| *n >= min).ok_or_else(|| {
+                        ConfigError(format!("{name} must be a whole number ≥ {min} (got {v:?})"))
+                    })
+                })
+                .transpose()
+                .map(|v| v.unwrap_or(default))
+        };
+        let task_lease_ms = whole("CREVID_TASK_LEASE_MS", 300, 30_000)?;
+        let retry_base_ms = whole("CREVID_RETRY_BASE_MS", 1, 1_000)?;
         let embedded_workers = match env("CREVID_EMBEDDED_WORKERS").as_deref() {
             None | Some("true") | Some("1") => true,
             Some("false") | Some("0") => false,
@@ -175,6 +194,8 @@ impl Config {
         };
         Ok(Config {
             embedded_workers,
+            task_lease_ms,
+            retry_base_ms,
             public_url,
             rate_window_secs,
             site_addr,

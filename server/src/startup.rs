@@ -89,6 +89,10 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
             .as_ref()
             .map(|u| u.origin().ascii_serialization().into()),
         work: Arc::default(),
+        timing: app::ssr::state::TaskTiming {
+            lease_ms: config.task_lease_ms as i64,
+            retry_base_ms: config.retry_base_ms,
+        },
         worker_id: format!("{}-{}", std::process::id(), rand_suffix()).into(),
     })
 }

@@ -4,6 +4,7 @@ use leptos_router::hooks::{use_navigate, use_params_map};
 
 use std::collections::HashMap;
 
+use super::jobs::{active, Chip, JobCard};
 use crate::api::{
     cancel_job, content_jobs, delete_content, get_content, retry_job, start_job, update_content,
 };
@@ -62,29 +63,6 @@ fn scene_media(detail: &ContentDetail, jobs: &[JobDetail]) -> HashMap<i64, Scene
         }
     }
     media
-}
-
-fn active(job: &JobDetail) -> bool {
-    matches!(job.job.status.as_str(), "queued" | "processing")
-        || job.tasks.iter().any(|t| t.status == "running")
-}
-
-#[component]
-fn Chip(label: &'static str, task: Option<(String, Option<String>)>) -> impl IntoView {
-    task.map(|(status, error)| {
-        let word = match status.as_str() {
-            "queued" => "queued",
-            "running" => "running",
-            "succeeded" => "done",
-            "failed" => "failed",
-            _ => "cancelled",
-        };
-        view! {
-            <span class=format!("chip {word}") title=error.unwrap_or_default() tabindex="0">
-                {format!("{label}: {word}")}
-            </span>
-        }
-    })
 }
 
 #[component]
@@ -256,6 +234,12 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
         }
         versions
     });
+    let on_cancel = Callback::new(move |job| {
+        cancel.dispatch(job);
+    });
+    let on_retry = Callback::new(move |job| {
+        retry.dispatch(job);
+    });
     let initial = detail.clone();
     let media = Memo::new(move |_| latest.with(|list| scene_media(&initial, list)));
 
@@ -299,28 +283,12 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
             <div class="actions">
                 <button on:click=move |_| { start.dispatch((JobKind::Media, None)); } disabled=move || start.pending().get()>"Generate images"</button>
                 <button on:click=move |_| { start.dispatch((JobKind::Tts, None)); } disabled=move || start.pending().get()>"Generate narration"</button>
-                <span class="muted">"Scene cards and espeak-ng narration, made in the background."</span>
+                <span class="muted">"Made in the background by the providers an admin chose in Settings; "
+                    <a href="/jobs">"all jobs"</a></span>
             </div>
             {move || start.value().get().and_then(|r| r.err()).map(|error| view! { <ErrorBox error=error/> })}
             {move || load.value().get().and_then(|r| r.err()).map(|error| view! { <ErrorBox error=error/> })}
-            {move || latest.get().into_iter().map(|d| {
-                let job_id = d.job.id;
-                let is_active = active(&d);
-                let can_retry = !is_active && d.job.failed_tasks > 0;
-                let label = if d.job.kind == "media" { "Images" } else { "Narration" };
-                view! {
-                    <div class="job" data-status=d.job.status.clone()>
-                        <div class="job-head">
-                            <strong>{label}</strong>
-                            <span class="muted">{d.job.stage_message.clone()}</span>
-                            <span class="grow"></span>
-                            {is_active.then(|| view! { <button on:click=move |_| { cancel.dispatch(job_id); }>"Cancel"</button> })}
-                            {can_retry.then(|| view! { <button on:click=move |_| { retry.dispatch(job_id); }>"Retry failed"</button> })}
-                        </div>
-                        <progress max="100" value=d.job.progress></progress>
-                    </div>
-                }
-            }).collect_view()}
+            {move || latest.get().into_iter().map(|d| view! { <JobCard detail=d on_cancel=on_cancel on_retry=on_retry/> }).collect_view()}
         </section>
         <ol class="scenes editing">
             <For each=move || rows.get() key=|r| r.key children=move |row: Row| {
@@ -354,8 +322,8 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
                                     })}
                                     {m.audio.map(|a| view! { <audio controls preload="none" src=format!("/api/assets/{a}")></audio> })}
                                     <div class="chips">
-                                        <Chip label="Picture" task=m.image_task.clone()/>
-                                        <Chip label="Narration" task=m.audio_task.clone()/>
+                                        <Chip label="Picture".to_owned() task=m.image_task.clone()/>
+                                        <Chip label="Narration".to_owned() task=m.audio_task.clone()/>
                                     </div>
                                 </div>
                             </div>

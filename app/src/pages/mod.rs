@@ -1,6 +1,7 @@
 mod account;
 mod content;
 mod generate;
+mod jobs;
 mod library;
 mod settings;
 mod status;
@@ -9,6 +10,7 @@ mod users;
 pub use account::{LoginPage, SetupPage, TokensPage};
 pub use content::ContentPage;
 pub use generate::GeneratePage;
+pub use jobs::JobsPage;
 pub use library::LibraryPage;
 pub use settings::SettingsPage;
 pub use status::StatusPage;

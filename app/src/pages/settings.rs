@@ -118,6 +118,23 @@ fn SettingsForm(initial: SettingsView) -> impl IntoView {
                 on:change=move |ev| values.update(|v| v.llm_json_schema = event_target_checked(&ev))/>
                 " Use JSON-schema structured output (turn off for servers that only support JSON mode)"</label>
 
+            <h2>"Pictures and narration"</h2>
+            <p class="muted">"Built in works offline: scene cards drawn with ffmpeg and narration by espeak-ng. The OpenAI-compatible provider uses the endpoint and key above."</p>
+            <div class="grid">
+                {provider_select(values, "Pictures", "image_provider", |v| &v.image_provider, |v, p| v.image_provider = p)}
+                {text_field!(values, "Image model", image_model, format!("Default {}", defaults.image_model))}
+                {text_field!(values, "Image size", image_size, "auto (from the aspect ratio) or WxH")}
+                {text_field!(values, "Image quality", image_quality, "auto, low, medium, high (standard, hd for DALL·E)")}
+                {text_field!(values, "Images in flight", image_concurrency, "1–64, across all servers")}
+                {text_field!(values, "Images per minute", image_per_minute, "0 for no limit; your provider tier's limit")}
+                {provider_select(values, "Narration", "tts_provider", |v| &v.tts_provider, |v, p| v.tts_provider = p)}
+                {text_field!(values, "Speech model", tts_model, format!("Default {}", defaults.tts_model))}
+                {text_field!(values, "Speech speed", tts_speed, "0.25–4")}
+                {text_field!(values, "Narrations in flight", tts_concurrency, "1–64, across all servers")}
+                {text_field!(values, "Narrations per minute", tts_per_minute, "0 for no limit")}
+                {text_field!(values, "Media request timeout (s)", media_timeout_secs, "5–900; a slower answer is retried")}
+            </div>
+
             <h2>"Defaults for new scripts"</h2>
             <div class="grid">
                 {text_field!(values, "Language", default_language, "")}
@@ -142,5 +159,24 @@ fn SettingsForm(initial: SettingsView) -> impl IntoView {
                 <button type="button" on:click=move |_| { reset.dispatch(()); }>"Reset to defaults"</button>
             </div>
         </form>
+    }
+}
+
+fn provider_select(
+    values: RwSignal<SettingsValues>,
+    label: &'static str,
+    name: &'static str,
+    get: fn(&SettingsValues) -> &String,
+    set: fn(&mut SettingsValues, String),
+) -> impl IntoView {
+    view! {
+        <label class="field"><span>{label}</span>
+            <select name=name
+                prop:value=move || values.with(|v| get(v).clone())
+                on:change=move |ev| values.update(|v| set(v, event_target_value(&ev)))>
+                <option value="builtin" selected=values.with_untracked(|v| get(v) == "builtin")>"Built in (offline)"</option>
+                <option value="openai" selected=values.with_untracked(|v| get(v) == "openai")>"OpenAI-compatible"</option>
+            </select>
+        </label>
     }
 }

@@ -51,6 +51,8 @@ pub enum DbError {
 pub struct Database {
     pub pool: AnyPool,
     pub backend: Backend,
+    /// For connections outside the pool (Postgres LISTEN).
+    pub url: std::sync::Arc<str>,
 }
 
 /// Hides the password of a database URL so it can go into logs and error messages.
@@ -95,6 +97,7 @@ impl Database {
             }
         }
         let options: AnyConnectOptions = url.parse().map_err(connect_err)?;
+        let shared_url: std::sync::Arc<str> = url.as_str().into();
         let pool = AnyPoolOptions::new()
             .max_connections(match backend {
                 Backend::Sqlite => 8,
@@ -117,7 +120,11 @@ impl Database {
             .connect_with(options)
             .await
             .map_err(connect_err)?;
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            url: shared_url,
+        })
     }
 
     pub async fn migrate(&self) -> Result<(), DbError> {

@@ -20,11 +20,47 @@ use super::jobs::{self, SCENE_AUDIO, SCENE_IMAGE};
 use super::media;
 use super::state::AppState;
 use crate::error::AppError;
+use crate::model::SettingsValues;
 
-/// How long a claim lasts without a heartbeat.
-pub const LEASE_MS: i64 = 30_000;
-/// Tasks of one kind run at the same time, per server process.
-pub const CONCURRENCY: usize = 4;
+/// Most tasks of one kind a process runs at once; the admin's limit (enforced across every
+/// process, in the claim) is usually lower.
+pub const PROCESS_SLOTS: usize = 32;
+/// How often a worker whose kind is at its concurrency limit looks again, in case a
+/// process it cannot hear from freed a slot (a local finish wakes it at once).
+const FULL_RECHECK: Duration = Duration::from_millis(500);
+
+/// The admin's limits for one task kind.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KindLimits {
+    pub concurrency: i64,
+    /// Starts per rate window; 0 for none.
+    pub per_window: i64,
+}
+
+impl KindLimits {
+    pub fn of(settings: &SettingsValues, kind: &str) -> Self {
+        let (concurrency, per_window) = if kind == SCENE_IMAGE {
+            (settings.image_concurrency, settings.image_per_minute)
+        } else {
+            (settings.tts_concurrency, settings.tts_per_minute)
+        };
+        Self {
+            concurrency: i64::from(concurrency.max(1)),
+            per_window: i64::from(per_window),
+        }
+    }
+}
+
+async fn kind_limits(state: &AppState, kind: &str) -> Result<KindLimits, AppError> {
+    Ok(KindLimits::of(&super::settings::values(state).await?, kind))
+}
+
+/// The rate window, with a margin: a provider counts a request when it arrives, a moment
+/// after we admit it, so admissions keep a little further apart than the provider's minute.
+fn rate_window_ms(state: &AppState) -> i64 {
+    let window = state.limits.window().as_millis() as i64;
+    window + window / 30
+}
 
 #[derive(Debug, Clone)]
 pub struct ClaimedTask {
@@ -45,12 +81,15 @@ pub enum TaskError {
         retry_after: Option<Duration>,
     },
     Permanent(String),
+    /// Stopped at a checkpoint: the job was cancelled (or the lease was lost).
+    Cancelled,
 }
 
 impl TaskError {
     pub fn message(&self) -> &str {
         match self {
             TaskError::Transient { message, .. } | TaskError::Permanent(message) => message,
+            TaskError::Cancelled => "cancelled",
         }
     }
 }
@@ -66,26 +105,66 @@ fn claim_sql(backend: Backend) -> String {
     } else {
         ""
     };
+    // The limits are part of the same statement, so on SQLite (one writer at a time) the
+    // check and the claim cannot be split by another claim; Postgres serialises claims of a
+    // kind with an advisory lock first.
     format!(
-        "UPDATE tasks SET status = 'running', attempt = attempt + 1, locked_until = $1, worker_id = $2, updated_at = $3 \
+        "UPDATE tasks SET status = 'running', attempt = attempt + 1, locked_until = $1, worker_id = $2, updated_at = $3, \
+         started_at = COALESCE(started_at, $3) \
          WHERE id = (SELECT id FROM tasks WHERE kind = $4 AND \
            ((status = 'queued' AND run_at <= $3) OR (status = 'running' AND locked_until < $3)) \
            ORDER BY run_at, id LIMIT 1{lock}) \
+         AND (SELECT COUNT(*) FROM tasks WHERE kind = $4 AND status = 'running' AND locked_until >= $3) < $5 \
+         AND ($6 = 0 OR (SELECT COUNT(*) FROM task_starts WHERE kind = $4 AND started_at > $7) < $6) \
          RETURNING id, job_id, kind, content_id, scene_id, attempt, max_attempts"
     )
 }
 
-pub async fn claim(state: &AppState, kind: &str) -> Result<Option<ClaimedTask>, AppError> {
+/// Claims the next due task of `kind` if the kind's limits leave room.
+pub async fn claim(
+    state: &AppState,
+    kind: &str,
+    limits: KindLimits,
+) -> Result<Option<ClaimedTask>, AppError> {
     let now = now_ms();
+    let mut tx = state.pool().begin().await.db("starting a transaction")?;
+    if state.db.backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('crevid.claim.' || $1))")
+            .bind(kind)
+            .execute(&mut *tx)
+            .await
+            .db("locking the queue")?;
+    }
     let row = sqlx::query(&claim_sql(state.db.backend))
-        .bind(now + LEASE_MS)
+        .bind(now + state.timing.lease_ms)
         .bind(&*state.worker_id)
         .bind(now)
         .bind(kind)
-        .fetch_optional(state.pool())
+        .bind(limits.concurrency)
+        .bind(limits.per_window)
+        .bind(now - rate_window_ms(state))
+        .fetch_optional(&mut *tx)
         .await
         .db("claiming a task")?;
-    let Some(row) = row else { return Ok(None) };
+    let Some(row) = row else {
+        tx.commit().await.db("claiming a task")?;
+        return Ok(None);
+    };
+    if limits.per_window > 0 {
+        sqlx::query("INSERT INTO task_starts (kind, started_at) VALUES ($1, $2)")
+            .bind(kind)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .db("recording a start")?;
+        sqlx::query("DELETE FROM task_starts WHERE kind = $1 AND started_at < $2")
+            .bind(kind)
+            .bind(now - 2 * rate_window_ms(state))
+            .execute(&mut *tx)
+            .await
+            .db("pruning starts")?;
+    }
+    tx.commit().await.db("claiming a task")?;
     let task = (|| -> Result<ClaimedTask, sqlx::Error> {
         Ok(ClaimedTask {
             id: row.try_get("id")?,
@@ -102,6 +181,35 @@ pub async fn claim(state: &AppState, kind: &str) -> Result<Option<ClaimedTask>, 
     Ok(Some(task))
 }
 
+/// Tells every worker (in this process and, on Postgres, in the others, once `tx`
+/// commits) that there is new work.
+pub async fn announce(
+    state: &AppState,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+) -> Result<(), AppError> {
+    if state.db.backend == Backend::Postgres {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(CHANNEL)
+            .execute(&mut **tx)
+            .await
+            .db("announcing work")?;
+    }
+    Ok(())
+}
+
+/// Like `announce`, outside a transaction: work became due, or a slot came free.
+pub async fn wake(state: &AppState) {
+    state.work.notify_waiters();
+    if state.db.backend == Backend::Postgres {
+        let _ = sqlx::query("SELECT pg_notify($1, '')")
+            .bind(CHANNEL)
+            .execute(state.pool())
+            .await;
+    }
+}
+
+const CHANNEL: &str = "crevid_work";
+
 /// Runs a claimed task to its recorded outcome, extending the lease while it works.
 #[tracing::instrument(name = "task.run", skip_all, fields(task_id = task.id, kind = %task.kind, attempt = task.attempt))]
 pub async fn run_claimed(state: &AppState, task: ClaimedTask) -> Result<(), AppError> {
@@ -116,38 +224,52 @@ pub async fn run_claimed(state: &AppState, task: ClaimedTask) -> Result<(), AppE
         )
         .await;
     }
-    let heartbeat = {
-        let state = state.clone();
-        let id = task.id;
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_millis((LEASE_MS / 3) as u64));
+    // The heartbeat extends the lease and is the running task's checkpoint: it ends when
+    // the job was cancelled or the lease was taken over, and the work is dropped with it
+    // (child processes are killed on drop, requests aborted).
+    let heartbeat = async {
+        let mut every =
+            tokio::time::interval(Duration::from_millis((state.timing.lease_ms / 3) as u64));
+        every.tick().await;
+        loop {
             every.tick().await;
-            loop {
-                every.tick().await;
-                let _ = sqlx::query("UPDATE tasks SET locked_until = $1 WHERE id = $2 AND worker_id = $3 AND status = 'running'")
-                    .bind(now_ms() + LEASE_MS)
-                    .bind(id)
-                    .bind(&*state.worker_id)
-                    .execute(state.pool())
-                    .await;
+            let job_status: Result<Option<String>, _> = sqlx::query_scalar(
+                "UPDATE tasks SET locked_until = $1 WHERE id = $2 AND worker_id = $3 AND status = 'running' \
+                 RETURNING (SELECT status FROM jobs WHERE jobs.id = tasks.job_id)",
+            )
+            .bind(now_ms() + state.timing.lease_ms)
+            .bind(task.id)
+            .bind(&*state.worker_id)
+            .fetch_optional(state.pool())
+            .await;
+            match job_status {
+                Ok(Some(status)) if status != "cancelled" => {}
+                Ok(_) => return,
+                // A failed heartbeat is retried; the lease has room for two more.
+                Err(e) => tracing::warn!(error = %e, "extending a lease failed"),
             }
-        })
+        }
     };
-    let result = match task.kind.as_str() {
-        SCENE_IMAGE => media::scene_image(state, &task).await,
-        SCENE_AUDIO => media::scene_audio(state, &task).await,
-        other => Err(TaskError::Permanent(format!("unknown task kind {other:?}"))),
+    let work = async {
+        match task.kind.as_str() {
+            SCENE_IMAGE => media::scene_image(state, &task).await,
+            SCENE_AUDIO => media::scene_audio(state, &task).await,
+            other => Err(TaskError::Permanent(format!("unknown task kind {other:?}"))),
+        }
     };
-    heartbeat.abort();
+    let result = tokio::select! {
+        result = work => result,
+        () = heartbeat => Err(TaskError::Cancelled),
+    };
     finish(state, &task, result).await
 }
 
 /// Exponential backoff with ±20 % jitter, or the provider's Retry-After.
-fn backoff(attempt: i64, retry_after: Option<Duration>) -> Duration {
+fn backoff(base_ms: u64, attempt: i64, retry_after: Option<Duration>) -> Duration {
     if let Some(wait) = retry_after {
         return wait;
     }
-    let base = 1_000u64
+    let base = base_ms
         .saturating_mul(1 << attempt.clamp(0, 8))
         .min(300_000);
     let jitter = rand::thread_rng().gen_range(0.8..1.2);
@@ -203,14 +325,27 @@ async fn finish(
                 media::discard(state, output.asset_id).await;
             }
         }
+        Err(TaskError::Cancelled) => {
+            sqlx::query(&format!(
+                "UPDATE tasks SET status = 'cancelled', locked_until = NULL, finished_at = $1, updated_at = $1 WHERE {guard}"
+            ))
+            .bind(now)
+            .bind(task.id)
+            .bind(&*state.worker_id)
+            .execute(state.pool())
+            .await
+            .db("cancelling a task")?;
+        }
         Err(error) => {
             let retry =
                 matches!(error, TaskError::Transient { .. }) && task.attempt < task.max_attempts;
             let message = error.message().to_owned();
             if retry {
                 let wait = match &error {
-                    TaskError::Transient { retry_after, .. } => backoff(task.attempt, *retry_after),
-                    TaskError::Permanent(_) => Duration::ZERO,
+                    TaskError::Transient { retry_after, .. } => {
+                        backoff(state.timing.retry_base_ms, task.attempt, *retry_after)
+                    }
+                    _ => Duration::ZERO,
                 };
                 tracing::warn!(error = %message, wait_ms = wait.as_millis() as u64, "task failed; retrying");
                 sqlx::query(&format!(
@@ -240,7 +375,7 @@ async fn finish(
         }
     }
     jobs::refresh(state.pool(), task.job_id).await?;
-    state.work.notify_waiters();
+    wake(state).await;
     Ok(())
 }
 
@@ -250,8 +385,9 @@ pub async fn drain(state: &AppState) -> Result<usize, AppError> {
     let mut ran = 0;
     loop {
         let mut any = false;
-        for kind in [SCENE_IMAGE, SCENE_AUDIO] {
-            while let Some(task) = claim(state, kind).await? {
+        for kind in KINDS {
+            let limits = kind_limits(state, kind).await?;
+            while let Some(task) = claim(state, kind, limits).await? {
                 run_claimed(state, task).await?;
                 ran += 1;
                 any = true;
@@ -263,9 +399,14 @@ pub async fn drain(state: &AppState) -> Result<usize, AppError> {
     }
 }
 
-/// When the next task of `kind` falls due (a queued run_at or an expiring lease).
-async fn next_due(state: &AppState, kind: &str) -> Option<i64> {
-    sqlx::query_scalar::<_, Option<i64>>(
+const KINDS: [&str; 2] = [SCENE_IMAGE, SCENE_AUDIO];
+
+/// How long a worker with nothing to claim may sleep: until the next task falls due (a
+/// queued `run_at`, an expiring lease), or, when due work waits on the limits, until the
+/// oldest start leaves the rate window or a slot may have come free.
+async fn idle_wait(state: &AppState, kind: &str, limits: KindLimits) -> Duration {
+    let now = now_ms();
+    let due = sqlx::query_scalar::<_, Option<i64>>(
         "SELECT MIN(CASE WHEN status = 'queued' THEN run_at ELSE locked_until END) FROM tasks \
          WHERE kind = $1 AND status IN ('queued', 'running')",
     )
@@ -273,23 +414,74 @@ async fn next_due(state: &AppState, kind: &str) -> Option<i64> {
     .fetch_one(state.pool())
     .await
     .ok()
-    .flatten()
+    .flatten();
+    let Some(due) = due else {
+        return Duration::from_secs(60);
+    };
+    if due > now {
+        return Duration::from_millis((due - now).clamp(10, 60_000) as u64);
+    }
+    let window = rate_window_ms(state);
+    if limits.per_window > 0 {
+        let starts: Vec<i64> = sqlx::query_scalar(
+            "SELECT started_at FROM task_starts WHERE kind = $1 AND started_at > $2 ORDER BY started_at",
+        )
+        .bind(kind)
+        .bind(now - window)
+        .fetch_all(state.pool())
+        .await
+        .unwrap_or_default();
+        if starts.len() as i64 >= limits.per_window {
+            // Room again when enough of the oldest starts have left the window.
+            let index = starts.len() - limits.per_window as usize;
+            let free_at = starts[index] + window + 1;
+            return Duration::from_millis((free_at - now).clamp(10, 60_000) as u64);
+        }
+    }
+    FULL_RECHECK
 }
 
-/// Starts the embedded workers: one loop per task kind, each running up to
-/// `CONCURRENCY` tasks at once.
+/// Starts the embedded workers: one loop per task kind, and on Postgres a listener that
+/// hears work announced by other processes.
 pub fn spawn_workers(state: AppState) -> Vec<tokio::task::JoinHandle<()>> {
-    [SCENE_IMAGE, SCENE_AUDIO]
+    let mut handles: Vec<_> = KINDS
         .into_iter()
         .map(|kind| {
             let state = state.clone();
             tokio::spawn(async move { worker_loop(state, kind).await })
         })
-        .collect()
+        .collect();
+    if state.db.backend == Backend::Postgres {
+        handles.push(tokio::spawn(listen(state)));
+    }
+    handles
+}
+
+async fn listen(state: AppState) {
+    loop {
+        let listener = async {
+            let mut listener = sqlx::postgres::PgListener::connect(&state.db.url).await?;
+            listener.listen(CHANNEL).await?;
+            // Anything announced while we were not listening is picked up by this wake.
+            state.work.notify_waiters();
+            loop {
+                listener.recv().await?;
+                state.work.notify_waiters();
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), sqlx::Error>(())
+        };
+        if let Err(e) = listener.await {
+            tracing::warn!(error = %e, "listening for work on Postgres failed; reconnecting in 5 s");
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
 }
 
 async fn worker_loop(state: AppState, kind: &'static str) {
-    let slots = Arc::new(Semaphore::new(CONCURRENCY));
+    let slots = Arc::new(Semaphore::new(PROCESS_SLOTS));
+    // Settings are read at most once a second here, not once per claim.
+    let mut limits: Option<(std::time::Instant, KindLimits)> = None;
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
@@ -298,7 +490,21 @@ async fn worker_loop(state: AppState, kind: &'static str) {
         let announced = state.work.notified();
         tokio::pin!(announced);
         announced.as_mut().enable();
-        match claim(&state, kind).await {
+        let current = match limits {
+            Some((read, l)) if read.elapsed() < Duration::from_secs(1) => l,
+            _ => match kind_limits(&state, kind).await {
+                Ok(l) => {
+                    limits = Some((std::time::Instant::now(), l));
+                    l
+                }
+                Err(e) => {
+                    tracing::error!(error = %e.message, "reading limits failed; retrying in 5 s");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    continue;
+                }
+            },
+        };
+        match claim(&state, kind, current).await {
             Ok(Some(task)) => {
                 let state = state.clone();
                 tokio::spawn(async move {
@@ -310,10 +516,7 @@ async fn worker_loop(state: AppState, kind: &'static str) {
             }
             Ok(None) => {
                 drop(permit);
-                let wait = match next_due(&state, kind).await {
-                    Some(due) => Duration::from_millis((due - now_ms()).clamp(10, 60_000) as u64),
-                    None => Duration::from_secs(60),
-                };
+                let wait = idle_wait(&state, kind, current).await;
                 tokio::select! {
                     _ = &mut announced => {}
                     _ = tokio::time::sleep(wait) => {}

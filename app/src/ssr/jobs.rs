@@ -8,7 +8,10 @@ use super::db::{format_ms, now_ms};
 use super::error::DbResultExt;
 use super::state::AppState;
 use crate::error::AppError;
-use crate::model::{JobDetail, JobKind, JobView, MediaRequest, TaskView};
+use crate::model::{
+    BatchRequest, JobDetail, JobFilter, JobKind, JobView, MediaRequest, TaskView,
+    BATCH_CONTENTS_MAX, JOB_STATUSES,
+};
 
 /// Stable task kind names: stored in the database, so never derived from Rust types.
 pub const SCENE_IMAGE: &str = "scene.image";
@@ -16,10 +19,11 @@ pub const SCENE_AUDIO: &str = "scene.audio";
 pub const MAX_ATTEMPTS: i64 = 5;
 
 const JOB_COLUMNS: &str =
-    "id, kind, content_id, status, progress, stage, stage_message, error, total_tasks, \
+    "id, kind, content_id, content_ids, status, progress, stage, stage_message, error, total_tasks, \
     done_tasks, failed_tasks, created_at, started_at, completed_at";
 
 fn job_view(row: &sqlx::any::AnyRow) -> Result<JobView, sqlx::Error> {
+    let content_ids: String = row.try_get("content_ids")?;
     Ok(JobView {
         id: row.try_get("id")?,
         kind: row.try_get("kind")?,
@@ -37,7 +41,16 @@ fn job_view(row: &sqlx::any::AnyRow) -> Result<JobView, sqlx::Error> {
         completed_at: row
             .try_get::<Option<i64>, _>("completed_at")?
             .map(format_ms),
+        queue_ahead: None,
+        content_ids: serde_json::from_str(&content_ids).unwrap_or_default(),
     })
+}
+
+fn task_kind(kind: JobKind) -> &'static str {
+    match kind {
+        JobKind::Media => SCENE_IMAGE,
+        JobKind::Tts => SCENE_AUDIO,
+    }
 }
 
 /// Queues one task per chosen scene. The scenes must belong to the content, and the
@@ -78,15 +91,80 @@ pub async fn create(
             "this content has no scenes",
         ));
     }
+    let tasks = scenes.into_iter().map(|s| (req.content_id, s)).collect();
+    insert(state, user, kind, &[req.content_id], tasks).await
+}
+
+/// One job for every scene of several contents (each the caller's).
+#[tracing::instrument(name = "jobs.create_batch", skip_all, fields(kind = kind.as_str(), contents = req.content_ids.len()))]
+pub async fn create_batch(
+    state: &AppState,
+    user: &CurrentUser,
+    kind: JobKind,
+    req: BatchRequest,
+) -> Result<JobView, AppError> {
+    if req.content_ids.is_empty() {
+        return Err(AppError::validation(
+            "content_ids",
+            "content_ids must name at least one content",
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let ids: Vec<i64> = req
+        .content_ids
+        .into_iter()
+        .filter(|id| seen.insert(*id))
+        .collect();
+    if ids.len() > BATCH_CONTENTS_MAX {
+        return Err(AppError::validation(
+            "content_ids",
+            format!(
+                "a batch covers at most {BATCH_CONTENTS_MAX} contents (got {})",
+                ids.len()
+            ),
+        ));
+    }
+    let mut tasks = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let content = super::contents::get(state, user, *id)
+            .await
+            .map_err(|e| match e.code {
+                // Still a 404 (another creator's content is not theirs to know of), naming
+                // which entry of the list it was.
+                crate::error::ErrorCode::NotFound => AppError {
+                    message: format!("content {id} (content_ids[{i}]) was not found"),
+                    field: Some(format!("content_ids[{i}]")),
+                    ..e
+                },
+                _ => e,
+            })?;
+        if content.scenes.is_empty() {
+            return Err(AppError::validation(
+                &format!("content_ids[{i}]"),
+                format!("content {id} has no scenes"),
+            ));
+        }
+        tasks.extend(content.scenes.iter().map(|s| (*id, s.id)));
+    }
+    insert(state, user, kind, &ids, tasks).await
+}
+
+/// Writes the job and its tasks in one transaction, then wakes the workers.
+async fn insert(
+    state: &AppState,
+    user: &CurrentUser,
+    kind: JobKind,
+    content_ids: &[i64],
+    tasks: Vec<(i64, i64)>,
+) -> Result<JobView, AppError> {
     let limit = super::settings::values(state).await?.rate_jobs_per_minute;
     state
         .limits
         .check(super::limits::Bucket::Jobs, &user.id.to_string(), limit)
         .map_err(|secs| AppError::rate_limited("background jobs", secs))?;
-    let task_kind = match kind {
-        JobKind::Media => SCENE_IMAGE,
-        JobKind::Tts => SCENE_AUDIO,
-    };
+    let content_id = (content_ids.len() == 1).then(|| content_ids[0]);
+    let content_list = serde_json::to_string(content_ids)
+        .map_err(|e| super::error::internal("encoding a job", e))?;
     let now = now_ms();
     let mut tx = state.pool().begin().await.db("starting a transaction")?;
     let job_id: i64 = sqlx::query_scalar(
@@ -95,21 +173,21 @@ pub async fn create(
     )
     .bind(user.id)
     .bind(kind.as_str())
-    .bind(req.content_id)
-    .bind(format!("[{}]", req.content_id))
-    .bind(scenes.len() as i64)
+    .bind(content_id)
+    .bind(content_list)
+    .bind(tasks.len() as i64)
     .bind(now)
     .fetch_one(&mut *tx)
     .await
     .db("inserting a job")?;
-    for scene_id in &scenes {
+    for (content_id, scene_id) in &tasks {
         sqlx::query(
             "INSERT INTO tasks (job_id, kind, content_id, scene_id, max_attempts, run_at, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $6, $6)",
         )
         .bind(job_id)
-        .bind(task_kind)
-        .bind(req.content_id)
+        .bind(task_kind(kind))
+        .bind(content_id)
         .bind(scene_id)
         .bind(MAX_ATTEMPTS)
         .bind(now)
@@ -117,6 +195,7 @@ pub async fn create(
         .await
         .db("inserting a task")?;
     }
+    super::engine::announce(state, &mut tx).await?;
     tx.commit().await.db("committing a job")?;
     state.work.notify_waiters();
     Ok(get(state, user, job_id).await?.job)
@@ -142,26 +221,101 @@ async fn check_owner(state: &AppState, user: &CurrentUser, id: i64) -> Result<()
     .ok_or_else(|| AppError::not_found("job"))
 }
 
+/// The caller's latest jobs (everyone's for an admin), newest first.
 pub async fn list(
     state: &AppState,
     user: &CurrentUser,
-    content_id: Option<i64>,
+    filter: &JobFilter,
+    limit: i64,
 ) -> Result<Vec<JobView>, AppError> {
+    if let Some(status) = filter.status.as_deref() {
+        if !JOB_STATUSES.contains(&status) {
+            return Err(AppError::validation(
+                "status",
+                format!(
+                    "status must be one of {} (got {status:?})",
+                    JOB_STATUSES.join(", ")
+                ),
+            ));
+        }
+    }
+    if let Some(kind) = filter.kind.as_deref() {
+        if JobKind::parse(kind).is_none() {
+            return Err(AppError::validation(
+                "kind",
+                format!("kind must be media or tts (got {kind:?})"),
+            ));
+        }
+    }
+    // A batch job has no single content_id; its tasks say which contents it covers.
     let rows = sqlx::query(&format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE ($1 = 0 OR content_id = $1) AND {} ORDER BY created_at DESC, id DESC LIMIT 100",
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE {} \
+         AND ($1 = 0 OR content_id = $1 OR (content_id IS NULL AND EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = jobs.id AND t.content_id = $1))) \
+         AND ($4 = '' OR status = $4) AND ($5 = '' OR kind = $5) \
+         ORDER BY created_at DESC, id DESC LIMIT $6",
         scope()
     ))
-    .bind(content_id.unwrap_or(0))
+    .bind(filter.content_id.unwrap_or(0))
     .bind(i64::from(user.is_admin()))
     .bind(user.id)
+    .bind(filter.status.as_deref().unwrap_or_default())
+    .bind(filter.kind.as_deref().unwrap_or_default())
+    .bind(limit)
     .fetch_all(state.pool())
     .await
     .db("listing jobs")?;
-    rows.iter()
+    let mut jobs = rows
+        .iter()
         .map(job_view)
-        .collect::<Result<_, _>>()
-        .db("decoding jobs")
+        .collect::<Result<Vec<_>, _>>()
+        .db("decoding jobs")?;
+    for job in &mut jobs {
+        job.queue_ahead = queue_ahead(state, job).await?;
+    }
+    Ok(jobs)
 }
+
+/// How many tasks of the same kind are due before this job's first waiting task.
+async fn queue_ahead(state: &AppState, job: &JobView) -> Result<Option<i64>, AppError> {
+    if !matches!(job.status.as_str(), "queued" | "processing") {
+        return Ok(None);
+    }
+    let first: Option<(String, i64, i64)> = sqlx::query_as(
+        "SELECT kind, run_at, id FROM tasks WHERE job_id = $1 AND status = 'queued' ORDER BY run_at, id LIMIT 1",
+    )
+    .bind(job.id)
+    .fetch_optional(state.pool())
+    .await
+    .db("reading the queue")?;
+    let Some((kind, run_at, id)) = first else {
+        return Ok(None);
+    };
+    let ahead: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM tasks WHERE kind = $1 AND status = 'queued' AND (run_at < $2 OR (run_at = $2 AND id < $3))",
+    )
+    .bind(kind)
+    .bind(run_at)
+    .bind(id)
+    .fetch_one(state.pool())
+    .await
+    .db("reading the queue")?;
+    Ok(Some(ahead))
+}
+
+fn task_view(r: &sqlx::any::AnyRow) -> Result<TaskView, sqlx::Error> {
+    Ok(TaskView {
+        id: r.try_get("id")?,
+        kind: r.try_get("kind")?,
+        scene_id: r.try_get("scene_id")?,
+        status: r.try_get("status")?,
+        attempt: r.try_get("attempt")?,
+        max_attempts: r.try_get("max_attempts")?,
+        last_error: r.try_get("last_error")?,
+        output_asset_id: r.try_get("output_asset_id")?,
+    })
+}
+
+const TASK_COLUMNS: &str = "t.id, t.job_id, t.kind, t.scene_id, t.status, t.attempt, t.max_attempts, t.last_error, t.output_asset_id";
 
 pub async fn get(state: &AppState, user: &CurrentUser, id: i64) -> Result<JobDetail, AppError> {
     let row = sqlx::query(&format!(
@@ -175,32 +329,60 @@ pub async fn get(state: &AppState, user: &CurrentUser, id: i64) -> Result<JobDet
     .await
     .db("reading a job")?
     .ok_or_else(|| AppError::not_found("job"))?;
-    let job = job_view(&row).db("decoding a job")?;
-    let tasks = sqlx::query(
-        "SELECT t.id, t.kind, t.scene_id, t.status, t.attempt, t.max_attempts, t.last_error, t.output_asset_id \
-         FROM tasks t LEFT JOIN scenes s ON s.id = t.scene_id WHERE t.job_id = $1 ORDER BY s.position, t.id",
-    )
+    let mut job = job_view(&row).db("decoding a job")?;
+    job.queue_ahead = queue_ahead(state, &job).await?;
+    let tasks = sqlx::query(&format!(
+        "SELECT {TASK_COLUMNS} FROM tasks t LEFT JOIN scenes s ON s.id = t.scene_id WHERE t.job_id = $1 ORDER BY t.content_id, s.position, t.id"
+    ))
     .bind(id)
     .fetch_all(state.pool())
     .await
     .db("reading tasks")?;
     let tasks = tasks
         .iter()
-        .map(|r| {
-            Ok(TaskView {
-                id: r.try_get("id")?,
-                kind: r.try_get("kind")?,
-                scene_id: r.try_get("scene_id")?,
-                status: r.try_get("status")?,
-                attempt: r.try_get("attempt")?,
-                max_attempts: r.try_get("max_attempts")?,
-                last_error: r.try_get("last_error")?,
-                output_asset_id: r.try_get("output_asset_id")?,
-            })
-        })
+        .map(task_view)
         .collect::<Result<_, sqlx::Error>>()
         .db("decoding tasks")?;
     Ok(JobDetail { job, tasks })
+}
+
+/// The latest jobs with every task: what the content and jobs pages poll, in a fixed
+/// number of queries however many jobs and tasks there are (and two per waiting job).
+pub async fn list_details(
+    state: &AppState,
+    user: &CurrentUser,
+    filter: &JobFilter,
+    limit: i64,
+) -> Result<Vec<JobDetail>, AppError> {
+    let jobs = list(state, user, filter, limit).await?;
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders: Vec<String> = (1..=jobs.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT {TASK_COLUMNS} FROM tasks t LEFT JOIN scenes s ON s.id = t.scene_id \
+         WHERE t.job_id IN ({}) ORDER BY t.content_id, s.position, t.id",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query(&sql);
+    for job in &jobs {
+        query = query.bind(job.id);
+    }
+    let rows = query.fetch_all(state.pool()).await.db("reading tasks")?;
+    let mut details: Vec<JobDetail> = jobs
+        .into_iter()
+        .map(|job| JobDetail {
+            job,
+            tasks: Vec::new(),
+        })
+        .collect();
+    for row in &rows {
+        let job_id: i64 = row.try_get("job_id").db("decoding tasks")?;
+        if let Some(detail) = details.iter_mut().find(|d| d.job.id == job_id) {
+            detail.tasks.push(task_view(row).db("decoding tasks")?);
+        }
+    }
+    Ok(details)
 }
 
 /// Queued tasks stop at once; running ones finish their current step and then discard
@@ -254,7 +436,7 @@ pub async fn retry_failed(
         .await
         .db("reopening a job")?;
     refresh(state.pool(), id).await?;
-    state.work.notify_waiters();
+    super::engine::wake(state).await;
     get(state, user, id).await
 }
 

@@ -5,18 +5,14 @@
 //! The creator is waiting on this call, so it never retries on its own: a rate limit or
 //! timeout is reported at once, with the provider's `Retry-After`, for the creator to act on.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_openai::config::OpenAIConfig;
 use async_openai::error::OpenAIError;
-use async_openai::middleware::HttpRequestFactory;
 use async_openai::types::chat::{
     ChatCompletionRequestAssistantMessageArgs, ChatCompletionRequestMessage,
     ChatCompletionRequestSystemMessageArgs, ChatCompletionRequestUserMessageArgs,
     CreateChatCompletionRequestArgs, FinishReason, ResponseFormat, ResponseFormatJsonSchema,
 };
-use async_openai::Client;
 use serde::Deserialize;
 
 use crate::error::{AppError, ErrorCode};
@@ -90,46 +86,10 @@ fn user_prompt(topic: &str, p: &Presets) -> String {
     )
 }
 
-/// What the transport saw of the last answer, which async-openai's error does not keep.
-#[derive(Default, Debug, Clone, Copy)]
-struct Seen {
-    status: Option<u16>,
-    retry_after: Option<u64>,
-}
-
 pub async fn generate(http: &reqwest::Client, req: LlmRequest<'_>) -> Result<ScriptOut, AppError> {
     let s = req.settings;
-    let seen = Arc::new(Mutex::new(Seen::default()));
     let timeout = Duration::from_secs(u64::from(s.llm_timeout_secs));
-    let service = {
-        let http = http.clone();
-        let seen = seen.clone();
-        tower::service_fn(move |factory: HttpRequestFactory| {
-            let http = http.clone();
-            let seen = seen.clone();
-            async move {
-                let mut request = factory.build().await?;
-                *request.timeout_mut() = Some(timeout);
-                let response = http.execute(request).await.map_err(OpenAIError::Reqwest)?;
-                let retry_after = response
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok());
-                if let Ok(mut seen) = seen.lock() {
-                    *seen = Seen {
-                        status: Some(response.status().as_u16()),
-                        retry_after,
-                    };
-                }
-                Ok::<_, OpenAIError>(response)
-            }
-        })
-    };
-    let config = OpenAIConfig::new()
-        .with_api_base(s.llm_base_url.clone())
-        .with_api_key(req.api_key.to_owned());
-    let client = Client::build(http.clone(), config).with_http_service(service);
+    let (client, seen) = super::openai::client(http, &s.llm_base_url, req.api_key, timeout);
 
     let mut messages: Vec<ChatCompletionRequestMessage> = vec![
         ChatCompletionRequestSystemMessageArgs::default()
@@ -166,7 +126,7 @@ pub async fn generate(http: &reqwest::Client, req: LlmRequest<'_>) -> Result<Scr
             .build()
             .map_err(bad_args)?;
         let response = client.chat().create(request).await;
-        let seen_now = seen.lock().map(|g| *g).unwrap_or_default();
+        let seen_now = seen.get();
         let response = response.map_err(|e| map_error(e, seen_now, s, req.api_key))?;
         let Some(choice) = response.choices.into_iter().next() else {
             return Err(AppError::new(
@@ -280,7 +240,12 @@ pub fn clip(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
 
-fn map_error(err: OpenAIError, seen: Seen, s: &SettingsValues, key: &str) -> AppError {
+fn map_error(
+    err: OpenAIError,
+    seen: super::openai::Seen,
+    s: &SettingsValues,
+    key: &str,
+) -> AppError {
     let status = match &err {
         OpenAIError::ApiError(api) => Some(api.status_code.as_u16()),
         _ => seen.status.filter(|code| *code >= 400),

@@ -1,7 +1,8 @@
-//! Scene media made offline: a scene card (the scene's words over a palette, at the
-//! content's aspect ratio, drawn by ffmpeg with a DejaVu font) and narration by espeak-ng.
-//! Each result becomes an asset; the scene keeps its previous asset until the engine
-//! commits the new one.
+//! Scene media: pictures from an OpenAI-compatible Images API or a scene card made offline
+//! (the scene's words over a palette, at the content's aspect ratio, drawn by ffmpeg with a
+//! DejaVu font); narration from an OpenAI-compatible speech API or espeak-ng. Each result
+//! becomes an asset with its measured size or duration; the scene keeps its previous asset
+//! until the engine commits the new one.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,7 +13,9 @@ use tokio::process::Command;
 use super::db::now_ms;
 use super::engine::{ClaimedTask, Output, TaskError};
 use super::error::DbResultExt;
+use super::providers;
 use super::state::AppState;
+use crate::model::SettingsValues;
 
 const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf";
 const PALETTE: [&str; 6] = [
@@ -113,28 +116,54 @@ async fn run_tool(mut command: Command, stdin: Option<&str>, what: &str) -> Resu
 
 struct SceneInfo {
     narration: String,
+    visual_prompt: String,
     position: i64,
     aspect_ratio: String,
     language: String,
+    visual_style: String,
+    voice: String,
+}
+
+fn transient(message: String) -> TaskError {
+    TaskError::Transient {
+        message,
+        retry_after: None,
+    }
 }
 
 async fn scene_info(state: &AppState, task: &ClaimedTask) -> Result<SceneInfo, TaskError> {
-    let row: Option<(String, i64, String, String)> = sqlx::query_as(
-        "SELECT s.narration, s.position, c.aspect_ratio, c.language FROM scenes s JOIN contents c ON c.id = s.content_id \
-         WHERE s.id = $1",
+    let row: Option<(String, String, i64, String, String, String, String)> = sqlx::query_as(
+        "SELECT s.narration, s.visual_prompt, s.position, c.aspect_ratio, c.language, c.visual_style, c.voice \
+         FROM scenes s JOIN contents c ON c.id = s.content_id WHERE s.id = $1",
     )
     .bind(task.scene_id)
     .fetch_optional(state.pool())
     .await
-    .map_err(|e| TaskError::Transient { message: format!("database: {e}"), retry_after: None })?;
-    let (narration, position, aspect_ratio, language) =
+    .map_err(|e| transient(format!("database: {e}")))?;
+    let (narration, visual_prompt, position, aspect_ratio, language, visual_style, voice) =
         row.ok_or_else(|| TaskError::Permanent("the scene was deleted".into()))?;
     Ok(SceneInfo {
         narration,
+        visual_prompt,
         position,
         aspect_ratio,
         language,
+        visual_style,
+        voice,
     })
+}
+
+/// The settings and key an OpenAI-compatible call needs; a missing key fails the task
+/// with a message the creator can act on, not after five attempts.
+async fn provider_setup(state: &AppState) -> Result<(SettingsValues, String), TaskError> {
+    let settings = super::settings::values(state)
+        .await
+        .map_err(|e| transient(e.message))?;
+    let key = super::settings::llm_api_key(state)
+        .await
+        .map_err(|e| transient(e.message))?
+        .unwrap_or_default();
+    Ok((settings, key))
 }
 
 /// Where a task's output goes: unique per task and attempt, so two runs never share a file.
@@ -158,23 +187,25 @@ async fn prepare(state: &AppState, key: &str) -> Result<PathBuf, TaskError> {
     Ok(path)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a provider made, before it becomes an asset.
+struct Made<'a> {
+    kind: &'a str,
+    key: String,
+    path: PathBuf,
+    mime: &'a str,
+    duration_ms: Option<i64>,
+    size: Option<(u32, u32)>,
+    provider: String,
+}
+
 async fn record_asset(
     state: &AppState,
     task: &ClaimedTask,
-    kind: &str,
-    key: &str,
-    path: &Path,
-    mime: &str,
-    duration_ms: Option<i64>,
-    size: Option<(u32, u32)>,
+    made: Made<'_>,
 ) -> Result<Output, TaskError> {
-    let bytes = tokio::fs::metadata(path)
+    let bytes = tokio::fs::metadata(&made.path)
         .await
-        .map_err(|e| TaskError::Transient {
-            message: format!("reading the result: {e}"),
-            retry_after: None,
-        })?
+        .map_err(|e| transient(format!("reading the result: {e}")))?
         .len();
     let asset_id: i64 = sqlx::query_scalar(
         "INSERT INTO assets (content_id, scene_id, kind, storage_key, mime_type, bytes, duration_ms, width, height, provider, created_at) \
@@ -182,23 +213,52 @@ async fn record_asset(
     )
     .bind(task.content_id)
     .bind(task.scene_id)
-    .bind(kind)
-    .bind(key)
-    .bind(mime)
+    .bind(made.kind)
+    .bind(&made.key)
+    .bind(made.mime)
     .bind(bytes as i64)
-    .bind(duration_ms)
-    .bind(size.map(|s| i64::from(s.0)))
-    .bind(size.map(|s| i64::from(s.1)))
-    .bind(if kind == "image" { "builtin:scene-card" } else { "builtin:espeak-ng" })
+    .bind(made.duration_ms)
+    .bind(made.size.map(|s| i64::from(s.0)))
+    .bind(made.size.map(|s| i64::from(s.1)))
+    .bind(&made.provider)
     .bind(now_ms())
     .fetch_one(state.pool())
     .await
-    .map_err(|e| TaskError::Transient { message: format!("database: {e}"), retry_after: None })?;
+    .map_err(|e| transient(format!("database: {e}")))?;
     Ok(Output { asset_id })
 }
 
 pub async fn scene_image(state: &AppState, task: &ClaimedTask) -> Result<Output, TaskError> {
     let scene = scene_info(state, task).await?;
+    let (settings, api_key) = provider_setup(state).await?;
+    if settings.image_provider == "openai" {
+        let prompt = image_prompt(&scene);
+        let image =
+            providers::image(state, &settings, &api_key, &prompt, &scene.aspect_ratio).await?;
+        let key = output_key(task, image.ext);
+        let path = prepare(state, &key).await?;
+        tokio::fs::write(&path, &image.bytes)
+            .await
+            .map_err(|e| transient(format!("saving the image: {e}")))?;
+        let size = match image_size(&image.bytes) {
+            Some(size) => Some(size),
+            None => probe(&path).await?.size,
+        };
+        return record_asset(
+            state,
+            task,
+            Made {
+                kind: "image",
+                key,
+                path,
+                mime: image.mime,
+                duration_ms: None,
+                size,
+                provider: format!("openai:{}", settings.image_model),
+            },
+        )
+        .await;
+    }
     let (w, h) = dimensions(&scene.aspect_ratio);
     let font_size = w / 18;
     let chars_per_line = ((w as f32 * 0.8) / (font_size as f32 * 0.62)) as usize;
@@ -208,10 +268,7 @@ pub async fn scene_image(state: &AppState, task: &ClaimedTask) -> Result<Output,
     let text_path = path.with_extension("txt");
     tokio::fs::write(&text_path, wrap(&scene.narration, chars_per_line.max(10)))
         .await
-        .map_err(|e| TaskError::Transient {
-            message: format!("writing the card text: {e}"),
-            retry_after: None,
-        })?;
+        .map_err(|e| transient(format!("writing the card text: {e}")))?;
     let colour = PALETTE[scene.position.rem_euclid(PALETTE.len() as i64) as usize];
     let mut ffmpeg = Command::new("ffmpeg");
     ffmpeg.args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i"]).arg(format!("color=c={colour}:s={w}x{h}")).args([
@@ -233,18 +290,75 @@ pub async fn scene_image(state: &AppState, task: &ClaimedTask) -> Result<Output,
     record_asset(
         state,
         task,
-        "image",
-        &key,
-        &path,
-        "image/png",
-        None,
-        Some((w, h)),
+        Made {
+            kind: "image",
+            key,
+            path,
+            mime: "image/png",
+            duration_ms: None,
+            size: Some((w, h)),
+            provider: "builtin:scene-card".into(),
+        },
     )
     .await
 }
 
+fn image_prompt(scene: &SceneInfo) -> String {
+    let subject = if scene.visual_prompt.trim().is_empty() {
+        scene.narration.trim()
+    } else {
+        scene.visual_prompt.trim()
+    };
+    format!(
+        "{subject}. Visual style: {}. Aspect ratio {}. No text, captions or watermarks in the image.",
+        scene.visual_style.trim(),
+        scene.aspect_ratio
+    )
+}
+
 pub async fn scene_audio(state: &AppState, task: &ClaimedTask) -> Result<Output, TaskError> {
     let scene = scene_info(state, task).await?;
+    let (settings, api_key) = provider_setup(state).await?;
+    if settings.tts_provider == "openai" {
+        let bytes =
+            providers::speech(state, &settings, &api_key, &scene.narration, &scene.voice).await?;
+        // Asked for WAV; a server that ignores the format still gets measured, by ffprobe.
+        let (ext, mime) = if bytes.starts_with(b"RIFF") {
+            ("wav", "audio/wav")
+        } else if bytes.starts_with(b"OggS") {
+            ("ogg", "audio/ogg")
+        } else if bytes.starts_with(b"fLaC") {
+            ("flac", "audio/flac")
+        } else {
+            ("mp3", "audio/mpeg")
+        };
+        let key = output_key(task, ext);
+        let path = prepare(state, &key).await?;
+        tokio::fs::write(&path, &bytes)
+            .await
+            .map_err(|e| transient(format!("saving the narration: {e}")))?;
+        let duration = match wav_duration_ms(&bytes) {
+            Some(ms) => Some(ms),
+            None => probe(&path).await?.duration_ms,
+        }
+        .ok_or_else(|| {
+            TaskError::Permanent("the provider's audio has no measurable duration".into())
+        })?;
+        return record_asset(
+            state,
+            task,
+            Made {
+                kind: "audio",
+                key,
+                path,
+                mime,
+                duration_ms: Some(duration),
+                size: None,
+                provider: format!("openai:{}", settings.tts_model),
+            },
+        )
+        .await;
+    }
     let key = output_key(task, "wav");
     let path = prepare(state, &key).await?;
     let mut espeak = Command::new("espeak-ng");
@@ -255,23 +369,82 @@ pub async fn scene_audio(state: &AppState, task: &ClaimedTask) -> Result<Output,
     run_tool(espeak, Some(&scene.narration), "espeak-ng").await?;
     let bytes = tokio::fs::read(&path)
         .await
-        .map_err(|e| TaskError::Transient {
-            message: format!("reading the narration: {e}"),
-            retry_after: None,
-        })?;
+        .map_err(|e| transient(format!("reading the narration: {e}")))?;
     let duration = wav_duration_ms(&bytes)
         .ok_or_else(|| TaskError::Permanent("espeak-ng wrote an unreadable WAV file".into()))?;
     record_asset(
         state,
         task,
-        "audio",
-        &key,
-        &path,
-        "audio/wav",
-        Some(duration),
-        None,
+        Made {
+            kind: "audio",
+            key,
+            path,
+            mime: "audio/wav",
+            duration_ms: Some(duration),
+            size: None,
+            provider: "builtin:espeak-ng".into(),
+        },
     )
     .await
+}
+
+/// Width and height from a PNG's header (what the Images API returns by default).
+pub fn image_size(bytes: &[u8]) -> Option<(u32, u32)> {
+    if bytes.len() < 24 || &bytes[..8] != b"\x89PNG\r\n\x1a\n" || &bytes[12..16] != b"IHDR" {
+        return None;
+    }
+    let w = u32::from_be_bytes(bytes[16..20].try_into().ok()?);
+    let h = u32::from_be_bytes(bytes[20..24].try_into().ok()?);
+    Some((w, h))
+}
+
+#[derive(Default)]
+struct Probed {
+    size: Option<(u32, u32)>,
+    duration_ms: Option<i64>,
+}
+
+/// Measures a file whose header we do not parse ourselves (JPEG, WebP, MP3, ...).
+async fn probe(path: &Path) -> Result<Probed, TaskError> {
+    let mut ffprobe = Command::new("ffprobe");
+    ffprobe
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=width,height:format=duration",
+            "-of",
+            "default=noprint_wrappers=1",
+        ])
+        .arg(path)
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(TOOL_TIMEOUT, ffprobe.output())
+        .await
+        .map_err(|_| transient("ffprobe took too long".into()))?
+        .map_err(|e| TaskError::Permanent(format!("ffprobe could not run: {e}")))?;
+    if !output.status.success() {
+        return Err(TaskError::Permanent(
+            "the provider's file is not a readable image or audio file".into(),
+        ));
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+            .map(str::trim)
+            .filter(|v| *v != "N/A")
+    };
+    let size = match (
+        field("width").and_then(|v| v.parse().ok()),
+        field("height").and_then(|v| v.parse().ok()),
+    ) {
+        (Some(w), Some(h)) => Some((w, h)),
+        _ => None,
+    };
+    let duration_ms = field("duration")
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|secs| (secs * 1000.0).round() as i64);
+    Ok(Probed { size, duration_ms })
 }
 
 /// Duration of a PCM WAV file from its header: data bytes / byte rate.

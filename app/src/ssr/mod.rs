@@ -10,6 +10,8 @@ pub mod jobs;
 pub mod limits;
 pub mod llm;
 pub mod media;
+pub mod openai;
+pub mod providers;
 pub mod rest;
 pub mod script;
 pub mod security;

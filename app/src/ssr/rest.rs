@@ -93,7 +93,9 @@ pub fn api_routes() -> Vec<ApiRoute> {
         route(Method::PUT, "/api/contents/{id}", User, update_content),
         route(Method::DELETE, "/api/contents/{id}", User, delete_content),
         route(Method::POST, "/api/media/generate", User, generate_media),
+        route(Method::POST, "/api/media/batch", User, batch_media),
         route(Method::POST, "/api/tts/generate", User, generate_tts),
+        route(Method::POST, "/api/tts/batch", User, batch_tts),
         route(Method::GET, "/api/jobs", User, list_jobs),
         route(Method::GET, "/api/jobs/{id}", User, get_job),
         route(Method::POST, "/api/jobs/{id}/retry", User, retry_job),
@@ -306,16 +308,17 @@ async fn update_user(
     ok(users::update(&state, &admin, id_param(&id)?, req).await?)
 }
 
+fn accepted(job: JobView) -> (StatusCode, Json<Data<JobView>>) {
+    (StatusCode::ACCEPTED, Json(Data { data: job }))
+}
+
 async fn generate_media(
     State(state): State<AppState>,
     Actor(user): Actor,
     ApiJson(req): ApiJson<MediaRequest>,
 ) -> Result<(StatusCode, Json<Data<JobView>>), AppError> {
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(Data {
-            data: jobs::create(&state, &user, JobKind::Media, req).await?,
-        }),
+    Ok(accepted(
+        jobs::create(&state, &user, JobKind::Media, req).await?,
     ))
 }
 
@@ -324,33 +327,70 @@ async fn generate_tts(
     Actor(user): Actor,
     ApiJson(req): ApiJson<MediaRequest>,
 ) -> Result<(StatusCode, Json<Data<JobView>>), AppError> {
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(Data {
-            data: jobs::create(&state, &user, JobKind::Tts, req).await?,
-        }),
+    Ok(accepted(
+        jobs::create(&state, &user, JobKind::Tts, req).await?,
     ))
 }
 
+async fn batch_media(
+    State(state): State<AppState>,
+    Actor(user): Actor,
+    ApiJson(req): ApiJson<BatchRequest>,
+) -> Result<(StatusCode, Json<Data<JobView>>), AppError> {
+    Ok(accepted(
+        jobs::create_batch(&state, &user, JobKind::Media, req).await?,
+    ))
+}
+
+async fn batch_tts(
+    State(state): State<AppState>,
+    Actor(user): Actor,
+    ApiJson(req): ApiJson<BatchRequest>,
+) -> Result<(StatusCode, Json<Data<JobView>>), AppError> {
+    Ok(accepted(
+        jobs::create_batch(&state, &user, JobKind::Tts, req).await?,
+    ))
+}
+
+/// `?status=&kind=&content_id=&limit=`, each optional.
 async fn list_jobs(
     State(state): State<AppState>,
     Actor(user): Actor,
     ApiQuery(raw): ApiQuery<std::collections::HashMap<String, String>>,
 ) -> ApiResult<Vec<JobView>> {
-    let content_id = match raw
-        .get("content_id")
-        .map(|v| v.trim())
-        .filter(|v| !v.is_empty())
-    {
-        Some(v) => Some(id_param(v).map_err(|_| {
-            AppError::validation(
-                "content_id",
-                format!("content_id must be a positive integer (got {v:?})"),
-            )
-        })?),
-        None => None,
+    let param = |name: &str| raw.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let number = |name: &str, max: i64| -> Result<Option<i64>, AppError> {
+        match param(name) {
+            None => Ok(None),
+            Some(v) => v
+                .parse::<i64>()
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .map(Some)
+                .ok_or_else(|| {
+                    AppError::validation(
+                        name,
+                        format!("{name} must be an integer from 1 to {max} (got {v:?})"),
+                    )
+                }),
+        }
     };
-    ok(jobs::list(&state, &user, content_id).await?)
+    if let Some(unknown) = raw
+        .keys()
+        .find(|k| !["status", "kind", "content_id", "limit"].contains(&k.as_str()))
+    {
+        return Err(AppError::validation(
+            unknown,
+            format!("{unknown} is not a filter (use status, kind, content_id or limit)"),
+        ));
+    }
+    let filter = JobFilter {
+        status: param("status").map(str::to_owned),
+        kind: param("kind").map(str::to_owned),
+        content_id: number("content_id", i64::MAX)?,
+    };
+    let limit = number("limit", 500)?.unwrap_or(100);
+    ok(jobs::list(&state, &user, &filter, limit).await?)
 }
 
 async fn get_job(

@@ -33,6 +33,7 @@ pub const PAGES: &[(&str, Access)] = &[
     ("/setup", Access::Public),
     ("/", Access::User),
     ("/library", Access::User),
+    ("/jobs", Access::User),
     ("/contents/:id", Access::User),
     ("/tokens", Access::User),
     ("/settings", Access::Admin),

@@ -141,7 +141,55 @@ pub fn validate(v: SettingsValues) -> Result<SettingsValues, AppError> {
             1,
             10_000,
         )?,
+        image_provider: validate::one_of("values.image_provider", &v.image_provider, &PROVIDERS)?,
+        image_model: validate::text("values.image_model", &v.image_model, 1, short)?,
+        image_size: image_size("values.image_size", &v.image_size)?,
+        image_quality: validate::text("values.image_quality", &v.image_quality, 1, short)?,
+        image_concurrency: validate::range_u32(
+            "values.image_concurrency",
+            v.image_concurrency,
+            1,
+            64,
+        )?,
+        image_per_minute: validate::range_u32(
+            "values.image_per_minute",
+            v.image_per_minute,
+            0,
+            100_000,
+        )?,
+        tts_provider: validate::one_of("values.tts_provider", &v.tts_provider, &PROVIDERS)?,
+        tts_model: validate::text("values.tts_model", &v.tts_model, 1, short)?,
+        tts_speed: validate::range_f64("values.tts_speed", v.tts_speed, 0.25, 4.0)?,
+        tts_concurrency: validate::range_u32("values.tts_concurrency", v.tts_concurrency, 1, 64)?,
+        tts_per_minute: validate::range_u32("values.tts_per_minute", v.tts_per_minute, 0, 100_000)?,
+        media_timeout_secs: validate::range_u32(
+            "values.media_timeout_secs",
+            v.media_timeout_secs,
+            5,
+            900,
+        )?,
     })
+}
+
+const PROVIDERS: [&str; 2] = ["builtin", "openai"];
+
+/// `auto`, or `WxH` with both sides between 64 and 4096.
+fn image_size(field: &str, value: &str) -> Result<String, AppError> {
+    let value = value.trim();
+    if value == "auto" {
+        return Ok(value.to_owned());
+    }
+    let parsed = value
+        .split_once('x')
+        .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
+        .filter(|(w, h)| (64..=4096).contains(w) && (64..=4096).contains(h));
+    match parsed {
+        Some((w, h)) => Ok(format!("{w}x{h}")),
+        None => Err(AppError::validation(
+            field,
+            format!("{field} must be auto or WIDTHxHEIGHT, e.g. 1024x1536 (got {value:?})"),
+        )),
+    }
 }
 
 /// Applies the given fields over the current values. When the endpoint's origin changes

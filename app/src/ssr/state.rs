@@ -31,6 +31,15 @@ pub struct AppState {
     pub work: Arc<tokio::sync::Notify>,
     /// Names this process's claims (leases) on tasks.
     pub worker_id: Arc<str>,
+    pub timing: TaskTiming,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct TaskTiming {
+    /// How long a claim lasts without a heartbeat.
+    pub lease_ms: i64,
+    /// The first retry's delay without a `Retry-After`.
+    pub retry_base_ms: u64,
 }
 
 impl AppState {

@@ -132,6 +132,11 @@ async fn rest_sample(app: &TestApp, method: &Method, path: &str) -> (String, Opt
             Some(json!({ "content_id": fresh_content_of_a(app).await })),
             Owner::ContentOfA,
         ),
+        ("POST", "/api/media/batch") | ("POST", "/api/tts/batch") => (
+            path.into(),
+            Some(json!({ "content_ids": [fresh_content_of_a(app).await] })),
+            Owner::ContentOfA,
+        ),
         ("GET", "/api/jobs") => (path.into(), None, Owner::None),
         ("GET", "/api/jobs/{id}") | ("POST", "/api/jobs/{id}/cancel") => (
             path.replace("{id}", &job_of_a(app).await.to_string()),
@@ -276,6 +281,7 @@ async fn server_functions_follow_their_rules(db: Db) {
                     json!({ "kind": "media", "req": { "content_id": fresh_content_of_a(&app).await } }),
                     Owner::ContentOfA,
                 ),
+                "list_jobs" => (json!({ "filter": {} }), Owner::None),
                 "content_jobs" => (
                     json!({ "content_id": fresh_content_of_a(&app).await }),
                     Owner::ContentOfA,

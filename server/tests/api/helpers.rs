@@ -153,7 +153,10 @@ pub fn test_config(database_url: &str, data_dir: &std::path::Path) -> Config {
         ),
         // Rate limits count in 2-second windows, so tests can watch them recover.
         ("CREVID_RATE_WINDOW_SECS".to_owned(), "2".to_owned()),
-        // Tests run background tasks on purpose, with `TestApp::drain`.
+        // A crashed worker's tasks are due again after 1.5 s; retries start at 20 ms.
+        ("CREVID_TASK_LEASE_MS".to_owned(), "1500".to_owned()),
+        ("CREVID_RETRY_BASE_MS".to_owned(), "20".to_owned()),
+        // Tests run background tasks on purpose, with `TestApp::drain` or `start_workers`.
         ("CREVID_EMBEDDED_WORKERS".to_owned(), "false".to_owned()),
     ];
     Config::load(&move |key| vars.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()))

@@ -8,6 +8,11 @@ use serde_json::json;
 use crate::both_databases;
 use crate::helpers::{Db, TestApp, Who};
 
+const UNLIMITED: app::ssr::engine::KindLimits = app::ssr::engine::KindLimits {
+    concurrency: 64,
+    per_window: 0,
+};
+
 both_databases!(
     twenty_scenes_get_images_and_narration,
     bad_job_requests_name_the_problem,
@@ -323,16 +328,16 @@ async fn expired_leases_are_recovered_and_lost_leases_record_nothing(db: Db) {
         .await
         .unwrap();
     // This worker claims both: the dead worker's task is due again, on its second attempt.
-    let one = app::ssr::engine::claim(&app.state, app::ssr::jobs::SCENE_IMAGE)
+    let one = app::ssr::engine::claim(&app.state, app::ssr::jobs::SCENE_IMAGE, UNLIMITED)
         .await
         .unwrap()
         .unwrap();
-    let two = app::ssr::engine::claim(&app.state, app::ssr::jobs::SCENE_IMAGE)
+    let two = app::ssr::engine::claim(&app.state, app::ssr::jobs::SCENE_IMAGE, UNLIMITED)
         .await
         .unwrap()
         .unwrap();
     assert!(
-        app::ssr::engine::claim(&app.state, app::ssr::jobs::SCENE_IMAGE)
+        app::ssr::engine::claim(&app.state, app::ssr::jobs::SCENE_IMAGE, UNLIMITED)
             .await
             .unwrap()
             .is_none()

@@ -25,6 +25,7 @@ async fn both_dialects_have_the_same_tables_and_columns() {
             "scenes",
             "sessions",
             "settings",
+            "task_starts",
             "tasks",
             "users"
         ]
