@@ -1,19 +1,58 @@
-//! A local OpenAI-compatible server for tests, browser tests and benchmarks: chat
-//! completions that return a valid video script, `/models`, and switchable faults
-//! (bad key, 429 with `Retry-After`, 5xx, slow answers, refusals, malformed output).
-//! It counts requests, and requests in flight.
+//! A local OpenAI-compatible server for tests, browser tests and benchmarks:
+//!
+//! - chat completions that return a valid video script, `/models`, and switchable faults
+//!   ([`Behaviour`]: bad key, 429 with `Retry-After`, 5xx, refusals, malformed output);
+//! - image generations (`/v1/images/generations`) answering real PNGs of the requested
+//!   size, as base64 or as a URL under `/files/`;
+//! - speech (`/v1/audio/speech`) answering a real WAV whose length follows the input,
+//!   whatever `response_format` asks for;
+//! - per-endpoint latency, applied before every image and speech answer, errors included;
+//! - seeded, reproducible fault injection for images and speech ([`Faults`]);
+//! - counters per [`Endpoint`]: requests, successes, in flight, and the busiest window;
+//! - a control API under `/_fake/` so other processes can configure it and read counters.
+//!
+//! # Control API
+//!
+//! It needs no key and is not counted.
+//!
+//! - `POST /_fake/config` with any of `{"chat_latency_ms", "image_latency_ms",
+//!   "speech_latency_ms", "faults": {"rate_limited", "retry_after_secs", "server_error",
+//!   "timeout", "hang_ms", "permanent_marker", "seed"}}`. Missing fields stay as they are;
+//!   `"permanent_marker": null` clears the marker. Answers the whole configuration, as
+//!   `GET /_fake/config` does.
+//! - `GET /_fake/stats[?window_ms=N]`: `{"total"|"chat"|"images"|"speech": {"requests",
+//!   "successes", "in_flight", "max_in_flight"[, "max_in_window"]}}`.
+//! - `POST /_fake/reset`: clears the counters ([`FakeOpenAi::reset_counts`]) and answers
+//!   the (cleared) stats. The configuration stays.
 
+mod media;
+
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use base64::Engine as _;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
+
+pub use media::{prompt_colour, solid_png, speech_duration, tone_wav, SPEECH_SAMPLE_RATE};
+
+/// The largest image side the fake makes; bigger sizes are rejected, not shrunk, since
+/// callers rely on getting exactly the size they asked for.
+pub const MAX_IMAGE_SIDE: u32 = 4096;
+/// OpenAI's limit on the speech input, which also bounds the WAV the fake has to build.
+pub const MAX_SPEECH_INPUT_CHARS: usize = 4096;
+const MAX_IMAGES_PER_REQUEST: u32 = 10;
 
 /// What the next chat completions answer with.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,16 +73,204 @@ pub enum Behaviour {
     UnknownModel,
 }
 
-#[derive(Debug)]
-struct Inner {
-    behaviour: Mutex<Behaviour>,
-    latency: Mutex<Duration>,
-    api_key: Mutex<Option<String>>,
+/// The APIs the fake counts separately. `/v1/models` only counts in the totals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    Chat,
+    Images,
+    Speech,
+}
+
+impl Endpoint {
+    pub const ALL: [Endpoint; 3] = [Endpoint::Chat, Endpoint::Images, Endpoint::Speech];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Faults injected into image and speech requests (chat has [`Behaviour`]).
+///
+/// Each request that would otherwise succeed takes the next draw of a splitmix64 sequence
+/// seeded with `seed`, one sequence per endpoint, restarted by [`FakeOpenAi::set_faults`]
+/// and [`FakeOpenAi::reset_counts`]: the same seed and the same requests give the same
+/// faults. A draw below `rate_limited` answers 429; below `rate_limited + server_error`,
+/// 500; below `rate_limited + server_error + timeout`, a hang; shares beyond a total of 1
+/// never happen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Faults {
+    /// Share of 429 `rate_limit_exceeded` answers.
+    pub rate_limited: f64,
+    /// The `Retry-After` header of the 429s.
+    pub retry_after_secs: u64,
+    /// Share of 500 `server_error` answers.
+    pub server_error: f64,
+    /// Share of requests that wait `hang`, then get a 504: the client should give up first.
+    pub timeout: f64,
+    pub hang: Duration,
+    /// A prompt or input containing it is always refused (400 `content_policy_violation`),
+    /// whatever the draw: a permanent error a client must not retry. Empty matches nothing.
+    pub permanent_marker: Option<String>,
+    pub seed: u64,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self {
+            rate_limited: 0.0,
+            retry_after_secs: 0,
+            server_error: 0.0,
+            timeout: 0.0,
+            hang: Duration::from_secs(30),
+            permanent_marker: None,
+            seed: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    RateLimited,
+    ServerError,
+    Timeout,
+}
+
+impl Faults {
+    fn draw(&self, index: u64) -> Option<Fault> {
+        // The index-th output of a splitmix64 generator seeded with `seed`.
+        const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut z = self
+            .seed
+            .wrapping_add(index.wrapping_add(1).wrapping_mul(GAMMA));
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        // The top 53 bits, as a uniform float in [0, 1).
+        let x = (z >> 11) as f64 / (1u64 << 53) as f64;
+        let mut bound = self.rate_limited;
+        if x < bound {
+            return Some(Fault::RateLimited);
+        }
+        bound += self.server_error;
+        if x < bound {
+            return Some(Fault::ServerError);
+        }
+        bound += self.timeout;
+        (x < bound).then_some(Fault::Timeout)
+    }
+
+    fn refuses(&self, text: &str) -> bool {
+        self.permanent_marker
+            .as_deref()
+            .is_some_and(|marker| !marker.is_empty() && text.contains(marker))
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Settings {
+    api_key: Option<String>,
+    chat_latency: Duration,
+    image_latency: Duration,
+    speech_latency: Duration,
+    faults: Faults,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
     requests: AtomicUsize,
+    successes: AtomicUsize,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    /// Arrival instants, in order: they are taken while holding the lock.
+    starts: Mutex<Vec<Instant>>,
+    fault_draws: AtomicU64,
+    /// Told of every arrival, for tests that act after the n-th request.
+    arrived: tokio::sync::Notify,
+    /// The prompt or input of every request answered with success.
+    answered: Mutex<Vec<String>>,
+}
+
+impl Counters {
+    fn enter(&self) {
+        lock(&self.starts).push(Instant::now());
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        self.arrived.notify_waiters();
+    }
+
+    fn reset(&self) {
+        lock(&self.starts).clear();
+        lock(&self.answered).clear();
+        self.requests.store(0, Ordering::SeqCst);
+        self.successes.store(0, Ordering::SeqCst);
+        // Requests still in flight will leave; the maximum must not drop below them.
+        self.max_in_flight
+            .store(self.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
+        self.fault_draws.store(0, Ordering::SeqCst);
+    }
+
+    fn view(&self, window: Option<Duration>) -> CountersView {
+        CountersView {
+            requests: self.requests.load(Ordering::SeqCst),
+            successes: self.successes.load(Ordering::SeqCst),
+            in_flight: self.in_flight.load(Ordering::SeqCst),
+            max_in_flight: self.max_in_flight.load(Ordering::SeqCst),
+            max_in_window: window.map(|w| busiest_window(&lock(&self.starts), w)),
+        }
+    }
+}
+
+/// The most instants of the sorted `starts` inside any half-open window `[t, t + window)`.
+fn busiest_window(starts: &[Instant], window: Duration) -> usize {
+    if window.is_zero() {
+        return 0;
+    }
+    let mut first = 0;
+    let mut best = 0;
+    for (last, &t) in starts.iter().enumerate() {
+        while t.duration_since(starts[first]) >= window {
+            first += 1;
+        }
+        best = best.max(last + 1 - first);
+    }
+    best
+}
+
+#[derive(Debug)]
+struct Inner {
+    addr: SocketAddr,
+    settings: Mutex<Settings>,
+    behaviour: Mutex<Behaviour>,
     malformed_sent: AtomicUsize,
     last_body: Mutex<Option<Value>>,
+    total: Counters,
+    endpoints: [Counters; 3],
+    /// Images answered by URL, by file name.
+    files: Mutex<HashMap<String, Bytes>>,
+    next_file: AtomicU64,
+}
+
+impl Inner {
+    fn counters(&self, endpoint: Endpoint) -> &Counters {
+        &self.endpoints[endpoint.index()]
+    }
+
+    fn settings(&self) -> Settings {
+        lock(&self.settings).clone()
+    }
+
+    fn reset_counts(&self) {
+        self.total.reset();
+        for counters in &self.endpoints {
+            counters.reset();
+        }
+    }
+}
+
+/// A poisoned lock only means another test thread panicked; the data is still usable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[derive(Clone, Debug)]
@@ -59,24 +286,31 @@ impl FakeOpenAi {
     }
 
     pub async fn start_on(addr: SocketAddr) -> Self {
-        let inner = Arc::new(Inner {
-            behaviour: Mutex::new(Behaviour::Script),
-            latency: Mutex::new(Duration::ZERO),
-            api_key: Mutex::new(None),
-            requests: AtomicUsize::new(0),
-            in_flight: AtomicUsize::new(0),
-            max_in_flight: AtomicUsize::new(0),
-            malformed_sent: AtomicUsize::new(0),
-            last_body: Mutex::new(None),
-        });
-        let app = Router::new()
-            .route("/v1/chat/completions", post(chat))
-            .route("/v1/models", get(models))
-            .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .expect("bind fake OpenAI server");
         let addr = listener.local_addr().expect("local address");
+        let inner = Arc::new(Inner {
+            addr,
+            settings: Mutex::default(),
+            behaviour: Mutex::new(Behaviour::Script),
+            malformed_sent: AtomicUsize::new(0),
+            last_body: Mutex::new(None),
+            total: Counters::default(),
+            endpoints: Default::default(),
+            files: Mutex::default(),
+            next_file: AtomicU64::new(1),
+        });
+        let app = Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .route("/v1/models", get(models))
+            .route("/v1/images/generations", post(images))
+            .route("/v1/audio/speech", post(speech))
+            .route("/files/{name}", get(file))
+            .route("/_fake/config", get(config_view).post(config_update))
+            .route("/_fake/stats", get(stats))
+            .route("/_fake/reset", post(reset))
+            .with_state(inner.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -88,67 +322,279 @@ impl FakeOpenAi {
         format!("http://{}/v1", self.addr)
     }
 
+    /// Where the control API lives: `<control_url>/config`, `/stats`, `/reset`.
+    pub fn control_url(&self) -> String {
+        format!("http://{}/_fake", self.addr)
+    }
+
     pub fn set_behaviour(&self, behaviour: Behaviour) {
         self.inner.malformed_sent.store(0, Ordering::SeqCst);
-        *self.inner.behaviour.lock().expect("lock") = behaviour;
+        *lock(&self.inner.behaviour) = behaviour;
     }
 
+    /// Delay before each chat answer.
     pub fn set_latency(&self, latency: Duration) {
-        *self.inner.latency.lock().expect("lock") = latency;
+        lock(&self.inner.settings).chat_latency = latency;
     }
 
-    /// When set, any other bearer token gets a 401.
+    /// Delay before each image answer, whatever the answer is.
+    pub fn set_image_latency(&self, latency: Duration) {
+        lock(&self.inner.settings).image_latency = latency;
+    }
+
+    /// Delay before each speech answer, whatever the answer is.
+    pub fn set_speech_latency(&self, latency: Duration) {
+        lock(&self.inner.settings).speech_latency = latency;
+    }
+
+    /// Replaces the faults of image and speech requests and restarts their draws.
+    pub fn set_faults(&self, faults: Faults) {
+        lock(&self.inner.settings).faults = faults;
+        for endpoint in [Endpoint::Images, Endpoint::Speech] {
+            self.inner
+                .counters(endpoint)
+                .fault_draws
+                .store(0, Ordering::SeqCst);
+        }
+    }
+
+    pub fn faults(&self) -> Faults {
+        self.inner.settings().faults
+    }
+
+    /// When set, any other bearer token gets a 401, on every endpoint.
     pub fn require_key(&self, key: &str) {
-        *self.inner.api_key.lock().expect("lock") = Some(key.to_owned());
+        lock(&self.inner.settings).api_key = Some(key.to_owned());
     }
 
+    /// Requests to all endpoints, `/v1/models` included.
     pub fn requests(&self) -> usize {
-        self.inner.requests.load(Ordering::SeqCst)
+        self.inner.total.requests.load(Ordering::SeqCst)
     }
 
+    /// The most requests in flight at once, across all endpoints.
     pub fn max_in_flight(&self) -> usize {
-        self.inner.max_in_flight.load(Ordering::SeqCst)
+        self.inner.total.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Requests to `endpoint`, whatever they were answered.
+    pub fn requests_to(&self, endpoint: Endpoint) -> usize {
+        self.inner
+            .counters(endpoint)
+            .requests
+            .load(Ordering::SeqCst)
+    }
+
+    pub fn in_flight_to(&self, endpoint: Endpoint) -> usize {
+        self.inner
+            .counters(endpoint)
+            .in_flight
+            .load(Ordering::SeqCst)
+    }
+
+    pub fn max_in_flight_to(&self, endpoint: Endpoint) -> usize {
+        self.inner
+            .counters(endpoint)
+            .max_in_flight
+            .load(Ordering::SeqCst)
+    }
+
+    /// Requests to `endpoint` answered with a 2xx.
+    pub fn successes_to(&self, endpoint: Endpoint) -> usize {
+        self.inner
+            .counters(endpoint)
+            .successes
+            .load(Ordering::SeqCst)
+    }
+
+    /// The most requests to `endpoint` that arrived within any `window` (half-open, so
+    /// arrivals exactly `window` apart are in different windows), faulted ones included.
+    /// For checking a client's own rate limiting.
+    pub fn max_in_window(&self, endpoint: Endpoint, window: Duration) -> usize {
+        busiest_window(&lock(&self.inner.counters(endpoint).starts), window)
+    }
+
+    /// Clears every counter and recorded arrival, and restarts the fault draws. Requests
+    /// in flight stay counted as in flight.
+    /// Resolves once `endpoint` has received at least `n` requests (counted since the
+    /// last reset), without polling.
+    pub async fn wait_for_requests(&self, endpoint: Endpoint, n: usize) {
+        let counters = self.inner.counters(endpoint);
+        loop {
+            let arrived = counters.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            if counters.requests.load(Ordering::SeqCst) >= n {
+                return;
+            }
+            arrived.await;
+        }
+    }
+
+    /// The prompt (images) or input (speech) of every successful answer, in order.
+    pub fn answered(&self, endpoint: Endpoint) -> Vec<String> {
+        lock(&self.inner.counters(endpoint).answered).clone()
+    }
+
+    pub fn reset_counts(&self) {
+        self.inner.reset_counts();
     }
 
     /// The last chat request body, to check what CREVID sent.
     pub fn last_request(&self) -> Option<Value> {
-        self.inner.last_body.lock().expect("lock").clone()
+        lock(&self.inner.last_body).clone()
     }
 }
 
-struct InFlight(Arc<Inner>);
+/// Counts a request while it lives; [`InFlight::finish`] counts its success.
+struct InFlight {
+    inner: Arc<Inner>,
+    endpoint: Option<Endpoint>,
+}
 
 impl InFlight {
-    fn enter(inner: &Arc<Inner>) -> Self {
-        inner.requests.fetch_add(1, Ordering::SeqCst);
-        let now = inner.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        inner.max_in_flight.fetch_max(now, Ordering::SeqCst);
-        InFlight(inner.clone())
+    fn enter(inner: &Arc<Inner>, endpoint: Option<Endpoint>) -> Self {
+        inner.total.enter();
+        if let Some(endpoint) = endpoint {
+            inner.counters(endpoint).enter();
+        }
+        InFlight {
+            inner: inner.clone(),
+            endpoint,
+        }
+    }
+
+    fn finish(self, response: Response) -> Response {
+        if response.status().is_success() {
+            self.inner.total.successes.fetch_add(1, Ordering::SeqCst);
+            if let Some(endpoint) = self.endpoint {
+                self.inner
+                    .counters(endpoint)
+                    .successes
+                    .fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        response
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.inner.total.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if let Some(endpoint) = self.endpoint {
+            self.inner
+                .counters(endpoint)
+                .in_flight
+                .fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 
-fn error(status: StatusCode, kind: &str, code: &str, message: &str) -> Response {
-    (
-        status,
-        Json(json!({ "error": { "message": message, "type": kind, "param": null, "code": code } })),
-    )
-        .into_response()
+/// An error answer in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    code: &'static str,
+    param: Option<String>,
+    message: String,
+    retry_after: Option<u64>,
 }
 
-fn authorised(inner: &Inner, headers: &HeaderMap) -> Result<(), Response> {
-    let Some(expected) = inner.api_key.lock().expect("lock").clone() else {
+impl ApiError {
+    fn new(
+        status: StatusCode,
+        kind: &'static str,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            kind,
+            code,
+            param: None,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    fn on(mut self, param: &str) -> Self {
+        self.param = Some(param.to_owned());
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": {
+            "message": self.message, "type": self.kind, "param": self.param, "code": self.code,
+        }});
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+fn invalid_request(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_request_error",
+        code,
+        message,
+    )
+}
+
+fn invalid_param(param: &str, message: impl Into<String>) -> ApiError {
+    invalid_request("invalid_value", message).on(param)
+}
+
+fn rate_limited(message: impl Into<String>, retry_after: u64) -> ApiError {
+    ApiError {
+        retry_after: Some(retry_after),
+        ..ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "requests",
+            "rate_limit_exceeded",
+            message,
+        )
+    }
+}
+
+fn server_error() -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "server_error",
+        "server_error",
+        "The server had an error",
+    )
+}
+
+/// Request bodies are parsed by hand so that bad JSON gets OpenAI's 400, not axum's text.
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        invalid_request(
+            "invalid_json",
+            format!("We could not parse the JSON body of your request: {e}."),
+        )
+    })
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+fn authorised(inner: &Inner, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(expected) = inner.settings().api_key else {
         return Ok(());
     };
-    let given = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let given = bearer(headers);
     if given == Some(expected.as_str()) {
         Ok(())
     } else {
@@ -156,7 +602,7 @@ fn authorised(inner: &Inner, headers: &HeaderMap) -> Result<(), Response> {
     }
 }
 
-fn invalid_key(given: &str) -> Response {
+fn invalid_key(given: &str) -> ApiError {
     // Like OpenAI: the message repeats the start and end of the key it got.
     let shown: String = given
         .chars()
@@ -172,108 +618,90 @@ fn invalid_key(given: &str) -> Response {
                 .rev(),
         )
         .collect();
-    error(
+    ApiError::new(
         StatusCode::UNAUTHORIZED,
         "invalid_request_error",
         "invalid_api_key",
-        &format!("Incorrect API key provided: {shown}."),
+        format!("Incorrect API key provided: {shown}."),
     )
 }
 
-async fn models(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
-    let _guard = InFlight::enter(&inner);
-    if let Err(r) = authorised(&inner, &headers) {
-        return r;
+async fn sleep(duration: Duration) {
+    if !duration.is_zero() {
+        tokio::time::sleep(duration).await;
     }
-    if *inner.behaviour.lock().expect("lock") == Behaviour::InvalidKey {
-        return invalid_key("");
-    }
-    Json(json!({ "object": "list", "data": [
-        { "id": "fake-script-model", "object": "model", "created": 0, "owned_by": "crevid-testkit" },
-        { "id": "gpt-4o-mini", "object": "model", "created": 0, "owned_by": "crevid-testkit" }
-    ]}))
-    .into_response()
 }
 
-async fn chat(
-    State(inner): State<Arc<Inner>>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
-    let _guard = InFlight::enter(&inner);
-    *inner.last_body.lock().expect("lock") = Some(body.clone());
-    if let Err(r) = authorised(&inner, &headers) {
-        return r;
-    }
-    let latency = *inner.latency.lock().expect("lock");
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
-    let behaviour = inner.behaviour.lock().expect("lock").clone();
+async fn models(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
+    let guard = InFlight::enter(&inner, None);
+    let response = (|| {
+        authorised(&inner, &headers)?;
+        if *lock(&inner.behaviour) == Behaviour::InvalidKey {
+            return Err(invalid_key(""));
+        }
+        Ok(Json(json!({ "object": "list", "data": [
+            { "id": "fake-script-model", "object": "model", "created": 0, "owned_by": "crevid-testkit" },
+            { "id": "gpt-4o-mini", "object": "model", "created": 0, "owned_by": "crevid-testkit" }
+        ]}))
+        .into_response())
+    })();
+    guard.finish(response.into_response())
+}
+
+async fn chat(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
+    let guard = InFlight::enter(&inner, Some(Endpoint::Chat));
+    let response = chat_answer(&inner, &headers, &body).await;
+    guard.finish(response.into_response())
+}
+
+async fn chat_answer(
+    inner: &Inner,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let body: Value = parse(body)?;
+    *lock(&inner.last_body) = Some(body.clone());
+    authorised(inner, headers)?;
+    sleep(inner.settings().chat_latency).await;
+    let behaviour = lock(&inner.behaviour).clone();
     let model = body
         .get("model")
         .and_then(Value::as_str)
         .unwrap_or("fake")
         .to_owned();
     match behaviour {
-        Behaviour::InvalidKey => {
-            let given = headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or_default();
-            invalid_key(given)
-        }
+        Behaviour::InvalidKey => Err(invalid_key(bearer(headers).unwrap_or_default())),
         Behaviour::RateLimited { retry_after } => {
-            let mut r = error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "requests",
-                "rate_limit_exceeded",
-                "Rate limit reached for requests",
-            );
-            r.headers_mut().insert(
-                "retry-after",
-                retry_after.to_string().parse().expect("header value"),
-            );
-            r
+            Err(rate_limited("Rate limit reached for requests", retry_after))
         }
-        Behaviour::ServerError => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            "server_error",
-            "The server had an error",
-        ),
+        Behaviour::ServerError => Err(server_error()),
         Behaviour::UnknownModel => {
             // Some providers quote the key they were given; CREVID must scrub it.
-            let given = headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or_default();
-            error(
+            let given = bearer(headers).unwrap_or_default();
+            Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "invalid_request_error",
                 "model_not_found",
-                &format!("The model `{model}` does not exist or key {given} has no access to it."),
-            )
+                format!("The model `{model}` does not exist or key {given} has no access to it."),
+            ))
         }
-        Behaviour::Refusal => completion(
+        Behaviour::Refusal => Ok(completion(
             &model,
             Value::Null,
             json!("I can't help with that request."),
-        ),
+        )),
         Behaviour::Malformed { times }
             if inner.malformed_sent.fetch_add(1, Ordering::SeqCst) < times =>
         {
-            completion(
+            Ok(completion(
                 &model,
                 json!("Sure! Here is your script: title = maybe"),
                 Value::Null,
-            )
+            ))
         }
         Behaviour::Malformed { .. } | Behaviour::Script => {
             let script = script_for(&body);
-            completion(&model, json!(script.to_string()), Value::Null)
+            Ok(completion(&model, json!(script.to_string()), Value::Null))
         }
     }
 }
@@ -333,4 +761,509 @@ pub fn script_for(body: &Value) -> Value {
         "description": format!("A short video about {topic}."),
         "hashtags": ["crevid", "shorts"],
     })
+}
+
+/// A non-empty text field, or OpenAI's 400 naming it.
+fn required_text(value: Option<String>, param: &str) -> Result<String, ApiError> {
+    let value = value.ok_or_else(|| {
+        invalid_request(
+            "missing_required_parameter",
+            format!("Missing required parameter: '{param}'."),
+        )
+        .on(param)
+    })?;
+    if value.trim().is_empty() {
+        return Err(invalid_request(
+            "empty_string",
+            format!("Invalid '{param}': empty string. Expected a non-empty string."),
+        )
+        .on(param));
+    }
+    Ok(value)
+}
+
+/// The permanent refusal, then the drawn fault if any. Runs only for requests that would
+/// otherwise succeed, so invalid requests do not shift the fault sequence.
+async fn inject_faults(
+    inner: &Inner,
+    endpoint: Endpoint,
+    faults: &Faults,
+    text: &str,
+    model: &str,
+) -> Result<(), ApiError> {
+    if faults.refuses(text) {
+        return Err(invalid_request(
+            "content_policy_violation",
+            "Your request was rejected as a result of our safety system.",
+        ));
+    }
+    let index = inner
+        .counters(endpoint)
+        .fault_draws
+        .fetch_add(1, Ordering::SeqCst);
+    match faults.draw(index) {
+        None => Ok(()),
+        Some(Fault::RateLimited) => {
+            let secs = faults.retry_after_secs;
+            Err(rate_limited(
+                format!("Rate limit reached for {model} on requests per min (RPM). Please try again in {secs}s."),
+                secs,
+            ))
+        }
+        Some(Fault::ServerError) => Err(server_error()),
+        Some(Fault::Timeout) => {
+            sleep(faults.hang).await;
+            Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "server_error",
+                "timeout",
+                "Request timed out.",
+            ))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ImageRequest {
+    model: Option<String>,
+    prompt: Option<String>,
+    n: Option<u32>,
+    size: Option<String>,
+    response_format: Option<String>,
+    // `quality`, `style` and the rest are accepted and ignored.
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum ImageFormat {
+    Base64,
+    Url,
+}
+
+async fn images(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
+    let guard = InFlight::enter(&inner, Some(Endpoint::Images));
+    let response = images_answer(&inner, &headers, &body).await;
+    guard.finish(response.into_response())
+}
+
+async fn images_answer(
+    inner: &Inner,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let settings = inner.settings();
+    sleep(settings.image_latency).await;
+    authorised(inner, headers)?;
+    let request: ImageRequest = parse(body)?;
+    let prompt = required_text(request.prompt, "prompt")?;
+    let n = request.n.unwrap_or(1);
+    if !(1..=MAX_IMAGES_PER_REQUEST).contains(&n) {
+        return Err(invalid_param(
+            "n",
+            format!("Invalid 'n': {n}. Expected 1 to {MAX_IMAGES_PER_REQUEST} images."),
+        ));
+    }
+    let (width, height) = image_size(request.size.as_deref().unwrap_or("auto"))?;
+    let format = match request.response_format.as_deref() {
+        None | Some("b64_json") => ImageFormat::Base64,
+        Some("url") => ImageFormat::Url,
+        Some(other) => {
+            return Err(invalid_param(
+                "response_format",
+                format!("Invalid 'response_format': '{other}'. Expected 'b64_json' or 'url'."),
+            ))
+        }
+    };
+    let model = request.model.as_deref().unwrap_or("gpt-image-1");
+    inject_faults(inner, Endpoint::Images, &settings.faults, &prompt, model).await?;
+
+    let rgb = prompt_colour(&prompt);
+    // Deflating a large image takes a while in test builds; keep it off the runtime.
+    let png = tokio::task::spawn_blocking(move || solid_png(width, height, rgb))
+        .await
+        .map(Bytes::from)
+        .map_err(|_| server_error())?;
+    let data: Vec<Value> = (0..n)
+        .map(|_| match format {
+            ImageFormat::Base64 => json!({
+                "b64_json": base64::engine::general_purpose::STANDARD.encode(&png),
+                "revised_prompt": null,
+            }),
+            ImageFormat::Url => {
+                let id = inner.next_file.fetch_add(1, Ordering::SeqCst);
+                let name = format!("img-{id}.png");
+                let url = format!("http://{}/files/{name}", inner.addr);
+                lock(&inner.files).insert(name, png.clone());
+                json!({ "url": url, "revised_prompt": null })
+            }
+        })
+        .collect();
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    lock(&inner.counters(Endpoint::Images).answered).push(prompt);
+    Ok(Json(json!({ "created": created, "data": data })).into_response())
+}
+
+/// `"WxH"` with each side 1 to [`MAX_IMAGE_SIDE`], or `"auto"` (1024x1024).
+fn image_size(size: &str) -> Result<(u32, u32), ApiError> {
+    if size == "auto" {
+        return Ok((1024, 1024));
+    }
+    let side = |s: &str| {
+        Some(s)
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse::<u32>().ok())
+            .filter(|v| (1..=MAX_IMAGE_SIDE).contains(v))
+    };
+    size.split_once('x')
+        .and_then(|(w, h)| Some((side(w)?, side(h)?)))
+        .ok_or_else(|| {
+            invalid_param(
+                "size",
+                format!(
+                    "Invalid 'size': '{size}'. Expected 'auto' or 'WIDTHxHEIGHT', each side 1 to {MAX_IMAGE_SIDE}."
+                ),
+            )
+        })
+}
+
+#[derive(Deserialize)]
+struct SpeechRequest {
+    model: Option<String>,
+    input: Option<String>,
+    speed: Option<f64>,
+    // `voice` (any is accepted) and `response_format` (the answer is always WAV) are
+    // ignored.
+}
+
+async fn speech(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
+    let guard = InFlight::enter(&inner, Some(Endpoint::Speech));
+    let response = speech_answer(&inner, &headers, &body).await;
+    guard.finish(response.into_response())
+}
+
+/// Always a WAV, whatever `response_format` asks for: callers decode by content, and a
+/// real MP3 encoder would be a heavy dependency for a fake.
+async fn speech_answer(
+    inner: &Inner,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let settings = inner.settings();
+    sleep(settings.speech_latency).await;
+    authorised(inner, headers)?;
+    let request: SpeechRequest = parse(body)?;
+    let input = required_text(request.input, "input")?;
+    if input.chars().count() > MAX_SPEECH_INPUT_CHARS {
+        return Err(invalid_param(
+            "input",
+            format!("Invalid 'input': longer than {MAX_SPEECH_INPUT_CHARS} characters."),
+        ));
+    }
+    let speed = request.speed.unwrap_or(1.0);
+    if !(0.25..=4.0).contains(&speed) {
+        return Err(invalid_param(
+            "speed",
+            format!("Invalid 'speed': {speed}. Expected 0.25 to 4.0."),
+        ));
+    }
+    let model = request.model.as_deref().unwrap_or("tts-1");
+    inject_faults(inner, Endpoint::Speech, &settings.faults, &input, model).await?;
+
+    let duration = speech_duration(&input, speed);
+    let wav = tokio::task::spawn_blocking(move || tone_wav(duration))
+        .await
+        .map_err(|_| server_error())?;
+    lock(&inner.counters(Endpoint::Speech).answered).push(input);
+    Ok(([(header::CONTENT_TYPE, "audio/wav")], wav).into_response())
+}
+
+async fn file(State(inner): State<Arc<Inner>>, Path(name): Path<String>) -> Response {
+    match lock(&inner.files).get(&name) {
+        Some(png) => ([(header::CONTENT_TYPE, "image/png")], png.clone()).into_response(),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "not_found",
+            format!("No file named '{name}'."),
+        )
+        .into_response(),
+    }
+}
+
+/// `Some(Some(x))` for a value, `Some(None)` for `null`, `None` (by `default`) if missing.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// A change to the configuration; missing fields stay as they are.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigPatch {
+    chat_latency_ms: Option<u64>,
+    image_latency_ms: Option<u64>,
+    speech_latency_ms: Option<u64>,
+    faults: Option<FaultsPatch>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultsPatch {
+    rate_limited: Option<f64>,
+    retry_after_secs: Option<u64>,
+    server_error: Option<f64>,
+    timeout: Option<f64>,
+    hang_ms: Option<u64>,
+    #[serde(default, deserialize_with = "present")]
+    permanent_marker: Option<Option<String>>,
+    seed: Option<u64>,
+}
+
+impl FaultsPatch {
+    fn apply(self, faults: &mut Faults) {
+        let FaultsPatch {
+            rate_limited,
+            retry_after_secs,
+            server_error,
+            timeout,
+            hang_ms,
+            permanent_marker,
+            seed,
+        } = self;
+        faults.rate_limited = rate_limited.unwrap_or(faults.rate_limited);
+        faults.retry_after_secs = retry_after_secs.unwrap_or(faults.retry_after_secs);
+        faults.server_error = server_error.unwrap_or(faults.server_error);
+        faults.timeout = timeout.unwrap_or(faults.timeout);
+        faults.hang = hang_ms.map_or(faults.hang, Duration::from_millis);
+        faults.permanent_marker = permanent_marker.unwrap_or(faults.permanent_marker.take());
+        faults.seed = seed.unwrap_or(faults.seed);
+    }
+}
+
+/// Shares must be probabilities that add up to at most 1; a typo in a benchmark script
+/// should fail loudly rather than quietly change the mix.
+fn check_shares(faults: &Faults) -> Result<(), ApiError> {
+    let shares = [
+        ("rate_limited", faults.rate_limited),
+        ("server_error", faults.server_error),
+        ("timeout", faults.timeout),
+    ];
+    if let Some((name, share)) = shares.iter().find(|(_, s)| !(0.0..=1.0).contains(s)) {
+        return Err(invalid_param(
+            &format!("faults.{name}"),
+            format!("Invalid 'faults.{name}': {share}. Expected a share from 0 to 1."),
+        ));
+    }
+    let total: f64 = shares.iter().map(|(_, s)| s).sum();
+    if total > 1.0 + 1e-9 {
+        return Err(invalid_param(
+            "faults",
+            format!("The fault shares add up to {total}, more than 1."),
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct ConfigView {
+    chat_latency_ms: u128,
+    image_latency_ms: u128,
+    speech_latency_ms: u128,
+    faults: FaultsView,
+}
+
+#[derive(Serialize)]
+struct FaultsView {
+    rate_limited: f64,
+    retry_after_secs: u64,
+    server_error: f64,
+    timeout: f64,
+    hang_ms: u128,
+    permanent_marker: Option<String>,
+    seed: u64,
+}
+
+impl From<Settings> for ConfigView {
+    fn from(s: Settings) -> Self {
+        let f = s.faults;
+        ConfigView {
+            chat_latency_ms: s.chat_latency.as_millis(),
+            image_latency_ms: s.image_latency.as_millis(),
+            speech_latency_ms: s.speech_latency.as_millis(),
+            faults: FaultsView {
+                rate_limited: f.rate_limited,
+                retry_after_secs: f.retry_after_secs,
+                server_error: f.server_error,
+                timeout: f.timeout,
+                hang_ms: f.hang.as_millis(),
+                permanent_marker: f.permanent_marker,
+                seed: f.seed,
+            },
+        }
+    }
+}
+
+async fn config_view(State(inner): State<Arc<Inner>>) -> Response {
+    Json(ConfigView::from(inner.settings())).into_response()
+}
+
+async fn config_update(
+    State(inner): State<Arc<Inner>>,
+    body: Bytes,
+) -> Result<Json<ConfigView>, ApiError> {
+    let patch: ConfigPatch = parse(&body)?;
+    let mut settings = lock(&inner.settings);
+    let mut next = settings.clone();
+    let ms = Duration::from_millis;
+    next.chat_latency = patch.chat_latency_ms.map_or(next.chat_latency, ms);
+    next.image_latency = patch.image_latency_ms.map_or(next.image_latency, ms);
+    next.speech_latency = patch.speech_latency_ms.map_or(next.speech_latency, ms);
+    let faults_changed = patch.faults.is_some();
+    if let Some(faults) = patch.faults {
+        faults.apply(&mut next.faults);
+    }
+    check_shares(&next.faults)?;
+    *settings = next.clone();
+    drop(settings);
+    if faults_changed {
+        // As set_faults does: a new configuration starts its sequence from the beginning.
+        for endpoint in [Endpoint::Images, Endpoint::Speech] {
+            inner
+                .counters(endpoint)
+                .fault_draws
+                .store(0, Ordering::SeqCst);
+        }
+    }
+    Ok(Json(ConfigView::from(next)))
+}
+
+#[derive(Serialize)]
+struct CountersView {
+    requests: usize,
+    successes: usize,
+    in_flight: usize,
+    max_in_flight: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_in_window: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct StatsView {
+    total: CountersView,
+    chat: CountersView,
+    images: CountersView,
+    speech: CountersView,
+}
+
+impl StatsView {
+    fn of(inner: &Inner, window: Option<Duration>) -> Self {
+        StatsView {
+            total: inner.total.view(window),
+            chat: inner.counters(Endpoint::Chat).view(window),
+            images: inner.counters(Endpoint::Images).view(window),
+            speech: inner.counters(Endpoint::Speech).view(window),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct StatsQuery {
+    window_ms: Option<u64>,
+}
+
+async fn stats(
+    State(inner): State<Arc<Inner>>,
+    query: Result<Query<StatsQuery>, QueryRejection>,
+) -> Response {
+    match query {
+        Ok(Query(query)) => Json(StatsView::of(
+            &inner,
+            query.window_ms.map(Duration::from_millis),
+        ))
+        .into_response(),
+        Err(rejection) => invalid_param("window_ms", rejection.body_text()).into_response(),
+    }
+}
+
+async fn reset(State(inner): State<Arc<Inner>>) -> Response {
+    inner.reset_counts();
+    Json(StatsView::of(&inner, None)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busiest_window_is_half_open() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let starts = [
+            at(0),
+            at(10),
+            at(20),
+            at(1000),
+            at(1100),
+            at(1999),
+            at(2000),
+        ];
+        let window = |ms| busiest_window(&starts, Duration::from_millis(ms));
+        assert_eq!(window(0), 0);
+        assert_eq!(window(1), 1);
+        assert_eq!(window(20), 2);
+        assert_eq!(window(21), 3);
+        // 1000, 1100, 1999; 2000 is exactly one window after 1000.
+        assert_eq!(window(1000), 3);
+        assert_eq!(window(1001), 4);
+        assert_eq!(window(10_000), starts.len());
+        assert_eq!(busiest_window(&[], Duration::from_secs(1)), 0);
+    }
+
+    #[test]
+    fn fault_draws_follow_the_shares_and_the_seed() {
+        let faults = Faults {
+            rate_limited: 0.3,
+            server_error: 0.1,
+            timeout: 0.05,
+            seed: 42,
+            ..Faults::default()
+        };
+        let draws: Vec<_> = (0..100_000).map(|i| faults.draw(i)).collect();
+        let share = |f| draws.iter().filter(|d| **d == Some(f)).count() as f64 / 1e5;
+        assert!((share(Fault::RateLimited) - 0.3).abs() < 0.01);
+        assert!((share(Fault::ServerError) - 0.1).abs() < 0.01);
+        assert!((share(Fault::Timeout) - 0.05).abs() < 0.01);
+
+        let again: Vec<_> = (0..100_000).map(|i| faults.draw(i)).collect();
+        assert_eq!(draws, again);
+        let other_seed = Faults { seed: 43, ..faults };
+        assert_ne!(
+            draws[..100],
+            (0..100).map(|i| other_seed.draw(i)).collect::<Vec<_>>()
+        );
+        assert!((0..1000).all(|i| Faults::default().draw(i).is_none()));
+    }
+
+    #[test]
+    fn sizes_parse_strictly() {
+        assert_eq!(image_size("auto").ok(), Some((1024, 1024)));
+        assert_eq!(image_size("1536x1024").ok(), Some((1536, 1024)));
+        assert_eq!(image_size("4096x1").ok(), Some((4096, 1)));
+        for bad in [
+            "", "x", "10x", "x10", "0x10", "4097x10", "+5x5", "5x5x5", "10 x 10", "big",
+        ] {
+            assert!(image_size(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn marker_refuses_only_when_present_and_non_empty() {
+        let mut faults = Faults::default();
+        assert!(!faults.refuses("anything"));
+        faults.permanent_marker = Some(String::new());
+        assert!(!faults.refuses("anything"));
+        faults.permanent_marker = Some("FORBIDDEN".into());
+        assert!(faults.refuses("a FORBIDDEN picture"));
+        assert!(!faults.refuses("a fine picture"));
+    }
 }

@@ -1,4 +1,8 @@
-//! `fake-openai`: the test fake as a process, for browser tests and benchmarks.
+//! `fake-openai`: the test fake as a process, for browser tests and benchmarks. It prints
+//! its base URL on stdout; `<addr>/_fake/config`, `/_fake/stats` and `/_fake/reset`
+//! configure it and read its counters while it runs (see the library's docs).
+
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -10,13 +14,21 @@ struct Args {
     /// Delay before each chat answer, in milliseconds.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
+    /// Delay before each image generation answer, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    image_latency_ms: u64,
+    /// Delay before each speech answer, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    speech_latency_ms: u64,
 }
 
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
     let fake = testkit::FakeOpenAi::start_on(args.addr).await;
-    fake.set_latency(std::time::Duration::from_millis(args.latency_ms));
+    fake.set_latency(Duration::from_millis(args.latency_ms));
+    fake.set_image_latency(Duration::from_millis(args.image_latency_ms));
+    fake.set_speech_latency(Duration::from_millis(args.speech_latency_ms));
     println!("{}", fake.base_url());
     let _ = tokio::signal::ctrl_c().await;
 }

@@ -138,8 +138,19 @@ pub struct TestApp {
     pub admin: Account,
     pub fake: FakeOpenAi,
     pub state: AppState,
+    /// Embedded workers started by `start_workers`, and servers started beside this one;
+    /// stopped with the test.
+    background: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     _dir: tempfile::TempDir,
     _pg: Option<PgDatabase>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Ok(handles) = self.background.lock() {
+            handles.iter().for_each(|h| h.abort());
+        }
+    }
 }
 
 pub fn test_config(database_url: &str, data_dir: &std::path::Path) -> Config {
@@ -220,6 +231,7 @@ impl TestApp {
             admin,
             fake,
             state,
+            background: Default::default(),
             _dir: dir,
             _pg: pg,
         })
@@ -323,6 +335,52 @@ impl TestApp {
             .expect("count")
     }
 
+    /// Runs this server's embedded workers, as `crevid serve` does.
+    pub fn start_workers(&self) {
+        let handles = app::ssr::engine::spawn_workers(self.state.clone());
+        self.background.lock().expect("lock").extend(handles);
+    }
+
+    /// Another server process on the same database and data directory, with its workers
+    /// running; it stops with the test.
+    pub async fn start_second_server(&self) -> AppState {
+        let mut config = test_config(&self.state.db.url, &self.state.data_dir);
+        config.embedded_workers = true;
+        let app = Application::build(config)
+            .await
+            .expect("second server builds");
+        let state = app.state().clone();
+        let handle = tokio::spawn(async move {
+            let _ = app.run_until_stopped().await;
+        });
+        self.background.lock().expect("lock").push(handle);
+        state
+    }
+
+    /// Waits, without polling on a timer, until the job has ended: every finished task
+    /// announces itself on `state.work`, and each announcement is a reason to look again.
+    pub async fn wait_for_job(&self, id: i64) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let announced = self.state.work.notified();
+            tokio::pin!(announced);
+            announced.as_mut().enable();
+            let (status, detail) = self.get(&format!("/api/jobs/{id}")).await;
+            assert_eq!(status, 200, "{detail}");
+            let job_status = detail["data"]["job"]["status"].as_str().unwrap_or_default();
+            let running = detail["data"]["tasks"].as_array().is_some_and(|t| {
+                t.iter()
+                    .any(|t| t["status"] == "queued" || t["status"] == "running")
+            });
+            if matches!(job_status, "completed" | "failed" | "cancelled") && !running {
+                return detail["data"].clone();
+            }
+            tokio::time::timeout_at(deadline, announced)
+                .await
+                .unwrap_or_else(|_| panic!("job {id} did not end within 120 s: {detail}"));
+        }
+    }
+
     /// Runs every due background task now, in this test.
     pub async fn drain(&self) -> usize {
         app::ssr::engine::drain(&self.state).await.expect("drain")
@@ -343,6 +401,32 @@ impl TestApp {
         assert_eq!(status, 201, "{saved}");
         saved["data"].clone()
     }
+}
+
+pub fn twenty_sentences() -> String {
+    (1..=20)
+        .map(|i| format!("This is sentence number {i} of the story."))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A saved content of `scenes` scenes, split from `script` (no network).
+pub async fn content_with_scenes(app: &TestApp, script: &str, scenes: u32) -> Value {
+    let (status, generated) = app
+        .post(
+            "/api/content/generate",
+            &serde_json::json!({ "mode": "script", "input": script, "presets": { "scene_count": scenes } }),
+        )
+        .await;
+    assert_eq!(status, 200, "{generated}");
+    let (status, saved) = app
+        .post(
+            "/api/contents",
+            &serde_json::json!({ "mode": "script", "input": script, "script": generated["data"] }),
+        )
+        .await;
+    assert_eq!(status, 201, "{saved}");
+    saved["data"].clone()
 }
 
 async fn account(state: &AppState, email: &str, role: Role) -> Account {

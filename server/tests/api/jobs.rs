@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde_json::json;
 
 use crate::both_databases;
-use crate::helpers::{Db, TestApp, Who};
+use crate::helpers::{content_with_scenes, twenty_sentences, Db, TestApp, Who};
 
 const UNLIMITED: app::ssr::engine::KindLimits = app::ssr::engine::KindLimits {
     concurrency: 64,
@@ -20,31 +20,6 @@ both_databases!(
     retry_runs_only_the_failed_tasks,
     expired_leases_are_recovered_and_lost_leases_record_nothing,
 );
-
-fn twenty_sentences() -> String {
-    (1..=20)
-        .map(|i| format!("This is sentence number {i} of the story."))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-async fn content_with_scenes(app: &TestApp, script: &str, scenes: u32) -> serde_json::Value {
-    let (status, generated) = app
-        .post(
-            "/api/content/generate",
-            &json!({ "mode": "script", "input": script, "presets": { "scene_count": scenes } }),
-        )
-        .await;
-    assert_eq!(status, 200, "{generated}");
-    let (status, saved) = app
-        .post(
-            "/api/contents",
-            &json!({ "mode": "script", "input": script, "script": generated["data"] }),
-        )
-        .await;
-    assert_eq!(status, 201, "{saved}");
-    saved["data"].clone()
-}
 
 async fn twenty_scenes_get_images_and_narration(db: Db) {
     let Some(app) = TestApp::spawn(db).await else {

@@ -9,5 +9,6 @@ mod generate;
 mod input;
 mod jobs;
 mod pages;
+mod pipeline;
 mod settings;
 mod storage;
