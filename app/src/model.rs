@@ -506,6 +506,8 @@ pub struct JobView {
     pub queue_ahead: Option<i64>,
     /// The contents a batch job covers (one for other jobs).
     pub content_ids: Vec<i64>,
+    /// The content's title, for a one-content job.
+    pub content_title: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

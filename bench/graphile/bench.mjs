@@ -14,10 +14,13 @@ const { values: args } = parseArgs({
     tasks: { type: "string" },
     concurrency: { type: "string" },
     "fake-url": { type: "string", default: "" },
+    // Jobs per second, evenly (latency under a steady load); 0 = as fast as possible.
+    rate: { type: "string", default: "0" },
   },
 });
 const tasks = Number(args.tasks);
 const concurrency = Number(args.concurrency);
+const rate = Number(args.rate);
 if (!args["database-url"] || !(tasks > 0) || !(concurrency > 0)) {
   console.error("usage: bench.mjs --database-url URL --tasks N --concurrency C [--fake-url URL]");
   process.exit(2);
@@ -72,6 +75,10 @@ await listening;
 
 const startMs = performance.now();
 for (let n = 0; n < tasks; n++) {
+  if (rate > 0) {
+    const wait = startMs + (n * 1000) / rate - performance.now();
+    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+  }
   await runner.addJob("bench_job", { n, enqueued_at_us: nowUs() });
 }
 console.error(`enqueued ${tasks} jobs in ${((performance.now() - startMs) / 1000).toFixed(3)} s`);

@@ -200,3 +200,51 @@ test('errors name the problem: a too-short topic', async () => {
   assert.match(await error.innerText(), /input must be at least 3 characters/);
   await page.context().close();
 });
+
+test('with the OpenAI-compatible image provider, 20 scenes fill in and the jobs page shows the job', async () => {
+  // The provider draws each picture in 400 ms; the admin allows 4 at once.
+  const control = stack.fakeUrl.replace(/\/v1$/, '/_fake/config');
+  const configured = await fetch(control, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ image_latency_ms: 400 }) });
+  assert.equal(configured.status, 200);
+  const admin = await newPage(stack);
+  await signIn(stack, admin, ADMIN);
+  await open(admin, `${stack.base}/settings`);
+  await admin.locator('select[name="image_provider"]').selectOption('openai');
+  await admin.locator('input[name="image_concurrency"]').fill('4');
+  await admin.getByRole('button', { name: 'Save settings' }).click();
+  await admin.getByText('Settings saved.').waitFor();
+  await admin.context().close();
+
+  const page = await newPage(stack);
+  await signIn(stack, page, CREATOR);
+  await page.getByLabel('Use my script (offline)').check();
+  const script = Array.from({ length: 20 }, (_, i) => `Fact number ${i + 1} about bees.`).join(' ');
+  await page.locator('textarea[name="input"]').fill(script);
+  await page.locator('details.presets summary').click();
+  await page.locator('input[name="scene_count"]').fill('20');
+  await page.locator('button[type="submit"]').click();
+  await page.getByTestId('script').waitFor();
+  await page.getByRole('button', { name: 'Save to library' }).click();
+  await page.waitForURL(/\/contents\/\d+$/);
+  await page.waitForSelector('html[data-hydrated="true"]');
+  await page.getByRole('button', { name: 'Generate images', exact: true }).click();
+  // Pictures arrive a few at a time while the job runs: some done, some not yet.
+  await page.waitForFunction(() => {
+    const n = document.querySelectorAll('.scene-media img').length;
+    return n > 0 && n < 20;
+  }, null, { timeout: 60_000 });
+  await shot(page, 'provider-images-running');
+  await page.waitForFunction(() => document.querySelectorAll('.scene-media img').length === 20, null, { timeout: 60_000 });
+  await page.waitForFunction(() => [...document.querySelectorAll('.scene-media img')].every((i) => i.complete && i.naturalWidth === 1024 && i.naturalHeight === 1536));
+  await shot(page, 'provider-images-done');
+
+  await page.getByRole('link', { name: 'Jobs', exact: true }).click();
+  await page.waitForURL(/\/jobs$/);
+  const job = page.locator('.job').first();
+  await job.locator('.chip.done').nth(19).waitFor();
+  assert.equal(await job.locator('.chip').count(), 20);
+  assert.equal(await job.locator('progress').evaluate((p) => p.value), 100);
+  await job.getByText('All 20 scenes done').waitFor();
+  await shot(page, 'jobs');
+  await page.context().close();
+});

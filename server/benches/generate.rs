@@ -7,19 +7,15 @@
 //! prompt and schema building, async-openai, parsing, JSON out). Then it reads the idle
 //! server's RSS and CPU time from /proc.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+mod support;
+use support::{cpu_ticks, percentile, proc_status, Server, API_KEY};
+
 const ROUNDS: usize = 400;
 const WARMUP: usize = 30;
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[idx]
-}
 
 fn summary(name: &str, mut samples: Vec<f64>) -> f64 {
     samples.sort_by(|a, b| a.total_cmp(b));
@@ -33,106 +29,17 @@ fn summary(name: &str, mut samples: Vec<f64>) -> f64 {
     median
 }
 
-fn proc_status(pid: u32, key: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = text.lines().find(|l| l.starts_with(key))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may contain spaces.
-    let rest = &text[text.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-}
-
-const EMAIL: &str = "bench@example.com";
-const PASSWORD: &str = "benchmark password";
-
 #[tokio::main]
 async fn main() {
-    let dir = tempfile::tempdir().expect("temp dir");
     let fake = testkit::FakeOpenAi::start().await;
-    let created = Command::new(env!("CARGO_BIN_EXE_crevid"))
-        .args(["user", "create", "--admin", "--email", EMAIL])
-        .env("CREVID_DATA_DIR", dir.path())
-        .env("CREVID_PASSWORD", PASSWORD)
-        .env_remove("DATABASE_URL")
-        .output()
-        .expect("crevid user create");
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
-    let mut server = Command::new(env!("CARGO_BIN_EXE_crevid"))
-        .arg("serve")
-        .env("CREVID_DATA_DIR", dir.path())
-        .env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
-        .env("LEPTOS_SITE_ROOT", dir.path())
-        .env("RUST_LOG", "warn,crevid=info")
-        .env_remove("DATABASE_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start crevid");
-    let pid = server.id();
-    let stdout = server.stdout.take().expect("stdout");
-    let base = BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|line| {
-            let start = line.find("http://")?;
-            let url = &line[start..];
-            Some(url.split_whitespace().next()?.to_owned())
-        })
-        .expect("crevid printed its address");
-    let rss_start = proc_status(pid, "VmRSS:").unwrap_or_default();
-
-    // Sign in once for a personal token; every measured request carries it, as an API
-    // client would (and passes authentication, CSRF and rate limiting like any other).
-    let session = reqwest::Client::new()
-        .post(format!("{base}/api/auth/sign-in"))
-        .header("origin", &base)
-        .json(&json!({ "email": EMAIL, "password": PASSWORD }))
-        .send()
-        .await
-        .expect("sign in");
-    let cookie = session
-        .headers()
-        .get("set-cookie")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|c| c.split(';').next())
-        .expect("session cookie")
-        .to_owned();
-    let token: serde_json::Value = reqwest::Client::new()
-        .post(format!("{base}/api/tokens"))
-        .header("origin", &base)
-        .header("cookie", cookie)
-        .json(&json!({ "name": "bench" }))
-        .send()
-        .await
-        .expect("token")
-        .json()
-        .await
-        .expect("token json");
-    let secret = token["data"]["secret"]
-        .as_str()
-        .expect("token secret")
-        .to_owned();
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        "authorization",
-        format!("Bearer {secret}").parse().expect("header"),
-    );
-    let client = reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .expect("client");
+    let server = Server::start(&[]).await;
+    let pid = server.pid();
+    let base = server.base.clone();
+    let rss_start = server.rss_at_start_kib;
+    let client = server.client.clone();
     let settings = json!({
         "values": { "llm_base_url": fake.base_url(), "llm_model": "fake-script-model", "rate_generate_per_minute": 10_000 },
-        "llm_api_key": "sk-bench-0123456789abcdef"
+        "llm_api_key": API_KEY
     });
     let answer = client
         .put(format!("{base}/api/settings"))
@@ -162,7 +69,6 @@ async fn main() {
     );
     let direct_body = fake.last_request().expect("captured request");
     let direct_url = format!("{}/chat/completions", fake.base_url());
-    let fake_client = reqwest::Client::new();
 
     let time = |request: reqwest::RequestBuilder| async move {
         let started = Instant::now();
@@ -176,7 +82,7 @@ async fn main() {
         let d = time(
             client
                 .post(&direct_url)
-                .bearer_auth("sk-bench-0123456789abcdef")
+                .bearer_auth(API_KEY)
                 .json(&direct_body),
         )
         .await;
@@ -217,6 +123,4 @@ async fn main() {
         ticks_after - ticks_before,
         (ticks_after - ticks_before) as f64 / 5.0
     );
-    let _ = server.kill();
-    let _ = server.wait();
 }

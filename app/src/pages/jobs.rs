@@ -69,10 +69,12 @@ pub fn JobCard(
     let job_id = detail.job.id;
     let is_active = active(&detail);
     let can_retry = !is_active && detail.job.failed_tasks > 0;
+    let title = detail.job.content_title.clone();
     let contents = match detail.job.content_ids.as_slice() {
-        [one] => {
-            view! { <a href=format!("/contents/{one}")>{format!("Content {one}")}</a> }.into_any()
+        [one] => view! {
+            <a href=format!("/contents/{one}")>{title.unwrap_or_else(|| format!("Content {one}"))}</a>
         }
+        .into_any(),
         many => view! { <span>{format!("{} contents", many.len())}</span> }.into_any(),
     };
     let chips = full.then(|| {
@@ -81,7 +83,7 @@ pub fn JobCard(
             .iter()
             .enumerate()
             .map(|(i, t): (usize, &TaskView)| {
-                view! { <Chip label=format!("{}", i + 1) task=Some((t.status.clone(), t.last_error.clone()))/> }
+                view! { <Chip label=format!("Scene {}", i + 1) task=Some((t.status.clone(), t.last_error.clone()))/> }
             })
             .collect_view()
     });
@@ -89,7 +91,7 @@ pub fn JobCard(
         <div class="job" data-status=detail.job.status.clone() data-job-id=job_id>
             <div class="job-head">
                 <strong>{kind_label(&detail.job.kind)}</strong>
-                {full.then(|| contents)}
+                {full.then_some(contents)}
                 <span class="muted stage">{detail.job.stage_message.clone()}</span>
                 {queue_text(&detail).map(|t| view! { <span class="queue">{t}</span> })}
                 <span class="grow"></span>

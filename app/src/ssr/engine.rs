@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use rand::Rng;
 use sqlx::Row;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 use super::db::{now_ms, Backend};
 use super::error::DbResultExt;
@@ -52,7 +52,10 @@ impl KindLimits {
 }
 
 async fn kind_limits(state: &AppState, kind: &str) -> Result<KindLimits, AppError> {
-    Ok(KindLimits::of(&super::settings::values(state).await?, kind))
+    Ok(KindLimits::of(
+        &super::settings::for_tasks(state).await?.0,
+        kind,
+    ))
 }
 
 /// The rate window, with a margin: a provider counts a request when it arrives, a moment
@@ -96,7 +99,14 @@ impl TaskError {
 
 /// What a successful task made.
 pub struct Output {
-    pub asset_id: i64,
+    pub kind: String,
+    /// Where the file is, under the media directory.
+    pub storage_key: String,
+    pub mime_type: String,
+    pub bytes: i64,
+    pub duration_ms: Option<i64>,
+    pub size: Option<(u32, u32)>,
+    pub provider: String,
 }
 
 fn claim_sql(backend: Backend) -> String {
@@ -150,6 +160,8 @@ pub async fn claim(
         tx.commit().await.db("claiming a task")?;
         return Ok(None);
     };
+    let job_id: i64 = row.try_get("job_id").db("decoding a task")?;
+    jobs::mark_started(&mut tx, job_id).await?;
     if limits.per_window > 0 {
         sqlx::query("INSERT INTO task_starts (kind, started_at) VALUES ($1, $2)")
             .bind(kind)
@@ -177,19 +189,55 @@ pub async fn claim(
         })
     })()
     .db("decoding a task")?;
-    jobs::refresh(state.pool(), task.job_id).await?;
     Ok(Some(task))
 }
 
-/// Tells every worker (in this process and, on Postgres, in the others, once `tx`
-/// commits) that there is new work.
+/// One signal per task kind: a new task of the kind, or a slot of it come free. A worker
+/// loop waits on its own kind's only, so finishing narration does not wake the image loop.
+#[derive(Debug, Default)]
+pub struct Signals {
+    image: Notify,
+    audio: Notify,
+}
+
+impl Signals {
+    fn of(&self, kind: &str) -> &Notify {
+        if kind == SCENE_IMAGE {
+            &self.image
+        } else {
+            &self.audio
+        }
+    }
+
+    /// Wakes the workers of `kind`, or of every kind; and whoever waits on `state.work`.
+    fn raise(state: &AppState, kind: Option<&str>) {
+        match kind {
+            Some(kind) => state.signals.of(kind).notify_waiters(),
+            None => KINDS
+                .iter()
+                .for_each(|k| state.signals.of(k).notify_waiters()),
+        }
+        state.work.notify_waiters();
+    }
+}
+
+/// What other processes hear: the kind (empty for any) and who said it, so a process
+/// does not wake itself a second time.
+fn payload(state: &AppState, kind: Option<&str>) -> String {
+    format!("{} {}", kind.unwrap_or_default(), state.worker_id)
+}
+
+/// Tells the other processes (on Postgres, once `tx` commits) that `kind` has new work;
+/// `wake` tells this one after the commit.
 pub async fn announce(
     state: &AppState,
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    kind: &str,
 ) -> Result<(), AppError> {
     if state.db.backend == Backend::Postgres {
-        sqlx::query("SELECT pg_notify($1, '')")
+        sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHANNEL)
+            .bind(payload(state, Some(kind)))
             .execute(&mut **tx)
             .await
             .db("announcing work")?;
@@ -197,15 +245,22 @@ pub async fn announce(
     Ok(())
 }
 
-/// Like `announce`, outside a transaction: work became due, or a slot came free.
-pub async fn wake(state: &AppState) {
-    state.work.notify_waiters();
+/// Work of `kind` (or of any kind) became due, or a slot came free: wakes this process's
+/// workers at once and, on Postgres, the other processes'.
+pub async fn wake(state: &AppState, kind: Option<&str>) {
+    Signals::raise(state, kind);
     if state.db.backend == Backend::Postgres {
-        let _ = sqlx::query("SELECT pg_notify($1, '')")
+        let _ = sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHANNEL)
+            .bind(payload(state, kind))
             .execute(state.pool())
             .await;
     }
+}
+
+/// This process's workers, after the announcing transaction committed.
+pub fn wake_here(state: &AppState, kind: &str) {
+    Signals::raise(state, Some(kind));
 }
 
 const CHANNEL: &str = "crevid_work";
@@ -283,20 +338,40 @@ async fn finish(
 ) -> Result<(), AppError> {
     let now = now_ms();
     // Every write below is guarded by "still ours and running": a worker whose lease was
-    // taken over records nothing, so each scene gets exactly one current asset.
+    // taken over records nothing, so each scene gets exactly one current asset. The
+    // outcome, the scene's new asset and the job's counts commit together; the task row
+    // is written first (on SQLite a transaction that reads before it writes can fail under
+    // concurrent writers).
     let guard = "id = $2 AND worker_id = $3 AND status = 'running'";
+    let mut tx = state.pool().begin().await.db("starting a transaction")?;
+    let mut discard = None;
     match result {
         Ok(output) => {
-            // One write first (on SQLite a transaction that reads before it writes can fail
-            // under concurrent writers): the task becomes succeeded, or cancelled when its
-            // job was cancelled meanwhile.
-            let mut tx = state.pool().begin().await.db("starting a transaction")?;
+            let asset_id: i64 = sqlx::query_scalar(
+                "INSERT INTO assets (content_id, scene_id, kind, storage_key, mime_type, bytes, duration_ms, width, height, provider, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+            )
+            .bind(task.content_id)
+            .bind(task.scene_id)
+            .bind(&output.kind)
+            .bind(&output.storage_key)
+            .bind(&output.mime_type)
+            .bind(output.bytes)
+            .bind(output.duration_ms)
+            .bind(output.size.map(|s| i64::from(s.0)))
+            .bind(output.size.map(|s| i64::from(s.1)))
+            .bind(&output.provider)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await
+            .db("recording an asset")?;
+            // Succeeded, or cancelled when the job was cancelled meanwhile.
             let status: Option<String> = sqlx::query_scalar(&format!(
                 "UPDATE tasks SET status = CASE WHEN EXISTS (SELECT 1 FROM jobs WHERE id = $5 AND status = 'cancelled') \
                  THEN 'cancelled' ELSE 'succeeded' END, output_asset_id = $1, locked_until = NULL, finished_at = $4, \
                  updated_at = $4 WHERE {guard} RETURNING status"
             ))
-            .bind(output.asset_id)
+            .bind(asset_id)
             .bind(task.id)
             .bind(&*state.worker_id)
             .bind(now)
@@ -304,25 +379,42 @@ async fn finish(
             .fetch_optional(&mut *tx)
             .await
             .db("completing a task")?;
-            if status.as_deref() == Some("succeeded") {
-                let column = if task.kind == SCENE_IMAGE {
-                    "image_asset_id"
-                } else {
-                    "audio_asset_id"
-                };
-                sqlx::query(&format!(
-                    "UPDATE scenes SET {column} = $1, updated_at = $2 WHERE id = $3"
-                ))
-                .bind(output.asset_id)
-                .bind(now)
-                .bind(task.scene_id)
-                .execute(&mut *tx)
-                .await
-                .db("pointing a scene at its asset")?;
-                tx.commit().await.db("committing a task")?;
-            } else {
-                tx.commit().await.db("committing a task")?;
-                media::discard(state, output.asset_id).await;
+            match status.as_deref() {
+                Some("succeeded") => {
+                    let column = if task.kind == SCENE_IMAGE {
+                        "image_asset_id"
+                    } else {
+                        "audio_asset_id"
+                    };
+                    sqlx::query(&format!(
+                        "UPDATE scenes SET {column} = $1, updated_at = $2 WHERE id = $3"
+                    ))
+                    .bind(asset_id)
+                    .bind(now)
+                    .bind(task.scene_id)
+                    .execute(&mut *tx)
+                    .await
+                    .db("pointing a scene at its asset")?;
+                }
+                Some(_) => {
+                    sqlx::query("UPDATE tasks SET output_asset_id = NULL WHERE id = $1")
+                        .bind(task.id)
+                        .execute(&mut *tx)
+                        .await
+                        .db("completing a task")?;
+                    sqlx::query("DELETE FROM assets WHERE id = $1")
+                        .bind(asset_id)
+                        .execute(&mut *tx)
+                        .await
+                        .db("dropping an asset")?;
+                    discard = Some(output.storage_key);
+                }
+                None => {
+                    // Another worker holds the task now: keep nothing of this run.
+                    drop(tx);
+                    media::remove_file(state, &output.storage_key).await;
+                    return Ok(());
+                }
             }
         }
         Err(TaskError::Cancelled) => {
@@ -332,7 +424,7 @@ async fn finish(
             .bind(now)
             .bind(task.id)
             .bind(&*state.worker_id)
-            .execute(state.pool())
+            .execute(&mut *tx)
             .await
             .db("cancelling a task")?;
         }
@@ -356,7 +448,7 @@ async fn finish(
                 .bind(&*state.worker_id)
                 .bind(&message)
                 .bind(now)
-                .execute(state.pool())
+                .execute(&mut *tx)
                 .await
                 .db("rescheduling a task")?;
             } else {
@@ -368,14 +460,18 @@ async fn finish(
                 .bind(task.id)
                 .bind(&*state.worker_id)
                 .bind(now)
-                .execute(state.pool())
+                .execute(&mut *tx)
                 .await
                 .db("failing a task")?;
             }
         }
     }
-    jobs::refresh(state.pool(), task.job_id).await?;
-    wake(state).await;
+    jobs::refresh_in(&mut tx, task.job_id).await?;
+    tx.commit().await.db("committing a task")?;
+    if let Some(key) = discard {
+        media::remove_file(state, &key).await;
+    }
+    wake(state, Some(&task.kind)).await;
     Ok(())
 }
 
@@ -463,10 +559,13 @@ async fn listen(state: AppState) {
             let mut listener = sqlx::postgres::PgListener::connect(&state.db.url).await?;
             listener.listen(CHANNEL).await?;
             // Anything announced while we were not listening is picked up by this wake.
-            state.work.notify_waiters();
+            Signals::raise(&state, None);
             loop {
-                listener.recv().await?;
-                state.work.notify_waiters();
+                let notification = listener.recv().await?;
+                let (kind, from) = notification.payload().split_once(' ').unwrap_or_default();
+                if from != &*state.worker_id {
+                    Signals::raise(&state, Some(kind).filter(|k| KINDS.contains(k)));
+                }
             }
             #[allow(unreachable_code)]
             Ok::<(), sqlx::Error>(())
@@ -480,29 +579,21 @@ async fn listen(state: AppState) {
 
 async fn worker_loop(state: AppState, kind: &'static str) {
     let slots = Arc::new(Semaphore::new(PROCESS_SLOTS));
-    // Settings are read at most once a second here, not once per claim.
-    let mut limits: Option<(std::time::Instant, KindLimits)> = None;
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
         // Listen before looking, so an announcement between the look and the wait is kept.
-        let announced = state.work.notified();
+        let announced = state.signals.of(kind).notified();
         tokio::pin!(announced);
         announced.as_mut().enable();
-        let current = match limits {
-            Some((read, l)) if read.elapsed() < Duration::from_secs(1) => l,
-            _ => match kind_limits(&state, kind).await {
-                Ok(l) => {
-                    limits = Some((std::time::Instant::now(), l));
-                    l
-                }
-                Err(e) => {
-                    tracing::error!(error = %e.message, "reading limits failed; retrying in 5 s");
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                    continue;
-                }
-            },
+        let current = match kind_limits(&state, kind).await {
+            Ok(limits) => limits,
+            Err(e) => {
+                tracing::error!(error = %e.message, "reading limits failed; retrying in 5 s");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
         };
         match claim(&state, kind, current).await {
             Ok(Some(task)) => {

@@ -20,7 +20,8 @@ pub const MAX_ATTEMPTS: i64 = 5;
 
 const JOB_COLUMNS: &str =
     "id, kind, content_id, content_ids, status, progress, stage, stage_message, error, total_tasks, \
-    done_tasks, failed_tasks, created_at, started_at, completed_at";
+    done_tasks, failed_tasks, created_at, started_at, completed_at, \
+    (SELECT title FROM contents c WHERE c.id = jobs.content_id) AS content_title";
 
 fn job_view(row: &sqlx::any::AnyRow) -> Result<JobView, sqlx::Error> {
     let content_ids: String = row.try_get("content_ids")?;
@@ -43,6 +44,7 @@ fn job_view(row: &sqlx::any::AnyRow) -> Result<JobView, sqlx::Error> {
             .map(format_ms),
         queue_ahead: None,
         content_ids: serde_json::from_str(&content_ids).unwrap_or_default(),
+        content_title: row.try_get("content_title")?,
     })
 }
 
@@ -195,9 +197,9 @@ async fn insert(
         .await
         .db("inserting a task")?;
     }
-    super::engine::announce(state, &mut tx).await?;
+    super::engine::announce(state, &mut tx, task_kind(kind)).await?;
     tx.commit().await.db("committing a job")?;
-    state.work.notify_waiters();
+    super::engine::wake_here(state, task_kind(kind));
     Ok(get(state, user, job_id).await?.job)
 }
 
@@ -436,30 +438,60 @@ pub async fn retry_failed(
         .await
         .db("reopening a job")?;
     refresh(state.pool(), id).await?;
-    super::engine::wake(state).await;
+    super::engine::wake(state, None).await;
     get(state, user, id).await
+}
+
+/// A claimed task starts its job; one cheap write, since the counts have not changed
+/// (`refresh` recomputes them when tasks finish).
+pub async fn mark_started(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    job_id: i64,
+) -> Result<(), AppError> {
+    sqlx::query(
+        "UPDATE jobs SET status = 'processing', stage = 'processing', \
+         stage_message = '0 of ' || total_tasks || ' scenes done', started_at = COALESCE(started_at, $1), \
+         updated_at = $1 WHERE id = $2 AND status = 'queued'",
+    )
+    .bind(now_ms())
+    .bind(job_id)
+    .execute(&mut **tx)
+    .await
+    .db("starting a job")?;
+    Ok(())
 }
 
 /// Recomputes a job's counts, progress, status and stage message from its tasks, so the
 /// job never disagrees with what its scenes show.
 pub async fn refresh(pool: &sqlx::AnyPool, job_id: i64) -> Result<(), AppError> {
-    // Lock the job row first (a write, so SQLite takes its write lock too): concurrent
-    // refreshes then run one after another, and the last one counts every finished task.
-    // Without it a slower refresh could write stale counts over a newer one.
     let mut tx = pool.begin().await.db("starting a transaction")?;
-    let locked = sqlx::query("UPDATE jobs SET updated_at = $1 WHERE id = $2")
-        .bind(now_ms())
-        .bind(job_id)
-        .execute(&mut *tx)
-        .await
-        .db("locking a job")?;
-    if locked.rows_affected() == 0 {
+    refresh_in(&mut tx, job_id).await?;
+    tx.commit().await.db("committing a job")
+}
+
+/// `refresh` inside the caller's transaction, after its own writes to the job's tasks:
+/// a task's outcome and its job's counts then commit together.
+pub async fn refresh_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    job_id: i64,
+) -> Result<(), AppError> {
+    // Lock the job row (a write, so SQLite takes its write lock too): concurrent refreshes
+    // then run one after another, and the last one counts every finished task. Without it
+    // a slower refresh could write stale counts over a newer one.
+    let current: Option<String> =
+        sqlx::query_scalar("UPDATE jobs SET updated_at = $1 WHERE id = $2 RETURNING status")
+            .bind(now_ms())
+            .bind(job_id)
+            .fetch_optional(&mut **tx)
+            .await
+            .db("locking a job")?;
+    let Some(current) = current else {
         return Ok(());
-    }
+    };
     let counts: Vec<(String, i64)> =
         sqlx::query_as("SELECT status, COUNT(*) FROM tasks WHERE job_id = $1 GROUP BY status")
             .bind(job_id)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await
             .db("counting tasks")?;
     let count = |s: &str| {
@@ -482,14 +514,6 @@ pub async fn refresh(pool: &sqlx::AnyPool, job_id: i64) -> Result<(), AppError> 
         100
     } else {
         finished * 100 / total
-    };
-    let current: Option<(String,)> = sqlx::query_as("SELECT status FROM jobs WHERE id = $1")
-        .bind(job_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .db("reading a job")?;
-    let Some((current,)) = current else {
-        return Ok(());
     };
     let (status, stage, message) = if queued + running > 0 {
         if current == "cancelled" {
@@ -555,10 +579,9 @@ pub async fn refresh(pool: &sqlx::AnyPool, job_id: i64) -> Result<(), AppError> 
     .bind(i64::from(running + finished > 0))
     .bind(i64::from(done))
     .bind(job_id)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await
     .db("updating a job")?;
-    tx.commit().await.db("committing a job")?;
     Ok(())
 }
 

@@ -10,7 +10,6 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use super::db::now_ms;
 use super::engine::{ClaimedTask, Output, TaskError};
 use super::error::DbResultExt;
 use super::providers;
@@ -156,14 +155,10 @@ async fn scene_info(state: &AppState, task: &ClaimedTask) -> Result<SceneInfo, T
 /// The settings and key an OpenAI-compatible call needs; a missing key fails the task
 /// with a message the creator can act on, not after five attempts.
 async fn provider_setup(state: &AppState) -> Result<(SettingsValues, String), TaskError> {
-    let settings = super::settings::values(state)
+    let (settings, key) = super::settings::for_tasks(state)
         .await
         .map_err(|e| transient(e.message))?;
-    let key = super::settings::llm_api_key(state)
-        .await
-        .map_err(|e| transient(e.message))?
-        .unwrap_or_default();
-    Ok((settings, key))
+    Ok((settings, key.unwrap_or_default()))
 }
 
 /// Where a task's output goes: unique per task and attempt, so two runs never share a file.
@@ -198,34 +193,22 @@ struct Made<'a> {
     provider: String,
 }
 
-async fn record_asset(
-    state: &AppState,
-    task: &ClaimedTask,
-    made: Made<'_>,
-) -> Result<Output, TaskError> {
+/// The made file as the asset it becomes; the engine inserts it in the same transaction
+/// that records the task's outcome, so a task that lost its lease leaves no row behind.
+async fn into_output(made: Made<'_>) -> Result<Output, TaskError> {
     let bytes = tokio::fs::metadata(&made.path)
         .await
         .map_err(|e| transient(format!("reading the result: {e}")))?
         .len();
-    let asset_id: i64 = sqlx::query_scalar(
-        "INSERT INTO assets (content_id, scene_id, kind, storage_key, mime_type, bytes, duration_ms, width, height, provider, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
-    )
-    .bind(task.content_id)
-    .bind(task.scene_id)
-    .bind(made.kind)
-    .bind(&made.key)
-    .bind(made.mime)
-    .bind(bytes as i64)
-    .bind(made.duration_ms)
-    .bind(made.size.map(|s| i64::from(s.0)))
-    .bind(made.size.map(|s| i64::from(s.1)))
-    .bind(&made.provider)
-    .bind(now_ms())
-    .fetch_one(state.pool())
-    .await
-    .map_err(|e| transient(format!("database: {e}")))?;
-    Ok(Output { asset_id })
+    Ok(Output {
+        kind: made.kind.to_owned(),
+        storage_key: made.key,
+        mime_type: made.mime.to_owned(),
+        bytes: bytes as i64,
+        duration_ms: made.duration_ms,
+        size: made.size,
+        provider: made.provider,
+    })
 }
 
 pub async fn scene_image(state: &AppState, task: &ClaimedTask) -> Result<Output, TaskError> {
@@ -244,19 +227,15 @@ pub async fn scene_image(state: &AppState, task: &ClaimedTask) -> Result<Output,
             Some(size) => Some(size),
             None => probe(&path).await?.size,
         };
-        return record_asset(
-            state,
-            task,
-            Made {
-                kind: "image",
-                key,
-                path,
-                mime: image.mime,
-                duration_ms: None,
-                size,
-                provider: format!("openai:{}", settings.image_model),
-            },
-        )
+        return into_output(Made {
+            kind: "image",
+            key,
+            path,
+            mime: image.mime,
+            duration_ms: None,
+            size,
+            provider: format!("openai:{}", settings.image_model),
+        })
         .await;
     }
     let (w, h) = dimensions(&scene.aspect_ratio);
@@ -287,19 +266,15 @@ pub async fn scene_image(state: &AppState, task: &ClaimedTask) -> Result<Output,
     let result = run_tool(ffmpeg, None, "ffmpeg").await;
     let _ = tokio::fs::remove_file(&text_path).await;
     result?;
-    record_asset(
-        state,
-        task,
-        Made {
-            kind: "image",
-            key,
-            path,
-            mime: "image/png",
-            duration_ms: None,
-            size: Some((w, h)),
-            provider: "builtin:scene-card".into(),
-        },
-    )
+    into_output(Made {
+        kind: "image",
+        key,
+        path,
+        mime: "image/png",
+        duration_ms: None,
+        size: Some((w, h)),
+        provider: "builtin:scene-card".into(),
+    })
     .await
 }
 
@@ -344,19 +319,15 @@ pub async fn scene_audio(state: &AppState, task: &ClaimedTask) -> Result<Output,
         .ok_or_else(|| {
             TaskError::Permanent("the provider's audio has no measurable duration".into())
         })?;
-        return record_asset(
-            state,
-            task,
-            Made {
-                kind: "audio",
-                key,
-                path,
-                mime,
-                duration_ms: Some(duration),
-                size: None,
-                provider: format!("openai:{}", settings.tts_model),
-            },
-        )
+        return into_output(Made {
+            kind: "audio",
+            key,
+            path,
+            mime,
+            duration_ms: Some(duration),
+            size: None,
+            provider: format!("openai:{}", settings.tts_model),
+        })
         .await;
     }
     let key = output_key(task, "wav");
@@ -372,19 +343,15 @@ pub async fn scene_audio(state: &AppState, task: &ClaimedTask) -> Result<Output,
         .map_err(|e| transient(format!("reading the narration: {e}")))?;
     let duration = wav_duration_ms(&bytes)
         .ok_or_else(|| TaskError::Permanent("espeak-ng wrote an unreadable WAV file".into()))?;
-    record_asset(
-        state,
-        task,
-        Made {
-            kind: "audio",
-            key,
-            path,
-            mime: "audio/wav",
-            duration_ms: Some(duration),
-            size: None,
-            provider: "builtin:espeak-ng".into(),
-        },
-    )
+    into_output(Made {
+        kind: "audio",
+        key,
+        path,
+        mime: "audio/wav",
+        duration_ms: Some(duration),
+        size: None,
+        provider: "builtin:espeak-ng".into(),
+    })
     .await
 }
 
@@ -496,23 +463,10 @@ pub async fn asset_file(
     .ok_or_else(|| crate::error::AppError::not_found("asset"))
 }
 
-/// Removes an asset a task made but may not keep (its job was cancelled, or its lease was
+/// Removes a file a task made but may not keep (its job was cancelled, or its lease was
 /// taken over by another worker).
-pub async fn discard(state: &AppState, asset_id: i64) {
-    let key: Option<String> = sqlx::query_scalar("SELECT storage_key FROM assets WHERE id = $1")
-        .bind(asset_id)
-        .fetch_optional(state.pool())
-        .await
-        .db("reading an asset")
-        .ok()
-        .flatten();
-    let _ = sqlx::query("DELETE FROM assets WHERE id = $1")
-        .bind(asset_id)
-        .execute(state.pool())
-        .await;
-    if let Some(key) = key {
-        let _ = tokio::fs::remove_file(media_dir(state).join(key)).await;
-    }
+pub async fn remove_file(state: &AppState, storage_key: &str) {
+    let _ = tokio::fs::remove_file(media_dir(state).join(storage_key)).await;
 }
 
 #[cfg(test)]

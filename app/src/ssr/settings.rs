@@ -62,6 +62,30 @@ pub async fn values(state: &AppState) -> Result<SettingsValues, AppError> {
     })
 }
 
+/// Settings and key as background tasks see them: read from the database at most once a
+/// second per process (a task would otherwise read both for every scene). A change made
+/// here is seen at once; one made by another process within a second.
+pub async fn for_tasks(state: &AppState) -> Result<(SettingsValues, Option<String>), AppError> {
+    if let Ok(cache) = state.task_settings.lock() {
+        if let Some((read, values, key)) = cache.as_ref() {
+            if read.elapsed() < std::time::Duration::from_secs(1) {
+                return Ok((values.clone(), key.clone()));
+            }
+        }
+    }
+    let (values, key) = (values(state).await?, llm_api_key(state).await?);
+    if let Ok(mut cache) = state.task_settings.lock() {
+        *cache = Some((std::time::Instant::now(), values.clone(), key.clone()));
+    }
+    Ok((values, key))
+}
+
+fn forget_cached(state: &AppState) {
+    if let Ok(mut cache) = state.task_settings.lock() {
+        *cache = None;
+    }
+}
+
 /// The language-model key, decrypted. Never log or return it.
 pub async fn llm_api_key(state: &AppState) -> Result<Option<String>, AppError> {
     let Some(sealed) = read(state.pool(), LLM_KEY).await? else {
@@ -236,6 +260,7 @@ pub async fn update(state: &AppState, update: SettingsUpdate) -> Result<Settings
         None => {}
     }
     tx.commit().await.db("committing settings")?;
+    forget_cached(state);
     view(state).await
 }
 
@@ -255,5 +280,6 @@ pub async fn reset(state: &AppState) -> Result<SettingsView, AppError> {
         remove(&mut *tx, LLM_KEY).await?;
     }
     tx.commit().await.db("committing settings")?;
+    forget_cached(state);
     view(state).await
 }

@@ -27,12 +27,22 @@ pub struct AppState {
     /// `CREVID_PUBLIC_URL`'s origin (`https://crevid.example.com`), accepted by the CSRF
     /// check besides the request's own Host.
     pub public_origin: Option<Arc<str>>,
-    /// Announces new or newly due tasks to the embedded workers.
+    /// Announces any change in the queue: new, finished or newly due tasks.
     pub work: Arc<tokio::sync::Notify>,
+    /// The embedded workers' wake-ups, one per task kind.
+    pub signals: Arc<super::engine::Signals>,
     /// Names this process's claims (leases) on tasks.
     pub worker_id: Arc<str>,
     pub timing: TaskTiming,
+    /// `settings::for_tasks`'s copy: when it was read, the values, the key.
+    pub task_settings: Arc<std::sync::Mutex<Option<TaskSettings>>>,
 }
+
+pub type TaskSettings = (
+    std::time::Instant,
+    crate::model::SettingsValues,
+    Option<String>,
+);
 
 #[derive(Debug, Clone, Copy)]
 pub struct TaskTiming {

@@ -35,6 +35,10 @@ struct Args {
     /// Jobs apalis fetches per poll (apalis default: 10)
     #[arg(long, default_value_t = 10)]
     buffer_size: usize,
+    /// Enqueue this many jobs per second, evenly (latency under a steady load); 0 = as
+    /// fast as possible (throughput)
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
 }
 
 #[derive(Serialize)]
@@ -68,6 +72,7 @@ struct Shared {
     finished: Mutex<(usize, Option<Instant>)>,
     all_done: tokio::sync::Notify,
     worker_started: tokio::sync::Notify,
+    rate: f64,
 }
 
 fn now_us() -> i64 {
@@ -128,6 +133,7 @@ async fn main() -> Result<()> {
         finished: Mutex::new((0, None)),
         all_done: tokio::sync::Notify::new(),
         worker_started: tokio::sync::Notify::new(),
+        rate: args.rate,
     });
     let worker = || {
         WorkerBuilder::new("crevid-bench")
@@ -232,6 +238,12 @@ where
 
     let started = Instant::now();
     for n in 0..shared.tasks as u64 {
+        if shared.rate > 0.0 {
+            tokio::time::sleep_until(
+                (started + Duration::from_secs_f64(n as f64 / shared.rate)).into(),
+            )
+            .await;
+        }
         queue
             .push(Job {
                 n,

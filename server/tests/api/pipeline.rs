@@ -68,7 +68,8 @@ async fn providers_fill_twenty_scenes(db: Db) {
     assert_eq!(app.fake.successes_to(Endpoint::Speech), 20);
     // One current asset per scene per kind, measured: the 9:16 size the model family
     // offers, and the speech's length from its WAV header.
-    let rows: Vec<(String, i64, Option<i64>, Option<i64>, Option<i64>, String)> = sqlx::query_as(
+    type AssetRow = (String, i64, Option<i64>, Option<i64>, Option<i64>, String);
+    let rows: Vec<AssetRow> = sqlx::query_as(
         "SELECT a.kind, a.scene_id, a.width, a.height, a.duration_ms, a.provider FROM assets a JOIN scenes s \
          ON s.image_asset_id = a.id OR s.audio_asset_id = a.id ORDER BY a.kind, a.scene_id",
     )
