@@ -99,6 +99,11 @@ pub async fn start_job(kind: JobKind, req: MediaRequest) -> Result<JobView, AppE
     respond(async { jobs::create(&app_state()?, &require_user()?, kind, req).await }.await)
 }
 
+#[server(prefix = "/_sfn", input = Json)]
+pub async fn start_render(content_id: i64) -> Result<JobView, AppError> {
+    respond(async { jobs::create_render(&app_state()?, &require_user()?, content_id).await }.await)
+}
+
 /// The latest jobs of one content, with their tasks: what the content page polls.
 #[server(prefix = "/_sfn", input = Json)]
 pub async fn content_jobs(content_id: i64) -> Result<Vec<JobDetail>, AppError> {
@@ -237,6 +242,7 @@ pub fn server_fn_rules() -> Vec<(&'static str, crate::ssr::security::Access)> {
         (<DeleteContent as ServerFn>::PATH, User),
         (<StartJob as ServerFn>::PATH, User),
         (<ContentJobs as ServerFn>::PATH, User),
+        (<StartRender as ServerFn>::PATH, User),
         (<ListJobs as ServerFn>::PATH, User),
         (<CancelJob as ServerFn>::PATH, User),
         (<RetryJob as ServerFn>::PATH, User),

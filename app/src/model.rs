@@ -163,6 +163,12 @@ pub struct ContentDetail {
     pub scenes: Vec<SceneView>,
     pub created_at: String,
     pub updated_at: String,
+    /// The latest rendered MP4 and its subtitles, if any.
+    pub video_asset_id: Option<i64>,
+    pub subtitles_asset_id: Option<i64>,
+    /// A scene's picture or narration changed (or scenes were added, moved or removed)
+    /// since the video was rendered.
+    pub video_out_of_date: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -264,6 +270,16 @@ pub struct SettingsValues {
     pub tts_per_minute: u32,
     /// How long one image or speech request may take before it is retried.
     pub media_timeout_secs: u32,
+    /// Renders at once, across every server process (ffmpeg uses every core it gets).
+    pub render_concurrency: u32,
+    /// 720 or 1080: the short side of the video (9:16 at 1080 is 1080×1920).
+    pub video_height: u32,
+    /// Silence after each scene's narration, in milliseconds.
+    pub video_pause_ms: u32,
+    /// Burn the subtitles into the picture (an .srt is written either way).
+    pub video_subtitles: bool,
+    /// A slow zoom on each scene's picture.
+    pub video_motion: bool,
 }
 
 impl SettingsValues {
@@ -305,6 +321,11 @@ impl Default for SettingsValues {
             tts_concurrency: 4,
             tts_per_minute: 0,
             media_timeout_secs: 120,
+            render_concurrency: 1,
+            video_height: 720,
+            video_pause_ms: 400,
+            video_subtitles: true,
+            video_motion: true,
         }
     }
 }
@@ -433,6 +454,8 @@ pub enum JobKind {
     Media,
     /// Scene narration.
     Tts,
+    /// The content's video, from every scene's picture and narration.
+    Render,
 }
 
 impl JobKind {
@@ -440,12 +463,14 @@ impl JobKind {
         match self {
             JobKind::Media => "media",
             JobKind::Tts => "tts",
+            JobKind::Render => "render",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "media" => Some(JobKind::Media),
             "tts" => Some(JobKind::Tts),
+            "render" => Some(JobKind::Render),
             _ => None,
         }
     }

@@ -169,6 +169,26 @@ test('a creator generates images and narration and watches every scene fill in',
   }, before);
   await page.waitForFunction(() => [...document.querySelectorAll('.job')].some((j) => j.textContent.includes('The scene is done')));
   assert.equal(await page.locator('.scene-media img').count(), 3);
+
+  // Every scene has its picture and narration: render, then play and seek in the page.
+  await page.getByRole('button', { name: 'Render video' }).click();
+  await page.waitForFunction(() => [...document.querySelectorAll('.job')].some((j) => j.textContent.includes('The video is ready')), null, { timeout: 120_000 });
+  const video = page.locator('section.video video');
+  await video.waitFor();
+  await page.waitForFunction(() => {
+    const v = document.querySelector('section.video video');
+    return v && v.readyState >= 1 && v.duration > 1 && v.videoWidth === 720 && v.videoHeight === 1280;
+  }, null, { timeout: 30_000 });
+  const middle = await video.evaluate(async (v) => {
+    v.muted = true;
+    await v.play();
+    v.pause();
+    const target = v.duration / 2;
+    await new Promise((resolve) => { v.addEventListener('seeked', resolve, { once: true }); v.currentTime = target; });
+    return { target, at: v.currentTime };
+  });
+  assert.ok(Math.abs(middle.at - middle.target) < 0.5, JSON.stringify(middle));
+  await shot(page, 'video');
   await page.context().close();
 });
 

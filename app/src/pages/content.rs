@@ -6,7 +6,8 @@ use std::collections::HashMap;
 
 use super::jobs::{active, Chip, JobCard};
 use crate::api::{
-    cancel_job, content_jobs, delete_content, get_content, retry_job, start_job, update_content,
+    cancel_job, content_jobs, delete_content, get_content, retry_job, start_job, start_render,
+    update_content,
 };
 use crate::components::ErrorBox;
 use crate::model::{
@@ -226,9 +227,13 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
     });
     let cancel = Action::new(|job: &i64| cancel_job(*job));
     let retry = Action::new(|job: &i64| retry_job(*job));
+    let render = Action::new(move |_: &()| start_render(id));
     Effect::new(move |previous: Option<usize>| {
         // Any action's answer changes what the jobs show: look again now.
-        let versions = start.version().get() + cancel.version().get() + retry.version().get();
+        let versions = start.version().get()
+            + cancel.version().get()
+            + retry.version().get()
+            + render.version().get();
         if previous.is_some_and(|p| p != versions) {
             load.dispatch(());
         }
@@ -242,6 +247,44 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
     });
     let initial = detail.clone();
     let media = Memo::new(move |_| latest.with(|list| scene_media(&initial, list)));
+    // The saved scenes, in order: what a render would use.
+    let saved: Vec<i64> = detail.scenes.iter().map(|s| s.id).collect();
+    let missing = Memo::new(move |_| {
+        media.with(|m| {
+            saved
+                .iter()
+                .enumerate()
+                .filter(|(_, id)| {
+                    m.get(id)
+                        .is_none_or(|s| s.image.is_none() || s.audio.is_none())
+                })
+                .map(|(i, _)| (i + 1).to_string())
+                .collect::<Vec<_>>()
+        })
+    });
+    let newest = move |list: &[JobDetail], kinds: &[&str]| {
+        list.iter()
+            .filter(|d| kinds.contains(&d.job.kind.as_str()) && d.job.status == "completed")
+            .map(|d| d.job.id)
+            .max()
+    };
+    let (first_video, was_out_of_date) = (detail.video_asset_id, detail.video_out_of_date);
+    // Changes whenever a new render completes, so the player loads the new file.
+    let video_version = Memo::new(move |_| {
+        latest
+            .with(|list| newest(list, &["render"]))
+            .map(|job| format!("job{job}"))
+            .or(first_video.map(|asset| format!("asset{asset}")))
+    });
+    let out_of_date = Memo::new(move |_| {
+        latest.with(
+            |list| match (newest(list, &["render"]), newest(list, &["media", "tts"])) {
+                (Some(render), Some(media)) => media > render,
+                (Some(_), None) => false,
+                (None, media) => was_out_of_date || (first_video.is_some() && media.is_some()),
+            },
+        )
+    });
 
     view! {
         <Title text=detail.title.clone()/>
@@ -289,6 +332,29 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
             {move || start.value().get().and_then(|r| r.err()).map(|error| view! { <ErrorBox error=error/> })}
             {move || load.value().get().and_then(|r| r.err()).map(|error| view! { <ErrorBox error=error/> })}
             {move || latest.get().into_iter().map(|d| view! { <JobCard detail=d on_cancel=on_cancel on_retry=on_retry/> }).collect_view()}
+        </section>
+        <section class="card video" aria-label="Video">
+            <div class="actions">
+                <button class="primary" on:click=move |_| { render.dispatch(()); }
+                    disabled=move || render.pending().get() || !missing.with(|m| m.is_empty())>"Render video"</button>
+                <span class="muted">{move || missing.with(|m| match m.as_slice() {
+                    [] => "Every scene's picture and narration, with subtitles, into an MP4.".to_owned(),
+                    [one] => format!("Scene {one} still needs its picture or narration."),
+                    many => format!("Scenes {} still need their picture or narration.", many.join(", ")),
+                })}</span>
+            </div>
+            {move || render.value().get().and_then(|r| r.err()).map(|error| view! { <ErrorBox error=error/> })}
+            {move || video_version.get().map(|version| view! {
+                <video controls preload="metadata" src=format!("/api/contents/{id}/video?v={version}")></video>
+                <p class="muted">
+                    <a href=format!("/api/contents/{id}/video") download=format!("crevid-{id}.mp4")>"Download MP4"</a>
+                    " · "
+                    <a href=format!("/api/contents/{id}/subtitles") download=format!("crevid-{id}.srt")>"Subtitles (.srt)"</a>
+                    {move || out_of_date.get().then(|| view! {
+                        <strong class="stale">" · Video out of date: a scene changed since it was rendered."</strong>
+                    })}
+                </p>
+            })}
         </section>
         <ol class="scenes editing">
             <For each=move || rows.get() key=|r| r.key children=move |row: Row| {

@@ -49,10 +49,10 @@ fn queue_text(detail: &JobDetail) -> Option<String> {
 }
 
 fn kind_label(kind: &str) -> &'static str {
-    if kind == "media" {
-        "Images"
-    } else {
-        "Narration"
+    match kind {
+        "media" => "Images",
+        "tts" => "Narration",
+        _ => "Video",
     }
 }
 
@@ -77,13 +77,14 @@ pub fn JobCard(
         .into_any(),
         many => view! { <span>{format!("{} contents", many.len())}</span> }.into_any(),
     };
+    let render = detail.job.kind == "render";
     let chips = full.then(|| {
         detail
             .tasks
             .iter()
             .enumerate()
             .map(|(i, t): (usize, &TaskView)| {
-                view! { <Chip label=format!("Scene {}", i + 1) task=Some((t.status.clone(), t.last_error.clone()))/> }
+                view! { <Chip label=if render { "Render".to_owned() } else { format!("Scene {}", i + 1) } task=Some((t.status.clone(), t.last_error.clone()))/> }
             })
             .collect_view()
     });

@@ -135,6 +135,21 @@ fn SettingsForm(initial: SettingsView) -> impl IntoView {
                 {text_field!(values, "Media request timeout (s)", media_timeout_secs, "5–900; a slower answer is retried")}
             </div>
 
+            <h2>"Video"</h2>
+            <div class="grid">
+                {text_field!(values, "Video height", video_height, "720 or 1080 (the short side)")}
+                {text_field!(values, "Pause after each scene (ms)", video_pause_ms, "0–5000")}
+                {text_field!(values, "Renders at once", render_concurrency, "1–8, across all servers")}
+            </div>
+            <label class="checkbox"><input type="checkbox" name="video_subtitles"
+                prop:checked=move || values.with(|v| v.video_subtitles)
+                on:change=move |ev| values.update(|v| v.video_subtitles = event_target_checked(&ev))/>
+                " Burn subtitles into the video (an .srt file is made either way)"</label>
+            <label class="checkbox"><input type="checkbox" name="video_motion"
+                prop:checked=move || values.with(|v| v.video_motion)
+                on:change=move |ev| values.update(|v| v.video_motion = event_target_checked(&ev))/>
+                " Slow zoom on each scene's picture"</label>
+
             <h2>"Defaults for new scripts"</h2>
             <div class="grid">
                 {text_field!(values, "Language", default_language, "")}

@@ -16,7 +16,7 @@ use tokio::sync::{Notify, Semaphore};
 
 use super::db::{now_ms, Backend};
 use super::error::DbResultExt;
-use super::jobs::{self, SCENE_AUDIO, SCENE_IMAGE};
+use super::jobs::{self, RENDER, SCENE_AUDIO, SCENE_IMAGE};
 use super::media;
 use super::state::AppState;
 use crate::error::AppError;
@@ -39,10 +39,11 @@ pub struct KindLimits {
 
 impl KindLimits {
     pub fn of(settings: &SettingsValues, kind: &str) -> Self {
-        let (concurrency, per_window) = if kind == SCENE_IMAGE {
-            (settings.image_concurrency, settings.image_per_minute)
-        } else {
-            (settings.tts_concurrency, settings.tts_per_minute)
+        let (concurrency, per_window) = match kind {
+            SCENE_IMAGE => (settings.image_concurrency, settings.image_per_minute),
+            SCENE_AUDIO => (settings.tts_concurrency, settings.tts_per_minute),
+            // ffmpeg uses every core it is given: renders run one or two at a time.
+            _ => (settings.render_concurrency, 0),
         };
         Self {
             concurrency: i64::from(concurrency.max(1)),
@@ -71,7 +72,8 @@ pub struct ClaimedTask {
     pub job_id: i64,
     pub kind: String,
     pub content_id: i64,
-    pub scene_id: i64,
+    /// None for a task about the whole content (a render).
+    pub scene_id: Option<i64>,
     pub attempt: i64,
     pub max_attempts: i64,
 }
@@ -97,9 +99,34 @@ impl TaskError {
     }
 }
 
-/// What a successful task made.
+/// What a successful task made: its main asset (the task's output), any others, and for a
+/// render, which scene assets the video was made from.
 pub struct Output {
-    pub kind: String,
+    pub primary: NewAsset,
+    pub also: Vec<NewAsset>,
+    pub video_sources: Option<String>,
+}
+
+impl Output {
+    pub fn one(asset: NewAsset) -> Self {
+        Self {
+            primary: asset,
+            also: Vec::new(),
+            video_sources: None,
+        }
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(&self.primary)
+            .chain(&self.also)
+            .map(|a| a.storage_key.as_str())
+    }
+}
+
+/// A file a task made, as the asset row it becomes.
+pub struct NewAsset {
+    /// `image`, `audio`, `video` or `subtitles`: also says what it becomes current for.
+    pub kind: &'static str,
     /// Where the file is, under the media directory.
     pub storage_key: String,
     pub mime_type: String,
@@ -198,14 +225,15 @@ pub async fn claim(
 pub struct Signals {
     image: Notify,
     audio: Notify,
+    render: Notify,
 }
 
 impl Signals {
     fn of(&self, kind: &str) -> &Notify {
-        if kind == SCENE_IMAGE {
-            &self.image
-        } else {
-            &self.audio
+        match kind {
+            SCENE_IMAGE => &self.image,
+            SCENE_AUDIO => &self.audio,
+            _ => &self.render,
         }
     }
 
@@ -309,6 +337,7 @@ pub async fn run_claimed(state: &AppState, task: ClaimedTask) -> Result<(), AppE
         match task.kind.as_str() {
             SCENE_IMAGE => media::scene_image(state, &task).await,
             SCENE_AUDIO => media::scene_audio(state, &task).await,
+            RENDER => super::render::render(state, &task).await,
             other => Err(TaskError::Permanent(format!("unknown task kind {other:?}"))),
         }
     };
@@ -347,31 +376,17 @@ async fn finish(
     let mut discard = None;
     match result {
         Ok(output) => {
-            let asset_id: i64 = sqlx::query_scalar(
-                "INSERT INTO assets (content_id, scene_id, kind, storage_key, mime_type, bytes, duration_ms, width, height, provider, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
-            )
-            .bind(task.content_id)
-            .bind(task.scene_id)
-            .bind(&output.kind)
-            .bind(&output.storage_key)
-            .bind(&output.mime_type)
-            .bind(output.bytes)
-            .bind(output.duration_ms)
-            .bind(output.size.map(|s| i64::from(s.0)))
-            .bind(output.size.map(|s| i64::from(s.1)))
-            .bind(&output.provider)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await
-            .db("recording an asset")?;
+            let mut ids = Vec::new();
+            for asset in std::iter::once(&output.primary).chain(&output.also) {
+                ids.push(insert_asset(&mut tx, task, asset, now).await?);
+            }
             // Succeeded, or cancelled when the job was cancelled meanwhile.
             let status: Option<String> = sqlx::query_scalar(&format!(
                 "UPDATE tasks SET status = CASE WHEN EXISTS (SELECT 1 FROM jobs WHERE id = $5 AND status = 'cancelled') \
                  THEN 'cancelled' ELSE 'succeeded' END, output_asset_id = $1, locked_until = NULL, finished_at = $4, \
                  updated_at = $4 WHERE {guard} RETURNING status"
             ))
-            .bind(asset_id)
+            .bind(ids[0])
             .bind(task.id)
             .bind(&*state.worker_id)
             .bind(now)
@@ -381,20 +396,10 @@ async fn finish(
             .db("completing a task")?;
             match status.as_deref() {
                 Some("succeeded") => {
-                    let column = if task.kind == SCENE_IMAGE {
-                        "image_asset_id"
-                    } else {
-                        "audio_asset_id"
-                    };
-                    sqlx::query(&format!(
-                        "UPDATE scenes SET {column} = $1, updated_at = $2 WHERE id = $3"
-                    ))
-                    .bind(asset_id)
-                    .bind(now)
-                    .bind(task.scene_id)
-                    .execute(&mut *tx)
-                    .await
-                    .db("pointing a scene at its asset")?;
+                    let assets = std::iter::once(&output.primary).chain(&output.also);
+                    for (asset, id) in assets.zip(&ids) {
+                        make_current(&mut tx, task, asset.kind, *id, &output, now).await?;
+                    }
                 }
                 Some(_) => {
                     sqlx::query("UPDATE tasks SET output_asset_id = NULL WHERE id = $1")
@@ -402,17 +407,21 @@ async fn finish(
                         .execute(&mut *tx)
                         .await
                         .db("completing a task")?;
-                    sqlx::query("DELETE FROM assets WHERE id = $1")
-                        .bind(asset_id)
-                        .execute(&mut *tx)
-                        .await
-                        .db("dropping an asset")?;
-                    discard = Some(output.storage_key);
+                    for id in &ids {
+                        sqlx::query("DELETE FROM assets WHERE id = $1")
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await
+                            .db("dropping an asset")?;
+                    }
+                    discard = Some(output);
                 }
                 None => {
                     // Another worker holds the task now: keep nothing of this run.
                     drop(tx);
-                    media::remove_file(state, &output.storage_key).await;
+                    for key in output.keys() {
+                        media::remove_file(state, key).await;
+                    }
                     return Ok(());
                 }
             }
@@ -468,10 +477,85 @@ async fn finish(
     }
     jobs::refresh_in(&mut tx, task.job_id).await?;
     tx.commit().await.db("committing a task")?;
-    if let Some(key) = discard {
-        media::remove_file(state, &key).await;
+    if let Some(output) = discard {
+        for key in output.keys() {
+            media::remove_file(state, key).await;
+        }
     }
     wake(state, Some(&task.kind)).await;
+    Ok(())
+}
+
+async fn insert_asset(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    task: &ClaimedTask,
+    asset: &NewAsset,
+    now: i64,
+) -> Result<i64, AppError> {
+    sqlx::query_scalar(
+        "INSERT INTO assets (content_id, scene_id, kind, storage_key, mime_type, bytes, duration_ms, width, height, provider, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+    )
+    .bind(task.content_id)
+    .bind(task.scene_id)
+    .bind(asset.kind)
+    .bind(&asset.storage_key)
+    .bind(&asset.mime_type)
+    .bind(asset.bytes)
+    .bind(asset.duration_ms)
+    .bind(asset.size.map(|s| i64::from(s.0)))
+    .bind(asset.size.map(|s| i64::from(s.1)))
+    .bind(&asset.provider)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await
+    .db("recording an asset")
+}
+
+/// Points the scene (picture, narration) or the content (video, subtitles) at a new asset;
+/// the previous one stays until this commits.
+async fn make_current(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    task: &ClaimedTask,
+    kind: &str,
+    asset_id: i64,
+    output: &Output,
+    now: i64,
+) -> Result<(), AppError> {
+    let (sql, owner) = match kind {
+        "image" => (
+            "UPDATE scenes SET image_asset_id = $1, updated_at = $2 WHERE id = $3",
+            task.scene_id,
+        ),
+        "audio" => (
+            "UPDATE scenes SET audio_asset_id = $1, updated_at = $2 WHERE id = $3",
+            task.scene_id,
+        ),
+        "subtitles" => (
+            "UPDATE contents SET subtitles_asset_id = $1, updated_at = $2 WHERE id = $3",
+            Some(task.content_id),
+        ),
+        _ => {
+            sqlx::query(
+                "UPDATE contents SET video_asset_id = $1, video_sources = $2, updated_at = $3 WHERE id = $4",
+            )
+            .bind(asset_id)
+            .bind(output.video_sources.as_deref())
+            .bind(now)
+            .bind(task.content_id)
+            .execute(&mut **tx)
+            .await
+            .db("pointing a content at its video")?;
+            return Ok(());
+        }
+    };
+    sqlx::query(sql)
+        .bind(asset_id)
+        .bind(now)
+        .bind(owner)
+        .execute(&mut **tx)
+        .await
+        .db("pointing at a new asset")?;
     Ok(())
 }
 
@@ -495,7 +579,7 @@ pub async fn drain(state: &AppState) -> Result<usize, AppError> {
     }
 }
 
-const KINDS: [&str; 2] = [SCENE_IMAGE, SCENE_AUDIO];
+const KINDS: [&str; 3] = [SCENE_IMAGE, SCENE_AUDIO, RENDER];
 
 /// How long a worker with nothing to claim may sleep: until the next task falls due (a
 /// queued `run_at`, an expiring lease), or, when due work waits on the limits, until the

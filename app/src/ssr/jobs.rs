@@ -16,6 +16,7 @@ use crate::model::{
 /// Stable task kind names: stored in the database, so never derived from Rust types.
 pub const SCENE_IMAGE: &str = "scene.image";
 pub const SCENE_AUDIO: &str = "scene.audio";
+pub const RENDER: &str = "content.render";
 pub const MAX_ATTEMPTS: i64 = 5;
 
 const JOB_COLUMNS: &str =
@@ -52,6 +53,7 @@ fn task_kind(kind: JobKind) -> &'static str {
     match kind {
         JobKind::Media => SCENE_IMAGE,
         JobKind::Tts => SCENE_AUDIO,
+        JobKind::Render => RENDER,
     }
 }
 
@@ -93,7 +95,16 @@ pub async fn create(
             "this content has no scenes",
         ));
     }
-    let tasks = scenes.into_iter().map(|s| (req.content_id, s)).collect();
+    if kind == JobKind::Render {
+        return Err(AppError::validation(
+            "kind",
+            "a render covers the whole content: use the render route",
+        ));
+    }
+    let tasks = scenes
+        .into_iter()
+        .map(|s| (req.content_id, Some(s)))
+        .collect();
     insert(state, user, kind, &[req.content_id], tasks).await
 }
 
@@ -146,9 +157,40 @@ pub async fn create_batch(
                 format!("content {id} has no scenes"),
             ));
         }
-        tasks.extend(content.scenes.iter().map(|s| (*id, s.id)));
+        tasks.extend(content.scenes.iter().map(|s| (*id, Some(s.id))));
     }
     insert(state, user, kind, &ids, tasks).await
+}
+
+/// A render of the content's video: refused, naming the scenes, until every scene has
+/// its picture and narration.
+#[tracing::instrument(name = "jobs.create_render", skip_all, fields(content_id))]
+pub async fn create_render(
+    state: &AppState,
+    user: &CurrentUser,
+    content_id: i64,
+) -> Result<JobView, AppError> {
+    let content = super::contents::get(state, user, content_id).await?;
+    if content.scenes.is_empty() {
+        return Err(AppError::validation("id", "this content has no scenes"));
+    }
+    let scenes = super::render::scenes(state.pool(), content_id)
+        .await
+        .db("reading scenes")?;
+    if let Some(problem) = super::render::missing(&scenes) {
+        return Err(AppError::validation(
+            "id",
+            format!("Generate pictures and narration first: {problem}"),
+        ));
+    }
+    insert(
+        state,
+        user,
+        JobKind::Render,
+        &[content_id],
+        vec![(content_id, None)],
+    )
+    .await
 }
 
 /// Writes the job and its tasks in one transaction, then wakes the workers.
@@ -157,7 +199,7 @@ async fn insert(
     user: &CurrentUser,
     kind: JobKind,
     content_ids: &[i64],
-    tasks: Vec<(i64, i64)>,
+    tasks: Vec<(i64, Option<i64>)>,
 ) -> Result<JobView, AppError> {
     let limit = super::settings::values(state).await?.rate_jobs_per_minute;
     state
@@ -245,7 +287,7 @@ pub async fn list(
         if JobKind::parse(kind).is_none() {
             return Err(AppError::validation(
                 "kind",
-                format!("kind must be media or tts (got {kind:?})"),
+                format!("kind must be media, tts or render (got {kind:?})"),
             ));
         }
     }
@@ -450,7 +492,7 @@ pub async fn mark_started(
 ) -> Result<(), AppError> {
     sqlx::query(
         "UPDATE jobs SET status = 'processing', stage = 'processing', \
-         stage_message = '0 of ' || total_tasks || ' scenes done', started_at = COALESCE(started_at, $1), \
+         stage_message = CASE WHEN kind = 'render' THEN 'Rendering' ELSE '0 of ' || total_tasks || ' scenes done' END, started_at = COALESCE(started_at, $1), \
          updated_at = $1 WHERE id = $2 AND status = 'queued'",
     )
     .bind(now_ms())
@@ -478,16 +520,17 @@ pub async fn refresh_in(
     // Lock the job row (a write, so SQLite takes its write lock too): concurrent refreshes
     // then run one after another, and the last one counts every finished task. Without it
     // a slower refresh could write stale counts over a newer one.
-    let current: Option<String> =
-        sqlx::query_scalar("UPDATE jobs SET updated_at = $1 WHERE id = $2 RETURNING status")
+    let current: Option<(String, String)> =
+        sqlx::query_as("UPDATE jobs SET updated_at = $1 WHERE id = $2 RETURNING status, kind")
             .bind(now_ms())
             .bind(job_id)
             .fetch_optional(&mut **tx)
             .await
             .db("locking a job")?;
-    let Some(current) = current else {
+    let Some((current, kind)) = current else {
         return Ok(());
     };
+    let render = kind == JobKind::Render.as_str();
     let counts: Vec<(String, i64)> =
         sqlx::query_as("SELECT status, COUNT(*) FROM tasks WHERE job_id = $1 GROUP BY status")
             .bind(job_id)
@@ -515,7 +558,21 @@ pub async fn refresh_in(
     } else {
         finished * 100 / total
     };
-    let (status, stage, message) = if queued + running > 0 {
+    let (status, stage, message) = if render {
+        // One task: the render's own progress messages stand while it runs.
+        match (queued, running, succeeded, failed) {
+            (_, 1.., _, _) if current == "cancelled" => {
+                ("cancelled", "cancelling", "Stopping the render".to_owned())
+            }
+            (1.., _, _, _) | (_, 1.., _, _) if current != "cancelled" => {
+                let status = if running > 0 { "processing" } else { "queued" };
+                (status, status, "Waiting to render".to_owned())
+            }
+            (_, _, 1.., _) => ("completed", "done", "The video is ready".to_owned()),
+            (_, _, _, 1..) => ("failed", "done", "The render failed".to_owned()),
+            _ => ("cancelled", "cancelled", "Render cancelled".to_owned()),
+        }
+    } else if queued + running > 0 {
         if current == "cancelled" {
             (
                 "cancelled",
@@ -557,8 +614,22 @@ pub async fn refresh_in(
             },
         )
     };
-    let error =
-        (failed > 0).then(|| format!("{failed} of {total} scenes failed; see each scene's error"));
+    let error = if failed == 0 {
+        None
+    } else if render {
+        sqlx::query_scalar::<_, Option<String>>(
+            "SELECT last_error FROM tasks WHERE job_id = $1 AND status = 'failed' LIMIT 1",
+        )
+        .bind(job_id)
+        .fetch_optional(&mut **tx)
+        .await
+        .db("reading a render's error")?
+        .flatten()
+    } else {
+        Some(format!(
+            "{failed} of {total} scenes failed; see each scene's error"
+        ))
+    };
     let now = now_ms();
     let done = queued + running == 0;
     sqlx::query(

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use super::engine::{ClaimedTask, Output, TaskError};
+use super::engine::{ClaimedTask, NewAsset, Output, TaskError};
 use super::error::DbResultExt;
 use super::providers;
 use super::state::AppState;
@@ -66,7 +66,11 @@ fn wrap(text: &str, width: usize) -> String {
     lines.join("\n")
 }
 
-async fn run_tool(mut command: Command, stdin: Option<&str>, what: &str) -> Result<(), TaskError> {
+pub(crate) async fn run_tool(
+    mut command: Command,
+    stdin: Option<&str>,
+    what: &str,
+) -> Result<(), TaskError> {
     command
         .kill_on_drop(true)
         .stdout(std::process::Stdio::null())
@@ -123,7 +127,7 @@ struct SceneInfo {
     voice: String,
 }
 
-fn transient(message: String) -> TaskError {
+pub(crate) fn transient(message: String) -> TaskError {
     TaskError::Transient {
         message,
         retry_after: None,
@@ -135,7 +139,7 @@ async fn scene_info(state: &AppState, task: &ClaimedTask) -> Result<SceneInfo, T
         "SELECT s.narration, s.visual_prompt, s.position, c.aspect_ratio, c.language, c.visual_style, c.voice \
          FROM scenes s JOIN contents c ON c.id = s.content_id WHERE s.id = $1",
     )
-    .bind(task.scene_id)
+    .bind(task.scene_id.ok_or_else(|| TaskError::Permanent("the task names no scene".into()))?)
     .fetch_optional(state.pool())
     .await
     .map_err(|e| transient(format!("database: {e}")))?;
@@ -165,11 +169,14 @@ async fn provider_setup(state: &AppState) -> Result<(SettingsValues, String), Ta
 fn output_key(task: &ClaimedTask, ext: &str) -> String {
     format!(
         "content-{}/scene-{}-{}-{}.{ext}",
-        task.content_id, task.scene_id, task.id, task.attempt
+        task.content_id,
+        task.scene_id.unwrap_or_default(),
+        task.id,
+        task.attempt
     )
 }
 
-async fn prepare(state: &AppState, key: &str) -> Result<PathBuf, TaskError> {
+pub(crate) async fn prepare(state: &AppState, key: &str) -> Result<PathBuf, TaskError> {
     let path = media_dir(state).join(key);
     if let Some(dir) = path.parent() {
         tokio::fs::create_dir_all(dir)
@@ -183,25 +190,29 @@ async fn prepare(state: &AppState, key: &str) -> Result<PathBuf, TaskError> {
 }
 
 /// What a provider made, before it becomes an asset.
-struct Made<'a> {
-    kind: &'a str,
-    key: String,
-    path: PathBuf,
-    mime: &'a str,
-    duration_ms: Option<i64>,
-    size: Option<(u32, u32)>,
-    provider: String,
+pub(crate) struct Made<'a> {
+    pub kind: &'static str,
+    pub key: String,
+    pub path: PathBuf,
+    pub mime: &'a str,
+    pub duration_ms: Option<i64>,
+    pub size: Option<(u32, u32)>,
+    pub provider: String,
 }
 
 /// The made file as the asset it becomes; the engine inserts it in the same transaction
 /// that records the task's outcome, so a task that lost its lease leaves no row behind.
 async fn into_output(made: Made<'_>) -> Result<Output, TaskError> {
+    Ok(Output::one(new_asset(made).await?))
+}
+
+pub(crate) async fn new_asset(made: Made<'_>) -> Result<NewAsset, TaskError> {
     let bytes = tokio::fs::metadata(&made.path)
         .await
         .map_err(|e| transient(format!("reading the result: {e}")))?
         .len();
-    Ok(Output {
-        kind: made.kind.to_owned(),
+    Ok(NewAsset {
+        kind: made.kind,
         storage_key: made.key,
         mime_type: made.mime.to_owned(),
         bytes: bytes as i64,
@@ -461,6 +472,43 @@ pub async fn asset_file(
     .await
     .db("reading an asset")?
     .ok_or_else(|| crate::error::AppError::not_found("asset"))
+}
+
+pub enum ContentFile {
+    Video,
+    Subtitles,
+}
+
+/// The stored file of a content's current video or subtitles, for its owner or an admin.
+pub async fn content_file(
+    state: &AppState,
+    user: &super::auth::CurrentUser,
+    content_id: i64,
+    which: ContentFile,
+) -> Result<String, crate::error::AppError> {
+    let column = match which {
+        ContentFile::Video => "video_asset_id",
+        ContentFile::Subtitles => "subtitles_asset_id",
+    };
+    let found: Option<Option<String>> = sqlx::query_scalar(&format!(
+        "SELECT a.storage_key FROM contents c LEFT JOIN assets a ON a.id = c.{column} \
+         WHERE c.id = $1 AND ($2 = 1 OR c.owner_id = $3)"
+    ))
+    .bind(content_id)
+    .bind(i64::from(user.is_admin()))
+    .bind(user.id)
+    .fetch_optional(state.pool())
+    .await
+    .db("reading a content's video")?;
+    match found {
+        None => Err(crate::error::AppError::not_found("content")),
+        // The content exists and is theirs; what is missing is a render (409, not 404).
+        Some(None) => Err(crate::error::AppError::new(
+            crate::error::ErrorCode::Conflict,
+            "This content has no rendered video yet: render it first.",
+        )),
+        Some(Some(key)) => Ok(key),
+    }
 }
 
 /// Removes a file a task made but may not keep (its job was cancelled, or its lease was

@@ -92,6 +92,19 @@ pub fn api_routes() -> Vec<ApiRoute> {
         route(Method::GET, "/api/contents/{id}", User, get_content),
         route(Method::PUT, "/api/contents/{id}", User, update_content),
         route(Method::DELETE, "/api/contents/{id}", User, delete_content),
+        route(
+            Method::POST,
+            "/api/contents/{id}/render",
+            User,
+            render_content,
+        ),
+        route(Method::GET, "/api/contents/{id}/video", User, content_video),
+        route(
+            Method::GET,
+            "/api/contents/{id}/subtitles",
+            User,
+            content_subtitles,
+        ),
         route(Method::POST, "/api/media/generate", User, generate_media),
         route(Method::POST, "/api/media/batch", User, batch_media),
         route(Method::POST, "/api/tts/generate", User, generate_tts),
@@ -417,6 +430,51 @@ async fn cancel_job(
     ok(jobs::cancel(&state, &user, id_param(&id)?).await?)
 }
 
+async fn render_content(
+    State(state): State<AppState>,
+    Actor(user): Actor,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Data<JobView>>), AppError> {
+    Ok(accepted(
+        jobs::create_render(&state, &user, id_param(&id)?).await?,
+    ))
+}
+
+async fn content_video(
+    State(state): State<AppState>,
+    Actor(user): Actor,
+    Path(id): Path<String>,
+    request: axum::extract::Request,
+) -> Result<axum::response::Response, AppError> {
+    let key = media::content_file(&state, &user, id_param(&id)?, media::ContentFile::Video).await?;
+    serve(&state, key, request).await
+}
+
+async fn content_subtitles(
+    State(state): State<AppState>,
+    Actor(user): Actor,
+    Path(id): Path<String>,
+    request: axum::extract::Request,
+) -> Result<axum::response::Response, AppError> {
+    let key =
+        media::content_file(&state, &user, id_param(&id)?, media::ContentFile::Subtitles).await?;
+    serve(&state, key, request).await
+}
+
+/// A stored file with range requests (seeking in players); the extension (.png, .wav,
+/// .mp4, .srt) gives its type.
+async fn serve(
+    state: &AppState,
+    key: String,
+    request: axum::extract::Request,
+) -> Result<axum::response::Response, AppError> {
+    let service = tower_http::services::ServeFile::new(media::media_dir(state).join(key));
+    let response = tower::ServiceExt::oneshot(service, request)
+        .await
+        .map_err(|e| super::error::internal("serving a file", e))?;
+    Ok(response.map(axum::body::Body::new))
+}
+
 /// An asset's file, for its content's owner, with range requests (seeking in players).
 async fn get_asset(
     State(state): State<AppState>,
@@ -425,10 +483,5 @@ async fn get_asset(
     request: axum::extract::Request,
 ) -> Result<axum::response::Response, AppError> {
     let key = media::asset_file(&state, &user, id_param(&id)?).await?;
-    // The file's extension (.png, .wav, .mp4) gives its type.
-    let service = tower_http::services::ServeFile::new(media::media_dir(&state).join(key));
-    let response = tower::ServiceExt::oneshot(service, request)
-        .await
-        .map_err(|e| super::error::internal("serving an asset", e))?;
-    Ok(response.map(axum::body::Body::new))
+    serve(&state, key, request).await
 }

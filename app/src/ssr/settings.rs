@@ -192,6 +192,24 @@ pub fn validate(v: SettingsValues) -> Result<SettingsValues, AppError> {
             5,
             900,
         )?,
+        render_concurrency: validate::range_u32(
+            "values.render_concurrency",
+            v.render_concurrency,
+            1,
+            8,
+        )?,
+        video_height: match v.video_height {
+            720 | 1080 => v.video_height,
+            other => {
+                return Err(AppError::validation(
+                    "values.video_height",
+                    format!("values.video_height must be 720 or 1080 (got {other})"),
+                ))
+            }
+        },
+        video_pause_ms: validate::range_u32("values.video_pause_ms", v.video_pause_ms, 0, 5_000)?,
+        video_subtitles: v.video_subtitles,
+        video_motion: v.video_motion,
     })
 }
 

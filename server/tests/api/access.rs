@@ -132,6 +132,13 @@ async fn rest_sample(app: &TestApp, method: &Method, path: &str) -> (String, Opt
             Some(json!({ "content_id": fresh_content_of_a(app).await })),
             Owner::ContentOfA,
         ),
+        ("POST", "/api/contents/{id}/render")
+        | ("GET", "/api/contents/{id}/video")
+        | ("GET", "/api/contents/{id}/subtitles") => (
+            path.replace("{id}", &fresh_content_of_a(app).await.to_string()),
+            None,
+            Owner::ContentOfA,
+        ),
         ("POST", "/api/media/batch") | ("POST", "/api/tts/batch") => (
             path.into(),
             Some(json!({ "content_ids": [fresh_content_of_a(app).await] })),
@@ -282,6 +289,10 @@ async fn server_functions_follow_their_rules(db: Db) {
                     Owner::ContentOfA,
                 ),
                 "list_jobs" => (json!({ "filter": {} }), Owner::None),
+                "start_render" => (
+                    json!({ "content_id": fresh_content_of_a(&app).await }),
+                    Owner::ContentOfA,
+                ),
                 "content_jobs" => (
                     json!({ "content_id": fresh_content_of_a(&app).await }),
                     Owner::ContentOfA,

@@ -10,5 +10,6 @@ mod input;
 mod jobs;
 mod pages;
 mod pipeline;
+mod render;
 mod settings;
 mod storage;

@@ -1,0 +1,615 @@
+//! The video render: every scene's picture and narration, in order, into an H.264 + AAC
+//! MP4 with `+faststart`, and its subtitles as an `.srt`.
+//!
+//! Each scene becomes its own segment (the picture decoded once and animated by
+//! `zoompan`, its narration padded by the pause, its subtitle cues burned in), then the
+//! segments are joined by stream copy, so the join costs a file copy, not an encode. The
+//! MP4 is written under a temporary name and renamed: a half-written file is never served.
+//! Progress comes from ffmpeg's `-progress` output; a cancelled job drops this future,
+//! which kills ffmpeg.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::Command;
+
+use super::engine::{ClaimedTask, Output, TaskError};
+use super::media::{self, new_asset, transient, Made};
+use super::state::AppState;
+use crate::model::SettingsValues;
+
+const FPS: u32 = 30;
+/// Subtitle cue size: two lines of at most this many characters.
+const LINE_CHARS: usize = 42;
+const SUBTITLE_FONT: &str = "DejaVu Sans";
+
+/// A scene as the render needs it.
+#[derive(Debug, Clone)]
+pub struct RenderScene {
+    pub narration: String,
+    pub image_key: Option<String>,
+    pub image_id: Option<i64>,
+    pub audio_key: Option<String>,
+    pub audio_id: Option<i64>,
+    pub audio_ms: Option<i64>,
+}
+
+pub async fn scenes(
+    pool: &sqlx::AnyPool,
+    content_id: i64,
+) -> Result<Vec<RenderScene>, sqlx::Error> {
+    type Row = (
+        String,
+        Option<i64>,
+        Option<String>,
+        Option<i64>,
+        Option<String>,
+        Option<i64>,
+    );
+    let rows: Vec<Row> =
+        sqlx::query_as(
+            "SELECT s.narration, s.image_asset_id, ia.storage_key, s.audio_asset_id, aa.storage_key, aa.duration_ms \
+             FROM scenes s LEFT JOIN assets ia ON ia.id = s.image_asset_id LEFT JOIN assets aa ON aa.id = s.audio_asset_id \
+             WHERE s.content_id = $1 ORDER BY s.position",
+        )
+        .bind(content_id)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(narration, image_id, image_key, audio_id, audio_key, audio_ms)| RenderScene {
+                narration,
+                image_key,
+                image_id,
+                audio_key,
+                audio_id,
+                audio_ms,
+            },
+        )
+        .collect())
+}
+
+/// What a video made now would be made from; compared with what the current one was.
+pub fn sources(scenes: &[RenderScene]) -> String {
+    let pairs: Vec<(Option<i64>, Option<i64>)> =
+        scenes.iter().map(|s| (s.image_id, s.audio_id)).collect();
+    serde_json::to_string(&pairs).unwrap_or_default()
+}
+
+/// "scenes 2 and 5 have no picture; scene 3 has no narration", or None when all are ready.
+pub fn missing(scenes: &[RenderScene]) -> Option<String> {
+    let list = |numbers: Vec<String>, what: &str| -> Option<String> {
+        match numbers.as_slice() {
+            [] => None,
+            [one] => Some(format!("scene {one} has no {what}")),
+            [rest @ .., last] => Some(format!(
+                "scenes {} and {last} have no {what}",
+                rest.join(", ")
+            )),
+        }
+    };
+    let numbered = |pick: fn(&RenderScene) -> bool| -> Vec<String> {
+        scenes
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| pick(s))
+            .map(|(i, _)| (i + 1).to_string())
+            .collect()
+    };
+    let problems: Vec<String> = [
+        list(numbered(|s| s.image_key.is_none()), "picture"),
+        list(numbered(|s| s.audio_key.is_none()), "narration"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    (!problems.is_empty()).then(|| problems.join("; "))
+}
+
+pub fn frame_size(aspect_ratio: &str, height: u32) -> (u32, u32) {
+    let long = height * 16 / 9;
+    match aspect_ratio {
+        "16:9" => (long, height),
+        "1:1" => (height, height),
+        _ => (height, long),
+    }
+}
+
+/// A scene's length: its narration plus the pause, rounded to whole frames so segments
+/// joined by stream copy add up exactly.
+fn frames(audio_ms: i64, pause_ms: u32) -> u32 {
+    (((audio_ms + i64::from(pause_ms)) as f64 * f64::from(FPS) / 1000.0).round() as u32).max(1)
+}
+
+fn ms_of_frames(frames: u32) -> i64 {
+    i64::from(frames) * 1000 / i64::from(FPS)
+}
+
+/// One subtitle cue, in milliseconds from the start of its scene.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cue {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub text: String,
+}
+
+/// Splits narration into cues of at most two lines, timed by their share of the
+/// characters over the narration's duration.
+pub fn cues(narration: &str, speech_ms: i64) -> Vec<Cue> {
+    let mut chunks: Vec<Vec<String>> = Vec::new();
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for word in narration.split_whitespace() {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > LINE_CHARS {
+            lines.push(std::mem::take(&mut line));
+            if lines.len() == 2 {
+                chunks.push(std::mem::take(&mut lines));
+            }
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+        // A sentence end closes the cue early, so cues follow the narration's rhythm.
+        if word.ends_with(['.', '!', '?'])
+            && (!lines.is_empty() || line.chars().count() > LINE_CHARS / 2)
+        {
+            lines.push(std::mem::take(&mut line));
+            chunks.push(std::mem::take(&mut lines));
+        }
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    if !lines.is_empty() {
+        chunks.push(lines);
+    }
+    let total: usize = chunks
+        .iter()
+        .map(|c| c.iter().map(|l| l.chars().count()).sum::<usize>())
+        .sum();
+    let mut start = 0i64;
+    let mut done = 0usize;
+    chunks
+        .into_iter()
+        .map(|chunk| {
+            done += chunk.iter().map(|l| l.chars().count()).sum::<usize>();
+            let end = (speech_ms as f64 * done as f64 / total.max(1) as f64).round() as i64;
+            let cue = Cue {
+                start_ms: start,
+                end_ms: end.max(start + 1),
+                text: chunk.join("\n"),
+            };
+            start = cue.end_ms;
+            cue
+        })
+        .collect()
+}
+
+fn srt_time(ms: i64) -> String {
+    format!(
+        "{:02}:{:02}:{:02},{:03}",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
+}
+
+/// SubRip text for cues, each shifted by its offset.
+pub fn srt(cues: &[(i64, Cue)]) -> String {
+    cues.iter()
+        .enumerate()
+        .map(|(i, (offset, c))| {
+            format!(
+                "{}\n{} --> {}\n{}\n",
+                i + 1,
+                srt_time(offset + c.start_ms),
+                srt_time(offset + c.end_ms),
+                c.text
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn clock(ms: i64) -> String {
+    format!("{}:{:02}", ms / 60_000, ms / 1000 % 60)
+}
+
+/// Writes "Rendering 0:42 / 1:30" (and the share done) to the job, at most twice a second.
+struct Progress<'a> {
+    state: &'a AppState,
+    job_id: i64,
+    total_ms: i64,
+    last: Option<Instant>,
+}
+
+impl Progress<'_> {
+    async fn report(&mut self, done_ms: i64, force: bool) {
+        if !force
+            && self
+                .last
+                .is_some_and(|t| t.elapsed() < Duration::from_millis(500))
+        {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let done_ms = done_ms.clamp(0, self.total_ms);
+        let _ = sqlx::query(
+            "UPDATE jobs SET stage = 'rendering', stage_message = $1, progress = $2, updated_at = $3 \
+             WHERE id = $4 AND status = 'processing'",
+        )
+        .bind(format!("Rendering {} / {}", clock(done_ms), clock(self.total_ms)))
+        .bind(done_ms * 99 / self.total_ms.max(1))
+        .bind(super::db::now_ms())
+        .bind(self.job_id)
+        .execute(self.state.pool())
+        .await;
+    }
+}
+
+/// Runs ffmpeg with `-progress` on stdout, reporting each `out_time_us` (offset by where
+/// this run starts in the whole video); a failure keeps the last lines of stderr.
+async fn ffmpeg(
+    mut command: Command,
+    what: &str,
+    progress: &mut Progress<'_>,
+    offset_ms: i64,
+) -> Result<(), TaskError> {
+    command
+        .kill_on_drop(true)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            TaskError::Permanent("ffmpeg is not installed (see the status page)".into())
+        }
+        _ => transient(format!("ffmpeg could not start: {e}")),
+    })?;
+    let stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let collect_errors = async {
+        let mut text = String::new();
+        if let Some(stderr) = stderr.as_mut() {
+            let _ = stderr.read_to_string(&mut text).await;
+        }
+        text
+    };
+    let follow = async {
+        if let Some(stdout) = stdout {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(us) = line
+                    .strip_prefix("out_time_us=")
+                    .and_then(|v| v.parse::<i64>().ok())
+                {
+                    progress.report(offset_ms + us / 1000, false).await;
+                }
+            }
+        }
+    };
+    let (errors, ()) = tokio::join!(collect_errors, follow);
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| transient(format!("ffmpeg: {e}")))?;
+    if status.success() {
+        return Ok(());
+    }
+    let tail: Vec<&str> = errors.lines().rev().take(3).collect();
+    Err(TaskError::Permanent(format!(
+        "{what}: ffmpeg failed: {}",
+        tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+    )))
+}
+
+/// One scene's segment: its files, its place and length.
+struct Segment<'a> {
+    image: &'a Path,
+    audio: &'a Path,
+    index: usize,
+    frames: u32,
+    subtitles: bool,
+}
+
+fn segment_command(
+    dir: &Path,
+    segment: Segment<'_>,
+    (w, h): (u32, u32),
+    settings: &SettingsValues,
+) -> Command {
+    let Segment {
+        image,
+        audio,
+        index,
+        frames,
+        subtitles: has_subtitles,
+    } = segment;
+    let seconds = f64::from(frames) / f64::from(FPS);
+    // zoompan makes all of a scene's frames from its one decoded picture; z=1 holds still.
+    let zoom = if settings.video_motion {
+        format!("min(1+0.08*on/{frames},1.08)")
+    } else {
+        "1".to_owned()
+    };
+    let mut video = format!(
+        "[0:v]scale={sw}:{sh}:force_original_aspect_ratio=increase,crop={sw}:{sh},setsar=1,\
+         zoompan=z='{zoom}':x='iw/2-(iw/zoom/2)':y='ih/2-(ih/zoom/2)':d={frames}:s={w}x{h}:fps={FPS},format=yuv420p",
+        sw = w * 2,
+        sh = h * 2,
+    );
+    if has_subtitles {
+        // libass sizes text against a 288-line script height; keep it readable on phones.
+        let size = if w < h { 13 } else { 18 };
+        video.push_str(&format!(
+            ",subtitles=filename=scene-{index}.srt:force_style='FontName={SUBTITLE_FONT},FontSize={size},\
+             PrimaryColour=&H00FFFFFF,OutlineColour=&H00000000,BorderStyle=1,Outline=1.5,Shadow=0,Alignment=2,MarginV=28'"
+        ));
+    }
+    let mut command = Command::new("ffmpeg");
+    command
+        .current_dir(dir)
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostats",
+            "-progress",
+            "pipe:1",
+            "-y",
+            "-i",
+        ])
+        .arg(image)
+        .arg("-i")
+        .arg(audio)
+        .args([
+            "-filter_complex",
+            &format!("{video}[v];[1:a]aresample=48000,apad,atrim=0:{seconds:.3}[a]"),
+            "-map",
+            "[v]",
+            "-map",
+            "[a]",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-crf",
+            "22",
+            "-r",
+            &FPS.to_string(),
+            "-c:a",
+            "aac",
+            "-b:a",
+            "128k",
+            "-ac",
+            "2",
+            "-t",
+            &format!("{seconds:.3}"),
+        ])
+        .arg(format!("segment-{index}.mp4"));
+    command
+}
+
+pub async fn render(state: &AppState, task: &ClaimedTask) -> Result<Output, TaskError> {
+    let scenes = scenes(state.pool(), task.content_id)
+        .await
+        .map_err(|e| transient(format!("database: {e}")))?;
+    if scenes.is_empty() {
+        return Err(TaskError::Permanent("the content has no scenes".into()));
+    }
+    if let Some(problem) = missing(&scenes) {
+        return Err(TaskError::Permanent(format!(
+            "cannot render yet: {problem}"
+        )));
+    }
+    let aspect: Option<String> =
+        sqlx::query_scalar("SELECT aspect_ratio FROM contents WHERE id = $1")
+            .bind(task.content_id)
+            .fetch_optional(state.pool())
+            .await
+            .map_err(|e| transient(format!("database: {e}")))?;
+    let aspect = aspect.ok_or_else(|| TaskError::Permanent("the content was deleted".into()))?;
+    let (settings, _) = super::settings::for_tasks(state)
+        .await
+        .map_err(|e| transient(e.message))?;
+    let size = frame_size(&aspect, settings.video_height);
+    let media_dir = media::media_dir(state);
+    let work_key = format!(
+        "content-{}/render-{}-{}",
+        task.content_id, task.id, task.attempt
+    );
+    let work = media::prepare(state, &format!("{work_key}/list.txt"))
+        .await?
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| media_dir.clone());
+    let result = render_in(state, task, &scenes, &settings, size, &work, &media_dir).await;
+    let _ = tokio::fs::remove_dir_all(&work).await;
+    let (video_key, srt_key, total_ms) = result?;
+    let video = new_asset(Made {
+        kind: "video",
+        key: video_key.clone(),
+        path: media_dir.join(&video_key),
+        mime: "video/mp4",
+        duration_ms: Some(total_ms),
+        size: Some(size),
+        provider: "builtin:ffmpeg".into(),
+    })
+    .await?;
+    let subtitles = new_asset(Made {
+        kind: "subtitles",
+        key: srt_key.clone(),
+        path: media_dir.join(&srt_key),
+        mime: "application/x-subrip",
+        duration_ms: Some(total_ms),
+        size: None,
+        provider: "builtin:ffmpeg".into(),
+    })
+    .await?;
+    Ok(Output {
+        primary: video,
+        also: vec![subtitles],
+        video_sources: Some(sources(&scenes)),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn render_in(
+    state: &AppState,
+    task: &ClaimedTask,
+    scenes: &[RenderScene],
+    settings: &SettingsValues,
+    size: (u32, u32),
+    work: &Path,
+    media_dir: &Path,
+) -> Result<(String, String, i64), TaskError> {
+    let lengths: Vec<u32> = scenes
+        .iter()
+        .map(|s| frames(s.audio_ms.unwrap_or(0), settings.video_pause_ms))
+        .collect();
+    let total_ms: i64 = lengths.iter().map(|f| ms_of_frames(*f)).sum();
+    let mut progress = Progress {
+        state,
+        job_id: task.job_id,
+        total_ms,
+        last: None,
+    };
+    progress.report(0, true).await;
+    let mut all_cues = Vec::new();
+    let mut offset = 0i64;
+    let mut list = String::new();
+    for (index, (scene, frames)) in scenes.iter().zip(&lengths).enumerate() {
+        let what = format!("scene {}", index + 1);
+        let speech_ms = scene.audio_ms.unwrap_or(0);
+        let scene_cues = cues(&scene.narration, speech_ms);
+        let local: Vec<(i64, Cue)> = scene_cues.iter().cloned().map(|c| (0, c)).collect();
+        write(&work.join(format!("scene-{index}.srt")), &srt(&local)).await?;
+        all_cues.extend(scene_cues.into_iter().map(|c| (offset, c)));
+        let path_of = |key: &Option<String>| -> PathBuf {
+            media_dir.join(key.as_deref().unwrap_or_default())
+        };
+        let (image, audio) = (path_of(&scene.image_key), path_of(&scene.audio_key));
+        let segment = Segment {
+            image: &image,
+            audio: &audio,
+            index,
+            frames: *frames,
+            subtitles: settings.video_subtitles && !local.is_empty(),
+        };
+        let command = segment_command(work, segment, size, settings);
+        ffmpeg(command, &what, &mut progress, offset).await?;
+        list.push_str(&format!("file 'segment-{index}.mp4'\n"));
+        offset += ms_of_frames(*frames);
+    }
+    write(&work.join("list.txt"), &list).await?;
+    let stem = format!(
+        "content-{}/video-{}-{}",
+        task.content_id, task.id, task.attempt
+    );
+    let (video_key, srt_key) = (format!("{stem}.mp4"), format!("{stem}.srt"));
+    let partial = media_dir.join(format!("{stem}.partial.mp4"));
+    let mut join = Command::new("ffmpeg");
+    join.current_dir(work)
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostats",
+            "-progress",
+            "pipe:1",
+            "-y",
+        ])
+        .args([
+            "-f",
+            "concat",
+            "-safe",
+            "0",
+            "-i",
+            "list.txt",
+            "-c",
+            "copy",
+            "-movflags",
+            "+faststart",
+            "-f",
+            "mp4",
+        ])
+        .arg(&partial);
+    ffmpeg(join, "joining the scenes", &mut progress, 0).await?;
+    // Only a complete file gets the name that is served.
+    tokio::fs::rename(&partial, media_dir.join(&video_key))
+        .await
+        .map_err(|e| transient(format!("saving the video: {e}")))?;
+    write(&media_dir.join(&srt_key), &srt(&all_cues)).await?;
+    progress.report(total_ms, true).await;
+    Ok((video_key, srt_key, total_ms))
+}
+
+async fn write(path: &Path, text: &str) -> Result<(), TaskError> {
+    tokio::fs::write(path, text)
+        .await
+        .map_err(|e| transient(format!("writing {}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cues_cover_the_narration_in_order() {
+        let text = "The first sentence is short. The second sentence is a good deal longer than the first one was, and it keeps going.";
+        let cues = cues(text, 6_000);
+        assert!(cues.len() >= 2);
+        assert_eq!(cues[0].start_ms, 0);
+        assert_eq!(cues.last().unwrap().end_ms, 6_000);
+        for pair in cues.windows(2) {
+            assert_eq!(pair[0].end_ms, pair[1].start_ms);
+        }
+        for cue in &cues {
+            let lines: Vec<&str> = cue.text.lines().collect();
+            assert!(
+                lines.len() <= 2 && lines.iter().all(|l| l.chars().count() <= LINE_CHARS),
+                "{cue:?}"
+            );
+        }
+        let joined: Vec<&str> = cues
+            .iter()
+            .flat_map(|c| c.text.split_whitespace())
+            .collect();
+        assert_eq!(joined, text.split_whitespace().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn srt_times_are_shifted() {
+        let cue = Cue {
+            start_ms: 500,
+            end_ms: 2_250,
+            text: "Hello".into(),
+        };
+        assert_eq!(
+            srt(&[(61_000, cue)]),
+            "1\n00:01:01,500 --> 00:01:03,250\nHello\n"
+        );
+    }
+
+    #[test]
+    fn missing_media_is_named() {
+        let scene = |image: bool, audio: bool| RenderScene {
+            narration: "x".into(),
+            image_key: image.then(|| "a.png".into()),
+            image_id: image.then_some(1),
+            audio_key: audio.then(|| "a.wav".into()),
+            audio_id: audio.then_some(2),
+            audio_ms: audio.then_some(1000),
+        };
+        assert_eq!(missing(&[scene(true, true)]), None);
+        assert_eq!(
+            missing(&[scene(false, true), scene(true, false), scene(false, true)]).as_deref(),
+            Some("scenes 1 and 3 have no picture; scene 2 has no narration")
+        );
+    }
+}

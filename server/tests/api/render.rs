@@ -1,0 +1,275 @@
+//! The video render from the offline providers (scene cards and espeak-ng), checked with
+//! ffprobe: size, codecs, duration, and subtitles cued at the scene boundaries.
+
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+use crate::both_databases;
+use crate::helpers::{Db, TestApp};
+
+both_databases!(
+    renders_every_aspect_ratio,
+    render_waits_for_every_scene_and_says_which,
+    a_changed_scene_makes_the_video_out_of_date,
+);
+
+/// Pause after each scene's narration (the default setting).
+const PAUSE_MS: i64 = 400;
+
+async fn content(app: &TestApp, sentences: usize, aspect_ratio: &str) -> Value {
+    let script: String = (1..=sentences)
+        .map(|i| {
+            format!("Scene number {i} says a few plain words about rivers and their long journey.")
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let (status, generated) = app
+        .post(
+            "/api/content/generate",
+            &json!({ "mode": "script", "input": script,
+                     "presets": { "scene_count": sentences, "aspect_ratio": aspect_ratio } }),
+        )
+        .await;
+    assert_eq!(status, 200, "{generated}");
+    let (status, saved) = app
+        .post(
+            "/api/contents",
+            &json!({ "mode": "script", "input": script, "script": generated["data"] }),
+        )
+        .await;
+    assert_eq!(status, 201, "{saved}");
+    saved["data"].clone()
+}
+
+async fn with_media(app: &TestApp, content: &Value) {
+    for path in ["/api/media/generate", "/api/tts/generate"] {
+        let (status, job) = app
+            .post(path, &json!({ "content_id": content["id"] }))
+            .await;
+        assert_eq!(status, 202, "{job}");
+    }
+    app.drain().await;
+}
+
+async fn render(app: &TestApp, id: i64) -> Value {
+    let (status, job) = app
+        .post(&format!("/api/contents/{id}/render"), &json!({}))
+        .await;
+    assert_eq!(status, 202, "{job}");
+    assert_eq!(job["data"]["kind"], "render");
+    app.drain().await;
+    let (_, detail) = app.get(&format!("/api/jobs/{}", job["data"]["id"])).await;
+    assert_eq!(detail["data"]["job"]["status"], "completed", "{detail}");
+    assert_eq!(detail["data"]["job"]["stage_message"], "The video is ready");
+    detail["data"].clone()
+}
+
+fn probe(path: &std::path::Path) -> Value {
+    let output = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_streams",
+            "-show_format",
+            "-of",
+            "json",
+        ])
+        .arg(path)
+        .output()
+        .expect("ffprobe runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("ffprobe json")
+}
+
+/// (start, end) in ms of every cue of an SRT file.
+fn srt_cues(text: &str) -> Vec<(i64, i64)> {
+    let ms = |t: &str| -> i64 {
+        let (hms, millis) = t.trim().split_once(',').unwrap();
+        let parts: Vec<i64> = hms.split(':').map(|p| p.parse().unwrap()).collect();
+        ((parts[0] * 60 + parts[1]) * 60 + parts[2]) * 1000 + millis.parse::<i64>().unwrap()
+    };
+    text.lines()
+        .filter_map(|l| l.split_once(" --> "))
+        .map(|(a, b)| (ms(a), ms(b)))
+        .collect()
+}
+
+async fn file_of(app: &TestApp, path: &str) -> Vec<u8> {
+    let response = app.client.get(app.url(path)).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{path}");
+    response.bytes().await.unwrap().to_vec()
+}
+
+async fn renders_every_aspect_ratio(db: Db) {
+    let Some(app) = TestApp::spawn(db).await else {
+        return;
+    };
+    for (aspect, scenes, (w, h)) in [
+        ("9:16", 5, (720, 1280)),
+        ("16:9", 2, (1280, 720)),
+        ("1:1", 2, (720, 720)),
+    ] {
+        let content = content(&app, scenes, aspect).await;
+        let id = content["id"].as_i64().unwrap();
+        with_media(&app, &content).await;
+        render(&app, id).await;
+
+        let video = file_of(&app, &format!("/api/contents/{id}/video")).await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("video.mp4");
+        std::fs::write(&path, &video).unwrap();
+        let info = probe(&path);
+        let streams = info["streams"].as_array().unwrap();
+        let v = streams
+            .iter()
+            .find(|s| s["codec_type"] == "video")
+            .expect("a video stream");
+        let a = streams
+            .iter()
+            .find(|s| s["codec_type"] == "audio")
+            .expect("an audio stream");
+        assert_eq!(
+            (
+                v["codec_name"].as_str(),
+                v["width"].as_i64(),
+                v["height"].as_i64()
+            ),
+            (Some("h264"), Some(w), Some(h)),
+            "{aspect}"
+        );
+        assert_eq!(a["codec_name"], "aac");
+
+        // Each scene lasts its narration plus the pause.
+        let (_, after) = app.get(&format!("/api/contents/{id}")).await;
+        let mut bounds = Vec::new();
+        let mut offset = 0;
+        for scene in after["data"]["scenes"].as_array().unwrap() {
+            let asset: i64 = scene["audio_asset_id"].as_i64().unwrap();
+            let audio_ms: i64 = sqlx::query_scalar("SELECT duration_ms FROM assets WHERE id = $1")
+                .bind(asset)
+                .fetch_one(app.state.pool())
+                .await
+                .unwrap();
+            bounds.push((offset, offset + audio_ms));
+            offset += audio_ms + PAUSE_MS;
+        }
+        let expected = offset as f64 / 1000.0;
+        let duration: f64 = info["format"]["duration"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            (duration - expected).abs() <= 0.1,
+            "{aspect}: {duration} s, expected {expected} s"
+        );
+
+        // The subtitles start with each scene and end with its narration.
+        let srt = String::from_utf8(file_of(&app, &format!("/api/contents/{id}/subtitles")).await)
+            .unwrap();
+        let cues = srt_cues(&srt);
+        assert!(cues.len() >= scenes, "{srt}");
+        for (start, end) in &bounds {
+            assert!(
+                cues.iter().any(|c| (c.0 - start).abs() <= 40),
+                "a cue starts at {start} ms: {srt}"
+            );
+            assert!(
+                cues.iter().any(|c| (c.1 - end).abs() <= 40),
+                "a cue ends at {end} ms: {srt}"
+            );
+        }
+        assert!(!after["data"]["video_out_of_date"].as_bool().unwrap());
+    }
+    // Seeking works: the player asks for ranges.
+    let (status, headers, _) = app
+        .send(
+            app.client
+                .get(app.url("/api/contents/1/video"))
+                .header("range", "bytes=100-199"),
+        )
+        .await;
+    assert_eq!(status, 206);
+    assert_eq!(headers["content-length"], "100");
+}
+
+async fn render_waits_for_every_scene_and_says_which(db: Db) {
+    let Some(app) = TestApp::spawn(db).await else {
+        return;
+    };
+    let content = content(&app, 3, "9:16").await;
+    let id = content["id"].as_i64().unwrap();
+    let (status, error) = app.get(&format!("/api/contents/{id}/video")).await;
+    assert_eq!(status, 409, "{error}");
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("render it first"));
+    // Pictures for all, narration for the second scene only.
+    app.post("/api/media/generate", &json!({ "content_id": id }))
+        .await;
+    let second = content["scenes"][1]["id"].as_i64().unwrap();
+    app.post(
+        "/api/tts/generate",
+        &json!({ "content_id": id, "scene_ids": [second] }),
+    )
+    .await;
+    app.drain().await;
+    let (status, error) = app
+        .post(&format!("/api/contents/{id}/render"), &json!({}))
+        .await;
+    assert_eq!(status, 422, "{error}");
+    assert_eq!(
+        error["error"]["message"],
+        "Generate pictures and narration first: scenes 1 and 3 have no narration"
+    );
+    // Another creator's content does not exist for them.
+    let (status, _) = app
+        .call(
+            crate::helpers::Who::CreatorB,
+            reqwest::Method::POST,
+            &format!("/api/contents/{id}/render"),
+            Some(&json!({})),
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = app.post("/api/contents/999999/render", &json!({})).await;
+    assert_eq!(status, 404);
+}
+
+async fn a_changed_scene_makes_the_video_out_of_date(db: Db) {
+    let Some(app) = TestApp::spawn(db).await else {
+        return;
+    };
+    let content = content(&app, 2, "1:1").await;
+    let id = content["id"].as_i64().unwrap();
+    with_media(&app, &content).await;
+    render(&app, id).await;
+    let (_, first) = app.get(&format!("/api/contents/{id}")).await;
+    assert_eq!(first["data"]["video_out_of_date"], false);
+    let first_video = first["data"]["video_asset_id"].clone();
+
+    let scene = content["scenes"][0]["id"].as_i64().unwrap();
+    app.post(
+        "/api/tts/generate",
+        &json!({ "content_id": id, "scene_ids": [scene] }),
+    )
+    .await;
+    app.drain().await;
+    let (_, changed) = app.get(&format!("/api/contents/{id}")).await;
+    assert_eq!(changed["data"]["video_out_of_date"], true);
+    assert_eq!(
+        changed["data"]["video_asset_id"], first_video,
+        "the old video stays until a new one is made"
+    );
+
+    render(&app, id).await;
+    let (_, again) = app.get(&format!("/api/contents/{id}")).await;
+    assert_eq!(again["data"]["video_out_of_date"], false);
+    assert_ne!(again["data"]["video_asset_id"], first_video);
+}
