@@ -249,6 +249,8 @@ impl Progress<'_> {
         .bind(self.job_id)
         .execute(self.state.pool())
         .await;
+        // Whoever watches the queue in this process (tests) sees the job move.
+        self.state.work.notify_waiters();
     }
 }
 

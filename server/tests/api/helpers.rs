@@ -381,6 +381,23 @@ impl TestApp {
         }
     }
 
+    /// Waits, like `wait_for_job`, until `check` holds for the job's detail.
+    pub async fn wait_until(&self, id: i64, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let announced = self.state.work.notified();
+            tokio::pin!(announced);
+            announced.as_mut().enable();
+            let (_, detail) = self.get(&format!("/api/jobs/{id}")).await;
+            if check(&detail["data"]) {
+                return detail["data"].clone();
+            }
+            tokio::time::timeout_at(deadline, announced)
+                .await
+                .unwrap_or_else(|_| panic!("job {id} never got there: {detail}"));
+        }
+    }
+
     /// Runs every due background task now, in this test.
     pub async fn drain(&self) -> usize {
         app::ssr::engine::drain(&self.state).await.expect("drain")

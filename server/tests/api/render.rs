@@ -12,6 +12,7 @@ both_databases!(
     renders_every_aspect_ratio,
     render_waits_for_every_scene_and_says_which,
     a_changed_scene_makes_the_video_out_of_date,
+    cancel_stops_ffmpeg,
 );
 
 /// Pause after each scene's narration (the default setting).
@@ -272,4 +273,62 @@ async fn a_changed_scene_makes_the_video_out_of_date(db: Db) {
     let (_, again) = app.get(&format!("/api/contents/{id}")).await;
     assert_eq!(again["data"]["video_out_of_date"], false);
     assert_ne!(again["data"]["video_asset_id"], first_video);
+}
+
+/// ffmpeg processes working on this app's files of this content.
+fn ffmpeg_for(app: &TestApp, content: i64) -> usize {
+    let needle = app
+        .state
+        .data_dir
+        .join("media")
+        .join(format!("content-{content}/"))
+        .display()
+        .to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.starts_with("ffmpeg") && c.contains(&needle))
+        .count()
+}
+
+async fn cancel_stops_ffmpeg(db: Db) {
+    let Some(app) = TestApp::spawn(db).await else {
+        return;
+    };
+    // A render long enough to be caught in the middle: 1080p, 6 scenes.
+    app.configure_llm_with(|v| v.video_height = 1080).await;
+    let content = content(&app, 6, "16:9").await;
+    let id = content["id"].as_i64().unwrap();
+    with_media(&app, &content).await;
+    let (status, job) = app
+        .post(&format!("/api/contents/{id}/render"), &json!({}))
+        .await;
+    assert_eq!(status, 202, "{job}");
+    let job = job["data"]["id"].as_i64().unwrap();
+    app.start_workers();
+    let running = app
+        .wait_until(job, |d| d["job"]["progress"].as_i64().unwrap_or(0) > 0)
+        .await;
+    assert!(
+        running["job"]["stage_message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Rendering "),
+        "{running}"
+    );
+    assert!(ffmpeg_for(&app, id) > 0, "ffmpeg is rendering");
+    let (status, cancelled) = app
+        .post(&format!("/api/jobs/{job}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{cancelled}");
+    let ended = app.wait_for_job(job).await;
+    assert_eq!(ended["job"]["status"], "cancelled", "{ended}");
+    assert_eq!(ended["tasks"][0]["status"], "cancelled");
+    assert_eq!(ffmpeg_for(&app, id), 0, "no ffmpeg left behind");
+    let (_, after) = app.get(&format!("/api/contents/{id}")).await;
+    assert!(
+        after["data"]["video_asset_id"].is_null(),
+        "a cancelled render leaves no video"
+    );
 }
