@@ -317,6 +317,7 @@ struct Segment<'a> {
     index: usize,
     frames: u32,
     subtitles: bool,
+    out: &'a Path,
 }
 
 fn segment_command(
@@ -331,6 +332,7 @@ fn segment_command(
         index,
         frames,
         subtitles: has_subtitles,
+        out,
     } = segment;
     let seconds = f64::from(frames) / f64::from(FPS);
     // zoompan makes all of a scene's frames from its one decoded picture; z=1 holds still.
@@ -393,8 +395,37 @@ fn segment_command(
             "-t",
             &format!("{seconds:.3}"),
         ])
-        .arg(format!("segment-{index}.mp4"));
+        .args(["-f", "mp4"])
+        .arg(out);
     command
+}
+
+/// Names a scene's segment by everything that goes into it, so a render re-encodes only
+/// the scenes whose picture, narration, words or video settings changed.
+fn segment_name(
+    scene: &RenderScene,
+    frames: u32,
+    size: (u32, u32),
+    settings: &SettingsValues,
+    subtitles: &str,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let recipe = format!(
+        "v1|{:?}|{:?}|{frames}|{}x{}|{}|{}|{subtitles}",
+        scene.image_key,
+        scene.audio_key,
+        size.0,
+        size.1,
+        settings.video_motion,
+        settings.video_subtitles
+    );
+    let digest = Sha256::digest(recipe.as_bytes());
+    digest[..12].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A path inside a concat list: single-quoted, with quotes escaped as the demuxer wants.
+fn quoted(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', "'\\''"))
 }
 
 pub async fn render(state: &AppState, task: &ClaimedTask) -> Result<Output, TaskError> {
@@ -485,6 +516,12 @@ async fn render_in(
     let mut all_cues = Vec::new();
     let mut offset = 0i64;
     let mut list = String::new();
+    // Segments outlive a render: the next one reuses every scene that did not change.
+    let segments = media_dir.join(format!("content-{}/segments", task.content_id));
+    tokio::fs::create_dir_all(&segments)
+        .await
+        .map_err(|e| transient(format!("media directory: {e}")))?;
+    let mut used = Vec::new();
     for (index, (scene, frames)) in scenes.iter().zip(&lengths).enumerate() {
         let what = format!("scene {}", index + 1);
         let speech_ms = scene.audio_ms.unwrap_or(0);
@@ -496,16 +533,29 @@ async fn render_in(
             media_dir.join(key.as_deref().unwrap_or_default())
         };
         let (image, audio) = (path_of(&scene.image_key), path_of(&scene.audio_key));
-        let segment = Segment {
-            image: &image,
-            audio: &audio,
-            index,
-            frames: *frames,
-            subtitles: settings.video_subtitles && !local.is_empty(),
-        };
-        let command = segment_command(work, segment, size, settings);
-        ffmpeg(command, &what, &mut progress, offset).await?;
-        list.push_str(&format!("file 'segment-{index}.mp4'\n"));
+        let subtitles = srt(&local);
+        let name = segment_name(scene, *frames, size, settings, &subtitles);
+        let done = segments.join(format!("{name}.mp4"));
+        if tokio::fs::try_exists(&done).await.unwrap_or(false) {
+            progress.report(offset + ms_of_frames(*frames), false).await;
+        } else {
+            let partial = segments.join(format!("{name}.partial-{}.mp4", task.id));
+            let segment = Segment {
+                image: &image,
+                audio: &audio,
+                index,
+                frames: *frames,
+                subtitles: settings.video_subtitles && !local.is_empty(),
+                out: &partial,
+            };
+            let command = segment_command(work, segment, size, settings);
+            ffmpeg(command, &what, &mut progress, offset).await?;
+            tokio::fs::rename(&partial, &done)
+                .await
+                .map_err(|e| transient(format!("saving {what}'s segment: {e}")))?;
+        }
+        list.push_str(&format!("file {}\n", quoted(&done)));
+        used.push(format!("{name}.mp4"));
         offset += ms_of_frames(*frames);
     }
     write(&work.join("list.txt"), &list).await?;
@@ -547,8 +597,22 @@ async fn render_in(
         .await
         .map_err(|e| transient(format!("saving the video: {e}")))?;
     write(&media_dir.join(&srt_key), &srt(&all_cues)).await?;
+    prune(&segments, &used).await;
     progress.report(total_ms, true).await;
     Ok((video_key, srt_key, total_ms))
+}
+
+/// Drops the segments of scenes as they no longer are (and leftovers of stopped renders).
+async fn prune(segments: &Path, used: &[String]) {
+    let Ok(mut entries) = tokio::fs::read_dir(segments).await else {
+        return;
+    };
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !used.contains(&name) {
+            let _ = tokio::fs::remove_file(entry.path()).await;
+        }
+    }
 }
 
 async fn write(path: &Path, text: &str) -> Result<(), TaskError> {

@@ -269,10 +269,31 @@ async fn a_changed_scene_makes_the_video_out_of_date(db: Db) {
         "the old video stays until a new one is made"
     );
 
+    let before = segments(&app, id);
+    assert_eq!(before.len(), 2);
     render(&app, id).await;
     let (_, again) = app.get(&format!("/api/contents/{id}")).await;
     assert_eq!(again["data"]["video_out_of_date"], false);
     assert_ne!(again["data"]["video_asset_id"], first_video);
+    // Only the changed scene was encoded again; the other's segment was reused.
+    let after = segments(&app, id);
+    assert_eq!(after.len(), 2);
+    assert_eq!(
+        before.intersection(&after).count(),
+        1,
+        "{before:?} {after:?}"
+    );
+}
+
+fn segments(app: &TestApp, content: i64) -> std::collections::HashSet<String> {
+    std::fs::read_dir(
+        app.state
+            .data_dir
+            .join(format!("media/content-{content}/segments")),
+    )
+    .unwrap()
+    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+    .collect()
 }
 
 /// ffmpeg processes working on this app's files of this content.
