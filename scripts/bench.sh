@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 export CREVID_TEST_POSTGRES_URL="${CREVID_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 benches=("$@")
-[ ${#benches[@]} -gt 0 ] || benches=(generate pipeline queue)
+[ ${#benches[@]} -gt 0 ] || benches=(generate pipeline queue render)
 for bench in "${benches[@]}"; do
   if [ "$bench" = queue ]; then
     # The apalis comparator is its own binary, outside the default workspace members.

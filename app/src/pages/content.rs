@@ -4,7 +4,7 @@ use leptos_router::hooks::{use_navigate, use_params_map};
 
 use std::collections::HashMap;
 
-use super::jobs::{active, Chip, JobCard};
+use super::jobs::{keep_polling, Chip, JobCard};
 use crate::api::{
     cancel_job, content_jobs, delete_content, get_content, retry_job, start_job, start_render,
     update_content,
@@ -201,20 +201,7 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
     Effect::new(move |_| {
         load.dispatch(());
     });
-    Effect::new(move |_| {
-        if let Some(Ok(list)) = load.value().get() {
-            let again = list.iter().any(active);
-            latest.set(list);
-            if again {
-                set_timeout(
-                    move || {
-                        load.dispatch(());
-                    },
-                    std::time::Duration::from_secs(2),
-                );
-            }
-        }
-    });
+    keep_polling(load, latest);
     // Every scene, or (regenerate) just one.
     let start = Action::new(move |(kind, scene): &(JobKind, Option<i64>)| {
         start_job(

@@ -14,6 +14,46 @@ pub fn active(job: &JobDetail) -> bool {
         || job.tasks.iter().any(|t| t.status == "running")
 }
 
+/// Polls `load` again 2 s after each answer while a job is active (after a failed poll,
+/// while the last good answer had one), with one timer at a time, cleared when the page
+/// goes: a timer firing after navigation must not touch a disposed action.
+pub fn keep_polling(
+    load: Action<(), Result<Vec<JobDetail>, crate::error::AppError>>,
+    latest: RwSignal<Vec<JobDetail>>,
+) {
+    let timer = StoredValue::new(None::<leptos::leptos_dom::helpers::TimeoutHandle>);
+    let clear = move || {
+        if let Some(handle) = timer.try_update_value(Option::take).flatten() {
+            handle.clear();
+        }
+    };
+    Effect::new(move |_| {
+        let Some(answer) = load.value().get() else {
+            return;
+        };
+        let again = match answer {
+            Ok(list) => {
+                let again = list.iter().any(active);
+                latest.set(list);
+                again
+            }
+            Err(_) => latest.with_untracked(|list| list.iter().any(active)),
+        };
+        clear();
+        if again {
+            if let Ok(handle) = set_timeout_with_handle(
+                move || {
+                    load.dispatch(());
+                },
+                std::time::Duration::from_secs(2),
+            ) {
+                timer.set_value(Some(handle));
+            }
+        }
+    });
+    on_cleanup(clear);
+}
+
 fn chip_word(status: &str) -> &'static str {
     match status {
         "queued" => "queued",
@@ -122,20 +162,7 @@ pub fn JobsPage() -> impl IntoView {
         load.dispatch(());
     });
     // Polled only while a job is active; the poll stops by itself when all are done.
-    Effect::new(move |_| {
-        if let Some(Ok(list)) = load.value().get() {
-            let again = list.iter().any(active);
-            latest.set(list);
-            if again {
-                set_timeout(
-                    move || {
-                        load.dispatch(());
-                    },
-                    std::time::Duration::from_secs(2),
-                );
-            }
-        }
-    });
+    keep_polling(load, latest);
     let cancel = Action::new(|job: &i64| cancel_job(*job));
     let retry = Action::new(|job: &i64| retry_job(*job));
     Effect::new(move |previous: Option<usize>| {

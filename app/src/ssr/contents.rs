@@ -403,12 +403,29 @@ pub async fn update(
             kept.push(scene_id);
         }
     }
+    // A deleted scene takes its tasks with it; their jobs are recounted below, so a job
+    // whose last unfinished task was one of them ends instead of waiting forever.
+    let mut touched_jobs: Vec<i64> = Vec::new();
     for gone in existing.iter().filter(|e| !kept.contains(e)) {
+        let jobs: Vec<i64> =
+            sqlx::query_scalar("SELECT DISTINCT job_id FROM tasks WHERE scene_id = $1")
+                .bind(gone)
+                .fetch_all(&mut *tx)
+                .await
+                .db("reading a scene's jobs")?;
+        for job in jobs {
+            if !touched_jobs.contains(&job) {
+                touched_jobs.push(job);
+            }
+        }
         sqlx::query("DELETE FROM scenes WHERE id = $1")
             .bind(gone)
             .execute(&mut *tx)
             .await
             .db("deleting a scene")?;
+    }
+    for job in touched_jobs {
+        super::jobs::refresh_in(&mut tx, job).await?;
     }
     for (position, (edit, scene)) in req.scenes.iter().zip(&scenes).enumerate() {
         match edit.id {

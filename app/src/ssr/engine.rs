@@ -2,10 +2,11 @@
 //! database with a lease, run them, and record the outcome. The same `run_claimed` is what
 //! an HTTP worker route (QStash) calls, so both transports run the same task code.
 //!
-//! Claiming is one statement on both databases: an `UPDATE … WHERE id = (SELECT … LIMIT 1)
-//! RETURNING`, with `FOR UPDATE SKIP LOCKED` on Postgres so several server processes share
-//! the work without taking the same task. A task whose lease ran out (its worker died) is
-//! due again. Workers sleep until new work is announced or the next task falls due.
+//! A claim is one transaction: on Postgres a per-kind advisory lock first, then one
+//! `UPDATE … WHERE id = (SELECT … LIMIT 1 [FOR UPDATE SKIP LOCKED]) RETURNING` whose
+//! conditions also hold the admin's limits, the job marked started, and (with a per-minute
+//! limit) the start recorded. A task whose lease ran out (its worker died) is due again.
+//! Workers sleep until new work is announced or the next task falls due.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -150,6 +151,7 @@ fn claim_sql(backend: Backend) -> String {
          started_at = COALESCE(started_at, $3) \
          WHERE id = (SELECT id FROM tasks WHERE kind = $4 AND \
            ((status = 'queued' AND run_at <= $3) OR (status = 'running' AND locked_until < $3)) \
+           AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = tasks.job_id AND j.status = 'cancelled') \
            ORDER BY run_at, id LIMIT 1{lock}) \
          AND (SELECT COUNT(*) FROM tasks WHERE kind = $4 AND status = 'running' AND locked_until >= $3) < $5 \
          AND ($6 = 0 OR (SELECT COUNT(*) FROM task_starts WHERE kind = $4 AND started_at > $7) < $6) \
@@ -317,12 +319,13 @@ pub async fn run_claimed(state: &AppState, task: ClaimedTask) -> Result<(), AppE
         loop {
             every.tick().await;
             let job_status: Result<Option<String>, _> = sqlx::query_scalar(
-                "UPDATE tasks SET locked_until = $1 WHERE id = $2 AND worker_id = $3 AND status = 'running' \
+                "UPDATE tasks SET locked_until = $1 WHERE id = $2 AND worker_id = $3 AND attempt = $4 AND status = 'running' \
                  RETURNING (SELECT status FROM jobs WHERE jobs.id = tasks.job_id)",
             )
             .bind(now_ms() + state.timing.lease_ms)
             .bind(task.id)
             .bind(&*state.worker_id)
+            .bind(task.attempt)
             .fetch_optional(state.pool())
             .await;
             match job_status {
@@ -351,7 +354,8 @@ pub async fn run_claimed(state: &AppState, task: ClaimedTask) -> Result<(), AppE
 /// Exponential backoff with ±20 % jitter, or the provider's Retry-After.
 fn backoff(base_ms: u64, attempt: i64, retry_after: Option<Duration>) -> Duration {
     if let Some(wait) = retry_after {
-        return wait;
+        // A provider asking for hours is not waited for: the task retries in 10 minutes.
+        return wait.min(Duration::from_secs(600));
     }
     let base = base_ms
         .saturating_mul(1 << attempt.clamp(0, 8))
@@ -371,7 +375,12 @@ async fn finish(
     // outcome, the scene's new asset and the job's counts commit together; the task row
     // is written first (on SQLite a transaction that reads before it writes can fail under
     // concurrent writers).
-    let guard = "id = $2 AND worker_id = $3 AND status = 'running'";
+    // The attempt fences off an earlier run of the same task in this process (same worker
+    // id) whose lease ran out and was claimed again.
+    let guard = format!(
+        "id = $2 AND worker_id = $3 AND attempt = {} AND status = 'running'",
+        task.attempt
+    );
     let mut tx = state.pool().begin().await.db("starting a transaction")?;
     let mut discard = None;
     match result {
@@ -450,7 +459,9 @@ async fn finish(
                 };
                 tracing::warn!(error = %message, wait_ms = wait.as_millis() as u64, "task failed; retrying");
                 sqlx::query(&format!(
-                    "UPDATE tasks SET status = 'queued', run_at = $1, last_error = $4, locked_until = NULL, worker_id = NULL, updated_at = $5 WHERE {guard}"
+                    "UPDATE tasks SET status = CASE WHEN EXISTS (SELECT 1 FROM jobs j WHERE j.id = tasks.job_id AND j.status = 'cancelled') \
+                     THEN 'cancelled' ELSE 'queued' END, run_at = $1, last_error = $4, locked_until = NULL, worker_id = NULL, \
+                     updated_at = $5 WHERE {guard}"
                 ))
                 .bind(now + wait.as_millis() as i64)
                 .bind(task.id)

@@ -283,6 +283,12 @@ pub async fn list(
             ));
         }
     }
+    if filter.content_id.is_some_and(|id| id < 1) {
+        return Err(AppError::validation(
+            "content_id",
+            "content_id must be a positive integer",
+        ));
+    }
     if let Some(kind) = filter.kind.as_deref() {
         if JobKind::parse(kind).is_none() {
             return Err(AppError::validation(
@@ -313,7 +319,9 @@ pub async fn list(
         .map(job_view)
         .collect::<Result<Vec<_>, _>>()
         .db("decoding jobs")?;
-    for job in &mut jobs {
+    // Waiting jobs are few and near the top; past the first 30 the position is not worth
+    // two queries each.
+    for job in jobs.iter_mut().take(30) {
         job.queue_ahead = queue_ahead(state, job).await?;
     }
     Ok(jobs)
@@ -429,24 +437,27 @@ pub async fn list_details(
     Ok(details)
 }
 
-/// Queued tasks stop at once; running ones finish their current step and then discard
-/// their result (the engine checks the job before it commits an asset).
+/// Queued tasks stop at once; running ones stop at their next heartbeat and record
+/// nothing; one waiting to retry is not retried.
 pub async fn cancel(state: &AppState, user: &CurrentUser, id: i64) -> Result<JobDetail, AppError> {
     check_owner(state, user, id).await?;
     let now = now_ms();
+    // Tasks before the job, as `finish` and `retry_failed` take them.
+    let mut tx = state.pool().begin().await.db("starting a transaction")?;
     sqlx::query("UPDATE tasks SET status = 'cancelled', updated_at = $1, finished_at = $1 WHERE job_id = $2 AND status = 'queued'")
         .bind(now)
         .bind(id)
-        .execute(state.pool())
+        .execute(&mut *tx)
         .await
         .db("cancelling tasks")?;
     sqlx::query("UPDATE jobs SET status = 'cancelled', updated_at = $1 WHERE id = $2 AND status IN ('queued', 'processing')")
         .bind(now)
         .bind(id)
-        .execute(state.pool())
+        .execute(&mut *tx)
         .await
         .db("cancelling a job")?;
-    refresh(state.pool(), id).await?;
+    refresh_in(&mut tx, id).await?;
+    tx.commit().await.db("committing a cancel")?;
     get(state, user, id).await
 }
 
@@ -457,6 +468,17 @@ pub async fn retry_failed(
     id: i64,
 ) -> Result<JobDetail, AppError> {
     check_owner(state, user, id).await?;
+    let cancelled: Option<String> = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_optional(state.pool())
+        .await
+        .db("reading a job")?;
+    if cancelled.as_deref() == Some("cancelled") {
+        return Err(AppError::validation(
+            "id",
+            "this job was cancelled; start a new one for the scenes you still need",
+        ));
+    }
     let now = now_ms();
     let retried = sqlx::query(
         "UPDATE tasks SET status = 'queued', attempt = 0, run_at = $1, last_error = NULL, locked_until = NULL, \

@@ -49,12 +49,12 @@ impl Limits {
         }
     }
 
-    /// Ok, or the whole seconds to wait.
     /// A minute in production; the per-minute task limits count over it too.
     pub fn window(&self) -> Duration {
         self.window
     }
 
+    /// Ok, or the whole seconds to wait.
     pub fn check(&self, bucket: Bucket, key: &str, per_window: u32) -> Result<(), u64> {
         let Some(burst) = NonZeroU32::new(per_window) else {
             return Ok(());

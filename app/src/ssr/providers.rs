@@ -179,14 +179,22 @@ fn classify(err: OpenAIError, seen: Seen, key: &str, what: &str) -> TaskError {
         OpenAIError::ApiError(api) => Some(api.status_code.as_u16()),
         _ => seen.status.filter(|code| *code >= 400),
     };
+    // Shown to the creator: short, and never with a trace of the key. (Scrubbing a whole
+    // HTML error page would also cost seconds of CPU.)
     let message = match &err {
-        OpenAIError::ApiError(api) => scrub(&api.api_error.message, key),
+        OpenAIError::ApiError(api) => scrub(&super::llm::clip(&api.api_error.message, 500), key),
         _ => String::new(),
     };
     let quota = matches!(&err, OpenAIError::ApiError(api) if api.api_error.r#type.as_deref() == Some("insufficient_quota"));
     let transient = |message: String| TaskError::Transient {
         message,
         retry_after: seen.retry_after.map(Duration::from_secs),
+    };
+    // A 429 without Retry-After: wait out most of a provider's minute rather than spend the
+    // attempts in seconds.
+    let rate_limited = |message: String| TaskError::Transient {
+        message,
+        retry_after: Some(Duration::from_secs(seen.retry_after.unwrap_or(20))),
     };
     match (status, &err) {
         (Some(401 | 403), _) => TaskError::Permanent(
@@ -195,7 +203,7 @@ fn classify(err: OpenAIError, seen: Seen, key: &str, what: &str) -> TaskError {
         (Some(429), _) if quota => TaskError::Permanent(
             "The provider account has no quota left. Check its billing, or use another key in Settings.".into(),
         ),
-        (Some(429), _) => transient(format!("The provider is rate limiting {what} requests")),
+        (Some(429), _) => rate_limited(format!("The provider is rate limiting {what} requests")),
         (Some(code @ (408 | 409)), _) => transient(format!("The provider answered {code}")),
         (Some(code), _) if code >= 500 => {
             transient(format!("The provider failed on its side ({code})"))
@@ -214,6 +222,10 @@ fn classify(err: OpenAIError, seen: Seen, key: &str, what: &str) -> TaskError {
         (_, OpenAIError::JSONDeserialize(..)) => TaskError::Permanent(format!(
             "The endpoint did not answer the {what} request like an OpenAI-compatible API. Check the base URL in Settings."
         )),
-        _ => transient(scrub(&err.to_string(), key)),
+        // A request we could not even build is our bug, not the provider's mood.
+        (_, OpenAIError::InvalidArgument(_)) => {
+            TaskError::Permanent(format!("The {what} request could not be built: {err}"))
+        }
+        _ => transient(scrub(&super::llm::clip(&err.to_string(), 500), key)),
     }
 }

@@ -52,14 +52,18 @@ async fn remove<'e, E: sqlx::Executor<'e, Database = sqlx::Any>>(
 }
 
 pub async fn values(state: &AppState) -> Result<SettingsValues, AppError> {
-    Ok(match read(state.pool(), VALUES_KEY).await? {
+    Ok(parse(read(state.pool(), VALUES_KEY).await?.as_deref()))
+}
+
+fn parse(stored: Option<&str>) -> SettingsValues {
+    match stored {
         // A document written by another version may not parse; its defaults still work.
-        Some(json) => serde_json::from_str(&json).unwrap_or_else(|e| {
+        Some(json) => serde_json::from_str(json).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "stored settings do not parse; using defaults");
             SettingsValues::default()
         }),
         None => SettingsValues::default(),
-    })
+    }
 }
 
 /// Settings and key as background tasks see them: read from the database at most once a
@@ -73,7 +77,21 @@ pub async fn for_tasks(state: &AppState) -> Result<(SettingsValues, Option<Strin
             }
         }
     }
-    let (values, key) = (values(state).await?, llm_api_key(state).await?);
+    // One statement for both, so a key is never paired with another endpoint's settings.
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT key, value FROM settings WHERE key IN ($1, $2)")
+            .bind(VALUES_KEY)
+            .bind(LLM_KEY)
+            .fetch_all(state.pool())
+            .await
+            .db("reading settings")?;
+    let find = |k: &str| {
+        rows.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    let values = parse(find(VALUES_KEY));
+    let key = find(LLM_KEY).and_then(|sealed| state.secrets.open(sealed));
     if let Ok(mut cache) = state.task_settings.lock() {
         *cache = Some((std::time::Instant::now(), values.clone(), key.clone()));
     }
@@ -168,7 +186,13 @@ pub fn validate(v: SettingsValues) -> Result<SettingsValues, AppError> {
         image_provider: validate::one_of("values.image_provider", &v.image_provider, &PROVIDERS)?,
         image_model: validate::text("values.image_model", &v.image_model, 1, short)?,
         image_size: image_size("values.image_size", &v.image_size)?,
-        image_quality: validate::text("values.image_quality", &v.image_quality, 1, short)?,
+        image_quality: validate::one_of(
+            "values.image_quality",
+            &v.image_quality,
+            &[
+                "auto", "low", "medium", "high", "xhigh", "max", "standard", "hd",
+            ],
+        )?,
         image_concurrency: validate::range_u32(
             "values.image_concurrency",
             v.image_concurrency,

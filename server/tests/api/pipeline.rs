@@ -20,6 +20,8 @@ both_databases!(
     limits_hold_in_flight_and_per_minute,
     a_killed_server_loses_no_task,
     batches_cover_several_contents,
+    cancel_stops_tasks_waiting_to_retry,
+    deleting_a_scene_recounts_its_jobs,
 );
 
 /// Both media kinds through the fake provider, which answers after `latency`.
@@ -420,4 +422,84 @@ async fn two_servers_share_one_postgres() {
         .await
         .unwrap();
     assert_eq!(workers, 2, "both servers took work");
+}
+
+async fn cancel_stops_tasks_waiting_to_retry(db: Db) {
+    let Some(app) = TestApp::spawn(db).await else {
+        return;
+    };
+    use_provider(&app, |_| {}).await;
+    // The provider fails every request: tasks cycle through retries.
+    app.fake.set_faults(Faults {
+        server_error: 1.0,
+        seed: 3,
+        ..Faults::default()
+    });
+    let content = content_with_scenes(&app, &twenty_sentences(), 20).await;
+    let job = start(&app, "/api/tts/generate", &content).await;
+    app.start_workers();
+    app.wait_until(job, |d| {
+        d["tasks"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["attempt"].as_i64().unwrap_or(0) >= 2))
+    })
+    .await;
+    let (status, cancelled) = app
+        .post(&format!("/api/jobs/{job}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{cancelled}");
+    let ended = app.wait_for_job(job).await;
+    assert_eq!(ended["job"]["status"], "cancelled", "{ended}");
+    assert!(
+        tasks(&ended).iter().all(|t| t["status"] == "cancelled"),
+        "no task is retried after a cancel: {ended}"
+    );
+    let (status, error) = app
+        .post(&format!("/api/jobs/{job}/retry"), &json!({}))
+        .await;
+    assert_eq!(status, 422, "{error}");
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("cancelled"));
+}
+
+async fn deleting_a_scene_recounts_its_jobs(db: Db) {
+    let Some(app) = TestApp::spawn(db).await else {
+        return;
+    };
+    let content = content_with_scenes(
+        &app,
+        "One scene here. Two scenes here. Three scenes here.",
+        3,
+    )
+    .await;
+    let id = content["id"].as_i64().unwrap();
+    let job = start(&app, "/api/tts/generate", &content).await;
+    // Two scenes are done; the third is deleted while its task still waits.
+    let first_two: Vec<i64> = content["scenes"].as_array().unwrap()[..2]
+        .iter()
+        .map(|s| s["id"].as_i64().unwrap())
+        .collect();
+    sqlx::query("UPDATE tasks SET status = 'succeeded' WHERE job_id = $1 AND scene_id IN ($2, $3)")
+        .bind(job)
+        .bind(first_two[0])
+        .bind(first_two[1])
+        .execute(app.state.pool())
+        .await
+        .unwrap();
+    let scenes: Vec<Value> = content["scenes"].as_array().unwrap()[..2]
+        .iter()
+        .map(|s| json!({ "id": s["id"], "narration": s["narration"], "visual_prompt": s["visual_prompt"] }))
+        .collect();
+    let (status, saved) = app
+        .put(
+            &format!("/api/contents/{id}"),
+            &json!({ "title": "Two scenes", "scenes": scenes }),
+        )
+        .await;
+    assert_eq!(status, 200, "{saved}");
+    let (_, detail) = app.get(&format!("/api/jobs/{job}")).await;
+    assert_eq!(detail["data"]["job"]["status"], "completed", "{detail}");
+    assert_eq!(detail["data"]["job"]["total_tasks"], 2);
 }

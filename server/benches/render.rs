@@ -1,0 +1,321 @@
+//! The video render on a 20-scene, 90-second 1080×1920 content, side by side in one run
+//! with one hand-written ffmpeg command doing the same work (the same pictures, zoom,
+//! narration, pauses and burned-in subtitles, in one process, one encode):
+//!
+//! (a) a full render (no segment kept from before) against the single command;
+//! (c) a re-render after one scene's narration changed, against a full render.
+//!
+//! Three rounds, interleaved; medians and ratios.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use app::model::{CreateUserRequest, Role, SettingsUpdate, SettingsValues};
+use app::ssr::auth::CurrentUser;
+use app::ssr::render::{cues, srt};
+
+mod support;
+use support::median;
+
+const SCENES: usize = 20;
+/// Narration per scene; with the 400 ms pause each scene lasts 4.5 s, 90 s in all.
+const SPEECH_MS: i64 = 4_100;
+const ROUNDS: usize = 3;
+
+fn ffmpeg(args: &[&str]) {
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(args)
+        .status()
+        .expect("ffmpeg runs");
+    assert!(status.success(), "ffmpeg {args:?}");
+}
+
+/// A picture and a narration file as assets of a scene, made current.
+async fn attach(state: &app::ssr::state::AppState, content: i64, scene: i64, i: usize, tone: u32) {
+    let media = app::ssr::media::media_dir(state);
+    let dir = media.join(format!("content-{content}"));
+    std::fs::create_dir_all(&dir).expect("media dir");
+    let image = format!("content-{content}/bench-{i}.png");
+    let audio = format!("content-{content}/bench-{i}-{tone}.wav");
+    if !media.join(&image).exists() {
+        let colour = format!("color=c=0x{:06x}:s=1024x1536", 0x203040 + i * 0x070503);
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            &colour,
+            "-frames:v",
+            "1",
+            &media.join(&image).display().to_string(),
+        ]);
+    }
+    let sine = format!("sine=f={tone}:d={}", SPEECH_MS as f64 / 1000.0);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &sine,
+        "-ar",
+        "24000",
+        &media.join(&audio).display().to_string(),
+    ]);
+    for (kind, key, column, duration) in [
+        ("image", &image, "image_asset_id", None),
+        ("audio", &audio, "audio_asset_id", Some(SPEECH_MS)),
+    ] {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO assets (content_id, scene_id, kind, storage_key, mime_type, bytes, duration_ms, provider, created_at) \
+             VALUES ($1, $2, $3, $4, 'application/octet-stream', 0, $5, 'bench', 0) RETURNING id",
+        )
+        .bind(content)
+        .bind(scene)
+        .bind(kind)
+        .bind(key)
+        .bind(duration)
+        .fetch_one(state.pool())
+        .await
+        .expect("asset");
+        sqlx::query(&format!("UPDATE scenes SET {column} = $1 WHERE id = $2"))
+            .bind(id)
+            .bind(scene)
+            .execute(state.pool())
+            .await
+            .expect("scene");
+    }
+}
+
+async fn render(state: &app::ssr::state::AppState, user: &CurrentUser, content: i64) -> f64 {
+    let started = Instant::now();
+    let job = app::ssr::jobs::create_render(state, user, content)
+        .await
+        .expect("render job");
+    app::ssr::engine::drain(state).await.expect("drain");
+    let detail = app::ssr::jobs::get(state, user, job.id).await.expect("job");
+    assert_eq!(detail.job.status, "completed", "{detail:?}");
+    started.elapsed().as_secs_f64()
+}
+
+/// The same video from one ffmpeg command: every scene's chain into one concat filter.
+fn single_command(media: &Path, content: i64, narrations: &[String], work: &Path) -> f64 {
+    let frames = ((SPEECH_MS + 400) * 30 / 1000) as u32;
+    let seconds = f64::from(frames) / 30.0;
+    let mut args: Vec<String> = Vec::new();
+    for i in 0..SCENES {
+        args.extend([
+            "-i".into(),
+            media
+                .join(format!("content-{content}/bench-{i}.png"))
+                .display()
+                .to_string(),
+        ]);
+    }
+    for i in 0..SCENES {
+        args.extend([
+            "-i".into(),
+            media
+                .join(format!("content-{content}/bench-{i}-220.wav"))
+                .display()
+                .to_string(),
+        ]);
+    }
+    let mut graph = String::new();
+    for (i, narration) in narrations.iter().enumerate() {
+        let local: Vec<(i64, app::ssr::render::Cue)> = cues(narration, SPEECH_MS)
+            .into_iter()
+            .map(|c| (0, c))
+            .collect();
+        std::fs::write(work.join(format!("scene-{i}.srt")), srt(&local)).expect("srt");
+        graph.push_str(&format!(
+            "[{i}:v]scale=2160:3840:force_original_aspect_ratio=increase,crop=2160:3840,setsar=1,\
+             zoompan=z='min(1+0.08*on/{frames},1.08)':x='iw/2-(iw/zoom/2)':y='ih/2-(ih/zoom/2)':d={frames}:s=1080x1920:fps=30,\
+             format=yuv420p,subtitles=filename=scene-{i}.srt:force_style='FontName=DejaVu Sans,FontSize=13,\
+             PrimaryColour=&H00FFFFFF,OutlineColour=&H00000000,BorderStyle=1,Outline=1.5,Shadow=0,Alignment=2,MarginV=28'[v{i}];\
+             [{a}:a]aresample=48000,apad,atrim=0:{seconds:.3}[a{i}];",
+            a = SCENES + i
+        ));
+    }
+    for i in 0..SCENES {
+        graph.push_str(&format!("[v{i}][a{i}]"));
+    }
+    graph.push_str(&format!("concat=n={SCENES}:v=1:a=1[v][a]"));
+    let started = Instant::now();
+    let status = Command::new("ffmpeg")
+        .current_dir(work)
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(&args)
+        .args(["-filter_complex", &graph, "-map", "[v]", "-map", "[a]"])
+        .args([
+            "-c:v", "libx264", "-preset", "veryfast", "-crf", "22", "-r", "30",
+        ])
+        .args([
+            "-c:a",
+            "aac",
+            "-b:a",
+            "128k",
+            "-ac",
+            "2",
+            "-movflags",
+            "+faststart",
+        ])
+        .arg(work.join("single.mp4"))
+        .status()
+        .expect("ffmpeg runs");
+    assert!(status.success(), "the single command failed");
+    started.elapsed().as_secs_f64()
+}
+
+fn duration(path: &Path) -> f64 {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "default=nw=1:nk=1",
+        ])
+        .arg(path)
+        .output()
+        .expect("ffprobe");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_default()
+}
+
+#[tokio::main]
+async fn main() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let vars = [
+        ("LEPTOS_SITE_ADDR", "127.0.0.1:0".to_owned()),
+        ("CREVID_DATA_DIR", dir.path().display().to_string()),
+        ("LEPTOS_SITE_ROOT", dir.path().display().to_string()),
+        (
+            "DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("bench.db").display()),
+        ),
+        ("CREVID_EMBEDDED_WORKERS", "false".to_owned()),
+    ];
+    let config = crevid_server::config::Config::load(&move |key| {
+        vars.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone())
+    })
+    .expect("config");
+    let application = crevid_server::startup::Application::build(config)
+        .await
+        .expect("app");
+    let state = application.state().clone();
+    let view = app::ssr::users::create(
+        &state,
+        CreateUserRequest {
+            email: "render@example.com".into(),
+            password: "benchmark password".into(),
+            role: Role::Admin,
+        },
+    )
+    .await
+    .expect("user");
+    let user = CurrentUser {
+        id: view.id,
+        email: view.email,
+        role: Role::Admin,
+    };
+    let values = SettingsValues {
+        video_height: 1080,
+        video_pause_ms: 400,
+        rate_generate_per_minute: 10_000,
+        rate_jobs_per_minute: 10_000,
+        ..SettingsValues::default()
+    };
+    app::ssr::settings::update(
+        &state,
+        SettingsUpdate {
+            values: values.to_update_map(),
+            llm_api_key: None,
+        },
+    )
+    .await
+    .expect("settings");
+    let script: String = (1..=SCENES)
+        .map(|i| format!("Scene {i} tells one more part of the story, in words a viewer can read along with."))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let generated = app::ssr::script::generate(
+        &state,
+        &user,
+        app::model::GenerateRequest {
+            mode: app::model::Mode::Script,
+            input: script.clone(),
+            presets: app::model::PresetsInput {
+                scene_count: Some(SCENES as u32),
+                aspect_ratio: Some("9:16".into()),
+                ..Default::default()
+            },
+        },
+    )
+    .await
+    .expect("split");
+    let content = app::ssr::contents::save(
+        &state,
+        &user,
+        app::model::SaveContentRequest {
+            mode: app::model::Mode::Script,
+            input: script,
+            script: generated,
+        },
+    )
+    .await
+    .expect("save");
+    for (i, scene) in content.scenes.iter().enumerate() {
+        attach(&state, content.id, scene.id, i, 220).await;
+    }
+    let narrations: Vec<String> = content.scenes.iter().map(|s| s.narration.clone()).collect();
+    let media = app::ssr::media::media_dir(&state);
+    let segments = media.join(format!("content-{}/segments", content.id));
+    let work = tempfile::tempdir().expect("work dir");
+
+    let (mut single, mut full, mut one) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        single.push(single_command(&media, content.id, &narrations, work.path()));
+        let _ = std::fs::remove_dir_all(&segments);
+        full.push(render(&state, &user, content.id).await);
+        // One scene's narration changes (a new file, the same length): only it is encoded.
+        let scene = &content.scenes[round % SCENES];
+        attach(
+            &state,
+            content.id,
+            scene.id,
+            round % SCENES,
+            330 + round as u32,
+        )
+        .await;
+        one.push(render(&state, &user, content.id).await);
+    }
+    let video: Option<String> = sqlx::query_scalar(
+        "SELECT a.storage_key FROM contents c JOIN assets a ON a.id = c.video_asset_id WHERE c.id = $1",
+    )
+    .bind(content.id)
+    .fetch_optional(&state.pool().clone())
+    .await
+    .expect("video");
+    let length = video
+        .map(|key| duration(&media.join(key)))
+        .unwrap_or_default();
+    let single_length = duration(&work.path().join("single.mp4"));
+    let (s, f, o) = (median(&single), median(&full), median(&one));
+    let runs = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!("render: {SCENES} scenes, 1080x1920, {length:.2} s video ({single_length:.2} s from the single command), {ROUNDS} rounds");
+    println!(
+        "  one hand-written ffmpeg command:      median {s:>6.2} s = {:.2}x realtime   (runs: {})",
+        length / s,
+        runs(&single)
+    );
+    println!("  CREVID full render (no kept segments): median {f:>6.2} s = {:.2}x realtime   (runs: {}), {:.2}x the single command", length / f, runs(&full), f / s);
+    println!("  CREVID re-render, one scene changed:  median {o:>6.2} s   (runs: {}), {:.2}x a full render", runs(&one), o / f);
+}
