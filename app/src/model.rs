@@ -484,6 +484,9 @@ pub struct MediaRequest {
     pub content_id: i64,
     #[serde(default)]
     pub scene_ids: Option<Vec<i64>>,
+    /// Render the video once every scene has its picture and narration.
+    #[serde(default)]
+    pub render_after: bool,
 }
 
 /// Every scene of several contents, in one job.
@@ -491,6 +494,9 @@ pub struct MediaRequest {
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     pub content_ids: Vec<i64>,
+    /// Render each content's video once all its scenes are ready.
+    #[serde(default)]
+    pub render_after: bool,
 }
 
 /// Most contents one batch may cover.

@@ -206,6 +206,7 @@ async fn run(
             MediaRequest {
                 content_id,
                 scene_ids,
+                render_after: false,
             },
         )
         .await

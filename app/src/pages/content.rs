@@ -202,6 +202,8 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
         load.dispatch(());
     });
     keep_polling(load, latest);
+    // "Render the video when everything is ready", for the Generate buttons.
+    let render_after = RwSignal::new(false);
     // Every scene, or (regenerate) just one.
     let start = Action::new(move |(kind, scene): &(JobKind, Option<i64>)| {
         start_job(
@@ -209,6 +211,7 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
             MediaRequest {
                 content_id: id,
                 scene_ids: scene.map(|s| vec![s]),
+                render_after: render_after.get_untracked(),
             },
         )
     });
@@ -313,6 +316,10 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
             <div class="actions">
                 <button on:click=move |_| { start.dispatch((JobKind::Media, None)); } disabled=move || start.pending().get()>"Generate images"</button>
                 <button on:click=move |_| { start.dispatch((JobKind::Tts, None)); } disabled=move || start.pending().get()>"Generate narration"</button>
+                <label class="checkbox"><input type="checkbox" name="render_after"
+                    prop:checked=move || render_after.get()
+                    on:change=move |ev| render_after.set(event_target_checked(&ev))/>
+                    " Render the video when everything is ready"</label>
                 <span class="muted">"Made in the background by the providers an admin chose in Settings; "
                     <a href="/jobs">"all jobs"</a></span>
             </div>

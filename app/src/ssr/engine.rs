@@ -494,6 +494,12 @@ async fn finish(
         }
     }
     wake(state, Some(&task.kind)).await;
+    if task.kind != RENDER {
+        // The job may have just completed with "render when ready".
+        if let Err(e) = jobs::render_when_ready(state, task.job_id).await {
+            tracing::warn!(error = %e.message, "starting a render when ready failed");
+        }
+    }
     Ok(())
 }
 

@@ -105,7 +105,9 @@ pub async fn create(
         .into_iter()
         .map(|s| (req.content_id, Some(s)))
         .collect();
-    insert(state, user, kind, &[req.content_id], tasks).await
+    check_rate(state, user).await?;
+    let content_ids = [req.content_id];
+    insert(state, user.id, kind, &content_ids, tasks, req.render_after).await
 }
 
 /// One job for every scene of several contents (each the caller's).
@@ -159,7 +161,8 @@ pub async fn create_batch(
         }
         tasks.extend(content.scenes.iter().map(|s| (*id, Some(s.id))));
     }
-    insert(state, user, kind, &ids, tasks).await
+    check_rate(state, user).await?;
+    insert(state, user.id, kind, &ids, tasks, req.render_after).await
 }
 
 /// A render of the content's video: refused, naming the scenes, until every scene has
@@ -183,44 +186,101 @@ pub async fn create_render(
             format!("Generate pictures and narration first: {problem}"),
         ));
     }
+    check_rate(state, user).await?;
+    let view = enqueue_render(state, user.id, content_id).await?;
+    Ok(view)
+}
+
+async fn enqueue_render(
+    state: &AppState,
+    owner_id: i64,
+    content_id: i64,
+) -> Result<JobView, AppError> {
     insert(
         state,
-        user,
+        owner_id,
         JobKind::Render,
         &[content_id],
         vec![(content_id, None)],
+        false,
     )
     .await
 }
 
+/// After a picture or narration job completes with "render when ready": renders each of
+/// its contents whose scenes all have both, unless a render of it is already waiting.
+pub async fn render_when_ready(state: &AppState, job_id: i64) -> Result<(), AppError> {
+    let job: Option<(i64, String, String, String)> =
+        sqlx::query_as("SELECT owner_id, status, options, content_ids FROM jobs WHERE id = $1")
+            .bind(job_id)
+            .fetch_optional(state.pool())
+            .await
+            .db("reading a job")?;
+    let Some((owner_id, status, options, content_ids)) = job else {
+        return Ok(());
+    };
+    let wanted = serde_json::from_str::<serde_json::Value>(&options)
+        .ok()
+        .and_then(|o| o["render_after"].as_bool())
+        .unwrap_or(false);
+    if status != "completed" || !wanted {
+        return Ok(());
+    }
+    for content_id in serde_json::from_str::<Vec<i64>>(&content_ids).unwrap_or_default() {
+        let scenes = super::render::scenes(state.pool(), content_id)
+            .await
+            .db("reading scenes")?;
+        if scenes.is_empty() || super::render::missing(&scenes).is_some() {
+            continue;
+        }
+        let waiting: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE content_id = $1 AND kind = 'render' AND status IN ('queued', 'processing') LIMIT 1",
+        )
+        .bind(content_id)
+        .fetch_optional(state.pool())
+        .await
+        .db("reading renders")?;
+        if waiting.is_none() {
+            enqueue_render(state, owner_id, content_id).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes the job and its tasks in one transaction, then wakes the workers.
-async fn insert(
-    state: &AppState,
-    user: &CurrentUser,
-    kind: JobKind,
-    content_ids: &[i64],
-    tasks: Vec<(i64, Option<i64>)>,
-) -> Result<JobView, AppError> {
+async fn check_rate(state: &AppState, user: &CurrentUser) -> Result<(), AppError> {
     let limit = super::settings::values(state).await?.rate_jobs_per_minute;
     state
         .limits
         .check(super::limits::Bucket::Jobs, &user.id.to_string(), limit)
-        .map_err(|secs| AppError::rate_limited("background jobs", secs))?;
+        .map_err(|secs| AppError::rate_limited("background jobs", secs))
+}
+
+async fn insert(
+    state: &AppState,
+    owner_id: i64,
+    kind: JobKind,
+    content_ids: &[i64],
+    tasks: Vec<(i64, Option<i64>)>,
+    render_after: bool,
+) -> Result<JobView, AppError> {
+    let options = serde_json::json!({ "render_after": render_after }).to_string();
     let content_id = (content_ids.len() == 1).then(|| content_ids[0]);
     let content_list = serde_json::to_string(content_ids)
         .map_err(|e| super::error::internal("encoding a job", e))?;
     let now = now_ms();
     let mut tx = state.pool().begin().await.db("starting a transaction")?;
     let job_id: i64 = sqlx::query_scalar(
-        "INSERT INTO jobs (owner_id, kind, content_id, content_ids, status, stage, stage_message, total_tasks, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, 'queued', 'queued', 'Waiting to start', $5, $6, $6) RETURNING id",
+        "INSERT INTO jobs (owner_id, kind, content_id, content_ids, options, status, stage, stage_message, total_tasks, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $7, 'queued', 'queued', 'Waiting to start', $5, $6, $6) RETURNING id",
     )
-    .bind(user.id)
+    .bind(owner_id)
     .bind(kind.as_str())
     .bind(content_id)
     .bind(content_list)
     .bind(tasks.len() as i64)
     .bind(now)
+    .bind(options)
     .fetch_one(&mut *tx)
     .await
     .db("inserting a job")?;
@@ -242,7 +302,14 @@ async fn insert(
     super::engine::announce(state, &mut tx, task_kind(kind)).await?;
     tx.commit().await.db("committing a job")?;
     super::engine::wake_here(state, task_kind(kind));
-    Ok(get(state, user, job_id).await?.job)
+    let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
+        .bind(job_id)
+        .fetch_one(state.pool())
+        .await
+        .db("reading a job")?;
+    let mut job = job_view(&row).db("decoding a job")?;
+    job.queue_ahead = queue_ahead(state, &job).await?;
+    Ok(job)
 }
 
 fn scope() -> &'static str {

@@ -13,6 +13,7 @@ both_databases!(
     render_waits_for_every_scene_and_says_which,
     a_changed_scene_makes_the_video_out_of_date,
     cancel_stops_ffmpeg,
+    render_when_ready_goes_from_script_to_video,
 );
 
 /// Pause after each scene's narration (the default setting).
@@ -352,4 +353,54 @@ async fn cancel_stops_ffmpeg(db: Db) {
         after["data"]["video_asset_id"].is_null(),
         "a cancelled render leaves no video"
     );
+}
+
+async fn render_when_ready_goes_from_script_to_video(db: Db) {
+    let Some(app) = TestApp::spawn(db).await else {
+        return;
+    };
+    let one = content(&app, 2, "9:16").await;
+    let two = content(&app, 2, "1:1").await;
+    // One content with both Generate buttons, one through batches.
+    for path in ["/api/media/generate", "/api/tts/generate"] {
+        let (status, job) = app
+            .post(
+                path,
+                &json!({ "content_id": one["id"], "render_after": true }),
+            )
+            .await;
+        assert_eq!(status, 202, "{job}");
+    }
+    for path in ["/api/media/batch", "/api/tts/batch"] {
+        let (status, job) = app
+            .post(
+                path,
+                &json!({ "content_ids": [two["id"]], "render_after": true }),
+            )
+            .await;
+        assert_eq!(status, 202, "{job}");
+    }
+    app.drain().await;
+    for content in [&one, &two] {
+        let id = content["id"].as_i64().unwrap();
+        let (_, renders) = app
+            .get(&format!("/api/jobs?content_id={id}&kind=render"))
+            .await;
+        let renders = renders["data"].as_array().unwrap();
+        assert_eq!(
+            renders.len(),
+            1,
+            "exactly one render, started by the job that finished last"
+        );
+        assert_eq!(renders[0]["status"], "completed", "{renders:?}");
+        let (_, after) = app.get(&format!("/api/contents/{id}")).await;
+        assert!(after["data"]["video_asset_id"].is_i64(), "{after}");
+    }
+    // Without the option, nothing renders by itself.
+    let three = content(&app, 1, "16:9").await;
+    with_media(&app, &three).await;
+    let (_, renders) = app
+        .get(&format!("/api/jobs?content_id={}&kind=render", three["id"]))
+        .await;
+    assert_eq!(renders["data"], json!([]));
 }
