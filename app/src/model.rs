@@ -31,6 +31,17 @@ pub mod limits {
     pub const TOKEN_NAME_MAX_CHARS: usize = 100;
     /// Whole request bodies, enforced before any parsing.
     pub const BODY_MAX_BYTES: usize = 256 * 1024;
+    /// An uploaded background music file.
+    pub const MUSIC_MAX_BYTES: usize = 20 * 1024 * 1024;
+
+    /// The body limit for a request path: music uploads may be large, nothing else.
+    pub fn body_max_for(path: &str) -> usize {
+        let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+        match parts.as_slice() {
+            ["", "api", "contents", id, "music"] if id.parse::<i64>().is_ok() => MUSIC_MAX_BYTES,
+            _ => BODY_MAX_BYTES,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -166,6 +177,8 @@ pub struct ContentDetail {
     /// The latest rendered MP4 and its subtitles, if any.
     pub video_asset_id: Option<i64>,
     pub subtitles_asset_id: Option<i64>,
+    /// Background music for the video, if uploaded.
+    pub music_asset_id: Option<i64>,
     /// A scene's picture or narration changed (or scenes were added, moved or removed)
     /// since the video was rendered.
     pub video_out_of_date: bool,
@@ -280,6 +293,9 @@ pub struct SettingsValues {
     pub video_subtitles: bool,
     /// A slow zoom on each scene's picture.
     pub video_motion: bool,
+    /// Background music level, in percent of its own loudness (it is also lowered further
+    /// while someone speaks).
+    pub music_volume: u32,
 }
 
 impl SettingsValues {
@@ -326,6 +342,7 @@ impl Default for SettingsValues {
             video_pause_ms: 400,
             video_subtitles: true,
             video_motion: true,
+            music_volume: 25,
         }
     }
 }

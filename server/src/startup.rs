@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use app::error::{AppError, ErrorCode};
-use app::model::limits::BODY_MAX_BYTES;
+use app::model::limits::{body_max_for, MUSIC_MAX_BYTES};
 use app::ssr::auth::{self, DbSessionStore};
 use app::ssr::crypto::SecretBox;
 use app::ssr::db::Database;
@@ -23,7 +23,6 @@ use leptos::config::{Env, LeptosOptions};
 use leptos::prelude::provide_context;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use tokio::net::TcpListener;
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
@@ -199,9 +198,10 @@ pub fn router(state: AppState, secure_cookies: bool) -> Router {
                     tower_sessions::cookie::time::Duration::days(7),
                 )),
         )
-        .layer(DefaultBodyLimit::max(BODY_MAX_BYTES))
-        .layer(RequestBodyLimitLayer::new(BODY_MAX_BYTES))
-        .layer(middleware::from_fn(reject_oversized))
+        // Extractors may read up to the largest upload; `limit_bodies` holds each path to
+        // its own limit.
+        .layer(DefaultBodyLimit::max(MUSIC_MAX_BYTES))
+        .layer(middleware::from_fn(limit_bodies))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             security::headers,
@@ -211,24 +211,24 @@ pub fn router(state: AppState, secure_cookies: bool) -> Router {
 }
 
 /// Answers a declared oversized body with the API's JSON error before anything reads it;
-/// bodies without a length are cut off by `RequestBodyLimitLayer` as they stream.
-async fn reject_oversized(request: Request, next: Next) -> Response {
+/// bodies without a length are cut off at the limit as they stream.
+async fn limit_bodies(request: Request, next: Next) -> Response {
+    let max = body_max_for(request.uri().path());
     let declared = request
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > BODY_MAX_BYTES) {
+    if declared.is_some_and(|len| len > max) {
         return AppError::new(
             ErrorCode::PayloadTooLarge,
-            format!(
-                "The request body is larger than {} KiB",
-                BODY_MAX_BYTES / 1024
-            ),
+            format!("The request body is larger than {} KiB", max / 1024),
         )
         .into_response();
     }
-    next.run(request).await
+    let (parts, body) = request.into_parts();
+    let limited = axum::body::Body::new(http_body_util::Limited::new(body, max));
+    next.run(Request::from_parts(parts, limited)).await
 }
 
 async fn shutdown_signal() {

@@ -259,7 +259,7 @@ pub async fn get(state: &AppState, user: &CurrentUser, id: i64) -> Result<Conten
     let row = sqlx::query(
         "SELECT id, title, mode, input, status, hook, description, hashtags, provider, language, tone, \
          target_seconds, scene_count, aspect_ratio, visual_style, voice, created_at, updated_at, \
-         video_asset_id, subtitles_asset_id, video_sources \
+         video_asset_id, subtitles_asset_id, video_sources, music_asset_id \
          FROM contents WHERE id = $1 AND ($2 = 1 OR owner_id = $3)",
     )
     .bind(id)
@@ -316,12 +316,13 @@ pub async fn get(state: &AppState, user: &CurrentUser, id: i64) -> Result<Conten
             updated_at: format_ms(row.try_get("updated_at")?),
             video_asset_id: row.try_get("video_asset_id")?,
             subtitles_asset_id: row.try_get("subtitles_asset_id")?,
+            music_asset_id: row.try_get("music_asset_id")?,
             video_out_of_date: false,
         })
     };
     let mut detail = read().db("decoding a content")?;
-    // Out of date when the scenes' current pictures and narration (in order) are not
-    // the ones the video was made from.
+    // Out of date when the scenes' current pictures and narration (in order), or the
+    // music, are not the ones the video was made from.
     let made_from: Option<String> = row.try_get("video_sources").db("decoding a content")?;
     if let (Some(_), Some(made_from)) = (detail.video_asset_id, made_from) {
         let now: Vec<(Option<i64>, Option<i64>)> = detail
@@ -329,7 +330,8 @@ pub async fn get(state: &AppState, user: &CurrentUser, id: i64) -> Result<Conten
             .iter()
             .map(|s| (s.image_asset_id, s.audio_asset_id))
             .collect();
-        detail.video_out_of_date = serde_json::to_string(&now).ok().as_deref() != Some(&made_from);
+        detail.video_out_of_date =
+            super::render::sources_of(&now, detail.music_asset_id) != made_from;
     }
     Ok(detail)
 }

@@ -620,6 +620,18 @@ pub async fn refresh_in(
         return Ok(());
     };
     let render = kind == JobKind::Render.as_str();
+    if current == "cancelled" {
+        // A task re-queued for a retry by a worker that had not yet seen the cancel (its
+        // transaction started first) ends here, under the job's lock.
+        sqlx::query(
+            "UPDATE tasks SET status = 'cancelled', finished_at = $1, updated_at = $1 WHERE job_id = $2 AND status = 'queued'",
+        )
+        .bind(now_ms())
+        .bind(job_id)
+        .execute(&mut **tx)
+        .await
+        .db("cancelling tasks")?;
+    }
     let counts: Vec<(String, i64)> =
         sqlx::query_as("SELECT status, COUNT(*) FROM tasks WHERE job_id = $1 GROUP BY status")
             .bind(job_id)

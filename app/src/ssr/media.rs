@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
+use super::db::now_ms;
 use super::engine::{ClaimedTask, NewAsset, Output, TaskError};
 use super::error::DbResultExt;
 use super::providers;
@@ -472,6 +473,97 @@ pub async fn asset_file(
     .await
     .db("reading an asset")?
     .ok_or_else(|| crate::error::AppError::not_found("asset"))
+}
+
+/// Stores an uploaded music file as the content's background music (replacing any before),
+/// once ffprobe has found sound in it.
+pub async fn save_music(
+    state: &AppState,
+    user: &super::auth::CurrentUser,
+    content_id: i64,
+    content_type: Option<&str>,
+    bytes: &[u8],
+) -> Result<crate::model::ContentDetail, crate::error::AppError> {
+    use crate::error::{AppError, ErrorCode};
+    super::contents::get(state, user, content_id).await?;
+    let ext = match content_type.map(|t| t.split(';').next().unwrap_or_default().trim()) {
+        Some("audio/mpeg" | "audio/mp3") => "mp3",
+        Some("audio/wav" | "audio/x-wav" | "audio/wave") => "wav",
+        Some("audio/ogg" | "audio/opus") => "ogg",
+        Some("audio/flac" | "audio/x-flac") => "flac",
+        Some("audio/aac" | "audio/mp4" | "audio/x-m4a") => "m4a",
+        other => {
+            return Err(AppError::new(
+                ErrorCode::UnsupportedMediaType,
+                format!(
+                    "Send the music as audio/mpeg, audio/wav, audio/ogg, audio/flac or audio/mp4 (got {})",
+                    other.unwrap_or("no Content-Type")
+                ),
+            ))
+        }
+    };
+    if bytes.is_empty() {
+        return Err(AppError::validation("body", "the music file is empty"));
+    }
+    let key = format!("content-{content_id}/music-{}.{ext}", now_ms());
+    let path = prepare(state, &key)
+        .await
+        .map_err(|e| AppError::new(ErrorCode::Internal, e.message().to_owned()))?;
+    tokio::fs::write(&path, bytes)
+        .await
+        .map_err(|e| super::error::internal("saving music", e))?;
+    let duration_ms = match probe(&path).await {
+        Ok(Probed {
+            duration_ms: Some(ms),
+            ..
+        }) if ms > 0 => ms,
+        _ => {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(AppError::validation(
+                "body",
+                "this file is not audio ffmpeg can read",
+            ));
+        }
+    };
+    let mut tx = state.pool().begin().await.db("starting a transaction")?;
+    let asset_id: i64 = sqlx::query_scalar(
+        "INSERT INTO assets (content_id, kind, storage_key, mime_type, bytes, duration_ms, provider, created_at) \
+         VALUES ($1, 'audio', $2, $3, $4, $5, 'upload', $6) RETURNING id",
+    )
+    .bind(content_id)
+    .bind(&key)
+    .bind(content_type.unwrap_or_default())
+    .bind(bytes.len() as i64)
+    .bind(duration_ms)
+    .bind(now_ms())
+    .fetch_one(&mut *tx)
+    .await
+    .db("recording music")?;
+    sqlx::query("UPDATE contents SET music_asset_id = $1, updated_at = $2 WHERE id = $3")
+        .bind(asset_id)
+        .bind(now_ms())
+        .bind(content_id)
+        .execute(&mut *tx)
+        .await
+        .db("setting music")?;
+    tx.commit().await.db("committing music")?;
+    super::contents::get(state, user, content_id).await
+}
+
+/// The video goes back to narration alone (the next render).
+pub async fn remove_music(
+    state: &AppState,
+    user: &super::auth::CurrentUser,
+    content_id: i64,
+) -> Result<crate::model::ContentDetail, crate::error::AppError> {
+    super::contents::get(state, user, content_id).await?;
+    sqlx::query("UPDATE contents SET music_asset_id = NULL, updated_at = $1 WHERE id = $2")
+        .bind(now_ms())
+        .bind(content_id)
+        .execute(state.pool())
+        .await
+        .db("removing music")?;
+    super::contents::get(state, user, content_id).await
 }
 
 pub enum ContentFile {

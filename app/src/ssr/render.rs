@@ -72,11 +72,10 @@ pub async fn scenes(
         .collect())
 }
 
-/// What a video made now would be made from; compared with what the current one was.
-pub fn sources(scenes: &[RenderScene]) -> String {
-    let pairs: Vec<(Option<i64>, Option<i64>)> =
-        scenes.iter().map(|s| (s.image_id, s.audio_id)).collect();
-    serde_json::to_string(&pairs).unwrap_or_default()
+/// What a video is made from (each scene's picture and narration, in order, and the
+/// music), as stored with it and compared to tell when it is out of date.
+pub fn sources_of(pairs: &[(Option<i64>, Option<i64>)], music: Option<i64>) -> String {
+    serde_json::json!({ "scenes": pairs, "music": music }).to_string()
 }
 
 /// "scenes 2 and 5 have no picture; scene 3 has no narration", or None when all are ready.
@@ -226,6 +225,8 @@ struct Progress<'a> {
     job_id: i64,
     total_ms: i64,
     last: Option<Instant>,
+    /// Never goes back (the music mix counts from 0 again).
+    shown_ms: i64,
 }
 
 impl Progress<'_> {
@@ -238,7 +239,8 @@ impl Progress<'_> {
             return;
         }
         self.last = Some(Instant::now());
-        let done_ms = done_ms.clamp(0, self.total_ms);
+        let done_ms = done_ms.clamp(0, self.total_ms).max(self.shown_ms);
+        self.shown_ms = done_ms;
         let _ = sqlx::query(
             "UPDATE jobs SET stage = 'rendering', stage_message = $1, progress = $2, updated_at = $3 \
              WHERE id = $4 AND status = 'processing'",
@@ -451,6 +453,13 @@ pub async fn render(state: &AppState, task: &ClaimedTask) -> Result<Output, Task
         .await
         .map_err(|e| transient(e.message))?;
     let size = frame_size(&aspect, settings.video_height);
+    let music: Option<(i64, String)> = sqlx::query_as(
+        "SELECT a.id, a.storage_key FROM contents c JOIN assets a ON a.id = c.music_asset_id WHERE c.id = $1",
+    )
+    .bind(task.content_id)
+    .fetch_optional(state.pool())
+    .await
+    .map_err(|e| transient(format!("database: {e}")))?;
     let media_dir = media::media_dir(state);
     let work_key = format!(
         "content-{}/render-{}-{}",
@@ -461,7 +470,18 @@ pub async fn render(state: &AppState, task: &ClaimedTask) -> Result<Output, Task
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| media_dir.clone());
-    let result = render_in(state, task, &scenes, &settings, size, &work, &media_dir).await;
+    let music_path = music.as_ref().map(|m| media_dir.join(&m.1));
+    let result = render_in(
+        state,
+        task,
+        &scenes,
+        &settings,
+        size,
+        &work,
+        &media_dir,
+        music_path.as_deref(),
+    )
+    .await;
     let _ = tokio::fs::remove_dir_all(&work).await;
     let (video_key, srt_key, total_ms) = result?;
     let video = new_asset(Made {
@@ -487,7 +507,13 @@ pub async fn render(state: &AppState, task: &ClaimedTask) -> Result<Output, Task
     Ok(Output {
         primary: video,
         also: vec![subtitles],
-        video_sources: Some(sources(&scenes)),
+        video_sources: Some(sources_of(
+            &scenes
+                .iter()
+                .map(|s| (s.image_id, s.audio_id))
+                .collect::<Vec<_>>(),
+            music.as_ref().map(|m| m.0),
+        )),
     })
 }
 
@@ -500,6 +526,7 @@ async fn render_in(
     size: (u32, u32),
     work: &Path,
     media_dir: &Path,
+    music: Option<&Path>,
 ) -> Result<(String, String, i64), TaskError> {
     let lengths: Vec<u32> = scenes
         .iter()
@@ -511,6 +538,7 @@ async fn render_in(
         job_id: task.job_id,
         total_ms,
         last: None,
+        shown_ms: 0,
     };
     progress.report(0, true).await;
     let mut all_cues = Vec::new();
@@ -576,20 +604,36 @@ async fn render_in(
             "pipe:1",
             "-y",
         ])
-        .args([
-            "-f",
-            "concat",
-            "-safe",
-            "0",
-            "-i",
-            "list.txt",
-            "-c",
-            "copy",
-            "-movflags",
-            "+faststart",
-            "-f",
-            "mp4",
-        ])
+        .args(["-f", "concat", "-safe", "0", "-i", "list.txt"]);
+    match music {
+        // The pictures are copied; only the sound is mixed again: the music looped or cut
+        // to the video's length, at the set level, and pressed down while someone speaks.
+        Some(music) => {
+            join.args(["-stream_loop", "-1", "-i"]).arg(music).args([
+                "-filter_complex",
+                &format!(
+                    "[0:a]asplit=2[voice][key];[1:a]aresample=48000,aformat=channel_layouts=stereo,volume={:.2}[bed];\
+                     [bed][key]sidechaincompress=threshold=0.02:ratio=8:attack=20:release=300[ducked];\
+                     [voice][ducked]amix=inputs=2:duration=first:normalize=0[a]",
+                    f64::from(settings.music_volume) / 100.0
+                ),
+                "-map",
+                "0:v",
+                "-map",
+                "[a]",
+                "-c:v",
+                "copy",
+                "-c:a",
+                "aac",
+                "-b:a",
+                "128k",
+            ]);
+        }
+        None => {
+            join.args(["-c", "copy"]);
+        }
+    }
+    join.args(["-movflags", "+faststart", "-f", "mp4"])
         .arg(&partial);
     ffmpeg(join, "joining the scenes", &mut progress, 0).await?;
     // Only a complete file gets the name that is served.

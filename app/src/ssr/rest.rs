@@ -105,6 +105,13 @@ pub fn api_routes() -> Vec<ApiRoute> {
             User,
             content_subtitles,
         ),
+        route(Method::PUT, "/api/contents/{id}/music", User, put_music),
+        route(
+            Method::DELETE,
+            "/api/contents/{id}/music",
+            User,
+            delete_music,
+        ),
         route(Method::POST, "/api/media/generate", User, generate_media),
         route(Method::POST, "/api/media/batch", User, batch_media),
         route(Method::POST, "/api/tts/generate", User, generate_tts),
@@ -438,6 +445,40 @@ async fn render_content(
     Ok(accepted(
         jobs::create_render(&state, &user, id_param(&id)?).await?,
     ))
+}
+
+/// The body is the audio file itself (`Content-Type: audio/…`), up to 20 MiB.
+async fn put_music(
+    State(state): State<AppState>,
+    Actor(user): Actor,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> ApiResult<ContentDetail> {
+    let id = id_param(&id)?;
+    let bytes = axum::body::to_bytes(body, limits::MUSIC_MAX_BYTES)
+        .await
+        .map_err(|_| {
+            AppError::new(
+                crate::error::ErrorCode::PayloadTooLarge,
+                format!(
+                    "The music file is larger than {} MiB",
+                    limits::MUSIC_MAX_BYTES / 1024 / 1024
+                ),
+            )
+        })?;
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    ok(media::save_music(&state, &user, id, content_type, &bytes).await?)
+}
+
+async fn delete_music(
+    State(state): State<AppState>,
+    Actor(user): Actor,
+    Path(id): Path<String>,
+) -> ApiResult<ContentDetail> {
+    ok(media::remove_music(&state, &user, id_param(&id)?).await?)
 }
 
 async fn content_video(

@@ -234,6 +234,7 @@ pub fn validate(v: SettingsValues) -> Result<SettingsValues, AppError> {
         video_pause_ms: validate::range_u32("values.video_pause_ms", v.video_pause_ms, 0, 5_000)?,
         video_subtitles: v.video_subtitles,
         video_motion: v.video_motion,
+        music_volume: validate::range_u32("values.music_volume", v.music_volume, 0, 100)?,
     })
 }
 

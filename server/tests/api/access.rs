@@ -133,6 +133,8 @@ async fn rest_sample(app: &TestApp, method: &Method, path: &str) -> (String, Opt
             Owner::ContentOfA,
         ),
         ("POST", "/api/contents/{id}/render")
+        | ("PUT", "/api/contents/{id}/music")
+        | ("DELETE", "/api/contents/{id}/music")
         | ("GET", "/api/contents/{id}/video")
         | ("GET", "/api/contents/{id}/subtitles") => (
             path.replace("{id}", &fresh_content_of_a(app).await.to_string()),

@@ -14,6 +14,7 @@ both_databases!(
     a_changed_scene_makes_the_video_out_of_date,
     cancel_stops_ffmpeg,
     render_when_ready_goes_from_script_to_video,
+    music_plays_under_the_narration,
 );
 
 /// Pause after each scene's narration (the default setting).
@@ -403,4 +404,149 @@ async fn render_when_ready_goes_from_script_to_video(db: Db) {
         .get(&format!("/api/jobs?content_id={}&kind=render", three["id"]))
         .await;
     assert_eq!(renders["data"], json!([]));
+}
+
+/// Mean volume in dB of `seconds` of the video's sound from `at`.
+fn mean_volume(path: &std::path::Path, at: f64, seconds: f64) -> f64 {
+    let output = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-nostats",
+            "-ss",
+            &format!("{at:.3}"),
+            "-t",
+            &format!("{seconds:.3}"),
+            "-i",
+        ])
+        .arg(path)
+        .args(["-vn", "-af", "volumedetect", "-f", "null", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    let log = String::from_utf8_lossy(&output.stderr);
+    log.lines()
+        .find_map(|l| l.split("mean_volume: ").nth(1))
+        .and_then(|v| v.trim_end_matches(" dB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no volume in {log}"))
+}
+
+async fn music_plays_under_the_narration(db: Db) {
+    let Some(app) = TestApp::spawn(db).await else {
+        return;
+    };
+    let content = content(&app, 2, "1:1").await;
+    let id = content["id"].as_i64().unwrap();
+    with_media(&app, &content).await;
+    render(&app, id).await;
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain.mp4");
+    std::fs::write(
+        &plain,
+        file_of(&app, &format!("/api/contents/{id}/video")).await,
+    )
+    .unwrap();
+    let (_, detail) = app.get(&format!("/api/contents/{id}")).await;
+    let first_audio = detail["data"]["scenes"][0]["audio_asset_id"]
+        .as_i64()
+        .unwrap();
+    let speech_ms: i64 = sqlx::query_scalar("SELECT duration_ms FROM assets WHERE id = $1")
+        .bind(first_audio)
+        .fetch_one(app.state.pool())
+        .await
+        .unwrap();
+    let speech_s = speech_ms as f64 / 1000.0;
+
+    // Bad uploads are named; another creator cannot touch the content.
+    let music_path = dir.path().join("music.wav");
+    let made = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=f=330:d=1.5",
+            "-ar",
+            "44100",
+        ])
+        .arg(&music_path)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let music = std::fs::read(&music_path).unwrap();
+    let put = |kind: &'static str, body: Vec<u8>| {
+        app.client
+            .put(app.url(&format!("/api/contents/{id}/music")))
+            .header("content-type", kind)
+            .body(body)
+    };
+    let (status, _, error) = app.send(put("text/plain", music.clone())).await;
+    assert_eq!(status, 415, "{error}");
+    let (status, _, error) = app
+        .send(put("audio/wav", b"not audio at all".to_vec()))
+        .await;
+    assert_eq!(
+        (status, error["error"]["field"].as_str()),
+        (422, Some("body")),
+        "{error}"
+    );
+    let (status, _, error) = app
+        .send(
+            app.client_for(crate::helpers::Who::CreatorB)
+                .put(app.url(&format!("/api/contents/{id}/music")))
+                .header("content-type", "audio/wav")
+                .body(music.clone()),
+        )
+        .await;
+    assert_eq!(status, 404, "{error}");
+
+    // Music shorter than the video loops; the video is now out of date until rendered.
+    let (status, _, saved) = app.send(put("audio/wav", music)).await;
+    assert_eq!(status, 200, "{saved}");
+    assert!(saved["data"]["music_asset_id"].is_i64());
+    assert_eq!(saved["data"]["video_out_of_date"], true);
+    render(&app, id).await;
+    let mixed = dir.path().join("mixed.mp4");
+    std::fs::write(
+        &mixed,
+        file_of(&app, &format!("/api/contents/{id}/video")).await,
+    )
+    .unwrap();
+
+    // In the pause after the first scene only music plays: present, and quieter than the
+    // narration alone.
+    let pause_plain = mean_volume(&plain, speech_s + 0.15, 0.2);
+    let pause_music = mean_volume(&mixed, speech_s + 0.15, 0.2);
+    let narration = mean_volume(&plain, 0.2, speech_s - 0.4);
+    assert!(
+        pause_plain < -60.0,
+        "the pause is silent without music: {pause_plain} dB"
+    );
+    assert!(
+        pause_music > -45.0,
+        "music plays in the pause: {pause_music} dB"
+    );
+    assert!(
+        pause_music < narration - 6.0,
+        "music {pause_music} dB is well under narration {narration} dB"
+    );
+    let info = probe(&mixed);
+    let duration: f64 = info["format"]["duration"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let plain_duration: f64 = probe(&plain)["format"]["duration"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (duration - plain_duration).abs() <= 0.1,
+        "music is cut to the video: {duration} vs {plain_duration}"
+    );
+
+    let (status, removed) = app.delete(&format!("/api/contents/{id}/music")).await;
+    assert_eq!(status, 200, "{removed}");
+    assert!(removed["data"]["music_asset_id"].is_null());
 }
