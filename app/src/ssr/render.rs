@@ -461,6 +461,18 @@ pub async fn render(state: &AppState, task: &ClaimedTask) -> Result<Output, Task
     .await
     .map_err(|e| transient(format!("database: {e}")))?;
     let media_dir = media::media_dir(state);
+    // What an earlier attempt of this task left when its worker died mid-way.
+    for attempt in 1..task.attempt {
+        let stem = format!("content-{}/", task.content_id);
+        let _ = tokio::fs::remove_dir_all(
+            media_dir.join(format!("{stem}render-{}-{attempt}", task.id)),
+        )
+        .await;
+        let _ = tokio::fs::remove_file(
+            media_dir.join(format!("{stem}video-{}-{attempt}.partial.mp4", task.id)),
+        )
+        .await;
+    }
     let work_key = format!(
         "content-{}/render-{}-{}",
         task.content_id, task.id, task.attempt

@@ -15,6 +15,8 @@ both_databases!(
     cancel_stops_ffmpeg,
     render_when_ready_goes_from_script_to_video,
     music_plays_under_the_narration,
+    a_render_cut_off_mid_way_runs_again_and_serves_only_whole_files,
+    a_corrupt_picture_names_its_scene,
 );
 
 /// Pause after each scene's narration (the default setting).
@@ -549,4 +551,98 @@ async fn music_plays_under_the_narration(db: Db) {
     let (status, removed) = app.delete(&format!("/api/contents/{id}/music")).await;
     assert_eq!(status, 200, "{removed}");
     assert!(removed["data"]["music_asset_id"].is_null());
+}
+
+/// A worker dying mid-render, as a crash does it: the running future is dropped with no
+/// chance to clean up (ffmpeg killed, lease left behind).
+async fn a_render_cut_off_mid_way_runs_again_and_serves_only_whole_files(db: Db) {
+    let Some(app) = TestApp::spawn(db).await else {
+        return;
+    };
+    app.configure_llm_with(|v| v.video_height = 1080).await;
+    let content = content(&app, 5, "9:16").await;
+    let id = content["id"].as_i64().unwrap();
+    with_media(&app, &content).await;
+    let (status, job) = app
+        .post(&format!("/api/contents/{id}/render"), &json!({}))
+        .await;
+    assert_eq!(status, 202, "{job}");
+    let job = job["data"]["id"].as_i64().unwrap();
+    let limits = app::ssr::engine::KindLimits {
+        concurrency: 1,
+        per_window: 0,
+    };
+    let task = app::ssr::engine::claim(&app.state, app::ssr::jobs::RENDER, limits)
+        .await
+        .unwrap()
+        .expect("the render task");
+    let state = app.state.clone();
+    let worker = tokio::spawn(async move { app::ssr::engine::run_claimed(&state, task).await });
+    app.wait_until(job, |d| d["job"]["progress"].as_i64().unwrap_or(0) > 0)
+        .await;
+    worker.abort();
+    assert!(worker.await.unwrap_err().is_cancelled());
+    // Nothing half-made is served.
+    let (status, _) = app.get(&format!("/api/contents/{id}/video")).await;
+    assert_eq!(status, 409);
+    let dir = app.state.data_dir.join(format!("media/content-{id}"));
+    let whole: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("video-") && n.ends_with(".mp4") && !n.contains("partial"))
+        .collect();
+    assert!(whole.is_empty(), "{whole:?}");
+
+    // Another worker takes the render over once the lease runs out, and finishes it.
+    app.start_workers();
+    let done = app.wait_for_job(job).await;
+    assert_eq!(done["job"]["status"], "completed", "{done}");
+    assert_eq!(done["tasks"][0]["attempt"], 2);
+    let leftovers: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("partial") || n.starts_with("render-"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "the retry cleared the first attempt's files: {leftovers:?}"
+    );
+    let video = file_of(&app, &format!("/api/contents/{id}/video")).await;
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("video.mp4");
+    std::fs::write(&path, video).unwrap();
+    assert_eq!(probe(&path)["streams"].as_array().unwrap().len(), 2);
+}
+
+async fn a_corrupt_picture_names_its_scene(db: Db) {
+    let Some(app) = TestApp::spawn(db).await else {
+        return;
+    };
+    let content = content(&app, 3, "1:1").await;
+    let id = content["id"].as_i64().unwrap();
+    with_media(&app, &content).await;
+    let (_, detail) = app.get(&format!("/api/contents/{id}")).await;
+    let picture = detail["data"]["scenes"][1]["image_asset_id"]
+        .as_i64()
+        .unwrap();
+    let key: String = sqlx::query_scalar("SELECT storage_key FROM assets WHERE id = $1")
+        .bind(picture)
+        .fetch_one(app.state.pool())
+        .await
+        .unwrap();
+    std::fs::write(app.state.data_dir.join("media").join(key), b"not a picture").unwrap();
+    let (status, job) = app
+        .post(&format!("/api/contents/{id}/render"), &json!({}))
+        .await;
+    assert_eq!(status, 202, "{job}");
+    app.drain().await;
+    let (_, detail) = app.get(&format!("/api/jobs/{}", job["data"]["id"])).await;
+    let job = &detail["data"]["job"];
+    assert_eq!(job["status"], "failed", "{detail}");
+    let error = job["error"].as_str().unwrap();
+    assert!(error.starts_with("scene 2: ffmpeg failed"), "{error}");
+    assert_eq!(
+        detail["data"]["tasks"][0]["attempt"], 1,
+        "not retried: the file will not change"
+    );
 }
