@@ -293,6 +293,16 @@ pub struct SettingsValues {
     pub video_subtitles: bool,
     /// A slow zoom on each scene's picture.
     pub video_motion: bool,
+    /// Fade from and to black at each scene's edges, in milliseconds (0: hard cuts).
+    pub video_fade_ms: u32,
+    /// Subtitle text size, in percent of the default for the frame.
+    pub subtitle_size: u32,
+    /// `#RRGGBB`.
+    pub subtitle_colour: String,
+    /// Width of the dark outline around the letters (0–6).
+    pub subtitle_outline: u32,
+    /// `bottom`, `middle` or `top`.
+    pub subtitle_position: String,
     /// Background music level, in percent of its own loudness (it is also lowered further
     /// while someone speaks).
     pub music_volume: u32,
@@ -342,6 +352,11 @@ impl Default for SettingsValues {
             video_pause_ms: 400,
             video_subtitles: true,
             video_motion: true,
+            video_fade_ms: 250,
+            subtitle_size: 100,
+            subtitle_colour: "#FFFFFF".into(),
+            subtitle_outline: 2,
+            subtitle_position: "bottom".into(),
             music_volume: 25,
         }
     }

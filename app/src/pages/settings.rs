@@ -140,6 +140,19 @@ fn SettingsForm(initial: SettingsView) -> impl IntoView {
                 {text_field!(values, "Video height", video_height, "720 or 1080 (the short side)")}
                 {text_field!(values, "Pause after each scene (ms)", video_pause_ms, "0–5000")}
                 {text_field!(values, "Renders at once", render_concurrency, "1–8, across all servers")}
+                {text_field!(values, "Fade between scenes (ms)", video_fade_ms, "0 for hard cuts, up to 1000")}
+                {text_field!(values, "Music level (%)", music_volume, "0–100; lowered further under speech")}
+                {text_field!(values, "Subtitle size (%)", subtitle_size, "50–200")}
+                {text_field!(values, "Subtitle colour", subtitle_colour, "#RRGGBB")}
+                {text_field!(values, "Subtitle outline", subtitle_outline, "0–6")}
+                <label class="field"><span>"Subtitle position"</span>
+                    <select name="subtitle_position"
+                        prop:value=move || values.with(|v| v.subtitle_position.clone())
+                        on:change=move |ev| values.update(|v| v.subtitle_position = event_target_value(&ev))>
+                        {["bottom", "middle", "top"].iter().map(|p| view! {
+                            <option value=*p selected=values.with_untracked(|v| v.subtitle_position == *p)>{*p}</option>
+                        }).collect_view()}
+                    </select></label>
             </div>
             <label class="checkbox"><input type="checkbox" name="video_subtitles"
                 prop:checked=move || values.with(|v| v.video_subtitles)

@@ -349,12 +349,17 @@ fn segment_command(
         sw = w * 2,
         sh = h * 2,
     );
-    if has_subtitles {
-        // libass sizes text against a 288-line script height; keep it readable on phones.
-        let size = if w < h { 13 } else { 18 };
+    if settings.video_fade_ms > 0 {
+        let fade = (f64::from(settings.video_fade_ms) / 1000.0).min(seconds / 3.0);
         video.push_str(&format!(
-            ",subtitles=filename=scene-{index}.srt:force_style='FontName={SUBTITLE_FONT},FontSize={size},\
-             PrimaryColour=&H00FFFFFF,OutlineColour=&H00000000,BorderStyle=1,Outline=1.5,Shadow=0,Alignment=2,MarginV=28'"
+            ",fade=t=in:st=0:d={fade:.3},fade=t=out:st={:.3}:d={fade:.3}",
+            seconds - fade
+        ));
+    }
+    if has_subtitles {
+        video.push_str(&format!(
+            ",subtitles=filename=scene-{index}.srt:force_style='{}'",
+            subtitle_style(settings, w < h)
         ));
     }
     let mut command = Command::new("ffmpeg");
@@ -402,6 +407,26 @@ fn segment_command(
     command
 }
 
+/// The ASS style libass burns subtitles with, from the settings.
+fn subtitle_style(settings: &SettingsValues, portrait: bool) -> String {
+    // libass sizes text against a 288-line script height; portrait frames are narrow.
+    let base = if portrait { 13.0 } else { 18.0 };
+    let size = base * f64::from(settings.subtitle_size) / 100.0;
+    // ASS colours are &HAABBGGRR.
+    let hex = settings.subtitle_colour.trim_start_matches('#');
+    let (r, g, b) = (&hex[0..2], &hex[2..4], &hex[4..6]);
+    let (alignment, margin) = match settings.subtitle_position.as_str() {
+        "top" => (8, 20),
+        "middle" => (5, 0),
+        _ => (2, 28),
+    };
+    format!(
+        "FontName={SUBTITLE_FONT},FontSize={size:.1},PrimaryColour=&H00{b}{g}{r},OutlineColour=&H00000000,\
+         BorderStyle=1,Outline={},Shadow=0,Alignment={alignment},MarginV={margin}",
+        settings.subtitle_outline
+    )
+}
+
 /// Names a scene's segment by everything that goes into it, so a render re-encodes only
 /// the scenes whose picture, narration, words or video settings changed.
 fn segment_name(
@@ -413,13 +438,15 @@ fn segment_name(
 ) -> String {
     use sha2::{Digest, Sha256};
     let recipe = format!(
-        "v1|{:?}|{:?}|{frames}|{}x{}|{}|{}|{subtitles}",
+        "v2|{:?}|{:?}|{frames}|{}x{}|{}|{}|{}|{}|{subtitles}",
         scene.image_key,
         scene.audio_key,
         size.0,
         size.1,
         settings.video_motion,
-        settings.video_subtitles
+        settings.video_subtitles,
+        settings.video_fade_ms,
+        subtitle_style(settings, size.0 < size.1),
     );
     let digest = Sha256::digest(recipe.as_bytes());
     digest[..12].iter().map(|b| format!("{b:02x}")).collect()

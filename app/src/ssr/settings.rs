@@ -234,11 +234,34 @@ pub fn validate(v: SettingsValues) -> Result<SettingsValues, AppError> {
         video_pause_ms: validate::range_u32("values.video_pause_ms", v.video_pause_ms, 0, 5_000)?,
         video_subtitles: v.video_subtitles,
         video_motion: v.video_motion,
+        video_fade_ms: validate::range_u32("values.video_fade_ms", v.video_fade_ms, 0, 1_000)?,
+        subtitle_size: validate::range_u32("values.subtitle_size", v.subtitle_size, 50, 200)?,
+        subtitle_colour: colour("values.subtitle_colour", &v.subtitle_colour)?,
+        subtitle_outline: validate::range_u32("values.subtitle_outline", v.subtitle_outline, 0, 6)?,
+        subtitle_position: validate::one_of(
+            "values.subtitle_position",
+            &v.subtitle_position,
+            &["bottom", "middle", "top"],
+        )?,
         music_volume: validate::range_u32("values.music_volume", v.music_volume, 0, 100)?,
     })
 }
 
 const PROVIDERS: [&str; 2] = ["builtin", "openai"];
+
+/// `#RRGGBB`, upper-cased.
+fn colour(field: &str, value: &str) -> Result<String, AppError> {
+    let value = value.trim();
+    match value.strip_prefix('#') {
+        Some(hex) if hex.len() == 6 && hex.chars().all(|c| c.is_ascii_hexdigit()) => {
+            Ok(value.to_uppercase())
+        }
+        _ => Err(AppError::validation(
+            field,
+            format!("{field} must be a colour like #FFFFFF (got {value:?})"),
+        )),
+    }
+}
 
 /// `auto`, or `WxH` with both sides between 64 and 4096.
 fn image_size(field: &str, value: &str) -> Result<String, AppError> {

@@ -190,6 +190,12 @@ async fn renders_every_aspect_ratio(db: Db) {
             );
         }
         assert!(!after["data"]["video_out_of_date"].as_bool().unwrap());
+        // Scenes fade in from black (250 ms by default).
+        let (edge, middle) = (luma(&path, 0.0), luma(&path, bounds[0].1 as f64 / 2000.0));
+        assert!(
+            edge + 15.0 < middle,
+            "{aspect}: fade-in frame {edge}, mid-scene {middle}"
+        );
     }
     // Seeking works: the player asks for ranges.
     let (status, headers, _) = app
@@ -645,4 +651,27 @@ async fn a_corrupt_picture_names_its_scene(db: Db) {
         detail["data"]["tasks"][0]["attempt"], 1,
         "not retried: the file will not change"
     );
+}
+
+/// Average luma (16–235) of the frame at `at` seconds.
+fn luma(path: &std::path::Path, at: f64) -> f64 {
+    let output = Command::new("ffmpeg")
+        .args(["-hide_banner", "-ss", &format!("{at:.3}"), "-i"])
+        .arg(path)
+        .args([
+            "-frames:v",
+            "1",
+            "-vf",
+            "signalstats,metadata=print:key=lavfi.signalstats.YAVG",
+            "-f",
+            "null",
+            "-",
+        ])
+        .output()
+        .expect("ffmpeg runs");
+    let log = String::from_utf8_lossy(&output.stderr);
+    log.lines()
+        .find_map(|l| l.split("lavfi.signalstats.YAVG=").nth(1))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no luma in {log}"))
 }

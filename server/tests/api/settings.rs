@@ -33,6 +33,16 @@ async fn update_validate_and_reset(db: Db) {
         ("llm_timeout_secs", json!(0)),
         ("default_scene_count", json!(99)),
         ("default_aspect_ratio", json!("2:1")),
+        ("image_provider", json!("midjourney")),
+        ("image_size", json!("huge")),
+        ("image_quality", json!("ultra")),
+        ("image_concurrency", json!(0)),
+        ("tts_speed", json!(9)),
+        ("video_height", json!(480)),
+        ("video_fade_ms", json!(5000)),
+        ("subtitle_colour", json!("white")),
+        ("subtitle_position", json!("left")),
+        ("music_volume", json!(150)),
     ] {
         let mut bad = values.clone();
         bad[field] = value;
