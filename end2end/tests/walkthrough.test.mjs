@@ -202,6 +202,8 @@ test('a creator sees no admin links, and /settings sends them home', async () =>
   await page.goto(`${stack.base}/settings`);
   await page.waitForURL(`${stack.base}/`);
   await page.getByRole('heading', { name: 'Generate a script' }).waitFor();
+  // Sign out acts through the hydrated app: a click before hydration would be lost.
+  await page.waitForSelector('html[data-hydrated="true"]');
   await page.getByRole('button', { name: 'Sign out' }).click();
   await page.waitForURL(/\/login$/);
   await page.goto(`${stack.base}/library`);

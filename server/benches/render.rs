@@ -1,6 +1,6 @@
 //! The video render on a 20-scene, 90-second 1080×1920 content, side by side in one run
 //! with one hand-written ffmpeg command doing the same work (the same pictures, zoom,
-//! narration, pauses and burned-in subtitles, in one process, one encode):
+//! fades, narration, pauses and burned-in subtitles, in one process, one encode):
 //!
 //! (a) a full render (no segment kept from before) against the single command;
 //! (c) a re-render after one scene's narration changed, against a full render.
@@ -130,10 +130,12 @@ fn single_command(media: &Path, content: i64, narrations: &[String], work: &Path
         graph.push_str(&format!(
             "[{i}:v]scale=2160:3840:force_original_aspect_ratio=increase,crop=2160:3840,setsar=1,\
              zoompan=z='min(1+0.08*on/{frames},1.08)':x='iw/2-(iw/zoom/2)':y='ih/2-(ih/zoom/2)':d={frames}:s=1080x1920:fps=30,\
-             format=yuv420p,subtitles=filename=scene-{i}.srt:force_style='FontName=DejaVu Sans,FontSize=13,\
-             PrimaryColour=&H00FFFFFF,OutlineColour=&H00000000,BorderStyle=1,Outline=1.5,Shadow=0,Alignment=2,MarginV=28'[v{i}];\
+             format=yuv420p,fade=t=in:st=0:d=0.25,fade=t=out:st={fade_out:.3}:d=0.25,\
+             subtitles=filename=scene-{i}.srt:force_style='FontName=DejaVu Sans,FontSize=13.0,\
+             PrimaryColour=&H00FFFFFF,OutlineColour=&H00000000,BorderStyle=1,Outline=2,Shadow=0,Alignment=2,MarginV=28'[v{i}];\
              [{a}:a]aresample=48000,apad,atrim=0:{seconds:.3}[a{i}];",
-            a = SCENES + i
+            a = SCENES + i,
+            fade_out = seconds - 0.25,
         ));
     }
     for i in 0..SCENES {
