@@ -13,7 +13,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use app::model::{CreateUserRequest, JobKind, MediaRequest, Role, SettingsUpdate, SettingsValues};
+use app::model::{JobKind, MediaRequest, SettingsValues};
 use app::ssr::auth::CurrentUser;
 use serde_json::Value;
 
@@ -73,36 +73,6 @@ async fn drop_database(name: &str) {
 
 /// CREVID in this process on `database_url`: its real narration tasks, 4 in flight.
 async fn crevid(name: &str, database_url: &str, data_dir: &std::path::Path, fake: &str) -> Figures {
-    let vars = [
-        ("LEPTOS_SITE_ADDR", "127.0.0.1:0".to_owned()),
-        ("CREVID_DATA_DIR", data_dir.display().to_string()),
-        ("LEPTOS_SITE_ROOT", data_dir.display().to_string()),
-        ("DATABASE_URL", database_url.to_owned()),
-        ("CREVID_EMBEDDED_WORKERS", "false".to_owned()),
-    ];
-    let config = crevid_server::config::Config::load(&move |key| {
-        vars.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone())
-    })
-    .expect("config");
-    let application = crevid_server::startup::Application::build(config)
-        .await
-        .expect("app");
-    let state = application.state().clone();
-    let view = app::ssr::users::create(
-        &state,
-        CreateUserRequest {
-            email: "queue@example.com".into(),
-            password: "benchmark password".into(),
-            role: Role::Admin,
-        },
-    )
-    .await
-    .expect("user");
-    let user = CurrentUser {
-        id: view.id,
-        email: view.email,
-        role: Role::Admin,
-    };
     let values = SettingsValues {
         llm_base_url: fake.to_owned(),
         tts_provider: "openai".into(),
@@ -111,15 +81,8 @@ async fn crevid(name: &str, database_url: &str, data_dir: &std::path::Path, fake
         rate_generate_per_minute: 10_000,
         ..SettingsValues::default()
     };
-    app::ssr::settings::update(
-        &state,
-        SettingsUpdate {
-            values: values.to_update_map(),
-            llm_api_key: Some(support::API_KEY.into()),
-        },
-    )
-    .await
-    .expect("settings");
+    let (state, user) =
+        support::in_process(database_url, data_dir, values, Some(support::API_KEY)).await;
     // Contents first (not timed): 20 scenes each, for the throughput run's 2000 tasks and
     // the latency run's one-scene jobs.
     let mut contents = Vec::new();
@@ -128,32 +91,8 @@ async fn crevid(name: &str, database_url: &str, data_dir: &std::path::Path, fake
             .map(|i| format!("Content {c} line {i}."))
             .collect::<Vec<_>>()
             .join(" ");
-        let generated = app::ssr::script::generate(
-            &state,
-            &user,
-            app::model::GenerateRequest {
-                mode: app::model::Mode::Script,
-                input: script.clone(),
-                presets: app::model::PresetsInput {
-                    scene_count: Some(SCENES_PER_CONTENT as u32),
-                    ..Default::default()
-                },
-            },
-        )
-        .await
-        .expect("split");
-        let saved = app::ssr::contents::save(
-            &state,
-            &user,
-            app::model::SaveContentRequest {
-                mode: app::model::Mode::Script,
-                input: script,
-                script: generated,
-            },
-        )
-        .await
-        .expect("save");
-        contents.push(saved);
+        contents
+            .push(support::saved_content(&state, &user, script, SCENES_PER_CONTENT, "9:16").await);
     }
     let (whole, single) = contents.split_at(TASKS / SCENES_PER_CONTENT);
     let workers = app::ssr::engine::spawn_workers(state.clone());

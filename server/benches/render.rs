@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use app::model::{CreateUserRequest, Role, SettingsUpdate, SettingsValues};
+use app::model::SettingsValues;
 use app::ssr::auth::CurrentUser;
 use app::ssr::render::{cues, srt};
 
@@ -190,39 +190,6 @@ fn duration(path: &Path) -> f64 {
 #[tokio::main]
 async fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let vars = [
-        ("LEPTOS_SITE_ADDR", "127.0.0.1:0".to_owned()),
-        ("CREVID_DATA_DIR", dir.path().display().to_string()),
-        ("LEPTOS_SITE_ROOT", dir.path().display().to_string()),
-        (
-            "DATABASE_URL",
-            format!("sqlite://{}", dir.path().join("bench.db").display()),
-        ),
-        ("CREVID_EMBEDDED_WORKERS", "false".to_owned()),
-    ];
-    let config = crevid_server::config::Config::load(&move |key| {
-        vars.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone())
-    })
-    .expect("config");
-    let application = crevid_server::startup::Application::build(config)
-        .await
-        .expect("app");
-    let state = application.state().clone();
-    let view = app::ssr::users::create(
-        &state,
-        CreateUserRequest {
-            email: "render@example.com".into(),
-            password: "benchmark password".into(),
-            role: Role::Admin,
-        },
-    )
-    .await
-    .expect("user");
-    let user = CurrentUser {
-        id: view.id,
-        email: view.email,
-        role: Role::Admin,
-    };
     let values = SettingsValues {
         video_height: 1080,
         video_pause_ms: 400,
@@ -230,45 +197,13 @@ async fn main() {
         rate_jobs_per_minute: 10_000,
         ..SettingsValues::default()
     };
-    app::ssr::settings::update(
-        &state,
-        SettingsUpdate {
-            values: values.to_update_map(),
-            llm_api_key: None,
-        },
-    )
-    .await
-    .expect("settings");
+    let database_url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let (state, user) = support::in_process(&database_url, dir.path(), values, None).await;
     let script: String = (1..=SCENES)
         .map(|i| format!("Scene {i} tells one more part of the story, in words a viewer can read along with."))
         .collect::<Vec<_>>()
         .join(" ");
-    let generated = app::ssr::script::generate(
-        &state,
-        &user,
-        app::model::GenerateRequest {
-            mode: app::model::Mode::Script,
-            input: script.clone(),
-            presets: app::model::PresetsInput {
-                scene_count: Some(SCENES as u32),
-                aspect_ratio: Some("9:16".into()),
-                ..Default::default()
-            },
-        },
-    )
-    .await
-    .expect("split");
-    let content = app::ssr::contents::save(
-        &state,
-        &user,
-        app::model::SaveContentRequest {
-            mode: app::model::Mode::Script,
-            input: script,
-            script: generated,
-        },
-    )
-    .await
-    .expect("save");
+    let content = support::saved_content(&state, &user, script, SCENES, "9:16").await;
     for (i, scene) in content.scenes.iter().enumerate() {
         attach(&state, content.id, scene.id, i, 220).await;
     }

@@ -362,19 +362,9 @@ fn segment_command(
             subtitle_style(settings, w < h)
         ));
     }
-    let mut command = Command::new("ffmpeg");
+    let mut command = ffmpeg_in(dir);
     command
-        .current_dir(dir)
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-nostats",
-            "-progress",
-            "pipe:1",
-            "-y",
-            "-i",
-        ])
+        .arg("-i")
         .arg(image)
         .arg("-i")
         .arg(audio)
@@ -404,6 +394,21 @@ fn segment_command(
         ])
         .args(["-f", "mp4"])
         .arg(out);
+    command
+}
+
+/// ffmpeg working in `dir`, quiet but for errors, with its progress on stdout.
+fn ffmpeg_in(dir: &Path) -> Command {
+    let mut command = Command::new("ffmpeg");
+    command.current_dir(dir).args([
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-nostats",
+        "-progress",
+        "pipe:1",
+        "-y",
+    ]);
     command
 }
 
@@ -632,18 +637,8 @@ async fn render_in(
     );
     let (video_key, srt_key) = (format!("{stem}.mp4"), format!("{stem}.srt"));
     let partial = media_dir.join(format!("{stem}.partial.mp4"));
-    let mut join = Command::new("ffmpeg");
-    join.current_dir(work)
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-nostats",
-            "-progress",
-            "pipe:1",
-            "-y",
-        ])
-        .args(["-f", "concat", "-safe", "0", "-i", "list.txt"]);
+    let mut join = ffmpeg_in(work);
+    join.args(["-f", "concat", "-safe", "0", "-i", "list.txt"]);
     match music {
         // The pictures are copied; only the sound is mixed again: the music looped or cut
         // to the video's length, at the set level, and pressed down while someone speaks.

@@ -179,3 +179,90 @@ async fn signed_in(base: &str) -> reqwest::Client {
         .build()
         .expect("client")
 }
+
+/// CREVID in this process (no HTTP needed, workers off): its state, an admin, and the
+/// given settings with `api_key`.
+pub async fn in_process(
+    database_url: &str,
+    data_dir: &std::path::Path,
+    values: app::model::SettingsValues,
+    api_key: Option<&str>,
+) -> (app::ssr::state::AppState, app::ssr::auth::CurrentUser) {
+    let vars = [
+        ("LEPTOS_SITE_ADDR", "127.0.0.1:0".to_owned()),
+        ("CREVID_DATA_DIR", data_dir.display().to_string()),
+        ("LEPTOS_SITE_ROOT", data_dir.display().to_string()),
+        ("DATABASE_URL", database_url.to_owned()),
+        ("CREVID_EMBEDDED_WORKERS", "false".to_owned()),
+    ];
+    let config = crevid_server::config::Config::load(&move |key| {
+        vars.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone())
+    })
+    .expect("config");
+    let application = crevid_server::startup::Application::build(config)
+        .await
+        .expect("app");
+    let state = application.state().clone();
+    let role = app::model::Role::Admin;
+    let view = app::ssr::users::create(
+        &state,
+        app::model::CreateUserRequest {
+            email: EMAIL.into(),
+            password: PASSWORD.into(),
+            role,
+        },
+    )
+    .await
+    .expect("user");
+    app::ssr::settings::update(
+        &state,
+        app::model::SettingsUpdate {
+            values: values.to_update_map(),
+            llm_api_key: api_key.map(str::to_owned),
+        },
+    )
+    .await
+    .expect("settings");
+    let user = app::ssr::auth::CurrentUser {
+        id: view.id,
+        email: view.email,
+        role,
+    };
+    (state, user)
+}
+
+/// A saved content of `scenes` scenes, split from `script` offline.
+pub async fn saved_content(
+    state: &app::ssr::state::AppState,
+    user: &app::ssr::auth::CurrentUser,
+    script: String,
+    scenes: usize,
+    aspect_ratio: &str,
+) -> app::model::ContentDetail {
+    let generated = app::ssr::script::generate(
+        state,
+        user,
+        app::model::GenerateRequest {
+            mode: app::model::Mode::Script,
+            input: script.clone(),
+            presets: app::model::PresetsInput {
+                scene_count: Some(scenes as u32),
+                aspect_ratio: Some(aspect_ratio.into()),
+                ..Default::default()
+            },
+        },
+    )
+    .await
+    .expect("split");
+    app::ssr::contents::save(
+        state,
+        user,
+        app::model::SaveContentRequest {
+            mode: app::model::Mode::Script,
+            input: script,
+            script: generated,
+        },
+    )
+    .await
+    .expect("save")
+}

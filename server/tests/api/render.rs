@@ -306,6 +306,20 @@ fn segments(app: &TestApp, content: i64) -> std::collections::HashSet<String> {
     .collect()
 }
 
+/// A queued render long enough (1080p, several scenes) to be caught in the middle:
+/// (content id, job id).
+async fn slow_render(app: &TestApp, scenes: usize, aspect_ratio: &str) -> (i64, i64) {
+    app.configure_llm_with(|v| v.video_height = 1080).await;
+    let content = content(app, scenes, aspect_ratio).await;
+    let id = content["id"].as_i64().unwrap();
+    with_media(app, &content).await;
+    let (status, job) = app
+        .post(&format!("/api/contents/{id}/render"), &json!({}))
+        .await;
+    assert_eq!(status, 202, "{job}");
+    (id, job["data"]["id"].as_i64().unwrap())
+}
+
 /// ffmpeg processes working on this app's files of this content.
 fn ffmpeg_for(app: &TestApp, content: i64) -> usize {
     let needle = app
@@ -327,16 +341,7 @@ async fn cancel_stops_ffmpeg(db: Db) {
     let Some(app) = TestApp::spawn(db).await else {
         return;
     };
-    // A render long enough to be caught in the middle: 1080p, 6 scenes.
-    app.configure_llm_with(|v| v.video_height = 1080).await;
-    let content = content(&app, 6, "16:9").await;
-    let id = content["id"].as_i64().unwrap();
-    with_media(&app, &content).await;
-    let (status, job) = app
-        .post(&format!("/api/contents/{id}/render"), &json!({}))
-        .await;
-    assert_eq!(status, 202, "{job}");
-    let job = job["data"]["id"].as_i64().unwrap();
+    let (id, job) = slow_render(&app, 6, "16:9").await;
     app.start_workers();
     let running = app
         .wait_until(job, |d| d["job"]["progress"].as_i64().unwrap_or(0) > 0)
@@ -565,15 +570,7 @@ async fn a_render_cut_off_mid_way_runs_again_and_serves_only_whole_files(db: Db)
     let Some(app) = TestApp::spawn(db).await else {
         return;
     };
-    app.configure_llm_with(|v| v.video_height = 1080).await;
-    let content = content(&app, 5, "9:16").await;
-    let id = content["id"].as_i64().unwrap();
-    with_media(&app, &content).await;
-    let (status, job) = app
-        .post(&format!("/api/contents/{id}/render"), &json!({}))
-        .await;
-    assert_eq!(status, 202, "{job}");
-    let job = job["data"]["id"].as_i64().unwrap();
+    let (id, job) = slow_render(&app, 5, "9:16").await;
     let limits = app::ssr::engine::KindLimits {
         concurrency: 1,
         per_window: 0,
