@@ -336,17 +336,31 @@ pub async fn run_claimed(state: &AppState, task: ClaimedTask) -> Result<(), AppE
             }
         }
     };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     let work = async {
         match task.kind.as_str() {
             SCENE_IMAGE => media::scene_image(state, &task).await,
             SCENE_AUDIO => media::scene_audio(state, &task).await,
-            RENDER => super::render::render(state, &task).await,
+            RENDER => super::render::render(state, &task, stopped).await,
             other => Err(TaskError::Permanent(format!("unknown task kind {other:?}"))),
         }
     };
-    let result = tokio::select! {
-        result = work => result,
-        () = heartbeat => Err(TaskError::Cancelled),
+    tokio::pin!(work);
+    let first = tokio::select! {
+        result = &mut work => Some(result),
+        () = heartbeat => None,
+    };
+    let result = match first {
+        Some(result) => result,
+        None => {
+            if task.kind == RENDER {
+                // A render is told to stop, so it kills ffmpeg and waits for it to be gone
+                // before the task is recorded as cancelled. Other work is simply dropped.
+                let _ = stop.send(true);
+                let _ = tokio::time::timeout(Duration::from_secs(30), &mut work).await;
+            }
+            Err(TaskError::Cancelled)
+        }
     };
     finish(state, &task, result).await
 }

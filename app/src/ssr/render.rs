@@ -221,6 +221,8 @@ fn clock(ms: i64) -> String {
 
 /// Writes "Rendering 0:42 / 1:30" (and the share done) to the job, at most twice a second.
 struct Progress<'a> {
+    /// Turns true when the job is cancelled: ffmpeg is then killed and waited for.
+    stop: tokio::sync::watch::Receiver<bool>,
     state: &'a AppState,
     job_id: i64,
     total_ms: i64,
@@ -277,6 +279,13 @@ async fn ffmpeg(
     })?;
     let stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
+    let mut stop = progress.stop.clone();
+    let stopped = async move {
+        // A dropped sender means nobody can cancel any more: never stop then.
+        if stop.wait_for(|s| *s).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
     let collect_errors = async {
         let mut text = String::new();
         if let Some(stderr) = stderr.as_mut() {
@@ -297,11 +306,22 @@ async fn ffmpeg(
             }
         }
     };
-    let (errors, ()) = tokio::join!(collect_errors, follow);
-    let status = child
-        .wait()
-        .await
-        .map_err(|e| transient(format!("ffmpeg: {e}")))?;
+    let outcome = {
+        let run = async {
+            let (errors, ()) = tokio::join!(collect_errors, follow);
+            (errors, child.wait().await)
+        };
+        tokio::pin!(run);
+        tokio::select! {
+            outcome = &mut run => Some(outcome),
+            () = stopped => None,
+        }
+    };
+    let Some((errors, status)) = outcome else {
+        let _ = child.kill().await;
+        return Err(TaskError::Cancelled);
+    };
+    let status = status.map_err(|e| transient(format!("ffmpeg: {e}")))?;
     if status.success() {
         return Ok(());
     }
@@ -462,7 +482,11 @@ fn quoted(path: &Path) -> String {
     format!("'{}'", path.display().to_string().replace('\'', "'\\''"))
 }
 
-pub async fn render(state: &AppState, task: &ClaimedTask) -> Result<Output, TaskError> {
+pub async fn render(
+    state: &AppState,
+    task: &ClaimedTask,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Output, TaskError> {
     let scenes = scenes(state.pool(), task.content_id)
         .await
         .map_err(|e| transient(format!("database: {e}")))?;
@@ -524,6 +548,7 @@ pub async fn render(state: &AppState, task: &ClaimedTask) -> Result<Output, Task
         &work,
         &media_dir,
         music_path.as_deref(),
+        stop,
     )
     .await;
     let _ = tokio::fs::remove_dir_all(&work).await;
@@ -571,6 +596,7 @@ async fn render_in(
     work: &Path,
     media_dir: &Path,
     music: Option<&Path>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(String, String, i64), TaskError> {
     let lengths: Vec<u32> = scenes
         .iter()
@@ -578,6 +604,7 @@ async fn render_in(
         .collect();
     let total_ms: i64 = lengths.iter().map(|f| ms_of_frames(*f)).sum();
     let mut progress = Progress {
+        stop,
         state,
         job_id: task.job_id,
         total_ms,
