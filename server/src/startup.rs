@@ -90,6 +90,7 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         work: Arc::default(),
         signals: Arc::default(),
         task_settings: Arc::default(),
+        segments: Arc::default(),
         timing: app::ssr::state::TaskTiming {
             lease_ms: config.task_lease_ms as i64,
             retry_base_ms: config.retry_base_ms,

@@ -237,16 +237,21 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
     });
     let initial = detail.clone();
     let media = Memo::new(move |_| latest.with(|list| scene_media(&initial, list)));
-    // The saved scenes, in order: what a render would use.
-    let saved: Vec<i64> = detail.scenes.iter().map(|s| s.id).collect();
+    // The saved scenes, in order, and whether each has words to narrate: what a render
+    // would use.
+    let saved: Vec<(i64, bool)> = detail
+        .scenes
+        .iter()
+        .map(|s| (s.id, !s.narration.trim().is_empty()))
+        .collect();
     let missing = Memo::new(move |_| {
         media.with(|m| {
             saved
                 .iter()
                 .enumerate()
-                .filter(|(_, id)| {
+                .filter(|(_, (id, speaks))| {
                     m.get(id)
-                        .is_none_or(|s| s.image.is_none() || s.audio.is_none())
+                        .is_none_or(|s| s.image.is_none() || (*speaks && s.audio.is_none()))
                 })
                 .map(|(i, _)| (i + 1).to_string())
                 .collect::<Vec<_>>()

@@ -22,7 +22,8 @@ fn check_scene(
 ) -> Result<SceneDraft, AppError> {
     let f = |name: &str| format!("scenes[{i}].{name}");
     Ok(SceneDraft {
-        narration: validate::text(&f("narration"), narration, 1, limits::NARRATION_MAX_CHARS)?,
+        // No words: a silent scene, shown for its planned time.
+        narration: validate::text(&f("narration"), narration, 0, limits::NARRATION_MAX_CHARS)?,
         visual_prompt: validate::text(
             &f("visual_prompt"),
             visual_prompt,
@@ -433,8 +434,9 @@ pub async fn update(
         match edit.id {
             Some(scene_id) => {
                 sqlx::query(
-                    "UPDATE scenes SET position = $1, narration = $2, visual_prompt = $3, planned_seconds = $4, \
-                     updated_at = $5 WHERE id = $6",
+                    // Narration recorded for other words no longer fits the scene.
+                    "UPDATE scenes SET position = $1, audio_asset_id = CASE WHEN narration = $2 THEN audio_asset_id ELSE NULL END, \
+                     narration = $2, visual_prompt = $3, planned_seconds = $4, updated_at = $5 WHERE id = $6",
                 )
                 .bind(position as i64)
                 .bind(&scene.narration)

@@ -397,6 +397,7 @@ async fn finish(
     );
     let mut tx = state.pool().begin().await.db("starting a transaction")?;
     let mut discard = None;
+    let mut succeeded = false;
     match result {
         Ok(output) => {
             let mut ids = Vec::new();
@@ -419,6 +420,7 @@ async fn finish(
             .db("completing a task")?;
             match status.as_deref() {
                 Some("succeeded") => {
+                    succeeded = true;
                     let assets = std::iter::once(&output.primary).chain(&output.also);
                     for (asset, id) in assets.zip(&ids) {
                         make_current(&mut tx, task, asset.kind, *id, &output, now).await?;
@@ -512,6 +514,9 @@ async fn finish(
         // The job may have just completed with "render when ready".
         if let Err(e) = jobs::render_when_ready(state, task.job_id).await {
             tracing::warn!(error = %e.message, "starting a render when ready failed");
+        }
+        if succeeded {
+            super::render::prepare_ahead(state, task.content_id);
         }
     }
     Ok(())

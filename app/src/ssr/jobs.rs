@@ -9,7 +9,7 @@ use super::error::DbResultExt;
 use super::state::AppState;
 use crate::error::AppError;
 use crate::model::{
-    BatchRequest, JobDetail, JobFilter, JobKind, JobView, MediaRequest, TaskView,
+    BatchRequest, ContentDetail, JobDetail, JobFilter, JobKind, JobView, MediaRequest, TaskView,
     BATCH_CONTENTS_MAX, JOB_STATUSES,
 };
 
@@ -101,6 +101,13 @@ pub async fn create(
             "a render covers the whole content: use the render route",
         ));
     }
+    let scenes = spoken(kind, &content, scenes);
+    if scenes.is_empty() {
+        return Err(AppError::validation(
+            "scene_ids",
+            "these scenes have no words to narrate",
+        ));
+    }
     let tasks = scenes
         .into_iter()
         .map(|s| (req.content_id, Some(s)))
@@ -159,10 +166,37 @@ pub async fn create_batch(
                 format!("content {id} has no scenes"),
             ));
         }
-        tasks.extend(content.scenes.iter().map(|s| (*id, Some(s.id))));
+        let all = content.scenes.iter().map(|s| s.id).collect();
+        tasks.extend(
+            spoken(kind, &content, all)
+                .into_iter()
+                .map(|s| (*id, Some(s))),
+        );
+    }
+    if tasks.is_empty() {
+        return Err(AppError::validation(
+            "content_ids",
+            "these contents have no words to narrate",
+        ));
     }
     check_rate(state, user).await?;
     insert(state, user.id, kind, &ids, tasks, req.render_after).await
+}
+
+/// Narration is made only for scenes with words; a silent scene needs none.
+fn spoken(kind: JobKind, content: &ContentDetail, scenes: Vec<i64>) -> Vec<i64> {
+    if kind != JobKind::Tts {
+        return scenes;
+    }
+    scenes
+        .into_iter()
+        .filter(|id| {
+            content
+                .scenes
+                .iter()
+                .any(|s| s.id == *id && !s.narration.trim().is_empty())
+        })
+        .collect()
 }
 
 /// A render of the content's video: refused, naming the scenes, until every scene has

@@ -305,6 +305,12 @@ fn image_prompt(scene: &SceneInfo) -> String {
 
 pub async fn scene_audio(state: &AppState, task: &ClaimedTask) -> Result<Output, TaskError> {
     let scene = scene_info(state, task).await?;
+    if scene.narration.trim().is_empty() {
+        // The words were removed after the job was queued.
+        return Err(TaskError::Permanent(
+            "the scene has no words to narrate; it is shown silently".into(),
+        ));
+    }
     let (settings, api_key) = provider_setup(state).await?;
     if settings.tts_provider == "openai" {
         let bytes =

@@ -5,11 +5,15 @@
 //! `zoompan`, its narration padded by the pause, its subtitle cues burned in), then the
 //! segments are joined by stream copy, so the join costs a file copy, not an encode. The
 //! MP4 is written under a temporary name and renamed: a half-written file is never served.
-//! Progress comes from ffmpeg's `-progress` output; a cancelled job drops this future,
-//! which kills ffmpeg.
+//! Progress comes from ffmpeg's `-progress` output; a cancelled job stops ffmpeg.
+//!
+//! Segments are also prepared ahead, as soon as a scene has its picture and narration,
+//! whenever a render is expected (`prepare_ahead`): the render then adds only the tail.
 
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::path::Path;
 use std::process::Stdio;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
@@ -34,6 +38,27 @@ pub struct RenderScene {
     pub audio_key: Option<String>,
     pub audio_id: Option<i64>,
     pub audio_ms: Option<i64>,
+    pub planned_ms: i64,
+}
+
+impl RenderScene {
+    /// A scene with no words is silent: it needs no narration and lasts its planned time.
+    pub fn speaks(&self) -> bool {
+        !self.narration.trim().is_empty()
+    }
+
+    fn ready(&self) -> bool {
+        self.image_key.is_some() && (self.audio_key.is_some() || !self.speaks())
+    }
+
+    /// How long the scene is heard: its narration, or its planned time when silent.
+    fn sound_ms(&self) -> i64 {
+        match (self.speaks(), self.audio_ms) {
+            (true, Some(ms)) => ms,
+            (true, None) => 0,
+            (false, _) => self.planned_ms,
+        }
+    }
 }
 
 pub async fn scenes(
@@ -47,10 +72,11 @@ pub async fn scenes(
         Option<i64>,
         Option<String>,
         Option<i64>,
+        f64,
     );
     let rows: Vec<Row> =
         sqlx::query_as(
-            "SELECT s.narration, s.image_asset_id, ia.storage_key, s.audio_asset_id, aa.storage_key, aa.duration_ms \
+            "SELECT s.narration, s.image_asset_id, ia.storage_key, s.audio_asset_id, aa.storage_key, aa.duration_ms, s.planned_seconds \
              FROM scenes s LEFT JOIN assets ia ON ia.id = s.image_asset_id LEFT JOIN assets aa ON aa.id = s.audio_asset_id \
              WHERE s.content_id = $1 ORDER BY s.position",
         )
@@ -60,13 +86,16 @@ pub async fn scenes(
     Ok(rows
         .into_iter()
         .map(
-            |(narration, image_id, image_key, audio_id, audio_key, audio_ms)| RenderScene {
-                narration,
-                image_key,
-                image_id,
-                audio_key,
-                audio_id,
-                audio_ms,
+            |(narration, image_id, image_key, audio_id, audio_key, audio_ms, planned)| {
+                RenderScene {
+                    narration,
+                    image_key,
+                    image_id,
+                    audio_key,
+                    audio_id,
+                    audio_ms,
+                    planned_ms: (planned * 1000.0).round() as i64,
+                }
             },
         )
         .collect())
@@ -100,7 +129,10 @@ pub fn missing(scenes: &[RenderScene]) -> Option<String> {
     };
     let problems: Vec<String> = [
         list(numbered(|s| s.image_key.is_none()), "picture"),
-        list(numbered(|s| s.audio_key.is_none()), "narration"),
+        list(
+            numbered(|s| s.speaks() && s.audio_key.is_none()),
+            "narration",
+        ),
     ]
     .into_iter()
     .flatten()
@@ -224,7 +256,8 @@ struct Progress<'a> {
     /// Turns true when the job is cancelled: ffmpeg is then killed and waited for.
     stop: tokio::sync::watch::Receiver<bool>,
     state: &'a AppState,
-    job_id: i64,
+    /// None while segments are prepared ahead, for no job.
+    job_id: Option<i64>,
     total_ms: i64,
     last: Option<Instant>,
     /// Never goes back (the music mix counts from 0 again).
@@ -233,6 +266,9 @@ struct Progress<'a> {
 
 impl Progress<'_> {
     async fn report(&mut self, done_ms: i64, force: bool) {
+        let Some(job_id) = self.job_id else {
+            return;
+        };
         if !force
             && self
                 .last
@@ -250,7 +286,7 @@ impl Progress<'_> {
         .bind(format!("Rendering {} / {}", clock(done_ms), clock(self.total_ms)))
         .bind(done_ms * 99 / self.total_ms.max(1))
         .bind(super::db::now_ms())
-        .bind(self.job_id)
+        .bind(job_id)
         .execute(self.state.pool())
         .await;
         // Whoever watches the queue in this process (tests) sees the job move.
@@ -271,6 +307,17 @@ async fn ffmpeg(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // A server killed outright (SIGKILL, OOM) drops nothing: the kernel then kills ffmpeg
+    // too, so no orphan keeps encoding into files the retry is about to clear.
+    // SAFETY: prctl is async-signal-safe and touches only the forked child.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let mut child = command.spawn().map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => {
             TaskError::Permanent("ffmpeg is not installed (see the status page)".into())
@@ -332,10 +379,11 @@ async fn ffmpeg(
     )))
 }
 
-/// One scene's segment: its files, its place and length.
+/// One scene's segment: its files (no narration file for a silent scene), its place and
+/// length.
 struct Segment<'a> {
     image: &'a Path,
-    audio: &'a Path,
+    audio: Option<&'a Path>,
     index: usize,
     frames: u32,
     subtitles: bool,
@@ -383,11 +431,12 @@ fn segment_command(
         ));
     }
     let mut command = ffmpeg_in(dir);
+    command.arg("-i").arg(image);
+    match audio {
+        Some(audio) => command.arg("-i").arg(audio),
+        None => command.args(["-f", "lavfi", "-i", "anullsrc=r=48000:cl=stereo"]),
+    };
     command
-        .arg("-i")
-        .arg(image)
-        .arg("-i")
-        .arg(audio)
         .args([
             "-filter_complex",
             &format!("{video}[v];[1:a]aresample=48000,apad,atrim=0:{seconds:.3}[a]"),
@@ -600,13 +649,13 @@ async fn render_in(
 ) -> Result<(String, String, i64), TaskError> {
     let lengths: Vec<u32> = scenes
         .iter()
-        .map(|s| frames(s.audio_ms.unwrap_or(0), settings.video_pause_ms))
+        .map(|s| frames(s.sound_ms(), settings.video_pause_ms))
         .collect();
     let total_ms: i64 = lengths.iter().map(|f| ms_of_frames(*f)).sum();
     let mut progress = Progress {
         stop,
         state,
-        job_id: task.job_id,
+        job_id: Some(task.job_id),
         total_ms,
         last: None,
         shown_ms: 0,
@@ -621,40 +670,28 @@ async fn render_in(
         .await
         .map_err(|e| transient(format!("media directory: {e}")))?;
     let mut used = Vec::new();
+    let tag = format!("{}-{}", task.id, task.attempt);
     for (index, (scene, frames)) in scenes.iter().zip(&lengths).enumerate() {
-        let what = format!("scene {}", index + 1);
-        let speech_ms = scene.audio_ms.unwrap_or(0);
-        let scene_cues = cues(&scene.narration, speech_ms);
-        let local: Vec<(i64, Cue)> = scene_cues.iter().cloned().map(|c| (0, c)).collect();
-        write(&work.join(format!("scene-{index}.srt")), &srt(&local)).await?;
-        all_cues.extend(scene_cues.into_iter().map(|c| (offset, c)));
-        let path_of = |key: &Option<String>| -> PathBuf {
-            media_dir.join(key.as_deref().unwrap_or_default())
+        let scene_cues = cues(&scene.narration, scene.sound_ms());
+        all_cues.extend(scene_cues.iter().cloned().map(|c| (offset, c)));
+        let place = Place {
+            index,
+            frames: *frames,
+            size,
+            tag: &tag,
         };
-        let (image, audio) = (path_of(&scene.image_key), path_of(&scene.audio_key));
-        let subtitles = srt(&local);
-        let name = segment_name(scene, *frames, size, settings, &subtitles);
-        let done = segments.join(format!("{name}.mp4"));
-        if tokio::fs::try_exists(&done).await.unwrap_or(false) {
-            progress.report(offset + ms_of_frames(*frames), false).await;
-        } else {
-            let partial = segments.join(format!("{name}.partial-{}.mp4", task.id));
-            let segment = Segment {
-                image: &image,
-                audio: &audio,
-                index,
-                frames: *frames,
-                subtitles: settings.video_subtitles && !local.is_empty(),
-                out: &partial,
-            };
-            let command = segment_command(work, segment, size, settings);
-            ffmpeg(command, &what, &mut progress, offset).await?;
-            tokio::fs::rename(&partial, &done)
-                .await
-                .map_err(|e| transient(format!("saving {what}'s segment: {e}")))?;
-        }
-        list.push_str(&format!("file {}\n", quoted(&done)));
-        used.push(format!("{name}.mp4"));
+        let name = ensure_segment(
+            state,
+            (media_dir, &segments, work),
+            scene,
+            place,
+            settings,
+            &mut progress,
+            offset,
+        )
+        .await?;
+        list.push_str(&format!("file {}\n", quoted(&segments.join(&name))));
+        used.push(name);
         offset += ms_of_frames(*frames);
     }
     write(&work.join("list.txt"), &list).await?;
@@ -702,19 +739,283 @@ async fn render_in(
         .await
         .map_err(|e| transient(format!("saving the video: {e}")))?;
     write(&media_dir.join(&srt_key), &srt(&all_cues)).await?;
-    prune(&segments, &used).await;
+    prune(state, &segments, &used).await;
     progress.report(total_ms, true).await;
     Ok((video_key, srt_key, total_ms))
 }
 
-/// Drops the segments of scenes as they no longer are (and leftovers of stopped renders).
-async fn prune(segments: &Path, used: &[String]) {
+/// Where a segment goes and how long it lasts; `tag` keeps concurrent writers' temporary
+/// files apart.
+struct Place<'a> {
+    index: usize,
+    frames: u32,
+    size: (u32, u32),
+    tag: &'a str,
+}
+
+/// Makes sure a scene's segment exists (encoding it unless a render or an earlier
+/// preparation kept it) and returns its file name in `segments`. When this process is
+/// already encoding that very segment, this waits for it instead of encoding it twice.
+async fn ensure_segment(
+    state: &AppState,
+    (media_dir, segments, work): (&Path, &Path, &Path),
+    scene: &RenderScene,
+    place: Place<'_>,
+    settings: &SettingsValues,
+    progress: &mut Progress<'_>,
+    offset: i64,
+) -> Result<String, TaskError> {
+    let Place {
+        index,
+        frames,
+        size,
+        tag,
+    } = place;
+    let what = format!("scene {}", index + 1);
+    let local: Vec<(i64, Cue)> = cues(&scene.narration, scene.sound_ms())
+        .into_iter()
+        .map(|c| (0, c))
+        .collect();
+    let subtitles = srt(&local);
+    let name = segment_name(scene, frames, size, settings, &subtitles);
+    let file = format!("{name}.mp4");
+    let done = segments.join(&file);
+    let mut stop = progress.stop.clone();
+    let _guard = tokio::select! {
+        guard = state.segments.lock(&name) => guard,
+        Ok(_) = stop.wait_for(|s| *s) => return Err(TaskError::Cancelled),
+    };
+    if tokio::fs::try_exists(&done).await.unwrap_or(false) {
+        progress.report(offset + ms_of_frames(frames), false).await;
+        return Ok(file);
+    }
+    write(&work.join(format!("scene-{index}.srt")), &subtitles).await?;
+    let path_of = |key: &Option<String>| key.as_deref().map(|k| media_dir.join(k));
+    let image = path_of(&scene.image_key)
+        .ok_or_else(|| TaskError::Permanent(format!("{what} has no picture")))?;
+    let audio = path_of(&scene.audio_key).filter(|_| scene.speaks());
+    let partial = segments.join(format!("{name}.partial-{tag}.mp4"));
+    let segment = Segment {
+        image: &image,
+        audio: audio.as_deref(),
+        index,
+        frames,
+        subtitles: settings.video_subtitles && !local.is_empty(),
+        out: &partial,
+    };
+    let command = segment_command(work, segment, size, settings);
+    tracing::debug!(
+        scene = index + 1,
+        ahead = progress.job_id.is_none(),
+        "encoding a segment"
+    );
+    if let Err(e) = ffmpeg(command, &what, progress, offset).await {
+        let _ = tokio::fs::remove_file(&partial).await;
+        return Err(e);
+    }
+    tokio::fs::rename(&partial, &done)
+        .await
+        .map_err(|e| transient(format!("saving {what}'s segment: {e}")))?;
+    Ok(file)
+}
+
+/// The segments this process is encoding, by name, and the contents whose segments it is
+/// preparing ahead of their render.
+#[derive(Default)]
+pub struct SegmentWork {
+    encoding: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// true: something changed while preparing; look at the content again afterwards.
+    ahead: std::sync::Mutex<HashMap<i64, bool>>,
+}
+
+/// Held while a segment is checked for and encoded.
+struct SegmentGuard<'a> {
+    work: &'a SegmentWork,
+    name: String,
+    _held: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl SegmentWork {
+    async fn lock(&self, name: &str) -> SegmentGuard<'_> {
+        let lock = self
+            .encoding
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(name.to_owned())
+            .or_default()
+            .clone();
+        SegmentGuard {
+            work: self,
+            name: name.to_owned(),
+            _held: lock.lock_owned().await,
+        }
+    }
+
+    fn busy(&self, file_name: &str) -> bool {
+        let stem = file_name.split('.').next().unwrap_or_default();
+        self.encoding
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(stem)
+    }
+}
+
+impl Drop for SegmentGuard<'_> {
+    fn drop(&mut self) {
+        let mut encoding = self
+            .work
+            .encoding
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // The map's and this guard's are the only handles left: nobody waits for it.
+        if encoding
+            .get(&self.name)
+            .is_some_and(|lock| Arc::strong_count(lock) <= 2)
+        {
+            encoding.remove(&self.name);
+        }
+    }
+}
+
+/// After a scene gets a new picture or narration: encodes the content's missing segments
+/// in the background when a render is expected (a render is waiting, a job will render
+/// when ready, or the content has a video that is now out of date). Best effort: a render
+/// encodes whatever is still missing itself.
+pub fn prepare_ahead(state: &AppState, content_id: i64) {
+    {
+        let mut ahead = state
+            .segments
+            .ahead
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(again) = ahead.get_mut(&content_id) {
+            *again = true;
+            return;
+        }
+        ahead.insert(content_id, false);
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = prepare(&state, content_id).await {
+                tracing::info!(
+                    content_id,
+                    error = e.message(),
+                    "preparing segments ahead stopped"
+                );
+            }
+            let mut ahead = state
+                .segments
+                .ahead
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match ahead.get_mut(&content_id) {
+                Some(again) if *again => *again = false,
+                _ => {
+                    ahead.remove(&content_id);
+                    break;
+                }
+            }
+        }
+    });
+}
+
+async fn render_expected(state: &AppState, content_id: i64) -> Result<bool, sqlx::Error> {
+    let has_video: Option<Option<i64>> =
+        sqlx::query_scalar("SELECT video_asset_id FROM contents WHERE id = $1")
+            .bind(content_id)
+            .fetch_optional(state.pool())
+            .await?;
+    match has_video {
+        None => return Ok(false),
+        Some(Some(_)) => return Ok(true),
+        Some(None) => {}
+    }
+    let active: Vec<(String, Option<i64>, String, String)> = sqlx::query_as(
+        "SELECT kind, content_id, content_ids, options FROM jobs WHERE status IN ('queued', 'processing') \
+         AND (kind = 'render' OR options LIKE '%render_after\":true%')",
+    )
+    .fetch_all(state.pool())
+    .await?;
+    Ok(active.into_iter().any(|(kind, one, many, _)| {
+        one == Some(content_id)
+            || (kind != "render"
+                && serde_json::from_str::<Vec<i64>>(&many)
+                    .is_ok_and(|ids| ids.contains(&content_id)))
+    }))
+}
+
+async fn prepare(state: &AppState, content_id: i64) -> Result<(), TaskError> {
+    let database = |e: sqlx::Error| transient(format!("database: {e}"));
+    if !render_expected(state, content_id).await.map_err(database)? {
+        return Ok(());
+    }
+    let scenes = scenes(state.pool(), content_id).await.map_err(database)?;
+    let aspect: Option<String> =
+        sqlx::query_scalar("SELECT aspect_ratio FROM contents WHERE id = $1")
+            .bind(content_id)
+            .fetch_optional(state.pool())
+            .await
+            .map_err(database)?;
+    let Some(aspect) = aspect else {
+        return Ok(());
+    };
+    let (settings, _) = super::settings::for_tasks(state)
+        .await
+        .map_err(|e| transient(e.message))?;
+    let size = frame_size(&aspect, settings.video_height);
+    let media_dir = media::media_dir(state);
+    let segments = media_dir.join(format!("content-{content_id}/segments"));
+    let tag = format!("ahead-{}", state.worker_id);
+    let work = media_dir.join(format!("content-{content_id}/{tag}"));
+    tokio::fs::create_dir_all(&work)
+        .await
+        .map_err(|e| transient(format!("media directory: {e}")))?;
+    tokio::fs::create_dir_all(&segments)
+        .await
+        .map_err(|e| transient(format!("media directory: {e}")))?;
+    // Nobody cancels preparation: the sender is gone at once.
+    let (_, stop) = tokio::sync::watch::channel(false);
+    let mut progress = Progress {
+        stop,
+        state,
+        job_id: None,
+        total_ms: 0,
+        last: None,
+        shown_ms: 0,
+    };
+    let mut result = Ok(());
+    for (index, scene) in scenes.iter().enumerate() {
+        if !scene.ready() {
+            continue;
+        }
+        let place = Place {
+            index,
+            frames: frames(scene.sound_ms(), settings.video_pause_ms),
+            size,
+            tag: &tag,
+        };
+        let dirs = (media_dir.as_path(), segments.as_path(), work.as_path());
+        if let Err(e) = ensure_segment(state, dirs, scene, place, &settings, &mut progress, 0).await
+        {
+            result = Err(e);
+            break;
+        }
+        state.work.notify_waiters();
+    }
+    let _ = tokio::fs::remove_dir_all(&work).await;
+    result
+}
+
+/// Drops the segments of scenes as they no longer are (and leftovers of stopped renders),
+/// but not one being encoded right now.
+async fn prune(state: &AppState, segments: &Path, used: &[String]) {
     let Ok(mut entries) = tokio::fs::read_dir(segments).await else {
         return;
     };
     while let Ok(Some(entry)) = entries.next_entry().await {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !used.contains(&name) {
+        if !used.contains(&name) && !state.segments.busy(&name) {
             let _ = tokio::fs::remove_file(entry.path()).await;
         }
     }
@@ -776,11 +1077,19 @@ mod tests {
             audio_key: audio.then(|| "a.wav".into()),
             audio_id: audio.then_some(2),
             audio_ms: audio.then_some(1000),
+            planned_ms: 3000,
         };
         assert_eq!(missing(&[scene(true, true)]), None);
         assert_eq!(
             missing(&[scene(false, true), scene(true, false), scene(false, true)]).as_deref(),
             Some("scenes 1 and 3 have no picture; scene 2 has no narration")
         );
+        // A scene with no words needs no narration, and lasts its planned time.
+        let silent = RenderScene {
+            narration: "  ".into(),
+            ..scene(true, false)
+        };
+        assert_eq!(missing(&[silent.clone(), scene(true, true)]), None);
+        assert_eq!(silent.sound_ms(), 3000);
     }
 }

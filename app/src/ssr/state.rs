@@ -36,6 +36,8 @@ pub struct AppState {
     pub timing: TaskTiming,
     /// `settings::for_tasks`'s copy: when it was read, the values, the key.
     pub task_settings: Arc<std::sync::Mutex<Option<TaskSettings>>>,
+    /// Video segments being encoded or prepared ahead in this process.
+    pub segments: Arc<super::render::SegmentWork>,
 }
 
 pub type TaskSettings = (

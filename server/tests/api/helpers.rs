@@ -506,3 +506,55 @@ macro_rules! both_databases {
         )*
     };
 }
+
+/// The real `crevid serve` binary on this test's database and data directory, with the
+/// test's lease and retry timing, logging at `log` (RUST_LOG) to a pipe the test reads.
+pub struct Binary {
+    pub child: std::process::Child,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+pub fn spawn_binary(app: &TestApp, log: &str) -> Binary {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_crevid"))
+        .arg("serve")
+        .env("DATABASE_URL", &*app.state.db.url)
+        .env("CREVID_DATA_DIR", &*app.state.data_dir)
+        .env("LEPTOS_SITE_ROOT", app.state.data_dir.join("site"))
+        .env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
+        .env("CREVID_TASK_LEASE_MS", "1500")
+        .env("CREVID_RETRY_BASE_MS", "20")
+        .env("RUST_LOG", log)
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start crevid serve");
+    let (send, lines) = tokio::sync::mpsc::unbounded_channel();
+    let stdout = child.stdout.take().expect("piped stdout");
+    // A thread, not a task: the pipe is read with blocking calls until the server dies.
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            // Kept draining after the test stops listening, so the server never blocks.
+            let _ = send.send(line);
+        }
+    });
+    Binary { child, lines }
+}
+
+impl Binary {
+    /// Waits for the `n`th log line containing `needle`.
+    pub async fn wait_for_log(&mut self, needle: &str, n: usize) {
+        let mut seen = 0;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        while seen < n {
+            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some(line)) if line.contains(needle) => seen += 1,
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the server stopped before logging {needle:?}"),
+                Err(_) => panic!("the server never logged {needle:?} {n} times"),
+            }
+        }
+    }
+}

@@ -4,14 +4,13 @@
 //! Postgres. Tests wait on the engine's own announcements, never on a timer.
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use testkit::{Endpoint, Faults};
 
 use crate::both_databases;
-use crate::helpers::{content_with_scenes, twenty_sentences, Db, TestApp};
+use crate::helpers::{content_with_scenes, spawn_binary, twenty_sentences, Db, TestApp};
 
 both_databases!(
     providers_fill_twenty_scenes,
@@ -251,7 +250,7 @@ async fn a_killed_server_loses_no_task(db: Db) {
     let content = content_with_scenes(&app, &twenty_sentences(), 20).await;
     let job = start(&app, "/api/media/generate", &content).await;
     for kill_after in [3, 9, 15] {
-        let mut server = spawn_binary(&app);
+        let mut server = spawn_binary(&app, "warn").child;
         app.fake
             .wait_for_requests(Endpoint::Images, kill_after)
             .await;
@@ -298,22 +297,6 @@ async fn a_killed_server_loses_no_task(db: Db) {
     }
     let distinct: std::collections::HashSet<_> = rows.iter().map(|r| r.1).collect();
     assert_eq!(distinct.len(), 20);
-}
-
-fn spawn_binary(app: &TestApp) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_crevid"))
-        .arg("serve")
-        .env("DATABASE_URL", &*app.state.db.url)
-        .env("CREVID_DATA_DIR", &*app.state.data_dir)
-        .env("LEPTOS_SITE_ROOT", app.state.data_dir.join("site"))
-        .env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
-        .env("CREVID_TASK_LEASE_MS", "1500")
-        .env("CREVID_RETRY_BASE_MS", "20")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start crevid serve")
 }
 
 async fn batches_cover_several_contents(db: Db) {

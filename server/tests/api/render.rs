@@ -6,7 +6,7 @@ use std::process::Command;
 use serde_json::{json, Value};
 
 use crate::both_databases;
-use crate::helpers::{Db, TestApp};
+use crate::helpers::{spawn_binary, Db, TestApp};
 
 both_databases!(
     renders_every_aspect_ratio,
@@ -15,8 +15,9 @@ both_databases!(
     cancel_stops_ffmpeg,
     render_when_ready_goes_from_script_to_video,
     music_plays_under_the_narration,
-    a_render_cut_off_mid_way_runs_again_and_serves_only_whole_files,
+    a_killed_server_s_render_runs_again_and_serves_only_whole_files,
     a_corrupt_picture_names_its_scene,
+    a_scene_without_words_is_silent_for_its_planned_time,
 );
 
 /// Pause after each scene's narration (the default setting).
@@ -279,20 +280,53 @@ async fn a_changed_scene_makes_the_video_out_of_date(db: Db) {
         "the old video stays until a new one is made"
     );
 
-    let before = segments(&app, id);
-    assert_eq!(before.len(), 2);
+    // The changed scene's segment is encoded ahead, before anyone asks for a render.
+    let before = wait_for_segments(&app, id, 3).await;
+    let modified = |name: &String| {
+        let path = app
+            .state
+            .data_dir
+            .join(format!("media/content-{id}/segments/{name}"));
+        std::fs::metadata(path).unwrap().modified().unwrap()
+    };
+    let stamps: Vec<_> = before.iter().map(|n| (n.clone(), modified(n))).collect();
     render(&app, id).await;
     let (_, again) = app.get(&format!("/api/contents/{id}")).await;
     assert_eq!(again["data"]["video_out_of_date"], false);
     assert_ne!(again["data"]["video_asset_id"], first_video);
-    // Only the changed scene was encoded again; the other's segment was reused.
+    // The render encoded nothing: it joined the kept segment and the one made ahead, and
+    // dropped the changed scene's old one.
     let after = segments(&app, id);
-    assert_eq!(after.len(), 2);
-    assert_eq!(
-        before.intersection(&after).count(),
-        1,
-        "{before:?} {after:?}"
-    );
+    assert_eq!(after.len(), 2, "{before:?} {after:?}");
+    for (name, stamp) in stamps.iter().filter(|(n, _)| after.contains(n)) {
+        assert_eq!(modified(name), *stamp, "{name} was not written again");
+    }
+    assert!(after.is_subset(&before), "{before:?} {after:?}");
+}
+
+/// Waits (on the app's notifications, which segment preparation sends) until the content
+/// has `n` finished segments.
+async fn wait_for_segments(
+    app: &TestApp,
+    content: i64,
+    n: usize,
+) -> std::collections::HashSet<String> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let announced = app.state.work.notified();
+        tokio::pin!(announced);
+        announced.as_mut().enable();
+        let done: std::collections::HashSet<String> = segments(app, content)
+            .into_iter()
+            .filter(|name| !name.contains("partial"))
+            .collect();
+        if done.len() >= n {
+            return done;
+        }
+        tokio::time::timeout_at(deadline, announced)
+            .await
+            .unwrap_or_else(|_| panic!("never {n} segments: {done:?}"));
+    }
 }
 
 fn segments(app: &TestApp, content: i64) -> std::collections::HashSet<String> {
@@ -564,46 +598,47 @@ async fn music_plays_under_the_narration(db: Db) {
     assert!(removed["data"]["music_asset_id"].is_null());
 }
 
-/// A worker dying mid-render, as a crash does it: the running future is dropped with no
-/// chance to clean up (ffmpeg killed, lease left behind).
-async fn a_render_cut_off_mid_way_runs_again_and_serves_only_whole_files(db: Db) {
+/// The real server killed with SIGKILL in the middle of a render (its second scene): no
+/// clean-up runs, ffmpeg dies with it, the lease is left behind. Another worker renders
+/// again from scratch, and only whole files are ever served.
+async fn a_killed_server_s_render_runs_again_and_serves_only_whole_files(db: Db) {
     let Some(app) = TestApp::spawn(db).await else {
         return;
     };
     let (id, job) = slow_render(&app, 5, "9:16").await;
-    let limits = app::ssr::engine::KindLimits {
-        concurrency: 1,
-        per_window: 0,
-    };
-    let task = app::ssr::engine::claim(&app.state, app::ssr::jobs::RENDER, limits)
-        .await
-        .unwrap()
-        .expect("the render task");
-    let state = app.state.clone();
-    let worker = tokio::spawn(async move { app::ssr::engine::run_claimed(&state, task).await });
-    app.wait_until(job, |d| d["job"]["progress"].as_i64().unwrap_or(0) > 0)
-        .await;
-    worker.abort();
-    assert!(worker.await.unwrap_err().is_cancelled());
+    let mut server = spawn_binary(&app, "warn,app::ssr::render=debug");
+    server.wait_for_log("encoding a segment", 2).await;
+    server.child.kill().expect("kill the server");
+    server.child.wait().expect("reap the server");
+    let (_, midway) = app.get(&format!("/api/jobs/{job}")).await;
+    assert_eq!(midway["data"]["job"]["status"], "processing", "{midway}");
+    assert_eq!(midway["data"]["tasks"][0]["attempt"], 1);
     // Nothing half-made is served.
     let (status, _) = app.get(&format!("/api/contents/{id}/video")).await;
     assert_eq!(status, 409);
     let dir = app.state.data_dir.join(format!("media/content-{id}"));
-    let whole: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("video-") && n.ends_with(".mp4") && !n.contains("partial"))
-        .collect();
-    assert!(whole.is_empty(), "{whole:?}");
+    let names = |dir: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert!(
+        names(&dir)
+            .iter()
+            .all(|n| !(n.starts_with("video-") && n.ends_with(".mp4") && !n.contains("partial"))),
+        "{:?}",
+        names(&dir)
+    );
 
-    // Another worker takes the render over once the lease runs out, and finishes it.
+    // A worker here takes the render over once the lease runs out, and finishes it.
     app.start_workers();
     let done = app.wait_for_job(job).await;
     assert_eq!(done["job"]["status"], "completed", "{done}");
     assert_eq!(done["tasks"][0]["attempt"], 2);
-    let leftovers: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+    let leftovers: Vec<String> = names(&dir)
+        .into_iter()
+        .chain(names(&dir.join("segments")))
         .filter(|n| n.contains("partial") || n.starts_with("render-"))
         .collect();
     assert!(
@@ -614,7 +649,132 @@ async fn a_render_cut_off_mid_way_runs_again_and_serves_only_whole_files(db: Db)
     let out = tempfile::tempdir().unwrap();
     let path = out.path().join("video.mp4");
     std::fs::write(&path, video).unwrap();
-    assert_eq!(probe(&path)["streams"].as_array().unwrap().len(), 2);
+    let probed = probe(&path);
+    assert_eq!(probed["streams"].as_array().unwrap().len(), 2);
+    let expected = scene_seconds(&app, id).await;
+    let length: f64 = probed["format"]["duration"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((length - expected).abs() <= 0.1, "{length} vs {expected}");
+}
+
+/// The sum of the scenes' narration plus the pause, in seconds: what the video lasts.
+async fn scene_seconds(app: &TestApp, content: i64) -> f64 {
+    let durations: Vec<Option<i64>> = sqlx::query_scalar(
+        "SELECT a.duration_ms FROM scenes s LEFT JOIN assets a ON a.id = s.audio_asset_id \
+         WHERE s.content_id = $1 ORDER BY s.position",
+    )
+    .bind(content)
+    .fetch_all(app.state.pool())
+    .await
+    .unwrap();
+    durations
+        .into_iter()
+        .map(|ms| ((ms.unwrap() + PAUSE_MS) as f64 * 30.0 / 1000.0).round() / 30.0)
+        .sum()
+}
+
+/// A scene whose words are removed is shown silently for its planned time: no narration
+/// is made for it, nothing waits for one, and no subtitle falls in it.
+async fn a_scene_without_words_is_silent_for_its_planned_time(db: Db) {
+    let Some(app) = TestApp::spawn(db).await else {
+        return;
+    };
+    let content = content(&app, 3, "16:9").await;
+    let id = content["id"].as_i64().unwrap();
+    let mut scenes: Vec<Value> = content["scenes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| json!({ "id": s["id"], "narration": s["narration"], "visual_prompt": s["visual_prompt"], "seconds": s["seconds"] }))
+        .collect();
+    scenes[1]["narration"] = json!("");
+    scenes[1]["seconds"] = json!(2.5);
+    let (status, edited) = app
+        .put(
+            &format!("/api/contents/{id}"),
+            &json!({ "title": content["title"], "scenes": scenes }),
+        )
+        .await;
+    assert_eq!(status, 200, "{edited}");
+    let silent = content["scenes"][1]["id"].as_i64().unwrap();
+    let (status, refused) = app
+        .post(
+            "/api/tts/generate",
+            &json!({ "content_id": id, "scene_ids": [silent] }),
+        )
+        .await;
+    assert_eq!(status, 422, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no words to narrate"),
+        "{refused}"
+    );
+    let (status, job) = app
+        .post("/api/tts/generate", &json!({ "content_id": id }))
+        .await;
+    assert_eq!(status, 202, "{job}");
+    assert_eq!(
+        job["data"]["total_tasks"], 2,
+        "no narration task for the silent scene"
+    );
+    let (status, job) = app
+        .post("/api/media/generate", &json!({ "content_id": id }))
+        .await;
+    assert_eq!(status, 202, "{job}");
+    app.drain().await;
+    render(&app, id).await;
+
+    let first = scene_ms_of(&app, id, 0).await;
+    let third = scene_ms_of(&app, id, 2).await;
+    let frames = |ms: i64| ((ms as f64) * 30.0 / 1000.0).round() / 30.0;
+    let expected = frames(first + PAUSE_MS) + frames(2_500 + PAUSE_MS) + frames(third + PAUSE_MS);
+    let video = file_of(&app, &format!("/api/contents/{id}/video")).await;
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("video.mp4");
+    std::fs::write(&path, video).unwrap();
+    let probed = probe(&path);
+    let length: f64 = probed["format"]["duration"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((length - expected).abs() <= 0.1, "{length} vs {expected}");
+    let srt =
+        String::from_utf8(file_of(&app, &format!("/api/contents/{id}/subtitles")).await).unwrap();
+    let gap = (
+        (frames(first + PAUSE_MS) * 1000.0) as i64,
+        ((frames(first + PAUSE_MS) + frames(2_500 + PAUSE_MS)) * 1000.0) as i64,
+    );
+    let cues = srt_cues(&srt);
+    assert!(!cues.is_empty());
+    assert!(
+        cues.iter()
+            .all(|(start, end)| *end <= gap.0 + 1 || *start >= gap.1 - 1),
+        "no cue during the silent scene {gap:?}: {cues:?}"
+    );
+    // The silent stretch is silent.
+    assert!(
+        mean_volume(&path, gap.0 as f64 / 1000.0 + 0.3, 1.5) < -60.0,
+        "the silent scene has no sound"
+    );
+}
+
+/// The duration of the narration of the scene at `position`.
+async fn scene_ms_of(app: &TestApp, content: i64, position: i64) -> i64 {
+    sqlx::query_scalar(
+        "SELECT a.duration_ms FROM scenes s JOIN assets a ON a.id = s.audio_asset_id \
+         WHERE s.content_id = $1 AND s.position = $2",
+    )
+    .bind(content)
+    .bind(position)
+    .fetch_one(app.state.pool())
+    .await
+    .unwrap()
 }
 
 async fn a_corrupt_picture_names_its_scene(db: Db) {
