@@ -11,6 +11,8 @@
 //! - counters per [`Endpoint`]: requests, successes, in flight, and the busiest window;
 //! - a control API under `/_fake/` so other processes can configure it and read counters.
 //!
+//! [`qstash`] holds a local stand-in for Upstash QStash ([`QStash`]), with its own binary.
+//!
 //! # Control API
 //!
 //! It needs no key and is not counted.
@@ -26,6 +28,7 @@
 //!   the (cleared) stats. The configuration stays.
 
 mod media;
+pub mod qstash;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -46,6 +49,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 
 pub use media::{prompt_colour, solid_png, speech_duration, tone_wav, SPEECH_SAMPLE_RATE};
+pub use qstash::{QStash, QStashOptions};
 
 /// The largest image side the fake makes; bigger sizes are rejected, not shrunk, since
 /// callers rely on getting exactly the size they asked for.

@@ -1,0 +1,1167 @@
+//! The QStash stand-in through real HTTP: publishing, signed deliveries to a receiver
+//! started here, retries, the dead-letter queue, failure callbacks, deduplication, flow
+//! control, batches, outages, duplicates, the control API, and a cross-check of its
+//! signatures with Upstash's own SDK.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use reqwest::header::{HeaderName, HeaderValue};
+use serde_json::{json, Value};
+use testkit::qstash::{
+    backoff_secs, sign, sign_claims, verify, Claims, MessageState, QStash, QStashOptions,
+    DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY, DEV_TOKEN,
+};
+use tokio::io::AsyncWriteExt as _;
+
+/// Every wait in these tests is bounded: a stand-in that never gets there fails, not hangs.
+async fn within<F: Future>(future: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(30), future)
+        .await
+        .expect("timed out waiting")
+}
+
+// ---------------------------------------------------------------------------------------
+// A destination the tests control
+
+#[derive(Clone, Debug)]
+struct Reply {
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn status(status: u16) -> Self {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: String::new(),
+        }
+    }
+
+    fn header(mut self, name: &'static str, value: &str) -> Self {
+        self.headers.push((name, value.to_owned()));
+        self
+    }
+
+    fn body(mut self, body: &str) -> Self {
+        self.body = body.to_owned();
+        self
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Received {
+    method: Method,
+    /// Path and query.
+    target: String,
+    headers: HeaderMap,
+    body: Bytes,
+    at: Instant,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+struct ReceiverState {
+    received: Mutex<Vec<Received>>,
+    /// Replies per path, in order; once used up, `defaults`, then 200.
+    script: Mutex<HashMap<String, VecDeque<Reply>>>,
+    defaults: Mutex<HashMap<String, Reply>>,
+    /// How long each request takes, to make deliveries overlap.
+    work: Mutex<Duration>,
+    /// Requests to this path wait here until two are in: proof of concurrency.
+    pair_path: Mutex<Option<String>>,
+    pair: tokio::sync::Barrier,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+#[derive(Clone)]
+struct Receiver {
+    state: Arc<ReceiverState>,
+    addr: SocketAddr,
+}
+
+impl Receiver {
+    async fn start() -> Self {
+        let state = Arc::new(ReceiverState {
+            received: Mutex::default(),
+            script: Mutex::default(),
+            defaults: Mutex::default(),
+            work: Mutex::default(),
+            pair_path: Mutex::default(),
+            pair: tokio::sync::Barrier::new(2),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the receiver");
+        let addr = listener.local_addr().expect("receiver address");
+        let app = axum::Router::new()
+            .fallback(receive)
+            .with_state(state.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Receiver { state, addr }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn script(&self, path: &str, replies: impl IntoIterator<Item = Reply>) {
+        self.state
+            .script
+            .lock()
+            .unwrap()
+            .entry(path.to_owned())
+            .or_default()
+            .extend(replies);
+    }
+
+    fn default_reply(&self, path: &str, reply: Reply) {
+        self.state
+            .defaults
+            .lock()
+            .unwrap()
+            .insert(path.to_owned(), reply);
+    }
+
+    fn set_work(&self, work: Duration) {
+        *self.state.work.lock().unwrap() = work;
+    }
+
+    fn pair_up(&self, path: &str) {
+        *self.state.pair_path.lock().unwrap() = Some(path.to_owned());
+    }
+
+    /// Requests whose path starts with `path`, in order of arrival.
+    fn received(&self, path: &str) -> Vec<Received> {
+        self.state
+            .received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.target.starts_with(path))
+            .cloned()
+            .collect()
+    }
+
+    fn max_in_flight(&self) -> usize {
+        self.state.max_in_flight.load(Ordering::SeqCst)
+    }
+}
+
+async fn receive(
+    State(state): State<Arc<ReceiverState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    let path = uri.path().to_owned();
+    state.received.lock().unwrap().push(Received {
+        method,
+        target: uri
+            .path_and_query()
+            .map_or(path.clone(), |p| p.as_str().to_owned()),
+        headers,
+        body,
+        at: Instant::now(),
+    });
+    let work = *state.work.lock().unwrap();
+    if !work.is_zero() {
+        // Simulated work, so that deliveries overlap; nothing waits on it.
+        tokio::time::sleep(work).await;
+    }
+    let paired = state.pair_path.lock().unwrap().as_deref() == Some(path.as_str());
+    if paired {
+        within(state.pair.wait()).await;
+    }
+    let reply = state
+        .script
+        .lock()
+        .unwrap()
+        .get_mut(&path)
+        .and_then(VecDeque::pop_front)
+        .or_else(|| state.defaults.lock().unwrap().get(&path).cloned())
+        .unwrap_or_else(|| Reply::status(200));
+    state.in_flight.fetch_sub(1, Ordering::SeqCst);
+    let mut response = (
+        StatusCode::from_u16(reply.status).expect("a status"),
+        reply.body,
+    )
+        .into_response();
+    for (name, value) in reply.headers {
+        response.headers_mut().insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_str(&value).expect("a header value"),
+        );
+    }
+    response
+}
+
+// ---------------------------------------------------------------------------------------
+// Publishing helpers
+
+struct Setup {
+    qstash: QStash,
+    receiver: Receiver,
+    http: reqwest::Client,
+}
+
+async fn setup(time_scale: f64) -> Setup {
+    Setup {
+        qstash: QStash::start_with(QStashOptions::scaled(time_scale)).await,
+        receiver: Receiver::start().await,
+        http: reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client"),
+    }
+}
+
+impl Setup {
+    async fn publish(&self, destination: &str, body: &str, headers: &[(&str, &str)]) -> Published {
+        let mut request = self
+            .http
+            .post(format!(
+                "{}/v2/publish/{destination}",
+                self.qstash.base_url()
+            ))
+            .bearer_auth(self.qstash.token())
+            .body(body.to_owned());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        Published::from(request.send().await.expect("publish reaches the stand-in")).await
+    }
+
+    /// Publishes, expecting a new message; answers its id.
+    async fn publish_ok(&self, destination: &str, body: &str, headers: &[(&str, &str)]) -> String {
+        let published = self.publish(destination, body, headers).await;
+        assert_eq!(published.status, 200, "{}", published.body);
+        assert_eq!(published.body["deduplicated"], false);
+        published.id()
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.qstash.base_url()))
+            .bearer_auth(self.qstash.token())
+            .send()
+            .await
+            .expect("reaches the stand-in");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+struct Published {
+    status: u16,
+    body: Value,
+}
+
+impl Published {
+    async fn from(response: reqwest::Response) -> Self {
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
+        Published { status, body }
+    }
+
+    fn id(&self) -> String {
+        self.body["messageId"]
+            .as_str()
+            .expect("a messageId")
+            .to_owned()
+    }
+}
+
+fn verified(qstash: &QStash, request: &Received, url: &str) -> Claims {
+    let signature = request
+        .header("upstash-signature")
+        .expect("an Upstash-Signature");
+    verify(
+        signature,
+        qstash.current_key(),
+        qstash.next_key(),
+        Some(url),
+        &request.body,
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn scaled(secs: f64, time_scale: f64) -> Duration {
+    Duration::from_secs_f64(secs * time_scale)
+}
+
+fn b64(text: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests
+
+#[tokio::test]
+async fn publish_delivers_the_body_signed_with_the_forwarded_headers() {
+    let s = setup(0.001).await;
+    let url = s.receiver.url("/api/workers/image?scene=3");
+    let body = r#"{"task_id":"t-1","kind":"image"}"#;
+    let id = s
+        .publish_ok(
+            &url,
+            body,
+            &[
+                ("Content-Type", "application/json"),
+                ("Upstash-Forward-X-Trace", "abc"),
+                ("X-Not-Forwarded", "1"),
+            ],
+        )
+        .await;
+    assert!(id.starts_with("msg_"), "{id}");
+    within(s.qstash.wait_idle()).await;
+
+    let received = s.receiver.received("/api/workers/image");
+    assert_eq!(received.len(), 1);
+    let r = &received[0];
+    assert_eq!(r.method, Method::POST);
+    assert_eq!(r.target, "/api/workers/image?scene=3");
+    assert_eq!(&r.body[..], body.as_bytes());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header("x-trace"), Some("abc"));
+    assert_eq!(r.header("x-not-forwarded"), None);
+    assert_eq!(r.header("user-agent"), Some("Upstash-QStash"));
+    assert_eq!(r.header("upstash-message-id"), Some(id.as_str()));
+    assert_eq!(r.header("upstash-retried"), Some("0"));
+    assert_eq!(r.header("upstash-caller-ip"), Some("127.0.0.1"));
+    let claims = verified(&s.qstash, r, &url);
+    assert_eq!(claims.iss, "Upstash");
+    assert_eq!(claims.sub, url);
+    assert_eq!(claims.exp, claims.iat + 300);
+    assert_eq!(claims.nbf, claims.iat);
+    assert!(claims.body.ends_with('='), "padded, as the real service");
+
+    let message = s.qstash.message(&id).expect("the message");
+    assert_eq!(message.state, MessageState::Delivered);
+    assert_eq!((message.retried, message.max_retries), (0, 3));
+    assert_eq!((s.qstash.published(), s.qstash.deliveries()), (1, 1));
+
+    let (status, view) = s.get(&format!("/v2/messages/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(view["messageId"], id.as_str());
+    assert_eq!(view["url"], url.as_str());
+    assert_eq!(view["state"], "DELIVERED");
+    assert_eq!(view["body"], body);
+    assert_eq!(view["header"]["Content-Type"], json!(["application/json"]));
+    assert_eq!(view["header"]["X-Trace"], json!(["abc"]));
+}
+
+#[tokio::test]
+async fn retries_follow_the_scaled_backoff_then_dead_letter_and_call_back_once() {
+    let scale = 0.0001;
+    let s = setup(scale).await;
+    s.receiver
+        .default_reply("/work", Reply::status(500).body("boom"));
+    let (url, callback) = (s.receiver.url("/work"), s.receiver.url("/failed"));
+    let body = r#"{"task_id":"t-2"}"#;
+    let id = s
+        .publish_ok(
+            &url,
+            body,
+            &[
+                ("Content-Type", "application/json"),
+                ("Upstash-Retries", "3"),
+                ("Upstash-Failure-Callback", &callback),
+                ("Upstash-Failure-Callback-Forward-X-Callback", "yes"),
+            ],
+        )
+        .await;
+    within(s.qstash.wait_idle()).await;
+
+    let tries = s.receiver.received("/work");
+    let retried: Vec<_> = tries.iter().map(|r| r.header("upstash-retried")).collect();
+    assert_eq!(retried, [Some("0"), Some("1"), Some("2"), Some("3")]);
+    for r in &tries {
+        verified(&s.qstash, r, &url);
+        assert_eq!(r.header("upstash-message-id"), Some(id.as_str()));
+    }
+    let message = s.qstash.message(&id).expect("the message");
+    assert_eq!(message.state, MessageState::Failed);
+    assert_eq!(message.retried, 3);
+    let expected: Vec<_> = (1..=3).map(|n| scaled(backoff_secs(n), scale)).collect();
+    assert_eq!(message.retry_delays, expected);
+
+    let letters = s.qstash.dead_letters();
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(letter.message_id, id);
+    assert_eq!(letter.response_status, Some(500));
+    assert_eq!(letter.response_body, b"boom");
+    assert_eq!((letter.retried, letter.max_retries), (3, 3));
+    assert!(!letter.non_retryable);
+    assert_eq!(message.dlq_id.as_deref(), Some(letter.dlq_id.as_str()));
+
+    let calls = s.receiver.received("/failed");
+    assert_eq!(calls.len(), 1, "the failure callback is called once");
+    let call = &calls[0];
+    verified(&s.qstash, call, &callback);
+    assert_eq!(call.header("content-type"), Some("application/json"));
+    assert_eq!(call.header("x-callback"), Some("yes"));
+    let payload: Value = serde_json::from_slice(&call.body).expect("a JSON body");
+    assert_eq!(payload["status"], 500);
+    assert_eq!(payload["body"], b64("boom"));
+    assert_eq!(payload["retried"], 3);
+    assert_eq!(payload["maxRetries"], 3);
+    assert_eq!(payload["dlqId"], letter.dlq_id.as_str());
+    assert_eq!(payload["sourceMessageId"], id.as_str());
+    assert_eq!(payload["url"], url.as_str());
+    assert_eq!(payload["method"], "POST");
+    assert_eq!(payload["sourceBody"], b64(body));
+    assert_eq!(
+        payload["sourceHeader"]["Content-Type"],
+        json!(["application/json"])
+    );
+    assert!(payload["header"].is_object());
+    assert!(payload["createdAt"]
+        .as_str()
+        .is_some_and(|t| t.parse::<u64>().is_ok()));
+    assert!(payload["notBefore"]
+        .as_str()
+        .is_some_and(|t| t.parse::<u64>().is_ok()));
+    assert_eq!(payload["callerIP"], "127.0.0.1");
+    let recorded = s.qstash.failure_callbacks();
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].source_message_id, id);
+    assert_eq!(recorded[0].body, payload);
+    assert_eq!(recorded[0].status, Some(200));
+
+    let (status, dlq) = s.get("/v2/dlq").await;
+    assert_eq!(status, 200);
+    assert_eq!(dlq["messages"][0]["dlqId"], letter.dlq_id.as_str());
+    assert_eq!(dlq["messages"][0]["responseStatus"], 500);
+    assert_eq!(dlq["messages"][0]["responseBody"], "boom");
+    let (status, _) = s.get(&format!("/v2/dlq/{}", letter.dlq_id)).await;
+    assert_eq!(status, 200);
+    let deleted = s
+        .http
+        .delete(format!("{}/v2/dlq/{}", s.qstash.base_url(), letter.dlq_id))
+        .bearer_auth(s.qstash.token())
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(deleted.status(), 200);
+    assert!(s.qstash.dead_letters().is_empty());
+}
+
+#[tokio::test]
+async fn retry_after_replaces_the_backoff_up_to_a_day() {
+    let scale = 0.0001;
+    let s = setup(scale).await;
+    // Retry-After is real time, whatever the scale: kept short here.
+    s.receiver.script(
+        "/limited",
+        [
+            Reply::status(503).header("retry-after", "1"),
+            Reply::status(429).header("retry-after", "0m0.2s"),
+            Reply::status(500).header("retry-after", "100000"),
+            Reply::status(429).header("x-ratelimit-reset", "0"),
+        ],
+    );
+    let id = s
+        .publish_ok(
+            &s.receiver.url("/limited"),
+            "{}",
+            &[("Upstash-Retries", "5")],
+        )
+        .await;
+    within(s.qstash.wait_for_state(&id, MessageState::Delivered)).await;
+    let message = s.qstash.message(&id).expect("the message");
+    assert_eq!(
+        message.retry_delays,
+        [
+            scaled(1.0, 1.0),
+            scaled(0.2, 1.0),
+            // More than a day: QStash's own backoff applies, scaled.
+            scaled(backoff_secs(3), scale),
+            scaled(0.0, 1.0),
+        ]
+    );
+    assert_eq!(s.receiver.received("/limited").len(), 5);
+}
+
+#[tokio::test]
+async fn retry_after_zero_retries_at_once_even_in_real_time() {
+    // At real time the backoff would be 12 s; Retry-After: 0 must not wait.
+    let s = setup(1.0).await;
+    s.receiver
+        .script("/now", [Reply::status(503).header("retry-after", "0")]);
+    let id = s.publish_ok(&s.receiver.url("/now"), "x", &[]).await;
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        s.qstash.wait_for_state(&id, MessageState::Delivered),
+    )
+    .await
+    .expect("retried at once");
+    assert_eq!(
+        s.qstash.message(&id).expect("message").retry_delays,
+        [Duration::ZERO]
+    );
+}
+
+#[tokio::test]
+async fn non_retryable_489_goes_to_the_dlq_at_once() {
+    let s = setup(0.001).await;
+    s.receiver.default_reply(
+        "/permanent",
+        Reply::status(489)
+            .header("upstash-nonretryable-error", "true")
+            .body(r#"{"error":"bad scene"}"#),
+    );
+    // 489 without the header is an ordinary failure, retried.
+    s.receiver.script("/plain489", [Reply::status(489)]);
+    let callback = s.receiver.url("/failed");
+    let id = s
+        .publish_ok(
+            &s.receiver.url("/permanent"),
+            "payload",
+            &[("Upstash-Failure-Callback", &callback)],
+        )
+        .await;
+    let plain = s.publish_ok(&s.receiver.url("/plain489"), "", &[]).await;
+    within(s.qstash.wait_idle()).await;
+
+    assert_eq!(s.receiver.received("/permanent").len(), 1);
+    let letters = s.qstash.dead_letters();
+    assert_eq!(letters.len(), 1);
+    assert!(letters[0].non_retryable);
+    assert_eq!(letters[0].retried, 0);
+    let calls = s.receiver.received("/failed");
+    assert_eq!(calls.len(), 1);
+    let payload: Value = serde_json::from_slice(&calls[0].body).expect("JSON");
+    assert_eq!(payload["status"], 489);
+    assert_eq!(payload["retried"], 0);
+    assert_eq!(payload["body"], b64(r#"{"error":"bad scene"}"#));
+    assert_eq!(payload["sourceMessageId"], id.as_str());
+    assert_eq!(
+        payload["header"]["Upstash-Nonretryable-Error"],
+        json!(["true"])
+    );
+    for field in [
+        "status",
+        "header",
+        "body",
+        "retried",
+        "maxRetries",
+        "dlqId",
+        "sourceMessageId",
+        "url",
+        "method",
+        "sourceHeader",
+        "sourceBody",
+        "notBefore",
+        "createdAt",
+        "callerIP",
+    ] {
+        assert!(
+            payload.get(field).is_some(),
+            "failure callback lacks {field}"
+        );
+    }
+
+    assert_eq!(s.receiver.received("/plain489").len(), 2);
+    assert_eq!(
+        s.qstash.message(&plain).expect("message").state,
+        MessageState::Delivered
+    );
+}
+
+#[tokio::test]
+async fn a_deduplication_id_delivers_once() {
+    let s = setup(0.001).await;
+    let url = s.receiver.url("/dedup");
+    let headers = [("Upstash-Deduplication-Id", "task-42")];
+    let first = s.publish(&url, "a", &headers).await;
+    let second = s.publish(&url, "b", &headers).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(second.status, 202);
+    assert_eq!(second.body["deduplicated"], true);
+    assert_eq!(second.id(), first.id());
+
+    let content = [("Upstash-Content-Based-Deduplication", "true")];
+    let third = s.publish(&url, "same", &content).await;
+    let fourth = s.publish(&url, "same", &content).await;
+    let fifth = s.publish(&url, "other", &content).await;
+    assert_eq!((third.status, fourth.status, fifth.status), (200, 202, 200));
+    assert_eq!(fourth.id(), third.id());
+
+    within(s.qstash.wait_idle()).await;
+    let bodies: Vec<_> = s
+        .receiver
+        .received("/dedup")
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect();
+    assert_eq!(bodies.len(), 3);
+    for body in ["a", "same", "other"] {
+        assert!(bodies.iter().any(|b| b == body), "{bodies:?}");
+    }
+    assert_eq!((s.qstash.published(), s.qstash.deduplicated()), (3, 2));
+}
+
+#[tokio::test]
+async fn flow_control_parallelism_bounds_deliveries_in_flight() {
+    let s = setup(0.001).await;
+    s.receiver.set_work(Duration::from_millis(15));
+    let url = s.receiver.url("/images");
+    for i in 0..12 {
+        s.publish_ok(
+            &url,
+            &format!("{i}"),
+            &[
+                ("Upstash-Flow-Control-Key", "images"),
+                ("Upstash-Flow-Control-Value", "parallelism=2"),
+            ],
+        )
+        .await;
+    }
+    within(s.qstash.wait_idle()).await;
+    assert_eq!(s.receiver.received("/images").len(), 12);
+    assert_eq!(s.receiver.max_in_flight(), 2, "seen by the destination");
+    assert_eq!(s.qstash.max_in_flight_for("images"), 2);
+    let stats = s.qstash.stats();
+    assert_eq!(stats.flows["images"].parallelism, Some(2));
+    assert_eq!(stats.flows["images"].waiting, 0);
+}
+
+#[tokio::test]
+async fn flow_control_rate_spreads_starts_over_the_period() {
+    // rate=2 per 1 s at scale 0.1: at most two starts in any 100 ms.
+    let s = setup(0.1).await;
+    let url = s.receiver.url("/speech");
+    for i in 0..6 {
+        s.publish_ok(
+            &url,
+            &format!("{i}"),
+            &[
+                ("Upstash-Flow-Control-Key", "speech"),
+                ("Upstash-Flow-Control-Value", "rate=2, period=1s"),
+            ],
+        )
+        .await;
+    }
+    within(s.qstash.wait_idle()).await;
+    let arrivals: Vec<Instant> = s
+        .receiver
+        .received("/speech")
+        .iter()
+        .map(|r| r.at)
+        .collect();
+    assert_eq!(arrivals.len(), 6);
+    for pair in arrivals.windows(3) {
+        // Allowing for jitter between the stand-in's clock and the destination's arrival.
+        assert!(
+            pair[2].duration_since(pair[0]) >= Duration::from_millis(80),
+            "three starts within one period: {:?}",
+            pair[2].duration_since(pair[0])
+        );
+    }
+}
+
+#[tokio::test]
+async fn batch_publishes_each_item_and_checks_them_all_first() {
+    let s = setup(0.001).await;
+    let (a, b) = (s.receiver.url("/batch-a"), s.receiver.url("/batch-b"));
+    let batch = json!([
+        { "destination": a, "body": "one", "headers": { "Content-Type": "text/plain", "Upstash-Deduplication-Id": "b-1" } },
+        { "destination": b, "body": "two", "headers": { "Upstash-Forward-X-Kind": "b" } },
+        { "destination": a, "body": "one again", "headers": { "Upstash-Deduplication-Id": "b-1" } },
+    ]);
+    let response = s
+        .http
+        .post(format!("{}/v2/batch", s.qstash.base_url()))
+        .bearer_auth(s.qstash.token())
+        .json(&batch)
+        .send()
+        .await
+        .expect("batch");
+    assert_eq!(response.status(), 200);
+    let answers: Value = response.json().await.expect("JSON");
+    let answers = answers.as_array().expect("an array");
+    assert_eq!(answers.len(), 3);
+    assert_eq!(answers[0]["deduplicated"], false);
+    assert_eq!(answers[1]["deduplicated"], false);
+    assert_eq!(answers[2]["deduplicated"], true);
+    assert_eq!(answers[2]["messageId"], answers[0]["messageId"]);
+    within(s.qstash.wait_idle()).await;
+    let to_a = s.receiver.received("/batch-a");
+    assert_eq!(to_a.len(), 1);
+    assert_eq!(&to_a[0].body[..], b"one");
+    assert_eq!(to_a[0].header("content-type"), Some("text/plain"));
+    let to_b = s.receiver.received("/batch-b");
+    assert_eq!(to_b[0].header("x-kind"), Some("b"));
+
+    let bad = json!([
+        { "destination": a, "body": "fine" },
+        { "destination": "not a url", "body": "wrong" },
+    ]);
+    let response = s
+        .http
+        .post(format!("{}/v2/batch", s.qstash.base_url()))
+        .bearer_auth(s.qstash.token())
+        .json(&bad)
+        .send()
+        .await
+        .expect("batch");
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.expect("JSON");
+    assert!(
+        error["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("batch[1]")),
+        "{error}"
+    );
+    assert_eq!(
+        s.qstash.published(),
+        2,
+        "nothing of a bad batch is accepted"
+    );
+}
+
+#[tokio::test]
+async fn publishing_needs_the_token() {
+    let s = setup(0.001).await;
+    let endpoint = format!(
+        "{}/v2/publish/{}",
+        s.qstash.base_url(),
+        s.receiver.url("/auth")
+    );
+    let none = s.http.post(&endpoint).body("x").send().await.expect("sent");
+    assert_eq!(none.status(), 401);
+    let error: Value = none.json().await.expect("JSON");
+    assert!(error["error"].is_string());
+    let wrong = s
+        .http
+        .post(&endpoint)
+        .bearer_auth("not-the-token")
+        .body("x")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(wrong.status(), 401);
+    let query = s
+        .http
+        .post(format!("{endpoint}?qstash_token={DEV_TOKEN}"))
+        .body("x")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(query.status(), 200);
+    within(s.qstash.wait_idle()).await;
+    let received = s.receiver.received("/auth");
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].target, "/auth", "the token is not forwarded");
+    assert_eq!(s.qstash.published(), 1);
+}
+
+/// A destination, the publish headers, and what the 400's message must name.
+type BadCase<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+
+#[tokio::test]
+async fn bad_publishes_get_a_400_naming_the_problem() {
+    let s = setup(0.001).await;
+    let url = s.receiver.url("/bad");
+    let cases: [BadCase; 7] = [
+        ("not-a-url", &[], "destination"),
+        (
+            url.as_str(),
+            &[("Upstash-Retries", "many")],
+            "Upstash-Retries",
+        ),
+        (url.as_str(), &[("Upstash-Delay", "10")], "Upstash-Delay"),
+        (
+            url.as_str(),
+            &[("Upstash-Callback", "http://x/y")],
+            "not supported",
+        ),
+        (
+            url.as_str(),
+            &[
+                ("Upstash-Flow-Control-Key", "k"),
+                ("Upstash-Flow-Control-Value", "parallelism=0"),
+            ],
+            "Upstash-Flow-Control-Value",
+        ),
+        (
+            url.as_str(),
+            &[("Upstash-Flow-Control-Key", "k")],
+            "Upstash-Flow-Control-Value",
+        ),
+        (
+            url.as_str(),
+            &[("Upstash-Failure-Callback", "nowhere")],
+            "Upstash-Failure-Callback",
+        ),
+    ];
+    for (destination, headers, named) in cases {
+        let published = s.publish(destination, "x", headers).await;
+        assert_eq!(published.status, 400, "{destination} {headers:?}");
+        let error = published.body["error"].as_str().unwrap_or_default();
+        assert!(error.contains(named), "{error:?} should name {named}");
+    }
+    assert_eq!(s.qstash.published(), 0);
+}
+
+#[tokio::test]
+async fn delayed_messages_wait_and_can_be_released_or_canceled() {
+    let s = setup(1.0).await;
+    let later = s
+        .publish_ok(&s.receiver.url("/later"), "x", &[("Upstash-Delay", "1h")])
+        .await;
+    let never = s
+        .publish_ok(&s.receiver.url("/never"), "y", &[("Upstash-Delay", "10m")])
+        .await;
+    let past = s
+        .publish_ok(
+            &s.receiver.url("/past"),
+            "z",
+            &[("Upstash-Not-Before", "1000")],
+        )
+        .await;
+    within(s.qstash.wait_for_state(&past, MessageState::Delivered)).await;
+
+    let (status, view) = s.get(&format!("/v2/messages/{never}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(view["state"], "CREATED");
+    assert!(view["notBefore"].as_u64().is_some());
+    let canceled = s
+        .http
+        .delete(format!("{}/v2/messages/{never}", s.qstash.base_url()))
+        .bearer_auth(s.qstash.token())
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(canceled.status(), 200);
+    assert_eq!(
+        s.qstash.message(&never).expect("message").state,
+        MessageState::Canceled
+    );
+    assert_eq!(
+        s.qstash.message(&later).expect("message").state,
+        MessageState::Created
+    );
+
+    s.qstash.release_waiting();
+    within(s.qstash.wait_idle()).await;
+    assert_eq!(s.receiver.received("/later").len(), 1);
+    assert!(s.receiver.received("/never").is_empty());
+    let (status, _) = s.get(&format!("/v2/messages/{never}")).await;
+    assert_eq!(status, 200);
+    let again = s
+        .http
+        .delete(format!("{}/v2/messages/{never}", s.qstash.base_url()))
+        .bearer_auth(s.qstash.token())
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(again.status(), 404, "nothing left to cancel");
+}
+
+#[tokio::test]
+async fn an_unreachable_qstash_fails_publishes_then_comes_back() {
+    let s = setup(0.001).await;
+    let url = s.receiver.url("/outage");
+
+    s.qstash.set_unreachable(true);
+    assert_eq!(s.publish(&url, "x", &[]).await.status, 503);
+    s.qstash.set_unreachable(false);
+    s.publish_ok(&url, "x", &[]).await;
+
+    s.qstash.set_refusing(true).await.expect("stop listening");
+    let refused = s
+        .http
+        .post(format!("{}/v2/publish/{url}", s.qstash.base_url()))
+        .bearer_auth(s.qstash.token())
+        .body("y")
+        .send()
+        .await
+        .expect_err("connection refused");
+    assert!(refused.is_connect(), "{refused}");
+    s.qstash.set_refusing(false).await.expect("listen again");
+    s.publish_ok(&url, "y", &[]).await;
+
+    within(s.qstash.wait_idle()).await;
+    assert_eq!(s.receiver.received("/outage").len(), 2);
+}
+
+#[tokio::test]
+async fn deliveries_can_be_duplicated_concurrently() {
+    let s = setup(0.001).await;
+    // Both copies must be in the destination at the same time to get past the barrier.
+    s.receiver.pair_up("/twice");
+    s.qstash.duplicate_next(1);
+    let id = s.publish_ok(&s.receiver.url("/twice"), "once", &[]).await;
+    within(s.qstash.wait_idle()).await;
+    let received = s.receiver.received("/twice");
+    assert_eq!(received.len(), 2);
+    for r in &received {
+        assert_eq!(r.header("upstash-message-id"), Some(id.as_str()));
+        assert_eq!(r.header("upstash-retried"), Some("0"));
+    }
+    assert_eq!(s.receiver.max_in_flight(), 2);
+    let log = s.qstash.delivery_log();
+    assert_eq!(log.iter().filter(|d| d.duplicate).count(), 1);
+
+    // Redelivering a delivered message, twice at once.
+    let (first, second) = tokio::join!(s.qstash.redeliver(&id), s.qstash.redeliver(&id));
+    assert_eq!(first.expect("a delivery").status, Some(200));
+    assert_eq!(second.expect("a delivery").status, Some(200));
+    assert_eq!(s.receiver.received("/twice").len(), 4);
+    assert!(s.qstash.redeliver("msg_unknown").await.is_none());
+
+    // Duplicating everything.
+    s.qstash.set_duplicate_all(true);
+    s.publish_ok(&s.receiver.url("/twice"), "again", &[]).await;
+    within(s.qstash.wait_idle()).await;
+    assert_eq!(s.receiver.received("/twice").len(), 6);
+}
+
+#[tokio::test]
+async fn signing_with_the_next_key_for_rotation() {
+    let s = setup(0.001).await;
+    s.qstash.set_sign_with_next(true);
+    let url = s.receiver.url("/rotated");
+    s.publish_ok(&url, "k", &[]).await;
+    within(s.qstash.wait_idle()).await;
+    let r = &s.receiver.received("/rotated")[0];
+    let signature = r.header("upstash-signature").expect("signed");
+    let (cur, next) = (s.qstash.current_key(), s.qstash.next_key());
+    assert!(verify(signature, next, next, Some(&url), &r.body).is_ok());
+    assert!(verify(signature, cur, cur, Some(&url), &r.body).is_err());
+    assert!(verify(signature, cur, next, Some(&url), &r.body).is_ok());
+}
+
+#[tokio::test]
+async fn the_control_api_configures_reports_and_resets() {
+    let s = setup(1.0).await;
+    let control = s.qstash.control_url();
+    let config: Value = s
+        .http
+        .post(format!("{control}/config"))
+        .json(&json!({ "time_scale": 0.001, "duplicate_next": 1 }))
+        .send()
+        .await
+        .expect("config")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(config["time_scale"], 0.001);
+    assert_eq!(config["duplicate_next"], 1);
+    assert_eq!(s.qstash.time_scale(), 0.001);
+    for bad in [json!({ "time_scale": -1 }), json!({ "speed": 2 })] {
+        let response = s
+            .http
+            .post(format!("{control}/config"))
+            .json(&bad)
+            .send()
+            .await
+            .expect("config");
+        assert_eq!(response.status(), 400, "{bad}");
+    }
+
+    let response = s
+        .http
+        .post(format!("{control}/config"))
+        .json(&json!({ "unreachable": true }))
+        .send()
+        .await
+        .expect("config");
+    assert_eq!(response.status(), 200);
+    assert_eq!(s.publish(&s.receiver.url("/c"), "x", &[]).await.status, 503);
+    s.qstash.set_unreachable(false);
+
+    let id = s.publish_ok(&s.receiver.url("/c"), "x", &[]).await;
+    within(s.qstash.wait_idle()).await;
+    let stats: Value = s
+        .http
+        .get(format!("{control}/stats"))
+        .send()
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(stats["published"], 1);
+    assert_eq!(stats["deliveries"], 2, "duplicated once");
+    assert_eq!(stats["delivered"], 1);
+    assert_eq!(stats["pending"], 0);
+
+    let redelivered: Value = s
+        .http
+        .post(format!("{control}/redeliver/{id}"))
+        .send()
+        .await
+        .expect("redeliver")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(redelivered["status"], 200);
+    assert_eq!(redelivered["redelivery"], true);
+
+    let reset: Value = s
+        .http
+        .post(format!("{control}/reset"))
+        .send()
+        .await
+        .expect("reset")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(reset["published"], 0);
+    assert_eq!(reset["deliveries"], 0);
+    assert!(s.qstash.message(&id).is_none());
+    let gone = s
+        .http
+        .post(format!("{control}/redeliver/{id}"))
+        .send()
+        .await
+        .expect("redeliver");
+    assert_eq!(gone.status(), 404);
+
+    // After a reset, a delayed message is forgotten and never delivered.
+    s.qstash.set_time_scale(1.0);
+    s.publish_ok(
+        &s.receiver.url("/forgotten"),
+        "x",
+        &[("Upstash-Delay", "1s")],
+    )
+    .await;
+    s.qstash.reset();
+    within(s.qstash.wait_idle()).await;
+    let release = s
+        .http
+        .post(format!("{control}/release"))
+        .send()
+        .await
+        .expect("release");
+    assert_eq!(release.status(), 204);
+    assert!(s.receiver.received("/forgotten").is_empty());
+}
+
+#[tokio::test]
+async fn signatures_pass_upstash_own_receiver() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    if !root.join("node_modules/@upstash/qstash").is_dir() {
+        eprintln!(
+            "SKIPPED signatures_pass_upstash_own_receiver: node_modules/@upstash/qstash is \
+             missing; run `npm install` at the repository root"
+        );
+        return;
+    }
+    let script = root.join("testkit/tests/qstash_receiver.mjs");
+    let check = |signature: String, body: &str, url: &str| {
+        let input = json!({
+            "currentSigningKey": DEV_CURRENT_SIGNING_KEY,
+            "nextSigningKey": DEV_NEXT_SIGNING_KEY,
+            "signature": signature,
+            "body": body,
+            "url": url,
+        })
+        .to_string();
+        let script = script.clone();
+        async move {
+            let mut child = tokio::process::Command::new("node")
+                .arg(&script)
+                .env_remove("QSTASH_DEV")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("node runs");
+            let mut stdin = child.stdin.take().expect("stdin");
+            stdin.write_all(input.as_bytes()).await.expect("write");
+            drop(stdin);
+            let output = within(child.wait_with_output()).await.expect("node output");
+            let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+            assert_ne!(
+                output.status.code(),
+                Some(2),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            (output.status.success(), text)
+        }
+    };
+
+    // A real delivery from the stand-in, checked by the official SDK.
+    let s = setup(0.001).await;
+    let url = s.receiver.url("/api/workers/speech");
+    let body = r#"{"task_id":"t-9","text":"héllo"}"#;
+    s.publish_ok(&url, body, &[("Content-Type", "application/json")])
+        .await;
+    within(s.qstash.wait_idle()).await;
+    let delivered = s.receiver.received("/api/workers/speech")[0]
+        .header("upstash-signature")
+        .expect("signed")
+        .to_owned();
+    assert_eq!(check(delivered, body, &url).await, (true, "valid".into()));
+
+    let url = "http://127.0.0.1:3000/api/workers/image";
+    let body = r#"{"task_id":"t-1"}"#;
+    assert_eq!(
+        check(
+            sign(DEV_CURRENT_SIGNING_KEY, url, body.as_bytes()),
+            body,
+            url
+        )
+        .await,
+        (true, "valid".into())
+    );
+    assert_eq!(
+        check(sign(DEV_NEXT_SIGNING_KEY, url, body.as_bytes()), body, url).await,
+        (true, "valid".into())
+    );
+    let mut unpadded = Claims::new(url, body.as_bytes());
+    unpadded.body = unpadded.body.trim_end_matches('=').to_owned();
+    assert!(
+        check(sign_claims(DEV_CURRENT_SIGNING_KEY, &unpadded), body, url)
+            .await
+            .0
+    );
+
+    let (ok, text) = check(
+        sign(DEV_CURRENT_SIGNING_KEY, url, body.as_bytes()),
+        r#"{"task_id":"t-2"}"#,
+        url,
+    )
+    .await;
+    assert!(!ok && text.contains("body hash"), "tampered body: {text}");
+    let (ok, text) = check(
+        sign(DEV_CURRENT_SIGNING_KEY, url, body.as_bytes()),
+        body,
+        "http://127.0.0.1:3000/api/workers/speech",
+    )
+    .await;
+    assert!(!ok && text.contains("subject"), "other URL: {text}");
+    let (ok, _) = check(sign("sig_not_ours", url, body.as_bytes()), body, url).await;
+    assert!(!ok, "unknown key");
+}
