@@ -40,6 +40,8 @@ pub struct Config {
     pub task_lease_ms: u64,
     /// The first retry's delay; later ones double it (with jitter), up to 5 minutes.
     pub retry_base_ms: u64,
+    /// `QSTASH_TOKEN` and the rest: tasks go through QStash instead of the embedded workers.
+    pub qstash: Option<app::ssr::qstash::QStashConfig>,
 }
 
 impl std::fmt::Debug for Config {
@@ -58,6 +60,7 @@ impl std::fmt::Debug for Config {
             .field("rate_window_secs", &self.rate_window_secs)
             .field("task_lease_ms", &self.task_lease_ms)
             .field("retry_base_ms", &self.retry_base_ms)
+            .field("qstash", &self.qstash.as_ref().map(|q| q.url.as_str()))
             .finish()
     }
 }
@@ -192,7 +195,43 @@ impl Config {
                 )))
             }
         };
+        let qstash = match env("QSTASH_TOKEN") {
+            None => None,
+            Some(token) => {
+                let current = env("QSTASH_CURRENT_SIGNING_KEY").ok_or_else(|| {
+                    ConfigError(
+                        "QSTASH_CURRENT_SIGNING_KEY must be set with QSTASH_TOKEN: worker routes verify QStash's signatures with it"
+                            .into(),
+                    )
+                })?;
+                let url = env("QSTASH_URL").unwrap_or_else(|| "https://qstash.upstash.io".into());
+                if url::Url::parse(&url)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https"))
+                    .is_none()
+                {
+                    return Err(ConfigError(format!(
+                        "QSTASH_URL must be an http(s) URL (got {url:?})"
+                    )));
+                }
+                let retries = whole("CREVID_QSTASH_RETRIES", 0, 5)?;
+                let timeout = whole("CREVID_QSTASH_TIMEOUT_SECS", 10, 300)?;
+                let tolerance = whole("CREVID_QSTASH_CLOCK_TOLERANCE_SECS", 0, 5)?;
+                Some(app::ssr::qstash::QStashConfig::new(
+                    &url,
+                    token,
+                    current,
+                    env("QSTASH_NEXT_SIGNING_KEY"),
+                    (
+                        retries.min(20) as u32,
+                        std::time::Duration::from_secs(timeout),
+                        std::time::Duration::from_secs(tolerance),
+                    ),
+                ))
+            }
+        };
         Ok(Config {
+            qstash,
             embedded_workers,
             task_lease_ms,
             retry_base_ms,

@@ -91,6 +91,7 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         signals: Arc::default(),
         task_settings: Arc::default(),
         segments: Arc::default(),
+        qstash: None,
         timing: app::ssr::state::TaskTiming {
             lease_ms: config.task_lease_ms as i64,
             retry_base_ms: config.retry_base_ms,
@@ -106,6 +107,19 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on LEPTOS_SITE_ADDR={}", config.site_addr))?;
         state.leptos_options.site_addr = listener.local_addr()?;
+        if let Some(qstash) = config.qstash.clone() {
+            // QStash must reach the worker routes: at the public URL, or (a local stand-in)
+            // at the address this process listens on.
+            let base = match &config.public_url {
+                Some(url) => url.as_str().to_owned(),
+                None => {
+                    let addr = listener.local_addr()?;
+                    tracing::warn!(%addr, "QStash is configured without CREVID_PUBLIC_URL: worker routes are published at the listening address, which only a local QStash can reach");
+                    format!("http://{addr}")
+                }
+            };
+            state.qstash = Some(Arc::new(app::ssr::qstash::QStash::new(qstash, &base)));
+        }
         let secure_cookies = config
             .public_url
             .as_ref()
@@ -172,6 +186,7 @@ pub fn router(state: AppState, secure_cookies: bool) -> Router {
     };
     Router::new()
         .merge(app::ssr::rest::router())
+        .merge(app::ssr::qstash::router())
         .leptos_routes_with_context(&state, routes, context.clone(), app_shell)
         .fallback(leptos_axum::file_and_error_handler_with_context::<
             AppState,

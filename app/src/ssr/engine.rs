@@ -298,6 +298,16 @@ const CHANNEL: &str = "crevid_work";
 /// Runs a claimed task to its recorded outcome, extending the lease while it works.
 #[tracing::instrument(name = "task.run", skip_all, fields(task_id = task.id, kind = %task.kind, attempt = task.attempt))]
 pub async fn run_claimed(state: &AppState, task: ClaimedTask) -> Result<(), AppError> {
+    run_claimed_within(state, task, None).await
+}
+
+/// `run_claimed`, giving up with a permanent error after `limit` (a QStash delivery must
+/// answer before QStash's timeout; the work is stopped, not left running unanswered).
+pub async fn run_claimed_within(
+    state: &AppState,
+    task: ClaimedTask,
+    limit: Option<Duration>,
+) -> Result<(), AppError> {
     if task.attempt > task.max_attempts {
         // A worker died on the last attempt: the lease ran out with no attempts left.
         return finish(
@@ -346,12 +356,29 @@ pub async fn run_claimed(state: &AppState, task: ClaimedTask) -> Result<(), AppE
         }
     };
     tokio::pin!(work);
+    let deadline = async {
+        match limit {
+            Some(limit) => tokio::time::sleep(limit).await,
+            None => std::future::pending().await,
+        }
+    };
     let first = tokio::select! {
-        result = &mut work => Some(result),
+        result = &mut work => Some(Ok(result)),
         () = heartbeat => None,
+        () = deadline => Some(Err(limit.unwrap_or_default())),
     };
     let result = match first {
-        Some(result) => result,
+        Some(Ok(result)) => result,
+        Some(Err(limit)) => {
+            let _ = stop.send(true);
+            if task.kind == RENDER {
+                let _ = tokio::time::timeout(Duration::from_secs(30), &mut work).await;
+            }
+            Err(TaskError::Permanent(format!(
+                "stopped after {} s, the most a QStash delivery may take (CREVID_QSTASH_TIMEOUT_SECS)",
+                limit.as_secs()
+            )))
+        }
         None => {
             if task.kind == RENDER {
                 // A render is told to stop, so it kills ffmpeg and waits for it to be gone
@@ -660,6 +687,10 @@ async fn idle_wait(state: &AppState, kind: &str, limits: KindLimits) -> Duration
 /// Starts the embedded workers: one loop per task kind, and on Postgres a listener that
 /// hears work announced by other processes.
 pub fn spawn_workers(state: AppState) -> Vec<tokio::task::JoinHandle<()>> {
+    if state.qstash.is_some() {
+        // QStash delivers the tasks to the worker routes; this process only publishes.
+        return vec![super::qstash::spawn_relay(state)];
+    }
     let mut handles: Vec<_> = KINDS
         .into_iter()
         .map(|kind| {

@@ -101,6 +101,7 @@ pub async fn create(
             "a render covers the whole content: use the render route",
         ));
     }
+    fits(state, kind).await?;
     let scenes = spoken(kind, &content, scenes);
     if scenes.is_empty() {
         return Err(AppError::validation(
@@ -146,6 +147,7 @@ pub async fn create_batch(
             ),
         ));
     }
+    fits(state, kind).await?;
     let mut tasks = Vec::new();
     for (i, id) in ids.iter().enumerate() {
         let content = super::contents::get(state, user, *id)
@@ -181,6 +183,20 @@ pub async fn create_batch(
     }
     check_rate(state, user).await?;
     insert(state, user.id, kind, &ids, tasks, req.render_after).await
+}
+
+/// With QStash, refuses media work whose provider timeout outlasts a delivery.
+async fn fits(state: &AppState, kind: JobKind) -> Result<(), AppError> {
+    if state.qstash.is_none() {
+        return Ok(());
+    }
+    let settings = super::settings::values(state).await?;
+    super::qstash::check_fits(
+        state,
+        task_kind(kind),
+        std::time::Duration::from_secs(u64::from(settings.media_timeout_secs)),
+        0,
+    )
 }
 
 /// Narration is made only for scenes with words; a silent scene needs none.
@@ -219,6 +235,14 @@ pub async fn create_render(
             "id",
             format!("Generate pictures and narration first: {problem}"),
         ));
+    }
+    if state.qstash.is_some() {
+        let settings = super::settings::values(state).await?;
+        let video_ms: i64 = scenes
+            .iter()
+            .map(|s| s.video_ms(settings.video_pause_ms))
+            .sum();
+        super::qstash::check_fits(state, RENDER, std::time::Duration::ZERO, video_ms)?;
     }
     check_rate(state, user).await?;
     let view = enqueue_render(state, user.id, content_id).await?;
@@ -334,8 +358,10 @@ async fn insert(
         .db("inserting a task")?;
     }
     super::engine::announce(state, &mut tx, task_kind(kind)).await?;
+    super::qstash::enqueue_job(state, &mut tx, job_id).await?;
     tx.commit().await.db("committing a job")?;
     super::engine::wake_here(state, task_kind(kind));
+    super::qstash::nudge(state);
     let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
         .bind(job_id)
         .fetch_one(state.pool())
@@ -581,13 +607,14 @@ pub async fn retry_failed(
         ));
     }
     let now = now_ms();
+    let mut tx = state.pool().begin().await.db("starting a transaction")?;
     let retried = sqlx::query(
         "UPDATE tasks SET status = 'queued', attempt = 0, run_at = $1, last_error = NULL, locked_until = NULL, \
          worker_id = NULL, finished_at = NULL, updated_at = $1 WHERE job_id = $2 AND status = 'failed'",
     )
     .bind(now)
     .bind(id)
-    .execute(state.pool())
+    .execute(&mut *tx)
     .await
     .db("retrying tasks")?;
     if retried.rows_affected() == 0 {
@@ -599,11 +626,14 @@ pub async fn retry_failed(
     sqlx::query("UPDATE jobs SET status = 'processing', error = NULL, completed_at = NULL, updated_at = $1 WHERE id = $2")
         .bind(now)
         .bind(id)
-        .execute(state.pool())
+        .execute(&mut *tx)
         .await
         .db("reopening a job")?;
+    super::qstash::enqueue_job(state, &mut tx, id).await?;
+    tx.commit().await.db("retrying tasks")?;
     refresh(state.pool(), id).await?;
     super::engine::wake(state, None).await;
+    super::qstash::nudge(state);
     get(state, user, id).await
 }
 

@@ -12,6 +12,7 @@ pub mod llm;
 pub mod media;
 pub mod openai;
 pub mod providers;
+pub mod qstash;
 pub mod render;
 pub mod rest;
 pub mod script;

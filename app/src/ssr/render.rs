@@ -51,6 +51,11 @@ impl RenderScene {
         self.image_key.is_some() && (self.audio_key.is_some() || !self.speaks())
     }
 
+    /// How long the scene lasts in the video, in milliseconds.
+    pub fn video_ms(&self, pause_ms: u32) -> i64 {
+        ms_of_frames(frames(self.sound_ms(), pause_ms))
+    }
+
     /// How long the scene is heard: its narration, or its planned time when silent.
     fn sound_ms(&self) -> i64 {
         match (self.speaks(), self.audio_ms) {

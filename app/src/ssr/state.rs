@@ -38,6 +38,8 @@ pub struct AppState {
     pub task_settings: Arc<std::sync::Mutex<Option<TaskSettings>>>,
     /// Video segments being encoded or prepared ahead in this process.
     pub segments: Arc<super::render::SegmentWork>,
+    /// Set when tasks reach workers through QStash instead of the embedded workers.
+    pub qstash: Option<Arc<super::qstash::QStash>>,
 }
 
 pub type TaskSettings = (

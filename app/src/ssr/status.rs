@@ -184,16 +184,74 @@ async fn tool(name: &str, program: &str, arg: &str, needed_for: &str) -> StatusC
     }
 }
 
+/// How background tasks reach workers, and for QStash whether it is reachable, how many
+/// tasks wait to be published and when the last delivery came.
+async fn transport(state: &AppState) -> StatusCheck {
+    let started = Instant::now();
+    let name = "Background tasks";
+    let Some(q) = &state.qstash else {
+        return check(
+            name,
+            Verdict::Ok,
+            "Embedded queue: workers in this server run pictures, narration and renders.",
+            started,
+        );
+    };
+    let ago = |at: Option<i64>| match at {
+        Some(at) => format!("{} s ago", (super::db::now_ms() - at).max(0) / 1000),
+        None => "none yet".to_owned(),
+    };
+    let (token, outbox) = tokio::join!(
+        super::qstash::check_token(state),
+        super::qstash::status(state)
+    );
+    let outbox = match outbox {
+        Ok(Some(o)) => o,
+        _ => {
+            return check(
+                name,
+                Verdict::Error,
+                "The outbox could not be read from the database.",
+                started,
+            )
+        }
+    };
+    let summary = format!(
+        "QStash at {} calling {}/api/workers/…; outbox: {} waiting to be published; last publish {}; last delivery {}.",
+        q.config.url,
+        q.base,
+        outbox.outbox_depth,
+        ago(outbox.last_publish_ms),
+        ago(outbox.last_delivery_ms),
+    );
+    match (token, outbox.last_publish_error) {
+        (Err(e), _) => check(
+            name,
+            Verdict::Error,
+            format!("{e}. {summary} Tasks wait in the outbox until QStash answers."),
+            started,
+        ),
+        (Ok(()), Some(error)) if outbox.outbox_depth > 0 => check(
+            name,
+            Verdict::Warning,
+            format!("Publishing is being retried: {error}. {summary}"),
+            started,
+        ),
+        _ => check(name, Verdict::Ok, summary, started),
+    }
+}
+
 pub async fn report(state: &AppState) -> Result<StatusReport, AppError> {
-    let (db, llm, ffmpeg, espeak) = tokio::join!(
+    let (db, llm, queue, ffmpeg, espeak) = tokio::join!(
         database(state),
         language_model(state),
+        transport(state),
         tool("ffmpeg", "ffmpeg", "-version", "video render"),
         tool("espeak-ng", "espeak-ng", "--version", "offline narration"),
     );
     Ok(StatusReport {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         database: state.db.backend.name().to_owned(),
-        checks: vec![db, llm, ffmpeg, espeak],
+        checks: vec![db, llm, queue, ffmpeg, espeak],
     })
 }

@@ -182,6 +182,16 @@ impl TestApp {
     /// With rate limits counting in windows of `secs` (a longer window keeps a busy
     /// machine from refilling a bucket in the middle of a test).
     pub async fn spawn_with_window(db: Db, secs: u64) -> Option<Self> {
+        Self::spawn_configured(db, |config| config.rate_window_secs = secs).await
+    }
+
+    /// Tasks through QStash: the local stand-in `qstash` delivers them to this app.
+    pub async fn spawn_with_qstash(db: Db, qstash: &testkit::qstash::QStash) -> Option<Self> {
+        let config = qstash_config(qstash, 5);
+        Self::spawn_configured(db, |c| c.qstash = Some(config)).await
+    }
+
+    pub async fn spawn_configured(db: Db, edit: impl FnOnce(&mut Config)) -> Option<Self> {
         if std::env::var("TEST_LOG").is_ok() {
             crevid_server::telemetry::init(crevid_server::config::LogFormat::Text);
         }
@@ -197,7 +207,7 @@ impl TestApp {
             }
         };
         let mut config = test_config(&url, dir.path());
-        config.rate_window_secs = secs;
+        edit(&mut config);
         let app = Application::build(config).await.expect("app builds");
         let base = format!("http://127.0.0.1:{}", app.port());
         let state = app.state().clone();
@@ -507,6 +517,21 @@ macro_rules! both_databases {
     };
 }
 
+/// The app's configuration for the stand-in: its development credentials, `retries`
+/// deliveries after the first, five minutes per delivery, 5 s of clock tolerance.
+pub fn qstash_config(
+    qstash: &testkit::qstash::QStash,
+    retries: u32,
+) -> app::ssr::qstash::QStashConfig {
+    app::ssr::qstash::QStashConfig::new(
+        &qstash.base_url(),
+        qstash.token().to_owned(),
+        qstash.current_key().to_owned(),
+        Some(qstash.next_key().to_owned()),
+        (retries, Duration::from_secs(300), Duration::from_secs(5)),
+    )
+}
+
 /// The real `crevid serve` binary on this test's database and data directory, with the
 /// test's lease and retry timing, logging at `log` (RUST_LOG) to a pipe the test reads.
 pub struct Binary {
@@ -514,9 +539,10 @@ pub struct Binary {
     lines: tokio::sync::mpsc::UnboundedReceiver<String>,
 }
 
-pub fn spawn_binary(app: &TestApp, log: &str) -> Binary {
+pub fn spawn_binary(app: &TestApp, log: &str, env: &[(&str, String)]) -> Binary {
     use std::io::BufRead;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_crevid"))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_crevid"));
+    command
         .arg("serve")
         .env("DATABASE_URL", &*app.state.db.url)
         .env("CREVID_DATA_DIR", &*app.state.data_dir)
@@ -527,9 +553,11 @@ pub fn spawn_binary(app: &TestApp, log: &str) -> Binary {
         .env("RUST_LOG", log)
         .env("NO_COLOR", "1")
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start crevid serve");
+        .stderr(std::process::Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("start crevid serve");
     let (send, lines) = tokio::sync::mpsc::unbounded_channel();
     let stdout = child.stdout.take().expect("piped stdout");
     // A thread, not a task: the pipe is read with blocking calls until the server dies.
@@ -544,13 +572,18 @@ pub fn spawn_binary(app: &TestApp, log: &str) -> Binary {
 }
 
 impl Binary {
-    /// Waits for the `n`th log line containing `needle`.
-    pub async fn wait_for_log(&mut self, needle: &str, n: usize) {
+    /// Waits for the `n`th log line containing `needle`, and returns it.
+    pub async fn wait_for_log(&mut self, needle: &str, n: usize) -> String {
         let mut seen = 0;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        while seen < n {
+        loop {
             match tokio::time::timeout_at(deadline, self.lines.recv()).await {
-                Ok(Some(line)) if line.contains(needle) => seen += 1,
+                Ok(Some(line)) if line.contains(needle) => {
+                    seen += 1;
+                    if seen == n {
+                        return line;
+                    }
+                }
                 Ok(Some(_)) => {}
                 Ok(None) => panic!("the server stopped before logging {needle:?}"),
                 Err(_) => panic!("the server never logged {needle:?} {n} times"),

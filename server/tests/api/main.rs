@@ -10,6 +10,7 @@ mod input;
 mod jobs;
 mod pages;
 mod pipeline;
+mod qstash;
 mod render;
 mod settings;
 mod storage;

@@ -606,7 +606,7 @@ async fn a_killed_server_s_render_runs_again_and_serves_only_whole_files(db: Db)
         return;
     };
     let (id, job) = slow_render(&app, 5, "9:16").await;
-    let mut server = spawn_binary(&app, "warn,app::ssr::render=debug");
+    let mut server = spawn_binary(&app, "warn,app::ssr::render=debug", &[]);
     server.wait_for_log("encoding a segment", 2).await;
     server.child.kill().expect("kill the server");
     server.child.wait().expect("reap the server");

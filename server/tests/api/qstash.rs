@@ -1,0 +1,481 @@
+//! The QStash transport through the local stand-in (testkit::qstash): the outbox and its
+//! relay, signed worker routes, duplicates, outages, a killed server, flow control and
+//! QStash giving up.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use testkit::qstash::{QStash, QStashOptions};
+use testkit::{Endpoint, Faults};
+
+use crate::both_databases;
+use crate::helpers::{
+    content_with_scenes, qstash_config, spawn_binary, twenty_sentences, Db, TestApp,
+};
+
+both_databases!(
+    twenty_scenes_through_qstash,
+    only_signed_deliveries_run,
+    a_message_delivered_twice_runs_once,
+    nothing_is_lost_while_qstash_is_away,
+    a_killed_server_s_task_is_finished_by_redelivery,
+    flow_control_caps_deliveries_in_flight,
+    qstash_giving_up_fails_the_task,
+);
+
+/// Waits are scaled down a hundredfold: QStash's first retry (12 s) comes after 120 ms.
+fn stand_in_options() -> QStashOptions {
+    QStashOptions::scaled(0.01)
+}
+
+async fn use_provider(app: &TestApp, edit: impl FnOnce(&mut app::model::SettingsValues)) {
+    app.configure_llm_with(|v| {
+        v.image_provider = "openai".into();
+        v.tts_provider = "openai".into();
+        v.image_model = "fake-image-model".into();
+        v.tts_model = "fake-speech-model".into();
+        edit(v);
+    })
+    .await;
+}
+
+async fn start(app: &TestApp, path: &str, content: &Value) -> i64 {
+    let (status, job) = app
+        .post(path, &json!({ "content_id": content["id"] }))
+        .await;
+    assert_eq!(status, 202, "{job}");
+    job["data"]["id"].as_i64().unwrap()
+}
+
+fn tasks(detail: &Value) -> Vec<Value> {
+    detail["tasks"].as_array().unwrap().clone()
+}
+
+async fn first_task(app: &TestApp, job: i64) -> i64 {
+    sqlx::query_scalar("SELECT id FROM tasks WHERE job_id = $1 ORDER BY id LIMIT 1")
+        .bind(job)
+        .fetch_one(app.state.pool())
+        .await
+        .unwrap()
+}
+
+async fn twenty_scenes_through_qstash(db: Db) {
+    let qstash = QStash::start_with(stand_in_options()).await;
+    let Some(app) = TestApp::spawn_with_qstash(db, &qstash).await else {
+        return;
+    };
+    use_provider(&app, |v| {
+        v.image_concurrency = 3;
+        v.tts_concurrency = 2;
+    })
+    .await;
+    app.fake.set_image_latency(Duration::from_millis(30));
+    app.fake.set_faults(Faults {
+        server_error: 0.3,
+        seed: 7,
+        ..Faults::default()
+    });
+    app.start_workers();
+    let content = content_with_scenes(&app, &twenty_sentences(), 20).await;
+    let images = start(&app, "/api/media/generate", &content).await;
+    let narration = start(&app, "/api/tts/generate", &content).await;
+    for job in [images, narration] {
+        let detail = app.wait_for_job(job).await;
+        assert_eq!(detail["job"]["status"], "completed", "{detail}");
+        assert!(tasks(&detail).iter().all(|t| t["status"] == "succeeded"));
+    }
+    let (_, after) = app.get(&format!("/api/contents/{}", content["id"])).await;
+    for scene in after["data"]["scenes"].as_array().unwrap() {
+        assert!(
+            scene["image_asset_id"].is_i64() && scene["audio_asset_id"].is_i64(),
+            "{scene}"
+        );
+    }
+    // Every task went out as a message to its seeds' route, and faults were retried by
+    // QStash's redeliveries.
+    assert!(qstash.deliveries_to("/api/workers/media-generation") >= 20);
+    assert!(qstash.deliveries_to("/api/workers/tts-generation") >= 20);
+    assert!(
+        qstash.deliveries() > 40,
+        "some deliveries were retried after a fault"
+    );
+    assert!(qstash.max_in_flight_for("crevid-scene.image") <= 3);
+    assert!(qstash.max_in_flight_for("crevid-scene.audio") <= 2);
+    assert!(app.fake.max_in_flight_to(Endpoint::Images) <= 3);
+    assert!(
+        qstash.dead_letters().is_empty(),
+        "{:?}",
+        qstash.dead_letters()
+    );
+    let outbox: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
+        .fetch_one(app.state.pool())
+        .await
+        .unwrap();
+    assert_eq!(outbox, 0);
+    // The status page says how tasks travel.
+    let (_, status) = app
+        .call(
+            crate::helpers::Who::Admin,
+            reqwest::Method::GET,
+            "/api/settings/status",
+            None,
+        )
+        .await;
+    let check = status["data"]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "Background tasks")
+        .cloned()
+        .unwrap();
+    assert_eq!(check["verdict"], "ok", "{check}");
+    let message = check["message"].as_str().unwrap();
+    assert!(
+        message.contains("QStash at") && message.contains("0 waiting"),
+        "{message}"
+    );
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A token made by a JWT library from the documented claims alone (not by the stand-in).
+fn token(key: &str, claims: &Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(key.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn claims(url: &str, body: &[u8]) -> Value {
+    let now = unix_now();
+    json!({
+        "iss": "Upstash",
+        "sub": url,
+        "exp": now + 300,
+        "nbf": now,
+        "iat": now,
+        "jti": "jwt_test",
+        "body": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(body)),
+    })
+}
+
+async fn only_signed_deliveries_run(db: Db) {
+    let qstash = QStash::start_with(stand_in_options()).await;
+    let Some(app) = TestApp::spawn_with_qstash(db, &qstash).await else {
+        return;
+    };
+    use_provider(&app, |_| {}).await;
+    // No relay: the test is QStash here.
+    let content = content_with_scenes(&app, "This content has only one scene in it.", 1).await;
+    let job = start(&app, "/api/media/generate", &content).await;
+    let task = first_task(&app, job).await;
+    let url = app.url("/api/workers/media-generation");
+    let body = serde_json::to_vec(&json!({ "task_id": task })).unwrap();
+    let current = qstash.current_key().to_owned();
+    let edited = |edit: &dyn Fn(&mut Value)| {
+        let mut c = claims(&url, &body);
+        edit(&mut c);
+        c
+    };
+    let now = unix_now();
+    let cases: Vec<(&str, Option<String>, Vec<u8>, &str)> = vec![
+        ("no header", None, body.clone(), "missing_signature"),
+        (
+            "not a JWT",
+            Some("not-a-token".into()),
+            body.clone(),
+            "malformed_token",
+        ),
+        (
+            "wrong key",
+            Some(token("sig_wrongwrongwrong", &claims(&url, &body))),
+            body.clone(),
+            "bad_signature",
+        ),
+        (
+            "expired",
+            Some(token(
+                &current,
+                &edited(&|c| {
+                    c["exp"] = json!(now - 60);
+                    c["nbf"] = json!(now - 400);
+                }),
+            )),
+            body.clone(),
+            "expired",
+        ),
+        (
+            "not yet valid",
+            Some(token(&current, &edited(&|c| c["nbf"] = json!(now + 60)))),
+            body.clone(),
+            "not_yet_valid",
+        ),
+        (
+            "wrong issuer",
+            Some(token(&current, &edited(&|c| c["iss"] = json!("Someone")))),
+            body.clone(),
+            "wrong_issuer",
+        ),
+        (
+            "another URL",
+            Some(token(
+                &current,
+                &edited(&|c| c["sub"] = json!(app.url("/api/workers/tts-generation"))),
+            )),
+            body.clone(),
+            "wrong_url",
+        ),
+        (
+            "body changed after signing",
+            Some(token(&current, &claims(&url, &body))),
+            serde_json::to_vec(&json!({ "task_id": task + 1 })).unwrap(),
+            "body_mismatch",
+        ),
+        (
+            "hash of another body",
+            Some(token(&current, &claims(&url, b"{\"task_id\":0}"))),
+            body.clone(),
+            "body_mismatch",
+        ),
+    ];
+    for (what, signature, sent, reason) in cases {
+        let mut request = app
+            .anonymous
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(sent);
+        if let Some(signature) = signature {
+            request = request.header("upstash-signature", signature);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "{what}");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["error"]["reason"], reason, "{what}: {answer}");
+    }
+    // Nothing ran.
+    let (_, detail) = app.get(&format!("/api/jobs/{job}")).await;
+    assert_eq!(detail["data"]["tasks"][0]["status"], "queued");
+    assert_eq!(detail["data"]["tasks"][0]["attempt"], 0);
+    assert_eq!(app.fake.requests_to(Endpoint::Images), 0);
+
+    // Signed with the next key (a rotation under way), padded body hash as QStash sends
+    // it: accepted, and the task runs within the request.
+    let mut padded = claims(&url, &body);
+    padded["body"] = json!(base64::engine::general_purpose::URL_SAFE.encode(Sha256::digest(&body)));
+    padded["aud"] = json!("");
+    let response = app
+        .anonymous
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("upstash-signature", token(qstash.next_key(), &padded))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (_, detail) = app.get(&format!("/api/jobs/{job}")).await;
+    assert_eq!(detail["data"]["job"]["status"], "completed", "{detail}");
+    assert_eq!(app.fake.requests_to(Endpoint::Images), 1);
+}
+
+async fn a_message_delivered_twice_runs_once(db: Db) {
+    let qstash = QStash::start_with(stand_in_options()).await;
+    let Some(app) = TestApp::spawn_with_qstash(db, &qstash).await else {
+        return;
+    };
+    use_provider(&app, |v| v.image_concurrency = 4).await;
+    app.fake.set_image_latency(Duration::from_millis(200));
+    app.start_workers();
+    // Every delivery goes out twice at once.
+    qstash.set_duplicate_all(true);
+    let content = content_with_scenes(&app, "First scene. Second scene. Third scene.", 3).await;
+    let job = start(&app, "/api/media/generate", &content).await;
+    let detail = app.wait_for_job(job).await;
+    assert_eq!(detail["job"]["status"], "completed", "{detail}");
+    qstash.set_duplicate_all(false);
+    qstash.wait_idle().await;
+    assert!(qstash.deliveries() >= 6, "{}", qstash.deliveries());
+    // And one more, after the task finished.
+    let message = qstash
+        .messages()
+        .into_iter()
+        .find(|m| m.url.contains("/api/workers/media-generation"))
+        .unwrap();
+    let again = qstash.redeliver(&message.id).await.unwrap();
+    assert_eq!(again.status, Some(200), "{again:?}");
+    assert_eq!(
+        app.fake.requests_to(Endpoint::Images),
+        3,
+        "each scene's picture made once"
+    );
+    for task in tasks(&detail) {
+        assert_eq!(task["attempt"], 1, "{task}");
+    }
+    let assets: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM assets WHERE content_id = $1")
+        .bind(content["id"].as_i64().unwrap())
+        .fetch_one(app.state.pool())
+        .await
+        .unwrap();
+    assert_eq!(assets, 3);
+}
+
+async fn nothing_is_lost_while_qstash_is_away(db: Db) {
+    let qstash = QStash::start_with(stand_in_options()).await;
+    let Some(app) = TestApp::spawn_with_qstash(db, &qstash).await else {
+        return;
+    };
+    use_provider(&app, |_| {}).await;
+    qstash.set_unreachable(true);
+    app.start_workers();
+    let content = content_with_scenes(&app, "First scene. Second scene. Third scene.", 3).await;
+    let job = start(&app, "/api/media/generate", &content).await;
+    // The relay tried, failed, and says so (each relay pass is announced).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let error = loop {
+        let announced = app.state.work.notified();
+        tokio::pin!(announced);
+        announced.as_mut().enable();
+        let row: Option<String> = sqlx::query_scalar(
+            "SELECT last_error FROM outbox WHERE published_at IS NULL AND last_error IS NOT NULL LIMIT 1",
+        )
+        .fetch_optional(app.state.pool())
+        .await
+        .unwrap();
+        if let Some(error) = row {
+            break error;
+        }
+        tokio::time::timeout_at(deadline, announced)
+            .await
+            .expect("the relay tried to publish");
+    };
+    assert!(error.contains("503"), "{error}");
+    let (_, status) = app
+        .call(
+            crate::helpers::Who::Admin,
+            reqwest::Method::GET,
+            "/api/settings/status",
+            None,
+        )
+        .await;
+    let check = status["data"]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "Background tasks")
+        .cloned()
+        .unwrap();
+    assert_ne!(check["verdict"], "ok", "{check}");
+    assert!(
+        check["message"].as_str().unwrap().contains("3 waiting"),
+        "{check}"
+    );
+    assert_eq!(qstash.published(), 0);
+    qstash.set_unreachable(false);
+    let detail = app.wait_for_job(job).await;
+    assert_eq!(detail["job"]["status"], "completed", "{detail}");
+    assert_eq!(app.fake.requests_to(Endpoint::Images), 3);
+}
+
+/// The server is killed with SIGKILL while a worker route runs a task; the server comes
+/// back on the same address and QStash's redelivery finishes the task there.
+async fn a_killed_server_s_task_is_finished_by_redelivery(db: Db) {
+    let qstash = QStash::start_with(stand_in_options()).await;
+    // This test's own app queues the job; only the real binary publishes and works.
+    let Some(app) = TestApp::spawn_with_qstash(db, &qstash).await else {
+        return;
+    };
+    use_provider(&app, |_| {}).await;
+    app.fake.set_image_latency(Duration::from_millis(1500));
+    let content = content_with_scenes(&app, "This content has only one scene in it.", 1).await;
+    let job = start(&app, "/api/media/generate", &content).await;
+    let mut env = qstash.env().into_iter().collect::<Vec<_>>();
+    env.push(("CREVID_QSTASH_RETRIES", "5".into()));
+    let mut first = spawn_binary(&app, "warn,crevid=info", &env);
+    let line = first.wait_for_log("CREVID listening on", 1).await;
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    app.fake.wait_for_requests(Endpoint::Images, 1).await;
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let (_, midway) = app.get(&format!("/api/jobs/{job}")).await;
+    assert_eq!(midway["data"]["tasks"][0]["status"], "running", "{midway}");
+    app.fake.set_image_latency(Duration::ZERO);
+    env.push(("LEPTOS_SITE_ADDR", addr));
+    let _second = spawn_binary(&app, "warn", &env);
+    // The work happens in another process: the stand-in says when its message is through.
+    qstash
+        .wait_until(|q| q.messages().iter().all(|m| m.state.is_finished()))
+        .await;
+    let (_, detail) = app.get(&format!("/api/jobs/{job}")).await;
+    let detail = detail["data"].clone();
+    assert_eq!(
+        detail["job"]["status"],
+        "completed",
+        "{detail} {:?}",
+        qstash.delivery_log()
+    );
+    assert_eq!(detail["tasks"][0]["attempt"], 2, "{detail}");
+    assert!(
+        qstash.dead_letters().is_empty(),
+        "{:?}",
+        qstash.dead_letters()
+    );
+    assert!(qstash.deliveries_to("/api/workers/media-generation") >= 2);
+}
+
+async fn flow_control_caps_deliveries_in_flight(db: Db) {
+    let qstash = QStash::start_with(stand_in_options()).await;
+    let Some(app) = TestApp::spawn_with_qstash(db, &qstash).await else {
+        return;
+    };
+    use_provider(&app, |v| v.image_concurrency = 2).await;
+    app.fake.set_image_latency(Duration::from_millis(150));
+    app.start_workers();
+    let content = content_with_scenes(&app, &twenty_sentences(), 8).await;
+    let job = start(&app, "/api/media/generate", &content).await;
+    let detail = app.wait_for_job(job).await;
+    assert_eq!(detail["job"]["status"], "completed", "{detail}");
+    assert_eq!(qstash.max_in_flight_for("crevid-scene.image"), 2);
+    assert_eq!(app.fake.max_in_flight_to(Endpoint::Images), 2);
+}
+
+async fn qstash_giving_up_fails_the_task(db: Db) {
+    let qstash = QStash::start_with(stand_in_options()).await;
+    let config = qstash_config(&qstash, 1);
+    let Some(app) = TestApp::spawn_configured(db, |c| c.qstash = Some(config)).await else {
+        return;
+    };
+    use_provider(&app, |_| {}).await;
+    // Every image request fails with a 500: the task would retry five times, but QStash
+    // is told to deliver only twice.
+    app.fake.set_faults(Faults {
+        server_error: 1.0,
+        seed: 1,
+        ..Faults::default()
+    });
+    app.start_workers();
+    let content = content_with_scenes(&app, "This content has only one scene in it.", 1).await;
+    let job = start(&app, "/api/media/generate", &content).await;
+    let detail = app.wait_for_job(job).await;
+    assert_eq!(detail["job"]["status"], "failed", "{detail}");
+    let error = detail["tasks"][0]["last_error"].as_str().unwrap();
+    assert!(
+        error.starts_with("QStash gave up after 2 deliveries"),
+        "{error}"
+    );
+    assert_eq!(qstash.dead_letters().len(), 1);
+    assert_eq!(qstash.failure_callbacks().len(), 1);
+}
