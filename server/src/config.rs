@@ -205,25 +205,51 @@ impl Config {
                     )
                 })?;
                 let url = env("QSTASH_URL").unwrap_or_else(|| "https://qstash.upstash.io".into());
-                if url::Url::parse(&url)
+                let parsed = url::Url::parse(&url)
                     .ok()
                     .filter(|u| matches!(u.scheme(), "http" | "https"))
-                    .is_none()
-                {
-                    return Err(ConfigError(format!(
-                        "QSTASH_URL must be an http(s) URL (got {url:?})"
-                    )));
+                    .ok_or_else(|| {
+                        ConfigError(format!("QSTASH_URL must be an http(s) URL (got {url:?})"))
+                    })?;
+                let local = matches!(parsed.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+                if public_url.is_none() && !local {
+                    return Err(ConfigError(
+                        "CREVID_PUBLIC_URL must be set with QStash: it is where QStash calls the worker routes"
+                            .into(),
+                    ));
                 }
-                let retries = whole("CREVID_QSTASH_RETRIES", 0, 5)?;
-                let timeout = whole("CREVID_QSTASH_TIMEOUT_SECS", 10, 300)?;
-                let tolerance = whole("CREVID_QSTASH_CLOCK_TOLERANCE_SECS", 0, 5)?;
+                let at_most = |name: &str, value: u64, max: u64| {
+                    if value > max {
+                        Err(ConfigError(format!(
+                            "{name} must be at most {max} (got {value})"
+                        )))
+                    } else {
+                        Ok(value)
+                    }
+                };
+                // More deliveries than a task has attempts, with room for a failed answer.
+                let retries = at_most(
+                    "CREVID_QSTASH_RETRIES",
+                    whole("CREVID_QSTASH_RETRIES", 0, 8)?,
+                    100,
+                )?;
+                let timeout = at_most(
+                    "CREVID_QSTASH_TIMEOUT_SECS",
+                    whole("CREVID_QSTASH_TIMEOUT_SECS", 10, 300)?,
+                    86_400,
+                )?;
+                let tolerance = at_most(
+                    "CREVID_QSTASH_CLOCK_TOLERANCE_SECS",
+                    whole("CREVID_QSTASH_CLOCK_TOLERANCE_SECS", 0, 5)?,
+                    60,
+                )?;
                 Some(app::ssr::qstash::QStashConfig::new(
                     &url,
                     token,
                     current,
                     env("QSTASH_NEXT_SIGNING_KEY"),
                     (
-                        retries.min(20) as u32,
+                        retries as u32,
                         std::time::Duration::from_secs(timeout),
                         std::time::Duration::from_secs(tolerance),
                     ),

@@ -144,6 +144,7 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        // With QStash this is the relay that publishes the outbox (any process may).
         let workers = if self.embedded_workers {
             app::ssr::engine::spawn_workers(self.state.clone())
         } else {

@@ -199,6 +199,22 @@ async fn fits(state: &AppState, kind: JobKind) -> Result<(), AppError> {
     )
 }
 
+/// With QStash, refuses a render of a video too long to finish within a delivery.
+async fn fits_render(
+    state: &AppState,
+    scenes: &[super::render::RenderScene],
+) -> Result<(), AppError> {
+    if state.qstash.is_none() {
+        return Ok(());
+    }
+    let settings = super::settings::values(state).await?;
+    let video_ms: i64 = scenes
+        .iter()
+        .map(|s| s.video_ms(settings.video_pause_ms))
+        .sum();
+    super::qstash::check_fits(state, RENDER, std::time::Duration::ZERO, video_ms)
+}
+
 /// Narration is made only for scenes with words; a silent scene needs none.
 fn spoken(kind: JobKind, content: &ContentDetail, scenes: Vec<i64>) -> Vec<i64> {
     if kind != JobKind::Tts {
@@ -236,14 +252,7 @@ pub async fn create_render(
             format!("Generate pictures and narration first: {problem}"),
         ));
     }
-    if state.qstash.is_some() {
-        let settings = super::settings::values(state).await?;
-        let video_ms: i64 = scenes
-            .iter()
-            .map(|s| s.video_ms(settings.video_pause_ms))
-            .sum();
-        super::qstash::check_fits(state, RENDER, std::time::Duration::ZERO, video_ms)?;
-    }
+    fits_render(state, &scenes).await?;
     check_rate(state, user).await?;
     let view = enqueue_render(state, user.id, content_id).await?;
     Ok(view)
@@ -298,9 +307,20 @@ pub async fn render_when_ready(state: &AppState, job_id: i64) -> Result<(), AppE
         .fetch_optional(state.pool())
         .await
         .db("reading renders")?;
-        if waiting.is_none() {
-            enqueue_render(state, owner_id, content_id).await?;
+        if waiting.is_some() {
+            continue;
         }
+        if let Err(e) = fits_render(state, &scenes).await {
+            // Said on the job that asked for it, which has finished its own work.
+            sqlx::query("UPDATE jobs SET error = $1 WHERE id = $2")
+                .bind(format!("The video was not rendered: {}", e.message))
+                .bind(job_id)
+                .execute(state.pool())
+                .await
+                .db("recording why no render started")?;
+            continue;
+        }
+        enqueue_render(state, owner_id, content_id).await?;
     }
     Ok(())
 }
@@ -342,10 +362,11 @@ async fn insert(
     .fetch_one(&mut *tx)
     .await
     .db("inserting a job")?;
+    let mut task_ids = Vec::with_capacity(tasks.len());
     for (content_id, scene_id) in &tasks {
-        sqlx::query(
+        let task_id: i64 = sqlx::query_scalar(
             "INSERT INTO tasks (job_id, kind, content_id, scene_id, max_attempts, run_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $6, $6)",
+             VALUES ($1, $2, $3, $4, $5, $6, $6, $6) RETURNING id",
         )
         .bind(job_id)
         .bind(task_kind(kind))
@@ -353,12 +374,13 @@ async fn insert(
         .bind(scene_id)
         .bind(MAX_ATTEMPTS)
         .bind(now)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await
         .db("inserting a task")?;
+        task_ids.push(task_id);
     }
     super::engine::announce(state, &mut tx, task_kind(kind)).await?;
-    super::qstash::enqueue_job(state, &mut tx, job_id).await?;
+    super::qstash::enqueue_tasks(state, &mut tx, &task_ids).await?;
     tx.commit().await.db("committing a job")?;
     super::engine::wake_here(state, task_kind(kind));
     super::qstash::nudge(state);
@@ -608,16 +630,16 @@ pub async fn retry_failed(
     }
     let now = now_ms();
     let mut tx = state.pool().begin().await.db("starting a transaction")?;
-    let retried = sqlx::query(
+    let retried: Vec<i64> = sqlx::query_scalar(
         "UPDATE tasks SET status = 'queued', attempt = 0, run_at = $1, last_error = NULL, locked_until = NULL, \
-         worker_id = NULL, finished_at = NULL, updated_at = $1 WHERE job_id = $2 AND status = 'failed'",
+         worker_id = NULL, finished_at = NULL, updated_at = $1 WHERE job_id = $2 AND status = 'failed' RETURNING id",
     )
     .bind(now)
     .bind(id)
-    .execute(&mut *tx)
+    .fetch_all(&mut *tx)
     .await
     .db("retrying tasks")?;
-    if retried.rows_affected() == 0 {
+    if retried.is_empty() {
         return Err(AppError::validation(
             "id",
             "this job has no failed tasks to retry",
@@ -629,7 +651,7 @@ pub async fn retry_failed(
         .execute(&mut *tx)
         .await
         .db("reopening a job")?;
-    super::qstash::enqueue_job(state, &mut tx, id).await?;
+    super::qstash::enqueue_tasks(state, &mut tx, &retried).await?;
     tx.commit().await.db("retrying tasks")?;
     refresh(state.pool(), id).await?;
     super::engine::wake(state, None).await;

@@ -137,27 +137,46 @@ pub struct Delivery {
 // ---------------------------------------------------------------------------------------
 // Outbox and relay
 
-/// Records an outbox row for each queued task of `job_id` (in the caller's transaction):
-/// the tasks and their publication commit together.
-pub async fn enqueue_job(
+/// Records an outbox row for each of `task_ids`, just queued, in the caller's
+/// transaction: the tasks and their publication commit together.
+pub async fn enqueue_tasks(
     state: &AppState,
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    job_id: i64,
+    task_ids: &[i64],
 ) -> Result<(), AppError> {
     if state.qstash.is_none() {
         return Ok(());
     }
-    sqlx::query(
-        "INSERT INTO outbox (task_id, created_at, next_attempt_at) \
-         SELECT id, $2, $2 FROM tasks WHERE job_id = $1 AND status = 'queued' \
-         AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.task_id = tasks.id AND o.published_at IS NULL)",
-    )
-    .bind(job_id)
-    .bind(now_ms())
-    .execute(&mut **tx)
-    .await
-    .db("recording tasks to publish")?;
+    let now = now_ms();
+    for id in task_ids {
+        sqlx::query(
+            "INSERT INTO outbox (task_id, created_at, next_attempt_at) VALUES ($1, $2, $2)",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .db("recording a task to publish")?;
+    }
     Ok(())
+}
+
+/// Tasks whose worker died (a lease ran out, and no row was queued for them since):
+/// published again, so a task is finished even when the delivery that held it was answered
+/// or given up on. Rows from before the lease ran out do not count: the run that died came
+/// from one of them (its relay may even have died before recording the publication).
+async fn republish_orphans(state: &AppState) -> Result<u64, AppError> {
+    let now = now_ms();
+    let done = sqlx::query(
+        "INSERT INTO outbox (task_id, created_at, next_attempt_at) \
+         SELECT t.id, $1, $1 FROM tasks t WHERE t.status = 'running' AND t.locked_until < $1 \
+         AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.task_id = t.id AND o.created_at >= t.locked_until)",
+    )
+    .bind(now)
+    .execute(state.pool())
+    .await
+    .db("republishing tasks whose worker stopped")?;
+    Ok(done.rows_affected())
 }
 
 /// Wakes this process's relay (after the outbox rows committed).
@@ -178,7 +197,7 @@ struct Pending {
 
 const RELAY_BATCH: i64 = 100;
 /// How long a relay holds rows it is publishing before another may take them.
-const RELAY_LEASE_MS: i64 = 30_000;
+const RELAY_LEASE_MS: i64 = 90_000;
 /// How often a relay looks for rows other processes queued (it is woken for its own).
 const RELAY_IDLE: Duration = Duration::from_secs(2);
 
@@ -246,7 +265,13 @@ fn flow_control(state: &AppState, limits: KindLimits) -> String {
     value
 }
 
-async fn publish(state: &AppState, q: &QStash, pending: &[Pending]) -> Result<Vec<String>, String> {
+/// Publishes a batch: each message's id, or why QStash refused that one; Err when the
+/// batch as a whole did not go through.
+async fn publish(
+    state: &AppState,
+    q: &QStash,
+    pending: &[Pending],
+) -> Result<Vec<Result<String, String>>, String> {
     let (settings, _) = super::settings::for_tasks(state)
         .await
         .map_err(|e| e.message)?;
@@ -297,7 +322,7 @@ async fn publish(state: &AppState, q: &QStash, pending: &[Pending]) -> Result<Ve
             pending.len()
         ));
     }
-    answers
+    Ok(answers
         .iter()
         .map(|a| {
             a["messageId"]
@@ -305,7 +330,23 @@ async fn publish(state: &AppState, q: &QStash, pending: &[Pending]) -> Result<Ve
                 .map(str::to_owned)
                 .ok_or_else(|| format!("QStash refused a message: {a}"))
         })
-        .collect()
+        .collect())
+}
+
+/// Tries a row again later: 1 s, 2 s, 4 s … up to a minute, so nothing is dropped while
+/// QStash is away.
+async fn reschedule(state: &AppState, p: &Pending, error: &str, now: i64) -> Result<(), AppError> {
+    let wait = 1000i64 << p.attempts.clamp(0, 6);
+    sqlx::query(
+        "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2, locked_until = NULL WHERE id = $3",
+    )
+    .bind(now + wait.min(60_000))
+    .bind(error)
+    .bind(p.id)
+    .execute(state.pool())
+    .await
+    .db("rescheduling a publication")?;
+    Ok(())
 }
 
 /// Publishes due outbox rows until there are none; returns how many were published.
@@ -314,6 +355,7 @@ pub async fn relay_once(state: &AppState) -> Result<usize, AppError> {
         return Ok(0);
     };
     let mut published = 0;
+    republish_orphans(state).await?;
     loop {
         let pending = claim_pending(state).await?;
         if pending.is_empty() {
@@ -321,38 +363,45 @@ pub async fn relay_once(state: &AppState) -> Result<usize, AppError> {
         }
         let now = now_ms();
         match publish(state, &q, &pending).await {
-            Ok(ids) => {
+            Ok(results) => {
                 let mut tx = state.pool().begin().await.db("starting a transaction")?;
-                for (p, message) in pending.iter().zip(ids) {
-                    sqlx::query(
-                        "UPDATE outbox SET published_at = $1, message_id = $2, last_error = NULL, locked_until = NULL WHERE id = $3",
-                    )
-                    .bind(now)
-                    .bind(message)
-                    .bind(p.id)
-                    .execute(&mut *tx)
-                    .await
-                    .db("recording a publication")?;
+                for (p, result) in pending.iter().zip(&results) {
+                    if let Ok(message) = result {
+                        sqlx::query(
+                            "UPDATE outbox SET published_at = $1, message_id = $2, last_error = NULL, locked_until = NULL WHERE id = $3",
+                        )
+                        .bind(now)
+                        .bind(message)
+                        .bind(p.id)
+                        .execute(&mut *tx)
+                        .await
+                        .db("recording a publication")?;
+                        published += 1;
+                    }
                 }
                 tx.commit().await.db("recording publications")?;
                 q.seen().last_publish_ms = Some(now);
-                published += pending.len();
+                // Only the refused ones wait; the rest went out.
+                let mut refused = None;
+                for (p, result) in pending.iter().zip(&results) {
+                    if let Err(error) = result {
+                        reschedule(state, p, error, now).await?;
+                        refused = Some(error.clone());
+                    }
+                }
                 state.work.notify_waiters();
+                if let Some(error) = refused {
+                    tracing::warn!(%error, "QStash refused a message; will retry");
+                    return Err(AppError::new(
+                        crate::error::ErrorCode::ProviderUnavailable,
+                        error,
+                    ));
+                }
             }
             Err(error) => {
                 tracing::warn!(%error, rows = pending.len(), "publishing to QStash failed; will retry");
                 for p in &pending {
-                    // 1 s, 2 s, 4 s … up to a minute: nothing is dropped while QStash is away.
-                    let wait = 1000i64 << p.attempts.clamp(0, 6);
-                    sqlx::query(
-                        "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2, locked_until = NULL WHERE id = $3",
-                    )
-                    .bind(now + wait.min(60_000))
-                    .bind(&error)
-                    .bind(p.id)
-                    .execute(state.pool())
-                    .await
-                    .db("rescheduling a publication")?;
+                    reschedule(state, p, &error, now).await?;
                 }
                 state.work.notify_waiters();
                 return Err(AppError::new(
@@ -669,7 +718,7 @@ async fn deliver(state: &AppState, route: &str, task_id: i64) -> Result<Response
     let limit = state
         .qstash
         .as_ref()
-        .map(|q| q.config.timeout.saturating_sub(Duration::from_secs(2)));
+        .map(|q| deadline(&q.config, &task.kind));
     engine::run_claimed_within(state, task, limit).await?;
     let (status, run_at, error): (String, i64, Option<String>) =
         sqlx::query_as("SELECT status, run_at, last_error FROM tasks WHERE id = $1")
@@ -688,10 +737,9 @@ async fn deliver(state: &AppState, route: &str, task_id: i64) -> Result<Response
 }
 
 /// Claims the delivered task unless somebody holds it; when a retry runs is QStash's to
-/// decide (it was told with `Retry-After`). A finished task answers
-/// 2xx and runs nothing; one held by a live lease (a duplicate delivery, or a redelivery
-/// while the server that held it is still within its lease) asks to be delivered again
-/// once the lease would have run out, so a task whose server died is taken over.
+/// decide (it was told with `Retry-After`). A finished task, or one held by a live lease
+/// (a duplicate delivery), answers 2xx and runs nothing. Should the holder have died, its
+/// lease runs out and the relay publishes the task again (`republish_orphans`).
 async fn claim_task(state: &AppState, route: &str, task_id: i64) -> Result<Claimed, AppError> {
     let now = now_ms();
     // kind, status, lease, the job's content (none for a batch), the job's status
@@ -723,10 +771,9 @@ async fn claim_task(state: &AppState, route: &str, task_id: i64) -> Result<Claim
         )));
     }
     if status == "running" && locked_until.is_some_and(|until| until >= now) {
-        let left = locked_until.unwrap_or(now) - now;
-        return Ok(Claimed::Answer(again(
-            Duration::from_millis(left as u64 + 500),
-            "the task is running elsewhere",
+        return Ok(Claimed::Answer(answer(
+            StatusCode::OK,
+            "already running (another delivery holds it)",
         )));
     }
     let mut tx = state.pool().begin().await.db("starting a transaction")?;
@@ -746,9 +793,9 @@ async fn claim_task(state: &AppState, route: &str, task_id: i64) -> Result<Claim
     let Some(row) = claimed else {
         // Another delivery of the same message got there first.
         tx.commit().await.db("claiming a task")?;
-        return Ok(Claimed::Answer(again(
-            Duration::from_millis(state.timing.lease_ms as u64),
-            "the task was just claimed by another delivery",
+        return Ok(Claimed::Answer(answer(
+            StatusCode::OK,
+            "already running (another delivery just claimed it)",
         )));
     };
     let task = ClaimedTask {
@@ -776,6 +823,9 @@ struct Failure {
     body: Option<String>,
     /// base64 of the message's own body.
     source_body: String,
+    /// The message QStash gave up on.
+    #[serde(default)]
+    source_message_id: Option<String>,
     #[serde(default)]
     retried: Option<i64>,
 }
@@ -825,23 +875,41 @@ async fn failed(
         if last.is_empty() { "" } else { ": " },
         last.chars().take(300).collect::<String>()
     );
-    match mark_failed(&state, delivery.task_id, &message).await {
+    match mark_failed(
+        &state,
+        delivery.task_id,
+        failure.source_message_id.as_deref(),
+        &message,
+    )
+    .await
+    {
         Ok(()) => answer(StatusCode::OK, "recorded"),
         Err(e) => again(Duration::from_secs(5), &e.message),
     }
 }
 
-/// Marks a task QStash gave up on as failed, unless it finished meanwhile.
-async fn mark_failed(state: &AppState, task_id: i64, message: &str) -> Result<(), AppError> {
+/// Marks a task QStash gave up on as failed, unless it finished meanwhile, a live lease
+/// holds it, or the message is not the task's latest (the task was retried or published
+/// again since).
+async fn mark_failed(
+    state: &AppState,
+    task_id: i64,
+    message_id: Option<&str>,
+    message: &str,
+) -> Result<(), AppError> {
     let now = now_ms();
     let mut tx = state.pool().begin().await.db("starting a transaction")?;
     let job: Option<i64> = sqlx::query_scalar(
         "UPDATE tasks SET status = 'failed', last_error = $1, locked_until = NULL, finished_at = $2, updated_at = $2 \
-         WHERE id = $3 AND status IN ('queued', 'running') RETURNING job_id",
+         WHERE id = $3 AND (status = 'queued' OR (status = 'running' AND locked_until < $2)) \
+         AND ($4 = '' OR $4 = (SELECT o.message_id FROM outbox o WHERE o.task_id = $3 AND o.published_at IS NOT NULL \
+                               ORDER BY o.id DESC LIMIT 1)) \
+         RETURNING job_id",
     )
     .bind(message)
     .bind(now)
     .bind(task_id)
+    .bind(message_id.unwrap_or_default())
     .fetch_optional(&mut *tx)
     .await
     .db("failing a task")?;
@@ -851,6 +919,13 @@ async fn mark_failed(state: &AppState, task_id: i64, message: &str) -> Result<()
     tx.commit().await.db("failing a task")?;
     state.work.notify_waiters();
     Ok(())
+}
+
+/// How long a delivery may work before it stops, so its answer reaches QStash before
+/// QStash's timeout: a render needs up to 30 s more to stop ffmpeg and clean up.
+fn deadline(config: &QStashConfig, kind: &str) -> Duration {
+    let margin = if kind == RENDER { 35 } else { 2 };
+    config.timeout.saturating_sub(Duration::from_secs(margin))
 }
 
 /// Refuses, at publish time, work that could not finish within QStash's timeout, with
@@ -864,8 +939,8 @@ pub fn check_fits(
     let Some(q) = &state.qstash else {
         return Ok(());
     };
-    let limit = q.config.timeout;
-    let secs = limit.as_secs();
+    let limit = deadline(&q.config, kind);
+    let secs = q.config.timeout.as_secs();
     if kind == RENDER {
         // Renders run at about 2.7x realtime here; a video as long as the limit is the
         // most a render is trusted to finish in.
@@ -879,7 +954,7 @@ pub fn check_fits(
                 ),
             ));
         }
-    } else if provider_timeout > limit {
+    } else if provider_timeout >= limit {
         return Err(AppError::validation(
             "kind",
             format!(

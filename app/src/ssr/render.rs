@@ -652,6 +652,7 @@ async fn render_in(
     music: Option<&Path>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(String, String, i64), TaskError> {
+    let started = std::time::SystemTime::now();
     let lengths: Vec<u32> = scenes
         .iter()
         .map(|s| frames(s.sound_ms(), settings.video_pause_ms))
@@ -744,7 +745,7 @@ async fn render_in(
         .await
         .map_err(|e| transient(format!("saving the video: {e}")))?;
     write(&media_dir.join(&srt_key), &srt(&all_cues)).await?;
-    prune(state, &segments, &used).await;
+    prune(state, &segments, &used, started).await;
     progress.report(total_ms, true).await;
     Ok((video_key, srt_key, total_ms))
 }
@@ -858,10 +859,15 @@ impl SegmentWork {
 
     fn busy(&self, file_name: &str) -> bool {
         let stem = file_name.split('.').next().unwrap_or_default();
-        self.encoding
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains_key(stem)
+        let mut encoding = self.encoding.lock().unwrap_or_else(PoisonError::into_inner);
+        // Only the map holds it: its last waiter gave up (a cancelled render).
+        if encoding
+            .get(stem)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
+            encoding.remove(stem);
+        }
+        encoding.contains_key(stem)
     }
 }
 
@@ -1013,14 +1019,20 @@ async fn prepare(state: &AppState, content_id: i64) -> Result<(), TaskError> {
 }
 
 /// Drops the segments of scenes as they no longer are (and leftovers of stopped renders),
-/// but not one being encoded right now.
-async fn prune(state: &AppState, segments: &Path, used: &[String]) {
+/// but not one being encoded right now, nor one made since this render began (prepared
+/// ahead for a scene that changed meanwhile, or another render's).
+async fn prune(state: &AppState, segments: &Path, used: &[String], since: std::time::SystemTime) {
     let Ok(mut entries) = tokio::fs::read_dir(segments).await else {
         return;
     };
     while let Ok(Some(entry)) = entries.next_entry().await {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !used.contains(&name) && !state.segments.busy(&name) {
+        let recent = entry
+            .metadata()
+            .await
+            .and_then(|m| m.modified())
+            .is_ok_and(|modified| modified >= since);
+        if !used.contains(&name) && !recent && !state.segments.busy(&name) {
             let _ = tokio::fs::remove_file(entry.path()).await;
         }
     }

@@ -571,6 +571,14 @@ pub fn spawn_binary(app: &TestApp, log: &str, env: &[(&str, String)]) -> Binary 
     Binary { child, lines }
 }
 
+impl Drop for Binary {
+    fn drop(&mut self) {
+        // A server left running would outlive the test and its database.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Binary {
     /// Waits for the `n`th log line containing `needle`, and returns it.
     pub async fn wait_for_log(&mut self, needle: &str, n: usize) -> String {

@@ -250,13 +250,13 @@ async fn a_killed_server_loses_no_task(db: Db) {
     let content = content_with_scenes(&app, &twenty_sentences(), 20).await;
     let job = start(&app, "/api/media/generate", &content).await;
     for kill_after in [3, 9, 15] {
-        let mut server = spawn_binary(&app, "warn", &[]).child;
+        let mut server = spawn_binary(&app, "warn", &[]);
         app.fake
             .wait_for_requests(Endpoint::Images, kill_after)
             .await;
         // SIGKILL: no shutdown, leases left behind, requests in flight abandoned.
-        server.kill().expect("kill the server");
-        server.wait().expect("reap the server");
+        server.child.kill().expect("kill the server");
+        server.child.wait().expect("reap the server");
     }
     let (_, midway) = app.get(&format!("/api/jobs/{job}")).await;
     assert_ne!(
