@@ -189,8 +189,34 @@ test('a creator generates images and narration and watches every scene fill in',
   });
   assert.ok(Math.abs(middle.at - middle.target) < 0.5, JSON.stringify(middle));
   await shot(page, 'video');
+
+  // Background music: a file chosen in the page is stored, playable, and makes the video
+  // out of date; a file that is not audio is refused with the server's words.
+  await page.locator('.music input[type="file"]').setInputFiles({ name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('not music') });
+  await page.locator('.music [role="alert"]').waitFor();
+  assert.match(await page.locator('.music [role="alert"]').textContent(), /audio/i);
+  await page.locator('.music input[type="file"]').setInputFiles({ name: 'tune.wav', mimeType: 'audio/wav', buffer: tone(2, 330) });
+  await page.locator('.music audio').waitFor();
+  await page.locator('.video .stale').waitFor();
+  assert.match(await page.locator('.video .stale').textContent(), /music changed/);
+  await shot(page, 'music');
+  await page.getByRole('button', { name: 'Remove music' }).click();
+  await page.waitForFunction(() => !document.querySelector('.music audio'));
   await page.context().close();
 });
+
+/** A mono 16-bit WAV of a sine tone. */
+function tone(seconds, hz) {
+  const rate = 22050;
+  const samples = seconds * rate;
+  const buffer = Buffer.alloc(44 + samples * 2);
+  buffer.write('RIFF', 0); buffer.writeUInt32LE(36 + samples * 2, 4); buffer.write('WAVE', 8);
+  buffer.write('fmt ', 12); buffer.writeUInt32LE(16, 16); buffer.writeUInt16LE(1, 20); buffer.writeUInt16LE(1, 22);
+  buffer.writeUInt32LE(rate, 24); buffer.writeUInt32LE(rate * 2, 28); buffer.writeUInt16LE(2, 32); buffer.writeUInt16LE(16, 34);
+  buffer.write('data', 36); buffer.writeUInt32LE(samples * 2, 40);
+  for (let i = 0; i < samples; i++) buffer.writeInt16LE(Math.round(Math.sin((2 * Math.PI * hz * i) / rate) * 8000), 44 + i * 2);
+  return buffer;
+}
 
 test('a creator sees no admin links, and /settings sends them home', async () => {
   const page = await newPage(stack);

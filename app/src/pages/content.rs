@@ -5,6 +5,7 @@ use leptos_router::hooks::{use_navigate, use_params_map};
 use std::collections::HashMap;
 
 use super::jobs::{keep_polling, Chip, JobCard};
+use super::music::MusicPicker;
 use crate::api::{
     cancel_job, content_jobs, delete_content, get_content, retry_job, start_job, start_render,
     update_content,
@@ -264,6 +265,8 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
             .max()
     };
     let (first_video, was_out_of_date) = (detail.video_asset_id, detail.video_out_of_date);
+    let music_changed = RwSignal::new(false);
+    let first_music = detail.music_asset_id;
     // Changes whenever a new render completes, so the player loads the new file.
     let video_version = Memo::new(move |_| {
         latest
@@ -272,11 +275,14 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
             .or(first_video.map(|asset| format!("asset{asset}")))
     });
     let out_of_date = Memo::new(move |_| {
+        let music = music_changed.get();
         latest.with(
             |list| match (newest(list, &["render"]), newest(list, &["media", "tts"])) {
-                (Some(render), Some(media)) => media > render,
-                (Some(_), None) => false,
-                (None, media) => was_out_of_date || (first_video.is_some() && media.is_some()),
+                (Some(render), Some(media)) => media > render || music,
+                (Some(_), None) => music,
+                (None, media) => {
+                    was_out_of_date || (first_video.is_some() && (media.is_some() || music))
+                }
             },
         )
     });
@@ -334,7 +340,8 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
         </section>
         <section class="card video" aria-label="Video">
             <div class="actions">
-                <button class="primary" on:click=move |_| { render.dispatch(()); }
+                // A render started now takes the current music.
+                <button class="primary" on:click=move |_| { music_changed.set(false); render.dispatch(()); }
                     disabled=move || render.pending().get() || !missing.with(|m| m.is_empty())>"Render video"</button>
                 <span class="muted">{move || missing.with(|m| match m.as_slice() {
                     [] => "Every scene's picture and narration, with subtitles, into an MP4.".to_owned(),
@@ -350,10 +357,11 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
                     " · "
                     <a href=format!("/api/contents/{id}/subtitles") download=format!("crevid-{id}.srt")>"Subtitles (.srt)"</a>
                     {move || out_of_date.get().then(|| view! {
-                        <strong class="stale">" · Video out of date: a scene changed since it was rendered."</strong>
+                        <strong class="stale">" · Video out of date: a scene or the music changed since it was rendered."</strong>
                     })}
                 </p>
             })}
+            <MusicPicker content_id=id initial=first_music changed=music_changed/>
         </section>
         <ol class="scenes editing">
             <For each=move || rows.get() key=|r| r.key children=move |row: Row| {

@@ -3,6 +3,7 @@ mod content;
 mod generate;
 mod jobs;
 mod library;
+mod music;
 mod settings;
 mod status;
 mod users;
