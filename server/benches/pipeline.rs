@@ -4,7 +4,9 @@
 //!
 //! 1. A 20-scene content: images and narration started together (CREVID's fan-out), wall
 //!    time against the lower bound the limits allow; then the seeds' order (images, then
-//!    narration) for comparison.
+//!    narration) for comparison; then the same fan-out on a second server whose tasks go
+//!    through QStash (the local stand-in, real time: outbox, relay, signed deliveries,
+//!    flow control), interleaved round by round.
 //! 2. 500 simulated dashboards polling the content page's server function every 2 s while
 //!    a job runs: latency percentiles and the server's CPU share.
 
@@ -69,27 +71,36 @@ async fn finished(server: &Server, job: i64) {
     }
 }
 
+/// Both kinds through the fake, 4 in flight each.
+fn provider_settings(fake: &testkit::FakeOpenAi) -> Value {
+    json!({
+        "llm_base_url": fake.base_url(),
+        "image_provider": "openai", "tts_provider": "openai",
+        "image_concurrency": LIMIT, "tts_concurrency": LIMIT,
+        "rate_jobs_per_minute": 10_000, "rate_generate_per_minute": 10_000,
+    })
+}
+
 #[tokio::main]
 async fn main() {
     let fake = testkit::FakeOpenAi::start().await;
     fake.set_image_latency(Duration::from_millis(IMAGE_MS));
     fake.set_speech_latency(Duration::from_millis(SPEECH_MS));
     let server = Server::start(&[]).await;
-    server
-        .configure(json!({
-            "llm_base_url": fake.base_url(),
-            "image_provider": "openai", "tts_provider": "openai",
-            "image_concurrency": LIMIT, "tts_concurrency": LIMIT,
-            "rate_jobs_per_minute": 10_000, "rate_generate_per_minute": 10_000,
-        }))
-        .await;
+    server.configure(provider_settings(&fake)).await;
+
+    let qstash = testkit::qstash::QStash::start().await;
+    let qstash_env = qstash.env();
+    let env: Vec<(&str, &str)> = qstash_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let via_qstash = Server::start(&env).await;
+    via_qstash.configure(provider_settings(&fake)).await;
 
     let waves = SCENES.div_ceil(LIMIT) as f64;
     let images_bound = waves * IMAGE_MS as f64 / 1000.0;
     let speech_bound = waves * SPEECH_MS as f64 / 1000.0;
     // Images and narration run side by side, each within its own limit.
     let bound = images_bound.max(speech_bound);
-    let (mut together, mut in_turn) = (Vec::new(), Vec::new());
+    let (mut together, mut in_turn, mut through_qstash) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         let id = content(&server, &format!("round {round}")).await;
         let started = Instant::now();
@@ -106,7 +117,16 @@ async fn main() {
         let narration = start(&server, "/api/tts/generate", id).await;
         finished(&server, narration).await;
         in_turn.push(started.elapsed().as_secs_f64());
+
+        let id = content(&via_qstash, &format!("qstash round {round}")).await;
+        let started = Instant::now();
+        let images = start(&via_qstash, "/api/media/generate", id).await;
+        let narration = start(&via_qstash, "/api/tts/generate", id).await;
+        finished(&via_qstash, images).await;
+        finished(&via_qstash, narration).await;
+        through_qstash.push(started.elapsed().as_secs_f64());
     }
+    let deliveries = qstash.deliveries();
     println!(
         "pipeline: {SCENES} scenes, image {IMAGE_MS} ms, speech {SPEECH_MS} ms, {LIMIT} in flight per kind, {ROUNDS} rounds"
     );
@@ -121,6 +141,14 @@ async fn main() {
         "  seeds' order, images then narration:   median {s:.2} s = {:.3}x the bound   (runs: {})",
         s / bound,
         fmt(&in_turn)
+    );
+    let q = median(&through_qstash);
+    println!(
+        "  CREVID through QStash (local stand-in): median {q:.2} s = {:.3}x the bound   (runs: {}), {:.3}x embedded; {deliveries} deliveries for {} tasks",
+        q / bound,
+        fmt(&through_qstash),
+        q / t,
+        ROUNDS * SCENES * 2
     );
 
     // 500 dashboards on one content page while its images are made (about 7.5 s).

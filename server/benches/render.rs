@@ -3,6 +3,9 @@
 //! fades, narration, pauses and burned-in subtitles, in one process, one encode):
 //!
 //! (a) a full render (no segment kept from before) against the single command;
+//! (b) the tail: narration made one scene at a time by a speech API (the local fake, 2 s
+//!     and 4 s an answer) with "render when ready", timed from the last narration being
+//!     recorded to the finished MP4, against one scene's segment encode;
 //! (c) a re-render after one scene's narration changed, against a full render.
 //!
 //! Three rounds, interleaved; medians and ratios.
@@ -22,6 +25,16 @@ const SCENES: usize = 20;
 /// Narration per scene; with the 400 ms pause each scene lasts 4.5 s, 90 s in all.
 const SPEECH_MS: i64 = 4_100;
 const ROUNDS: usize = 3;
+/// How long the fake speech API takes per scene in (b): narration arriving faster than
+/// this machine encodes a 1080x1920 segment, and slower.
+const SPEECH_LATENCIES_MS: [u64; 2] = [2_000, 4_000];
+/// (b)'s script: ten words a scene, 4 s of the fake's speech, 4.4 s with the pause.
+fn tail_script() -> String {
+    (1..=SCENES)
+        .map(|i| format!("Scene {i} tells one more part of the long story."))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
 
 fn ffmpeg(args: &[&str]) {
     let status = Command::new("ffmpeg")
@@ -30,6 +43,127 @@ fn ffmpeg(args: &[&str]) {
         .status()
         .expect("ffmpeg runs");
     assert!(status.success(), "ffmpeg {args:?}");
+}
+
+/// A picture as the current asset of a scene.
+async fn attach_picture(state: &app::ssr::state::AppState, content: i64, scene: i64, i: usize) {
+    let media = app::ssr::media::media_dir(state);
+    std::fs::create_dir_all(media.join(format!("content-{content}"))).expect("media dir");
+    let image = format!("content-{content}/bench-{i}.png");
+    let colour = format!("color=c=0x{:06x}:s=1024x1536", 0x203040 + i * 0x070503);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &colour,
+        "-frames:v",
+        "1",
+        &media.join(&image).display().to_string(),
+    ]);
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO assets (content_id, scene_id, kind, storage_key, mime_type, bytes, provider, created_at) \
+         VALUES ($1, $2, 'image', $3, 'image/png', 0, 'bench', 0) RETURNING id",
+    )
+    .bind(content)
+    .bind(scene)
+    .bind(&image)
+    .fetch_one(state.pool())
+    .await
+    .expect("asset");
+    sqlx::query("UPDATE scenes SET image_asset_id = $1 WHERE id = $2")
+        .bind(id)
+        .bind(scene)
+        .execute(state.pool())
+        .await
+        .expect("scene");
+}
+
+/// (b): a content with its pictures gets its narration from the speech API, one scene at
+/// a time, with "render when ready". Returns (seconds from the last narration recorded
+/// to the render recorded, the video's length).
+async fn tail(state: &app::ssr::state::AppState, user: &CurrentUser, script: &str) -> (f64, f64) {
+    let content = support::saved_content(state, user, script.to_owned(), SCENES, "9:16").await;
+    for (i, scene) in content.scenes.iter().enumerate() {
+        attach_picture(state, content.id, scene.id, i).await;
+    }
+    let job = app::ssr::jobs::create(
+        state,
+        user,
+        app::model::JobKind::Tts,
+        app::model::MediaRequest {
+            content_id: content.id,
+            scene_ids: None,
+            render_after: true,
+        },
+    )
+    .await
+    .expect("narration job");
+    // One worker, as the admin's limit of one narration at a time would run it; the
+    // render starts by itself when the last narration is in.
+    app::ssr::engine::drain(state).await.expect("drain");
+    let narrated: i64 = sqlx::query_scalar("SELECT MAX(finished_at) FROM tasks WHERE job_id = $1")
+        .bind(job.id)
+        .fetch_one(state.pool())
+        .await
+        .expect("narration finished");
+    let (status, rendered): (String, Option<i64>) = sqlx::query_as(
+        "SELECT t.status, t.finished_at FROM tasks t JOIN jobs j ON j.id = t.job_id \
+         WHERE j.kind = 'render' AND j.content_id = $1",
+    )
+    .bind(content.id)
+    .fetch_one(state.pool())
+    .await
+    .expect("the render ran");
+    assert_eq!(status, "succeeded", "the render after narration");
+    let video: Option<String> = sqlx::query_scalar(
+        "SELECT a.storage_key FROM contents c JOIN assets a ON a.id = c.video_asset_id WHERE c.id = $1",
+    )
+    .bind(content.id)
+    .fetch_optional(state.pool())
+    .await
+    .expect("video");
+    let media = app::ssr::media::media_dir(state);
+    let length = video
+        .map(|key| duration(&media.join(key)))
+        .unwrap_or_default();
+    (
+        (rendered.unwrap_or(narrated) - narrated) as f64 / 1000.0,
+        length,
+    )
+}
+
+/// One scene's segment encoded by itself (1080x1920, 4.5 s), as the render does it.
+fn one_segment(media: &Path, content: i64, narration: &str, work: &Path) -> f64 {
+    let frames = ((SPEECH_MS + 400) * 30 / 1000) as u32;
+    let seconds = f64::from(frames) / 30.0;
+    let local: Vec<(i64, app::ssr::render::Cue)> = cues(narration, SPEECH_MS)
+        .into_iter()
+        .map(|c| (0, c))
+        .collect();
+    std::fs::write(work.join("scene-0.srt"), srt(&local)).expect("srt");
+    let started = Instant::now();
+    let status = Command::new("ffmpeg")
+        .current_dir(work)
+        .args(["-hide_banner", "-loglevel", "error", "-y", "-i"])
+        .arg(media.join(format!("content-{content}/bench-0.png")))
+        .arg("-i")
+        .arg(media.join(format!("content-{content}/bench-0-220.wav")))
+        .args(["-filter_complex", &format!(
+            "[0:v]scale=2160:3840:force_original_aspect_ratio=increase,crop=2160:3840,setsar=1,\
+             zoompan=z='min(1+0.08*on/{frames},1.08)':x='iw/2-(iw/zoom/2)':y='ih/2-(ih/zoom/2)':d={frames}:s=1080x1920:fps=30,\
+             format=yuv420p,fade=t=in:st=0:d=0.25,fade=t=out:st={fade_out:.3}:d=0.25,\
+             subtitles=filename=scene-0.srt:force_style='FontName=DejaVu Sans,FontSize=13.0,\
+             PrimaryColour=&H00FFFFFF,OutlineColour=&H00000000,BorderStyle=1,Outline=2,Shadow=0,Alignment=2,MarginV=28'[v];\
+             [1:a]aresample=48000,apad,atrim=0:{seconds:.3}[a]",
+            fade_out = seconds - 0.25,
+        ), "-map", "[v]", "-map", "[a]"])
+        .args(["-c:v", "libx264", "-preset", "veryfast", "-crf", "22", "-r", "30"])
+        .args(["-c:a", "aac", "-b:a", "128k", "-ac", "2", "-t", &format!("{seconds:.3}")])
+        .arg(work.join("one.mp4"))
+        .status()
+        .expect("ffmpeg runs");
+    assert!(status.success(), "the one-segment command failed");
+    started.elapsed().as_secs_f64()
 }
 
 /// A picture and a narration file as assets of a scene, made current.
@@ -190,15 +324,19 @@ fn duration(path: &Path) -> f64 {
 #[tokio::main]
 async fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
+    let fake = testkit::FakeOpenAi::start().await;
     let values = SettingsValues {
         video_height: 1080,
         video_pause_ms: 400,
         rate_generate_per_minute: 10_000,
         rate_jobs_per_minute: 10_000,
+        llm_base_url: fake.base_url(),
+        tts_provider: "openai".into(),
         ..SettingsValues::default()
     };
     let database_url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let (state, user) = support::in_process(&database_url, dir.path(), values, None).await;
+    let (state, user) =
+        support::in_process(&database_url, dir.path(), values, Some(support::API_KEY)).await;
     let script: String = (1..=SCENES)
         .map(|i| format!("Scene {i} tells one more part of the story, in words a viewer can read along with."))
         .collect::<Vec<_>>()
@@ -213,7 +351,16 @@ async fn main() {
     let work = tempfile::tempdir().expect("work dir");
 
     let (mut single, mut full, mut one) = (Vec::new(), Vec::new(), Vec::new());
+    let mut tails = vec![Vec::new(); SPEECH_LATENCIES_MS.len()];
+    let (mut segment, mut tail_length) = (Vec::new(), 0.0);
     for round in 0..ROUNDS {
+        for (pace, latency) in SPEECH_LATENCIES_MS.iter().enumerate() {
+            fake.set_speech_latency(std::time::Duration::from_millis(*latency));
+            let (t, length) = tail(&state, &user, &tail_script()).await;
+            tails[pace].push(t);
+            tail_length = length;
+        }
+        segment.push(one_segment(&media, content.id, &narrations[0], work.path()));
         single.push(single_command(&media, content.id, &narrations, work.path()));
         let _ = std::fs::remove_dir_all(&segments);
         full.push(render(&state, &user, content.id).await);
@@ -241,6 +388,7 @@ async fn main() {
         .unwrap_or_default();
     let single_length = duration(&work.path().join("single.mp4"));
     let (s, f, o) = (median(&single), median(&full), median(&one));
+    let g = median(&segment);
     let runs = |v: &[f64]| {
         v.iter()
             .map(|x| format!("{x:.2}"))
@@ -255,4 +403,15 @@ async fn main() {
     );
     println!("  CREVID full render (no kept segments): median {f:>6.2} s = {:.2}x realtime   (runs: {}), {:.2}x the single command", length / f, runs(&full), f / s);
     println!("  CREVID re-render, one scene changed:  median {o:>6.2} s   (runs: {}), {:.2}x a full render", runs(&one), o / f);
+    println!("  tail with render when ready ({tail_length:.2} s video), last narration in -> MP4 ready; one segment's encode alone: median {g:.2} s");
+    for (latency, samples) in SPEECH_LATENCIES_MS.iter().zip(&tails) {
+        let t = median(samples);
+        println!(
+            "    narration every {:.1} s: median {t:>6.2} s   (runs: {}), {:.2}x one segment's encode, {:.3}x a full render",
+            *latency as f64 / 1000.0,
+            runs(samples),
+            t / g,
+            t / f
+        );
+    }
 }

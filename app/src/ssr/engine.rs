@@ -79,6 +79,24 @@ pub struct ClaimedTask {
     pub max_attempts: i64,
 }
 
+impl ClaimedTask {
+    /// From a claim's `RETURNING id, job_id, kind, content_id, scene_id, attempt, max_attempts`.
+    pub fn from_row(row: &sqlx::any::AnyRow) -> Result<Self, AppError> {
+        (|| -> Result<Self, sqlx::Error> {
+            Ok(Self {
+                id: row.try_get("id")?,
+                job_id: row.try_get("job_id")?,
+                kind: row.try_get("kind")?,
+                content_id: row.try_get("content_id")?,
+                scene_id: row.try_get("scene_id")?,
+                attempt: row.try_get("attempt")?,
+                max_attempts: row.try_get("max_attempts")?,
+            })
+        })()
+        .db("decoding a task")
+    }
+}
+
 /// How a task failed: worth retrying (timeouts, 429, 5xx) or not (bad input, refusals).
 #[derive(Debug, Clone)]
 pub enum TaskError {
@@ -206,19 +224,7 @@ pub async fn claim(
             .db("pruning starts")?;
     }
     tx.commit().await.db("claiming a task")?;
-    let task = (|| -> Result<ClaimedTask, sqlx::Error> {
-        Ok(ClaimedTask {
-            id: row.try_get("id")?,
-            job_id: row.try_get("job_id")?,
-            kind: row.try_get("kind")?,
-            content_id: row.try_get("content_id")?,
-            scene_id: row.try_get("scene_id")?,
-            attempt: row.try_get("attempt")?,
-            max_attempts: row.try_get("max_attempts")?,
-        })
-    })()
-    .db("decoding a task")?;
-    Ok(Some(task))
+    Ok(Some(ClaimedTask::from_row(&row)?))
 }
 
 /// One signal per task kind: a new task of the kind, or a slot of it come free. A worker

@@ -798,15 +798,7 @@ async fn claim_task(state: &AppState, route: &str, task_id: i64) -> Result<Claim
             "already running (another delivery just claimed it)",
         )));
     };
-    let task = ClaimedTask {
-        id: row.try_get("id").db("decoding a task")?,
-        job_id: row.try_get("job_id").db("decoding a task")?,
-        kind: row.try_get("kind").db("decoding a task")?,
-        content_id: row.try_get("content_id").db("decoding a task")?,
-        scene_id: row.try_get("scene_id").db("decoding a task")?,
-        attempt: row.try_get("attempt").db("decoding a task")?,
-        max_attempts: row.try_get("max_attempts").db("decoding a task")?,
-    };
+    let task = ClaimedTask::from_row(&row)?;
     super::jobs::mark_started(&mut tx, task.job_id).await?;
     tx.commit().await.db("claiming a task")?;
     Ok(Claimed::Run(task))

@@ -599,3 +599,25 @@ impl Binary {
         }
     }
 }
+
+/// Pictures and narration through the fake provider, with `edit` on top.
+pub async fn use_provider(app: &TestApp, edit: impl FnOnce(&mut SettingsValues)) {
+    app.configure_llm_with(|v| {
+        v.image_provider = "openai".into();
+        v.tts_provider = "openai".into();
+        v.image_model = "fake-image-model".into();
+        v.tts_model = "fake-speech-model".into();
+        v.rate_jobs_per_minute = 10_000;
+        edit(v);
+    })
+    .await;
+}
+
+/// Starts a media or narration job (`path`) for every scene of `content`; its id.
+pub async fn start_job(app: &TestApp, path: &str, content: &Value) -> i64 {
+    let (status, job) = app
+        .post(path, &serde_json::json!({ "content_id": content["id"] }))
+        .await;
+    assert_eq!(status, 202, "{job}");
+    job["data"]["id"].as_i64().unwrap()
+}

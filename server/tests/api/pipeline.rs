@@ -10,7 +10,10 @@ use serde_json::{json, Value};
 use testkit::{Endpoint, Faults};
 
 use crate::both_databases;
-use crate::helpers::{content_with_scenes, spawn_binary, twenty_sentences, Db, TestApp};
+use crate::helpers::{
+    content_with_scenes, spawn_binary, start_job as start, twenty_sentences, use_provider, Db,
+    TestApp,
+};
 
 both_databases!(
     providers_fill_twenty_scenes,
@@ -22,27 +25,6 @@ both_databases!(
     cancel_stops_tasks_waiting_to_retry,
     deleting_a_scene_recounts_its_jobs,
 );
-
-/// Both media kinds through the fake provider, which answers after `latency`.
-async fn use_provider(app: &TestApp, edit: impl FnOnce(&mut app::model::SettingsValues)) {
-    app.configure_llm_with(|v| {
-        v.image_provider = "openai".into();
-        v.tts_provider = "openai".into();
-        v.image_model = "fake-image-model".into();
-        v.tts_model = "fake-speech-model".into();
-        v.rate_jobs_per_minute = 10_000;
-        edit(v);
-    })
-    .await;
-}
-
-async fn start(app: &TestApp, path: &str, content: &Value) -> i64 {
-    let (status, job) = app
-        .post(path, &json!({ "content_id": content["id"] }))
-        .await;
-    assert_eq!(status, 202, "{job}");
-    job["data"]["id"].as_i64().unwrap()
-}
 
 fn tasks(detail: &Value) -> &Vec<Value> {
     detail["tasks"].as_array().unwrap()

@@ -12,7 +12,8 @@ use testkit::{Endpoint, Faults};
 
 use crate::both_databases;
 use crate::helpers::{
-    content_with_scenes, qstash_config, spawn_binary, twenty_sentences, Db, TestApp,
+    content_with_scenes, qstash_config, spawn_binary, start_job as start, twenty_sentences,
+    use_provider, Db, TestApp,
 };
 
 both_databases!(
@@ -28,25 +29,6 @@ both_databases!(
 /// Waits are scaled down a hundredfold: QStash's first retry (12 s) comes after 120 ms.
 fn stand_in_options() -> QStashOptions {
     QStashOptions::scaled(0.01)
-}
-
-async fn use_provider(app: &TestApp, edit: impl FnOnce(&mut app::model::SettingsValues)) {
-    app.configure_llm_with(|v| {
-        v.image_provider = "openai".into();
-        v.tts_provider = "openai".into();
-        v.image_model = "fake-image-model".into();
-        v.tts_model = "fake-speech-model".into();
-        edit(v);
-    })
-    .await;
-}
-
-async fn start(app: &TestApp, path: &str, content: &Value) -> i64 {
-    let (status, job) = app
-        .post(path, &json!({ "content_id": content["id"] }))
-        .await;
-    assert_eq!(status, 202, "{job}");
-    job["data"]["id"].as_i64().unwrap()
 }
 
 fn tasks(detail: &Value) -> Vec<Value> {
@@ -115,6 +97,17 @@ async fn twenty_scenes_through_qstash(db: Db) {
         .unwrap();
     assert_eq!(outbox, 0);
     // The status page says how tasks travel.
+    let check = background_check(&app).await;
+    assert_eq!(check["verdict"], "ok", "{check}");
+    let message = check["message"].as_str().unwrap();
+    assert!(
+        message.contains("QStash at") && message.contains("0 waiting"),
+        "{message}"
+    );
+}
+
+/// The status page's "Background tasks" line, as an admin sees it.
+async fn background_check(app: &TestApp) -> Value {
     let (_, status) = app
         .call(
             crate::helpers::Who::Admin,
@@ -123,19 +116,13 @@ async fn twenty_scenes_through_qstash(db: Db) {
             None,
         )
         .await;
-    let check = status["data"]["checks"]
+    status["data"]["checks"]
         .as_array()
         .unwrap()
         .iter()
         .find(|c| c["name"] == "Background tasks")
         .cloned()
-        .unwrap();
-    assert_eq!(check["verdict"], "ok", "{check}");
-    let message = check["message"].as_str().unwrap();
-    assert!(
-        message.contains("QStash at") && message.contains("0 waiting"),
-        "{message}"
-    );
+        .expect("a Background tasks check")
 }
 
 fn unix_now() -> u64 {
@@ -358,21 +345,7 @@ async fn nothing_is_lost_while_qstash_is_away(db: Db) {
             .expect("the relay tried to publish");
     };
     assert!(error.contains("503"), "{error}");
-    let (_, status) = app
-        .call(
-            crate::helpers::Who::Admin,
-            reqwest::Method::GET,
-            "/api/settings/status",
-            None,
-        )
-        .await;
-    let check = status["data"]["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "Background tasks")
-        .cloned()
-        .unwrap();
+    let check = background_check(&app).await;
     assert_ne!(check["verdict"], "ok", "{check}");
     assert!(
         check["message"].as_str().unwrap().contains("3 waiting"),
