@@ -125,7 +125,7 @@ async fn bad_saves_write_nothing(db: Db) {
         )
         .await;
     let mut bad = generated["data"].clone();
-    bad["scenes"][1]["narration"] = json!("");
+    bad["scenes"][1]["narration"] = json!("word ".repeat(500));
     let (status, answer) = app
         .post(
             "/api/contents",
@@ -153,7 +153,7 @@ async fn bad_saves_write_nothing(db: Db) {
     let (status, answer) = app
         .put(
             &format!("/api/contents/{id}"),
-            &json!({ "title": "New", "scenes": [{ "narration": "ok" }, { "narration": "" }] }),
+            &json!({ "title": "New", "scenes": [{ "narration": "ok" }, { "narration": "word ".repeat(500) }] }),
         )
         .await;
     assert_eq!(status, 422, "{answer}");

@@ -225,12 +225,24 @@ async fn status_reports_each_dependency(db: Db) {
     let checks = body["data"]["checks"].as_array().unwrap();
     let names: Vec<&str> = checks.iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert!(names[0].starts_with("Database"), "{names:?}");
-    assert_eq!(&names[1..], ["Language model", "ffmpeg", "espeak-ng"]);
+    assert_eq!(
+        &names[1..],
+        ["Language model", "Background tasks", "ffmpeg", "espeak-ng"]
+    );
     assert_eq!(checks[0]["verdict"], "ok");
     assert_eq!(checks[1]["verdict"], "warning", "no key yet: {}", checks[1]);
-    // The set-up installs ffmpeg and espeak-ng.
     assert_eq!(checks[2]["verdict"], "ok", "{}", checks[2]);
+    assert!(
+        checks[2]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Embedded queue"),
+        "{}",
+        checks[2]
+    );
+    // The set-up installs ffmpeg and espeak-ng.
     assert_eq!(checks[3]["verdict"], "ok", "{}", checks[3]);
+    assert_eq!(checks[4]["verdict"], "ok", "{}", checks[4]);
 
     app.configure_llm().await;
     let (_, body) = app

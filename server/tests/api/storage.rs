@@ -22,6 +22,7 @@ async fn both_dialects_have_the_same_tables_and_columns() {
             "assets",
             "contents",
             "jobs",
+            "outbox",
             "scenes",
             "sessions",
             "settings",
