@@ -24,6 +24,7 @@ both_databases!(
     a_killed_server_s_task_is_finished_by_redelivery,
     flow_control_caps_deliveries_in_flight,
     qstash_giving_up_fails_the_task,
+    a_task_whose_worker_died_is_published_again,
 );
 
 /// Waits are scaled down a hundredfold: QStash's first retry (12 s) comes after 120 ms.
@@ -464,4 +465,50 @@ async fn qstash_giving_up_fails_the_task(db: Db) {
     );
     assert_eq!(qstash.dead_letters().len(), 1);
     assert_eq!(qstash.failure_callbacks().len(), 1);
+}
+
+/// The worker holding a task died and no delivery will come back for it (its message was
+/// answered, or the relay died before recording it): once the lease has run out, the relay
+/// publishes the task again, once, and the new delivery finishes it.
+async fn a_task_whose_worker_died_is_published_again(db: Db) {
+    let qstash = QStash::start_with(stand_in_options()).await;
+    let Some(app) = TestApp::spawn_with_qstash(db, &qstash).await else {
+        return;
+    };
+    use_provider(&app, |_| {}).await;
+    let content = content_with_scenes(&app, "This content has only one scene in it.", 1).await;
+    let job = start(&app, "/api/media/generate", &content).await;
+    let task = first_task(&app, job).await;
+    // As a killed server leaves it: published, claimed, its lease run out.
+    let now = app::ssr::db::now_ms();
+    sqlx::query(
+        "UPDATE outbox SET created_at = $1, published_at = $1, message_id = 'msg_gone' WHERE task_id = $2",
+    )
+        .bind(now - 10_000)
+        .bind(task)
+        .execute(app.state.pool())
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE tasks SET status = 'running', attempt = 1, worker_id = 'dead', locked_until = $1 WHERE id = $2",
+    )
+    .bind(now - 1_000)
+    .bind(task)
+    .execute(app.state.pool())
+    .await
+    .unwrap();
+    let published = app::ssr::qstash::relay_once(&app.state).await.unwrap();
+    assert_eq!(published, 1);
+    // Until the new delivery claims it, the task still looks orphaned: not published twice.
+    assert_eq!(app::ssr::qstash::relay_once(&app.state).await.unwrap(), 0);
+    let detail = app.wait_for_job(job).await;
+    assert_eq!(detail["job"]["status"], "completed", "{detail}");
+    assert_eq!(detail["tasks"][0]["attempt"], 2);
+    assert_eq!(app.fake.requests_to(Endpoint::Images), 1);
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE task_id = $1")
+        .bind(task)
+        .fetch_one(app.state.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, 2);
 }
