@@ -225,6 +225,24 @@ fn comparator(name: &str, command: impl Fn(usize, f64) -> Command) -> Option<Fig
 }
 
 /// `--database-url` gets a fresh database from `database_url` for every run.
+/// The flags both comparators take: the same work as CREVID's run.
+fn comparator_args(database_url: &str, tasks: usize, rate: f64, fake: &str) -> Vec<String> {
+    [
+        "--database-url",
+        database_url,
+        "--tasks",
+        &tasks.to_string(),
+        "--concurrency",
+        &CONCURRENCY.to_string(),
+        "--fake-url",
+        fake,
+        "--rate",
+        &rate.to_string(),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 fn apalis(name: &str, database_url: impl Fn() -> String, fake: &str) -> Option<Figures> {
     let binary = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -232,18 +250,7 @@ fn apalis(name: &str, database_url: impl Fn() -> String, fake: &str) -> Option<F
     );
     comparator(name, |tasks, rate| {
         let mut command = Command::new(binary);
-        command.args([
-            "--database-url",
-            &database_url(),
-            "--tasks",
-            &tasks.to_string(),
-            "--concurrency",
-            &CONCURRENCY.to_string(),
-            "--fake-url",
-            fake,
-            "--rate",
-            &rate.to_string(),
-        ]);
+        command.args(comparator_args(&database_url(), tasks, rate, fake));
         command
     })
 }
@@ -252,19 +259,8 @@ fn graphile(database_url: impl Fn() -> String, fake: &str) -> Option<Figures> {
     comparator("graphile-worker", |tasks, rate| {
         let mut node = Command::new("node");
         node.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-            .args([
-                "bench/graphile/bench.mjs",
-                "--database-url",
-                &database_url(),
-                "--tasks",
-                &tasks.to_string(),
-                "--concurrency",
-                &CONCURRENCY.to_string(),
-                "--fake-url",
-                fake,
-                "--rate",
-                &rate.to_string(),
-            ]);
+            .arg("bench/graphile/bench.mjs")
+            .args(comparator_args(&database_url(), tasks, rate, fake));
         node
     })
 }

@@ -45,32 +45,52 @@ fn ffmpeg(args: &[&str]) {
     assert!(status.success(), "ffmpeg {args:?}");
 }
 
-/// A picture as the current asset of a scene.
-async fn attach_picture(state: &app::ssr::state::AppState, content: i64, scene: i64, i: usize) {
-    let media = app::ssr::media::media_dir(state);
+/// Scene `i`'s picture (a plain colour, 1024x1536), made once; its storage key.
+fn picture(media: &Path, content: i64, i: usize) -> String {
     std::fs::create_dir_all(media.join(format!("content-{content}"))).expect("media dir");
     let image = format!("content-{content}/bench-{i}.png");
-    let colour = format!("color=c=0x{:06x}:s=1024x1536", 0x203040 + i * 0x070503);
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        &colour,
-        "-frames:v",
-        "1",
-        &media.join(&image).display().to_string(),
-    ]);
+    if !media.join(&image).exists() {
+        let colour = format!("color=c=0x{:06x}:s=1024x1536", 0x203040 + i * 0x070503);
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            &colour,
+            "-frames:v",
+            "1",
+            &media.join(&image).display().to_string(),
+        ]);
+    }
+    image
+}
+
+/// Records the file at `key` as an asset of the scene and makes it the scene's current
+/// picture or narration (`kind` image or audio).
+async fn make_current(
+    state: &app::ssr::state::AppState,
+    (content, scene): (i64, i64),
+    kind: &str,
+    key: &str,
+    duration_ms: Option<i64>,
+) {
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO assets (content_id, scene_id, kind, storage_key, mime_type, bytes, provider, created_at) \
-         VALUES ($1, $2, 'image', $3, 'image/png', 0, 'bench', 0) RETURNING id",
+        "INSERT INTO assets (content_id, scene_id, kind, storage_key, mime_type, bytes, duration_ms, provider, created_at) \
+         VALUES ($1, $2, $3, $4, 'application/octet-stream', 0, $5, 'bench', 0) RETURNING id",
     )
     .bind(content)
     .bind(scene)
-    .bind(&image)
+    .bind(kind)
+    .bind(key)
+    .bind(duration_ms)
     .fetch_one(state.pool())
     .await
     .expect("asset");
-    sqlx::query("UPDATE scenes SET image_asset_id = $1 WHERE id = $2")
+    let column = if kind == "image" {
+        "image_asset_id"
+    } else {
+        "audio_asset_id"
+    };
+    sqlx::query(&format!("UPDATE scenes SET {column} = $1 WHERE id = $2"))
         .bind(id)
         .bind(scene)
         .execute(state.pool())
@@ -83,8 +103,10 @@ async fn attach_picture(state: &app::ssr::state::AppState, content: i64, scene: 
 /// to the render recorded, the video's length).
 async fn tail(state: &app::ssr::state::AppState, user: &CurrentUser, script: &str) -> (f64, f64) {
     let content = support::saved_content(state, user, script.to_owned(), SCENES, "9:16").await;
+    let media = app::ssr::media::media_dir(state);
     for (i, scene) in content.scenes.iter().enumerate() {
-        attach_picture(state, content.id, scene.id, i).await;
+        let key = picture(&media, content.id, i);
+        make_current(state, (content.id, scene.id), "image", &key, None).await;
     }
     let job = app::ssr::jobs::create(
         state,
@@ -115,32 +137,48 @@ async fn tail(state: &app::ssr::state::AppState, user: &CurrentUser, script: &st
     .await
     .expect("the render ran");
     assert_eq!(status, "succeeded", "the render after narration");
-    let video: Option<String> = sqlx::query_scalar(
-        "SELECT a.storage_key FROM contents c JOIN assets a ON a.id = c.video_asset_id WHERE c.id = $1",
-    )
-    .bind(content.id)
-    .fetch_optional(state.pool())
-    .await
-    .expect("video");
-    let media = app::ssr::media::media_dir(state);
-    let length = video
-        .map(|key| duration(&media.join(key)))
-        .unwrap_or_default();
+    let length = video_length(state, content.id).await;
     (
         (rendered.unwrap_or(narrated) - narrated) as f64 / 1000.0,
         length,
     )
 }
 
-/// One scene's segment encoded by itself (1080x1920, 4.5 s), as the render does it.
-fn one_segment(media: &Path, content: i64, narration: &str, work: &Path) -> f64 {
+/// Frames and seconds of a bench scene: the narration and the 400 ms pause.
+fn scene_frames() -> (u32, f64) {
     let frames = ((SPEECH_MS + 400) * 30 / 1000) as u32;
-    let seconds = f64::from(frames) / 30.0;
+    (frames, f64::from(frames) / 30.0)
+}
+
+/// Writes `work/scene-{i}.srt`, the scene's own cues.
+fn write_srt(work: &Path, i: usize, narration: &str) {
     let local: Vec<(i64, app::ssr::render::Cue)> = cues(narration, SPEECH_MS)
         .into_iter()
         .map(|c| (0, c))
         .collect();
-    std::fs::write(work.join("scene-0.srt"), srt(&local)).expect("srt");
+    std::fs::write(work.join(format!("scene-{i}.srt")), srt(&local)).expect("srt");
+}
+
+/// The filter chains of scene `i` (picture input `v`, narration input `a`) written out by
+/// hand as one would without CREVID: zoom, fades, burned-in subtitles, padded narration;
+/// labelled `[v{i}]` and `[a{i}]`.
+fn scene_chain(i: usize, v: usize, a: usize) -> String {
+    let (frames, seconds) = scene_frames();
+    format!(
+        "[{v}:v]scale=2160:3840:force_original_aspect_ratio=increase,crop=2160:3840,setsar=1,\
+         zoompan=z='min(1+0.08*on/{frames},1.08)':x='iw/2-(iw/zoom/2)':y='ih/2-(ih/zoom/2)':d={frames}:s=1080x1920:fps=30,\
+         format=yuv420p,fade=t=in:st=0:d=0.25,fade=t=out:st={fade_out:.3}:d=0.25,\
+         subtitles=filename=scene-{i}.srt:force_style='FontName=DejaVu Sans,FontSize=13.0,\
+         PrimaryColour=&H00FFFFFF,OutlineColour=&H00000000,BorderStyle=1,Outline=2,Shadow=0,Alignment=2,MarginV=28'[v{i}];\
+         [{a}:a]aresample=48000,apad,atrim=0:{seconds:.3}[a{i}]",
+        fade_out = seconds - 0.25,
+    )
+}
+
+/// One scene's segment encoded by itself (1080x1920, 4.5 s), as the render does it.
+fn one_segment(media: &Path, content: i64, narration: &str, work: &Path) -> f64 {
+    let (_, seconds) = scene_frames();
+    write_srt(work, 0, narration);
     let started = Instant::now();
     let status = Command::new("ffmpeg")
         .current_dir(work)
@@ -148,17 +186,27 @@ fn one_segment(media: &Path, content: i64, narration: &str, work: &Path) -> f64 
         .arg(media.join(format!("content-{content}/bench-0.png")))
         .arg("-i")
         .arg(media.join(format!("content-{content}/bench-0-220.wav")))
-        .args(["-filter_complex", &format!(
-            "[0:v]scale=2160:3840:force_original_aspect_ratio=increase,crop=2160:3840,setsar=1,\
-             zoompan=z='min(1+0.08*on/{frames},1.08)':x='iw/2-(iw/zoom/2)':y='ih/2-(ih/zoom/2)':d={frames}:s=1080x1920:fps=30,\
-             format=yuv420p,fade=t=in:st=0:d=0.25,fade=t=out:st={fade_out:.3}:d=0.25,\
-             subtitles=filename=scene-0.srt:force_style='FontName=DejaVu Sans,FontSize=13.0,\
-             PrimaryColour=&H00FFFFFF,OutlineColour=&H00000000,BorderStyle=1,Outline=2,Shadow=0,Alignment=2,MarginV=28'[v];\
-             [1:a]aresample=48000,apad,atrim=0:{seconds:.3}[a]",
-            fade_out = seconds - 0.25,
-        ), "-map", "[v]", "-map", "[a]"])
-        .args(["-c:v", "libx264", "-preset", "veryfast", "-crf", "22", "-r", "30"])
-        .args(["-c:a", "aac", "-b:a", "128k", "-ac", "2", "-t", &format!("{seconds:.3}")])
+        .args([
+            "-filter_complex",
+            &scene_chain(0, 0, 1),
+            "-map",
+            "[v0]",
+            "-map",
+            "[a0]",
+        ])
+        .args([
+            "-c:v", "libx264", "-preset", "veryfast", "-crf", "22", "-r", "30",
+        ])
+        .args([
+            "-c:a",
+            "aac",
+            "-b:a",
+            "128k",
+            "-ac",
+            "2",
+            "-t",
+            &format!("{seconds:.3}"),
+        ])
         .arg(work.join("one.mp4"))
         .status()
         .expect("ffmpeg runs");
@@ -166,25 +214,11 @@ fn one_segment(media: &Path, content: i64, narration: &str, work: &Path) -> f64 
     started.elapsed().as_secs_f64()
 }
 
-/// A picture and a narration file as assets of a scene, made current.
+/// A picture and a narration file (a tone) as assets of a scene, made current.
 async fn attach(state: &app::ssr::state::AppState, content: i64, scene: i64, i: usize, tone: u32) {
     let media = app::ssr::media::media_dir(state);
-    let dir = media.join(format!("content-{content}"));
-    std::fs::create_dir_all(&dir).expect("media dir");
-    let image = format!("content-{content}/bench-{i}.png");
+    let image = picture(&media, content, i);
     let audio = format!("content-{content}/bench-{i}-{tone}.wav");
-    if !media.join(&image).exists() {
-        let colour = format!("color=c=0x{:06x}:s=1024x1536", 0x203040 + i * 0x070503);
-        ffmpeg(&[
-            "-f",
-            "lavfi",
-            "-i",
-            &colour,
-            "-frames:v",
-            "1",
-            &media.join(&image).display().to_string(),
-        ]);
-    }
     let sine = format!("sine=f={tone}:d={}", SPEECH_MS as f64 / 1000.0);
     ffmpeg(&[
         "-f",
@@ -195,29 +229,8 @@ async fn attach(state: &app::ssr::state::AppState, content: i64, scene: i64, i: 
         "24000",
         &media.join(&audio).display().to_string(),
     ]);
-    for (kind, key, column, duration) in [
-        ("image", &image, "image_asset_id", None),
-        ("audio", &audio, "audio_asset_id", Some(SPEECH_MS)),
-    ] {
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO assets (content_id, scene_id, kind, storage_key, mime_type, bytes, duration_ms, provider, created_at) \
-             VALUES ($1, $2, $3, $4, 'application/octet-stream', 0, $5, 'bench', 0) RETURNING id",
-        )
-        .bind(content)
-        .bind(scene)
-        .bind(kind)
-        .bind(key)
-        .bind(duration)
-        .fetch_one(state.pool())
-        .await
-        .expect("asset");
-        sqlx::query(&format!("UPDATE scenes SET {column} = $1 WHERE id = $2"))
-            .bind(id)
-            .bind(scene)
-            .execute(state.pool())
-            .await
-            .expect("scene");
-    }
+    make_current(state, (content, scene), "image", &image, None).await;
+    make_current(state, (content, scene), "audio", &audio, Some(SPEECH_MS)).await;
 }
 
 async fn render(state: &app::ssr::state::AppState, user: &CurrentUser, content: i64) -> f64 {
@@ -233,8 +246,6 @@ async fn render(state: &app::ssr::state::AppState, user: &CurrentUser, content: 
 
 /// The same video from one ffmpeg command: every scene's chain into one concat filter.
 fn single_command(media: &Path, content: i64, narrations: &[String], work: &Path) -> f64 {
-    let frames = ((SPEECH_MS + 400) * 30 / 1000) as u32;
-    let seconds = f64::from(frames) / 30.0;
     let mut args: Vec<String> = Vec::new();
     for i in 0..SCENES {
         args.extend([
@@ -256,21 +267,9 @@ fn single_command(media: &Path, content: i64, narrations: &[String], work: &Path
     }
     let mut graph = String::new();
     for (i, narration) in narrations.iter().enumerate() {
-        let local: Vec<(i64, app::ssr::render::Cue)> = cues(narration, SPEECH_MS)
-            .into_iter()
-            .map(|c| (0, c))
-            .collect();
-        std::fs::write(work.join(format!("scene-{i}.srt")), srt(&local)).expect("srt");
-        graph.push_str(&format!(
-            "[{i}:v]scale=2160:3840:force_original_aspect_ratio=increase,crop=2160:3840,setsar=1,\
-             zoompan=z='min(1+0.08*on/{frames},1.08)':x='iw/2-(iw/zoom/2)':y='ih/2-(ih/zoom/2)':d={frames}:s=1080x1920:fps=30,\
-             format=yuv420p,fade=t=in:st=0:d=0.25,fade=t=out:st={fade_out:.3}:d=0.25,\
-             subtitles=filename=scene-{i}.srt:force_style='FontName=DejaVu Sans,FontSize=13.0,\
-             PrimaryColour=&H00FFFFFF,OutlineColour=&H00000000,BorderStyle=1,Outline=2,Shadow=0,Alignment=2,MarginV=28'[v{i}];\
-             [{a}:a]aresample=48000,apad,atrim=0:{seconds:.3}[a{i}];",
-            a = SCENES + i,
-            fade_out = seconds - 0.25,
-        ));
+        write_srt(work, i, narration);
+        graph.push_str(&scene_chain(i, i, SCENES + i));
+        graph.push(';');
     }
     for i in 0..SCENES {
         graph.push_str(&format!("[v{i}][a{i}]"));
@@ -300,6 +299,21 @@ fn single_command(media: &Path, content: i64, narrations: &[String], work: &Path
         .expect("ffmpeg runs");
     assert!(status.success(), "the single command failed");
     started.elapsed().as_secs_f64()
+}
+
+/// The length of the content's current video, in seconds.
+async fn video_length(state: &app::ssr::state::AppState, content: i64) -> f64 {
+    let video: Option<String> = sqlx::query_scalar(
+        "SELECT a.storage_key FROM contents c JOIN assets a ON a.id = c.video_asset_id WHERE c.id = $1",
+    )
+    .bind(content)
+    .fetch_optional(state.pool())
+    .await
+    .expect("video");
+    let media = app::ssr::media::media_dir(state);
+    video
+        .map(|key| duration(&media.join(key)))
+        .unwrap_or_default()
 }
 
 fn duration(path: &Path) -> f64 {
@@ -376,16 +390,7 @@ async fn main() {
         .await;
         one.push(render(&state, &user, content.id).await);
     }
-    let video: Option<String> = sqlx::query_scalar(
-        "SELECT a.storage_key FROM contents c JOIN assets a ON a.id = c.video_asset_id WHERE c.id = $1",
-    )
-    .bind(content.id)
-    .fetch_optional(&state.pool().clone())
-    .await
-    .expect("video");
-    let length = video
-        .map(|key| duration(&media.join(key)))
-        .unwrap_or_default();
+    let length = video_length(&state, content.id).await;
     let single_length = duration(&work.path().join("single.mp4"));
     let (s, f, o) = (median(&single), median(&full), median(&one));
     let g = median(&segment);

@@ -19,7 +19,6 @@ use base64::Engine as _;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sqlx::Row;
 
 use super::db::{now_ms, Backend};
 use super::engine::{self, ClaimedTask, KindLimits};
@@ -208,10 +207,10 @@ async fn claim_pending(state: &AppState) -> Result<Vec<Pending>, AppError> {
     } else {
         ""
     };
-    let rows = sqlx::query(&format!(
+    let ids: Vec<i64> = sqlx::query_scalar(&format!(
         "UPDATE outbox SET locked_until = $1 WHERE id IN (SELECT id FROM outbox WHERE published_at IS NULL \
          AND next_attempt_at <= $2 AND (locked_until IS NULL OR locked_until < $2) ORDER BY id LIMIT $3{lock}) \
-         RETURNING id, task_id, attempts"
+         RETURNING id"
     ))
     .bind(now + RELAY_LEASE_MS)
     .bind(now)
@@ -219,36 +218,34 @@ async fn claim_pending(state: &AppState) -> Result<Vec<Pending>, AppError> {
     .fetch_all(state.pool())
     .await
     .db("claiming the outbox")?;
-    let mut pending = Vec::with_capacity(rows.len());
-    for row in rows {
-        let id: i64 = row.try_get("id").db("decoding the outbox")?;
-        let task_id: i64 = row.try_get("task_id").db("decoding the outbox")?;
-        let attempts: i64 = row.try_get("attempts").db("decoding the outbox")?;
-        let task: Option<(String, Option<i64>)> = sqlx::query_as(
-            "SELECT t.kind, j.content_id FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = $1",
-        )
-        .bind(task_id)
-        .fetch_optional(state.pool())
-        .await
-        .db("reading a task")?;
-        match task {
-            Some((kind, content_id)) => pending.push(Pending {
-                id,
-                task_id,
-                batch: content_id.is_none(),
-                kind,
-                attempts,
-            }),
-            None => {
-                sqlx::query("DELETE FROM outbox WHERE id = $1")
-                    .bind(id)
-                    .execute(state.pool())
-                    .await
-                    .db("dropping an outbox row")?;
-            }
-        }
+    if ids.is_empty() {
+        return Ok(Vec::new());
     }
-    pending.sort_by_key(|p| p.id);
+    // What each message needs, in one read (an outbox row goes with its task).
+    let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT o.id, o.task_id, o.attempts, t.kind, j.content_id FROM outbox o JOIN tasks t ON t.id = o.task_id \
+         JOIN jobs j ON j.id = t.job_id WHERE o.id IN ({}) ORDER BY o.id",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query_as::<_, (i64, i64, i64, String, Option<i64>)>(&sql);
+    for id in &ids {
+        query = query.bind(id);
+    }
+    let rows = query
+        .fetch_all(state.pool())
+        .await
+        .db("reading the outbox")?;
+    let pending = rows
+        .into_iter()
+        .map(|(id, task_id, attempts, kind, content_id)| Pending {
+            id,
+            task_id,
+            attempts,
+            kind,
+            batch: content_id.is_none(),
+        })
+        .collect();
     Ok(pending)
 }
 

@@ -541,9 +541,13 @@ pub async fn render(
     task: &ClaimedTask,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Output, TaskError> {
-    let scenes = scenes(state.pool(), task.content_id)
-        .await
-        .map_err(|e| transient(format!("database: {e}")))?;
+    let Plan {
+        scenes,
+        settings,
+        size,
+    } = plan(state, task.content_id)
+        .await?
+        .ok_or_else(|| TaskError::Permanent("the content was deleted".into()))?;
     if scenes.is_empty() {
         return Err(TaskError::Permanent("the content has no scenes".into()));
     }
@@ -552,17 +556,6 @@ pub async fn render(
             "cannot render yet: {problem}"
         )));
     }
-    let aspect: Option<String> =
-        sqlx::query_scalar("SELECT aspect_ratio FROM contents WHERE id = $1")
-            .bind(task.content_id)
-            .fetch_optional(state.pool())
-            .await
-            .map_err(|e| transient(format!("database: {e}")))?;
-    let aspect = aspect.ok_or_else(|| TaskError::Permanent("the content was deleted".into()))?;
-    let (settings, _) = super::settings::for_tasks(state)
-        .await
-        .map_err(|e| transient(e.message))?;
-    let size = frame_size(&aspect, settings.video_height);
     let music: Option<(i64, String)> = sqlx::query_as(
         "SELECT a.id, a.storage_key FROM contents c JOIN assets a ON a.id = c.music_asset_id WHERE c.id = $1",
     )
@@ -671,7 +664,7 @@ async fn render_in(
     let mut offset = 0i64;
     let mut list = String::new();
     // Segments outlive a render: the next one reuses every scene that did not change.
-    let segments = media_dir.join(format!("content-{}/segments", task.content_id));
+    let segments = segments_dir(media_dir, task.content_id);
     tokio::fs::create_dir_all(&segments)
         .await
         .map_err(|e| transient(format!("media directory: {e}")))?;
@@ -961,22 +954,16 @@ async fn prepare(state: &AppState, content_id: i64) -> Result<(), TaskError> {
     if !render_expected(state, content_id).await.map_err(database)? {
         return Ok(());
     }
-    let scenes = scenes(state.pool(), content_id).await.map_err(database)?;
-    let aspect: Option<String> =
-        sqlx::query_scalar("SELECT aspect_ratio FROM contents WHERE id = $1")
-            .bind(content_id)
-            .fetch_optional(state.pool())
-            .await
-            .map_err(database)?;
-    let Some(aspect) = aspect else {
+    let Some(Plan {
+        scenes,
+        settings,
+        size,
+    }) = plan(state, content_id).await?
+    else {
         return Ok(());
     };
-    let (settings, _) = super::settings::for_tasks(state)
-        .await
-        .map_err(|e| transient(e.message))?;
-    let size = frame_size(&aspect, settings.video_height);
     let media_dir = media::media_dir(state);
-    let segments = media_dir.join(format!("content-{content_id}/segments"));
+    let segments = segments_dir(&media_dir, content_id);
     let tag = format!("ahead-{}", state.worker_id);
     let work = media_dir.join(format!("content-{content_id}/{tag}"));
     tokio::fs::create_dir_all(&work)
@@ -1016,6 +1003,42 @@ async fn prepare(state: &AppState, content_id: i64) -> Result<(), TaskError> {
     }
     let _ = tokio::fs::remove_dir_all(&work).await;
     result
+}
+
+/// What encoding a content's segments needs: its scenes, the settings and the frame size.
+struct Plan {
+    scenes: Vec<RenderScene>,
+    settings: SettingsValues,
+    size: (u32, u32),
+}
+
+/// None when the content is gone.
+async fn plan(state: &AppState, content_id: i64) -> Result<Option<Plan>, TaskError> {
+    let database = |e: sqlx::Error| transient(format!("database: {e}"));
+    let aspect: Option<String> =
+        sqlx::query_scalar("SELECT aspect_ratio FROM contents WHERE id = $1")
+            .bind(content_id)
+            .fetch_optional(state.pool())
+            .await
+            .map_err(database)?;
+    let Some(aspect) = aspect else {
+        return Ok(None);
+    };
+    let scenes = scenes(state.pool(), content_id).await.map_err(database)?;
+    let (settings, _) = super::settings::for_tasks(state)
+        .await
+        .map_err(|e| transient(e.message))?;
+    let size = frame_size(&aspect, settings.video_height);
+    Ok(Some(Plan {
+        scenes,
+        settings,
+        size,
+    }))
+}
+
+/// Where a content's segments are kept between renders.
+fn segments_dir(media_dir: &Path, content_id: i64) -> std::path::PathBuf {
+    media_dir.join(format!("content-{content_id}/segments"))
 }
 
 /// Drops the segments of scenes as they no longer are (and leftovers of stopped renders),

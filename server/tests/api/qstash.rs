@@ -36,6 +36,12 @@ fn tasks(detail: &Value) -> Vec<Value> {
     detail["tasks"].as_array().unwrap().clone()
 }
 
+/// A picture job for a new one-scene content; its id.
+async fn one_picture_job(app: &TestApp) -> i64 {
+    let content = content_with_scenes(app, "This content has only one scene in it.", 1).await;
+    start(app, "/api/media/generate", &content).await
+}
+
 async fn first_task(app: &TestApp, job: i64) -> i64 {
     sqlx::query_scalar("SELECT id FROM tasks WHERE job_id = $1 ORDER BY id LIMIT 1")
         .bind(job)
@@ -163,8 +169,7 @@ async fn only_signed_deliveries_run(db: Db) {
     };
     use_provider(&app, |_| {}).await;
     // No relay: the test is QStash here.
-    let content = content_with_scenes(&app, "This content has only one scene in it.", 1).await;
-    let job = start(&app, "/api/media/generate", &content).await;
+    let job = one_picture_job(&app).await;
     let task = first_task(&app, job).await;
     let url = app.url("/api/workers/media-generation");
     let body = serde_json::to_vec(&json!({ "task_id": task })).unwrap();
@@ -369,8 +374,7 @@ async fn a_killed_server_s_task_is_finished_by_redelivery(db: Db) {
     };
     use_provider(&app, |_| {}).await;
     app.fake.set_image_latency(Duration::from_millis(1500));
-    let content = content_with_scenes(&app, "This content has only one scene in it.", 1).await;
-    let job = start(&app, "/api/media/generate", &content).await;
+    let job = one_picture_job(&app).await;
     let mut env = qstash.env().into_iter().collect::<Vec<_>>();
     env.push(("CREVID_QSTASH_RETRIES", "5".into()));
     let mut first = spawn_binary(&app, "warn,crevid=info", &env);
@@ -454,8 +458,7 @@ async fn qstash_giving_up_fails_the_task(db: Db) {
         ..Faults::default()
     });
     app.start_workers();
-    let content = content_with_scenes(&app, "This content has only one scene in it.", 1).await;
-    let job = start(&app, "/api/media/generate", &content).await;
+    let job = one_picture_job(&app).await;
     let detail = app.wait_for_job(job).await;
     assert_eq!(detail["job"]["status"], "failed", "{detail}");
     let error = detail["tasks"][0]["last_error"].as_str().unwrap();
@@ -476,8 +479,7 @@ async fn a_task_whose_worker_died_is_published_again(db: Db) {
         return;
     };
     use_provider(&app, |_| {}).await;
-    let content = content_with_scenes(&app, "This content has only one scene in it.", 1).await;
-    let job = start(&app, "/api/media/generate", &content).await;
+    let job = one_picture_job(&app).await;
     let task = first_task(&app, job).await;
     // As a killed server leaves it: published, claimed, its lease run out.
     let now = app::ssr::db::now_ms();

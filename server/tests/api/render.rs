@@ -111,6 +111,49 @@ async fn file_of(app: &TestApp, path: &str) -> Vec<u8> {
     response.bytes().await.unwrap().to_vec()
 }
 
+/// The content's current video, downloaded into `dir` as `name`.
+async fn save_video(
+    app: &TestApp,
+    id: i64,
+    dir: &std::path::Path,
+    name: &str,
+) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        file_of(app, &format!("/api/contents/{id}/video")).await,
+    )
+    .unwrap();
+    path
+}
+
+/// ffprobe's duration of a file, in seconds.
+fn duration_of(probed: &Value) -> f64 {
+    probed["format"]["duration"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// The current narration's duration of each scene, in order (None: no narration).
+async fn narration_ms(app: &TestApp, content: i64) -> Vec<Option<i64>> {
+    sqlx::query_scalar(
+        "SELECT a.duration_ms FROM scenes s LEFT JOIN assets a ON a.id = s.audio_asset_id \
+         WHERE s.content_id = $1 ORDER BY s.position",
+    )
+    .bind(content)
+    .fetch_all(app.state.pool())
+    .await
+    .unwrap()
+}
+
+/// How long a scene with `sound_ms` of narration (or planned silence) lasts in the video:
+/// plus the pause, in whole frames at 30 fps.
+fn scene_length(sound_ms: i64) -> f64 {
+    ((sound_ms + PAUSE_MS) as f64 * 30.0 / 1000.0).round() / 30.0
+}
+
 async fn renders_every_aspect_ratio(db: Db) {
     let Some(app) = TestApp::spawn(db).await else {
         return;
@@ -125,10 +168,8 @@ async fn renders_every_aspect_ratio(db: Db) {
         with_media(&app, &content).await;
         render(&app, id).await;
 
-        let video = file_of(&app, &format!("/api/contents/{id}/video")).await;
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("video.mp4");
-        std::fs::write(&path, &video).unwrap();
+        let path = save_video(&app, id, dir.path(), "video.mp4").await;
         let info = probe(&path);
         let streams = info["streams"].as_array().unwrap();
         let v = streams
@@ -154,22 +195,13 @@ async fn renders_every_aspect_ratio(db: Db) {
         let (_, after) = app.get(&format!("/api/contents/{id}")).await;
         let mut bounds = Vec::new();
         let mut offset = 0;
-        for scene in after["data"]["scenes"].as_array().unwrap() {
-            let asset: i64 = scene["audio_asset_id"].as_i64().unwrap();
-            let audio_ms: i64 = sqlx::query_scalar("SELECT duration_ms FROM assets WHERE id = $1")
-                .bind(asset)
-                .fetch_one(app.state.pool())
-                .await
-                .unwrap();
+        for audio_ms in narration_ms(&app, id).await {
+            let audio_ms = audio_ms.unwrap();
             bounds.push((offset, offset + audio_ms));
             offset += audio_ms + PAUSE_MS;
         }
         let expected = offset as f64 / 1000.0;
-        let duration: f64 = info["format"]["duration"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let duration = duration_of(&info);
         assert!(
             (duration - expected).abs() <= 0.1,
             "{aspect}: {duration} s, expected {expected} s"
@@ -485,22 +517,8 @@ async fn music_plays_under_the_narration(db: Db) {
     with_media(&app, &content).await;
     render(&app, id).await;
     let dir = tempfile::tempdir().unwrap();
-    let plain = dir.path().join("plain.mp4");
-    std::fs::write(
-        &plain,
-        file_of(&app, &format!("/api/contents/{id}/video")).await,
-    )
-    .unwrap();
-    let (_, detail) = app.get(&format!("/api/contents/{id}")).await;
-    let first_audio = detail["data"]["scenes"][0]["audio_asset_id"]
-        .as_i64()
-        .unwrap();
-    let speech_ms: i64 = sqlx::query_scalar("SELECT duration_ms FROM assets WHERE id = $1")
-        .bind(first_audio)
-        .fetch_one(app.state.pool())
-        .await
-        .unwrap();
-    let speech_s = speech_ms as f64 / 1000.0;
+    let plain = save_video(&app, id, dir.path(), "plain.mp4").await;
+    let speech_s = narration_ms(&app, id).await[0].unwrap() as f64 / 1000.0;
 
     // Bad uploads are named; another creator cannot touch the content.
     let music_path = dir.path().join("music.wav");
@@ -553,12 +571,7 @@ async fn music_plays_under_the_narration(db: Db) {
     assert!(saved["data"]["music_asset_id"].is_i64());
     assert_eq!(saved["data"]["video_out_of_date"], true);
     render(&app, id).await;
-    let mixed = dir.path().join("mixed.mp4");
-    std::fs::write(
-        &mixed,
-        file_of(&app, &format!("/api/contents/{id}/video")).await,
-    )
-    .unwrap();
+    let mixed = save_video(&app, id, dir.path(), "mixed.mp4").await;
 
     // In the pause after the first scene only music plays: present, and quieter than the
     // narration alone.
@@ -645,35 +658,16 @@ async fn a_killed_server_s_render_runs_again_and_serves_only_whole_files(db: Db)
         leftovers.is_empty(),
         "the retry cleared the first attempt's files: {leftovers:?}"
     );
-    let video = file_of(&app, &format!("/api/contents/{id}/video")).await;
     let out = tempfile::tempdir().unwrap();
-    let path = out.path().join("video.mp4");
-    std::fs::write(&path, video).unwrap();
-    let probed = probe(&path);
+    let probed = probe(&save_video(&app, id, out.path(), "video.mp4").await);
     assert_eq!(probed["streams"].as_array().unwrap().len(), 2);
-    let expected = scene_seconds(&app, id).await;
-    let length: f64 = probed["format"]["duration"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((length - expected).abs() <= 0.1, "{length} vs {expected}");
-}
-
-/// The sum of the scenes' narration plus the pause, in seconds: what the video lasts.
-async fn scene_seconds(app: &TestApp, content: i64) -> f64 {
-    let durations: Vec<Option<i64>> = sqlx::query_scalar(
-        "SELECT a.duration_ms FROM scenes s LEFT JOIN assets a ON a.id = s.audio_asset_id \
-         WHERE s.content_id = $1 ORDER BY s.position",
-    )
-    .bind(content)
-    .fetch_all(app.state.pool())
-    .await
-    .unwrap();
-    durations
+    let expected: f64 = narration_ms(&app, id)
+        .await
         .into_iter()
-        .map(|ms| ((ms.unwrap() + PAUSE_MS) as f64 * 30.0 / 1000.0).round() / 30.0)
-        .sum()
+        .map(|ms| scene_length(ms.unwrap()))
+        .sum();
+    let length = duration_of(&probed);
+    assert!((length - expected).abs() <= 0.1, "{length} vs {expected}");
 }
 
 /// A scene whose words are removed is shown silently for its planned time: no narration
@@ -729,26 +723,18 @@ async fn a_scene_without_words_is_silent_for_its_planned_time(db: Db) {
     app.drain().await;
     render(&app, id).await;
 
-    let first = scene_ms_of(&app, id, 0).await;
-    let third = scene_ms_of(&app, id, 2).await;
-    let frames = |ms: i64| ((ms as f64) * 30.0 / 1000.0).round() / 30.0;
-    let expected = frames(first + PAUSE_MS) + frames(2_500 + PAUSE_MS) + frames(third + PAUSE_MS);
-    let video = file_of(&app, &format!("/api/contents/{id}/video")).await;
+    let narrated = narration_ms(&app, id).await;
+    let (first, third) = (narrated[0].unwrap(), narrated[2].unwrap());
+    let expected = scene_length(first) + scene_length(2_500) + scene_length(third);
     let out = tempfile::tempdir().unwrap();
-    let path = out.path().join("video.mp4");
-    std::fs::write(&path, video).unwrap();
-    let probed = probe(&path);
-    let length: f64 = probed["format"]["duration"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let path = save_video(&app, id, out.path(), "video.mp4").await;
+    let length = duration_of(&probe(&path));
     assert!((length - expected).abs() <= 0.1, "{length} vs {expected}");
     let srt =
         String::from_utf8(file_of(&app, &format!("/api/contents/{id}/subtitles")).await).unwrap();
     let gap = (
-        (frames(first + PAUSE_MS) * 1000.0) as i64,
-        ((frames(first + PAUSE_MS) + frames(2_500 + PAUSE_MS)) * 1000.0) as i64,
+        (scene_length(first) * 1000.0) as i64,
+        ((scene_length(first) + scene_length(2_500)) * 1000.0) as i64,
     );
     let cues = srt_cues(&srt);
     assert!(!cues.is_empty());
@@ -762,19 +748,6 @@ async fn a_scene_without_words_is_silent_for_its_planned_time(db: Db) {
         mean_volume(&path, gap.0 as f64 / 1000.0 + 0.3, 1.5) < -60.0,
         "the silent scene has no sound"
     );
-}
-
-/// The duration of the narration of the scene at `position`.
-async fn scene_ms_of(app: &TestApp, content: i64, position: i64) -> i64 {
-    sqlx::query_scalar(
-        "SELECT a.duration_ms FROM scenes s JOIN assets a ON a.id = s.audio_asset_id \
-         WHERE s.content_id = $1 AND s.position = $2",
-    )
-    .bind(content)
-    .bind(position)
-    .fetch_one(app.state.pool())
-    .await
-    .unwrap()
 }
 
 async fn a_corrupt_picture_names_its_scene(db: Db) {
