@@ -22,7 +22,9 @@ pub struct Config {
     pub output_name: String,
     pub production: bool,
     pub reload_port: u32,
-    /// `CREVID_DATA_DIR`: database file, media, key file.
+    /// `CREVID_DATA_DIR`: database file, media, key file. Always absolute: a relative
+    /// value is resolved against the working directory at start, because subprocesses
+    /// (ffmpeg) run in work directories of their own and would resolve it elsewhere.
     pub data_dir: PathBuf,
     /// `DATABASE_URL`
     pub database_url: String,
@@ -113,6 +115,12 @@ impl Config {
             .map(PathBuf::from)
             .or(file.data_dir)
             .unwrap_or_else(|| "data".into());
+        let data_dir = std::path::absolute(&data_dir).map_err(|e| {
+            ConfigError(format!(
+                "CREVID_DATA_DIR: cannot resolve {} to an absolute path ({e})",
+                data_dir.display()
+            ))
+        })?;
         let database_url = pick("DATABASE_URL", file.database_url)
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("crevid.db").display()));
         app::ssr::db::Backend::from_url(&database_url).map_err(|e| ConfigError(e.to_string()))?;
@@ -316,6 +324,19 @@ mod tests {
         let c = load(&[("CREVID_DATA_DIR", "/tmp/x")]).unwrap();
         assert_eq!(c.database_url, "sqlite:///tmp/x/crevid.db");
         assert_eq!(c.site_addr.to_string(), "127.0.0.1:3000");
+    }
+
+    #[test]
+    fn a_relative_data_dir_is_made_absolute() {
+        let cwd = std::env::current_dir().unwrap();
+        let c = load(&[("CREVID_DATA_DIR", "data")]).unwrap();
+        assert_eq!(c.data_dir, cwd.join("data"));
+        assert_eq!(
+            c.database_url,
+            format!("sqlite://{}", cwd.join("data/crevid.db").display())
+        );
+        let c = load(&[]).unwrap();
+        assert_eq!(c.data_dir, cwd.join("data"));
     }
 
     #[test]

@@ -153,6 +153,16 @@ impl Drop for TestApp {
     }
 }
 
+/// `path` (absolute) as a path relative to the working directory: `../../tmp/x`.
+fn relative_to_cwd(path: &std::path::Path) -> std::path::PathBuf {
+    let cwd = std::env::current_dir().expect("working directory");
+    let up = cwd.components().count().saturating_sub(1);
+    let mut relative: std::path::PathBuf = std::iter::repeat_n("..", up).collect();
+    relative.push(path.strip_prefix("/").expect("an absolute path"));
+    assert!(relative.is_relative());
+    relative
+}
+
 pub fn test_config(database_url: &str, data_dir: &std::path::Path) -> Config {
     let vars = [
         ("LEPTOS_SITE_ADDR".to_owned(), "127.0.0.1:0".to_owned()),
@@ -192,6 +202,20 @@ impl TestApp {
     }
 
     pub async fn spawn_configured(db: Db, edit: impl FnOnce(&mut Config)) -> Option<Self> {
+        Self::spawn_inner(db, false, edit).await
+    }
+
+    /// With `CREVID_DATA_DIR` given relative to the working directory, as a newcomer's
+    /// default `./data` is.
+    pub async fn spawn_with_relative_data_dir(db: Db) -> Option<Self> {
+        Self::spawn_inner(db, true, |_| {}).await
+    }
+
+    async fn spawn_inner(
+        db: Db,
+        relative_data_dir: bool,
+        edit: impl FnOnce(&mut Config),
+    ) -> Option<Self> {
         if std::env::var("TEST_LOG").is_ok() {
             crevid_server::telemetry::init(crevid_server::config::LogFormat::Text);
         }
@@ -206,7 +230,12 @@ impl TestApp {
                 (pg.url(), Some(pg))
             }
         };
-        let mut config = test_config(&url, dir.path());
+        let data_dir = if relative_data_dir {
+            relative_to_cwd(dir.path())
+        } else {
+            dir.path().to_path_buf()
+        };
+        let mut config = test_config(&url, &data_dir);
         edit(&mut config);
         let app = Application::build(config).await.expect("app builds");
         let base = format!("http://127.0.0.1:{}", app.port());

@@ -18,6 +18,7 @@ both_databases!(
     a_killed_server_s_render_runs_again_and_serves_only_whole_files,
     a_corrupt_picture_names_its_scene,
     a_scene_without_words_is_silent_for_its_planned_time,
+    a_relative_data_dir_renders,
 );
 
 /// Pause after each scene's narration (the default setting).
@@ -804,4 +805,20 @@ fn luma(path: &std::path::Path, at: f64) -> f64 {
         .find_map(|l| l.split("lavfi.signalstats.YAVG=").nth(1))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no luma in {log}"))
+}
+
+/// A newcomer's default data directory is relative (`./data`); ffmpeg runs in a work
+/// directory of its own, so a relative path handed to it would point nowhere.
+async fn a_relative_data_dir_renders(db: Db) {
+    let Some(app) = TestApp::spawn_with_relative_data_dir(db).await else {
+        return;
+    };
+    assert!(app.state.data_dir.is_absolute(), "{:?}", app.state.data_dir);
+    let content = content(&app, 2, "16:9").await;
+    with_media(&app, &content).await;
+    let id = content["id"].as_i64().unwrap();
+    render(&app, id).await;
+    let out = tempfile::tempdir().unwrap();
+    let probed = probe(&save_video(&app, id, out.path(), "video.mp4").await);
+    assert_eq!(probed["streams"].as_array().unwrap().len(), 2);
 }
