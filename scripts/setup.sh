@@ -23,11 +23,6 @@ command -v node >/dev/null || apt_missing+=(nodejs)
 command -v npm >/dev/null || apt_missing+=(npm)
 command -v cc >/dev/null || apt_missing+=(gcc libc6-dev)
 command -v pkg-config >/dev/null || apt_missing+=(pkg-config)
-# Building cargo-leptos compiles a vendored OpenSSL, which needs make and perl.
-if ! cargo leptos --version 2>/dev/null | grep -q ' 0\.3\.10$'; then
-  command -v make >/dev/null || apt_missing+=(make)
-  command -v perl >/dev/null || apt_missing+=(perl)
-fi
 if [ "$for_tests" = 1 ]; then
   command -v chromium >/dev/null || apt_missing+=(chromium)
 fi
@@ -45,14 +40,10 @@ if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   rustup target add wasm32-unknown-unknown
 fi
 
-# cargo-leptos 0.3.10: newer ones need a newer rustc. It compiles for ~25 minutes, once.
-if ! cargo leptos --version 2>/dev/null | grep -q ' 0\.3\.10$'; then
-  step "cargo install cargo-leptos 0.3.10 (about 25 minutes, once)"
-  cargo install cargo-leptos --version 0.3.10 --locked
-fi
-
-# cargo-leptos would download wasm-bindgen unless a CLI of exactly the locked version is on
-# PATH. No --locked: the CLI's own lock file names a crate version the registry lacks.
+# scripts/build.sh does what `cargo leptos build` does, so cargo-leptos (~25 minutes to
+# compile) is not needed; install it by hand for `cargo leptos watch` (see the README).
+# The wasm-bindgen CLI must be exactly the locked version of the crate.
+# No --locked: the CLI's own lock file names a crate version the registry lacks.
 wbg_version=$(awk '$0 == "name = \"wasm-bindgen\"" { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
 if [ -z "$wbg_version" ]; then
   echo "setup: no wasm-bindgen version found in Cargo.lock" >&2

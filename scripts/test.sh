@@ -29,7 +29,7 @@ if ! postgres_ok; then
 fi
 
 # The WASM and CSS the browser tests load; the server is built by cargo test below.
-cargo leptos build --frontend-only
+scripts/build.sh --frontend-only
 cargo test --locked
 cargo build --locked --bins
 node --test end2end/tests/
