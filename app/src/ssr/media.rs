@@ -255,7 +255,8 @@ pub async fn scene_image(state: &AppState, task: &ClaimedTask) -> Result<Output,
     let chars_per_line = ((w as f32 * 0.8) / (font_size as f32 * 0.62)) as usize;
     let key = output_key(task, "png");
     let path = prepare(state, &key).await?;
-    // drawtext reads the words from a file: no escaping of the creator's text.
+    // drawtext reads the words from a file, with expansion off: `%`, `%{…}` and `\` are
+    // drawn as written, never evaluated.
     let text_path = path.with_extension("txt");
     tokio::fs::write(&text_path, wrap(&scene.narration, chars_per_line.max(10)))
         .await
@@ -265,13 +266,15 @@ pub async fn scene_image(state: &AppState, task: &ClaimedTask) -> Result<Output,
     ffmpeg.args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i"]).arg(format!("color=c={colour}:s={w}x{h}")).args([
         "-vf",
         &format!(
-            "drawtext=fontfile={FONT}:textfile={}:fontcolor=white:fontsize={font_size}:line_spacing={}:\
+            "drawtext=fontfile={FONT}:textfile={}:expansion=none:fontcolor=white:fontsize={font_size}:line_spacing={}:\
              x=(w-text_w)/2:y=(h-text_h)/2:box=1:boxcolor=black@0.25:boxborderw={}",
             text_path.display(),
             font_size / 3,
             font_size / 2
         ),
         "-frames:v",
+        "1",
+        "-update",
         "1",
     ]);
     ffmpeg.arg(&path);

@@ -1,5 +1,6 @@
 //! The video render: every scene's picture and narration, in order, into an H.264 + AAC
-//! MP4 with `+faststart`, and its subtitles as an `.srt`.
+//! MP4 with `+faststart`, and its subtitles as an `.srt` (burned in from ASS, so that no
+//! creator text is read as markup).
 //!
 //! Each scene becomes its own segment (the picture decoded once and animated by
 //! `zoompan`, its narration padded by the pause, its subtitle cues burned in), then the
@@ -252,6 +253,62 @@ pub fn srt(cues: &[(i64, Cue)]) -> String {
         .join("\n")
 }
 
+/// Event text for libass, shown exactly as written: `{…}` would start an override block
+/// and `\N`, `\n`, `\h` are line breaks and hard spaces, so braces get libass's `\{` `\}`
+/// escapes and every other backslash a word joiner (U+2060, invisible and zero-width)
+/// after it, which keeps it from pairing with the next letter. Our own line breaks
+/// (`\n` in a cue) become `\N`.
+pub fn ass_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\u{2060}"),
+            '{' => out.push_str("\\{"),
+            '}' => out.push_str("\\}"),
+            '\n' => out.push_str("\\N"),
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn ass_time(ms: i64) -> String {
+    // ASS times are h:mm:ss.cc (centiseconds).
+    let cs = ms / 10;
+    format!(
+        "{}:{:02}:{:02}.{:02}",
+        cs / 360_000,
+        cs / 6_000 % 60,
+        cs / 100 % 60,
+        cs % 100
+    )
+}
+
+/// An ASS script burning `cues` in with the settings' style. libass reads it directly:
+/// unlike SubRip, whose decoder turns `<i>` and `{\…}` into styling, nothing in the
+/// creator's words is markup. Sizes are against a 384×288 script, as ffmpeg's SubRip
+/// conversion used, so the style settings look as they did.
+pub fn ass(cues: &[(i64, Cue)], settings: &SettingsValues, portrait: bool) -> String {
+    let mut script = format!(
+        "[Script Info]\nScriptType: v4.00+\nPlayResX: 384\nPlayResY: 288\nScaledBorderAndShadow: yes\n\n\
+         [V4+ Styles]\nFormat: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, \
+         BackColour, Bold, Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, \
+         Outline, Shadow, Alignment, MarginL, MarginR, MarginV, Encoding\n{}\n\n\
+         [Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n",
+        subtitle_style(settings, portrait)
+    );
+    for (offset, cue) in cues {
+        script.push_str(&format!(
+            "Dialogue: 0,{},{},Default,,0,0,0,,{}\n",
+            ass_time(offset + cue.start_ms),
+            ass_time(offset + cue.end_ms),
+            ass_text(&cue.text)
+        ));
+    }
+    script
+}
+
 fn clock(ms: i64) -> String {
     format!("{}:{:02}", ms / 60_000, ms / 1000 % 60)
 }
@@ -430,10 +487,7 @@ fn segment_command(
         ));
     }
     if has_subtitles {
-        video.push_str(&format!(
-            ",subtitles=filename=scene-{index}.srt:force_style='{}'",
-            subtitle_style(settings, w < h)
-        ));
+        video.push_str(&format!(",subtitles=filename=scene-{index}.ass"));
     }
     let mut command = ffmpeg_in(dir);
     command.arg("-i").arg(image);
@@ -486,7 +540,7 @@ fn ffmpeg_in(dir: &Path) -> Command {
     command
 }
 
-/// The ASS style libass burns subtitles with, from the settings.
+/// The ASS `Default` style line libass burns subtitles with, from the settings.
 fn subtitle_style(settings: &SettingsValues, portrait: bool) -> String {
     // libass sizes text against a 288-line script height; portrait frames are narrow.
     let base = if portrait { 13.0 } else { 18.0 };
@@ -499,9 +553,12 @@ fn subtitle_style(settings: &SettingsValues, portrait: bool) -> String {
         "middle" => (5, 0),
         _ => (2, 28),
     };
+    // Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, BackColour,
+    // Bold, Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle,
+    // Outline, Shadow, Alignment, MarginL, MarginR, MarginV, Encoding
     format!(
-        "FontName={SUBTITLE_FONT},FontSize={size:.1},PrimaryColour=&H00{b}{g}{r},OutlineColour=&H00000000,\
-         BorderStyle=1,Outline={},Shadow=0,Alignment={alignment},MarginV={margin}",
+        "Style: Default,{SUBTITLE_FONT},{size:.1},&H00{b}{g}{r},&H00{b}{g}{r},&H00000000,&H00000000,\
+         0,0,0,0,100,100,0,0,1,{},0,{alignment},10,10,{margin},1",
         settings.subtitle_outline
     )
 }
@@ -517,7 +574,7 @@ fn segment_name(
 ) -> String {
     use sha2::{Digest, Sha256};
     let recipe = format!(
-        "v2|{:?}|{:?}|{frames}|{}x{}|{}|{}|{}|{}|{subtitles}",
+        "v3|{:?}|{:?}|{frames}|{}x{}|{}|{}|{}|{}|{subtitles}",
         scene.image_key,
         scene.audio_key,
         size.0,
@@ -775,7 +832,7 @@ async fn ensure_segment(
         .into_iter()
         .map(|c| (0, c))
         .collect();
-    let subtitles = srt(&local);
+    let subtitles = ass(&local, settings, size.0 < size.1);
     let name = segment_name(scene, frames, size, settings, &subtitles);
     let file = format!("{name}.mp4");
     let done = segments.join(&file);
@@ -788,7 +845,7 @@ async fn ensure_segment(
         progress.report(offset + ms_of_frames(frames), false).await;
         return Ok(file);
     }
-    write(&work.join(format!("scene-{index}.srt")), &subtitles).await?;
+    write(&work.join(format!("scene-{index}.ass")), &subtitles).await?;
     let path_of = |key: &Option<String>| key.as_deref().map(|k| media_dir.join(k));
     let image = path_of(&scene.image_key)
         .ok_or_else(|| TaskError::Permanent(format!("{what} has no picture")))?;
@@ -1093,6 +1150,32 @@ mod tests {
             .flat_map(|c| c.text.split_whitespace())
             .collect();
         assert_eq!(joined, text.split_whitespace().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn ass_text_is_never_markup() {
+        assert_eq!(ass_text("plain words"), "plain words");
+        assert_eq!(ass_text("{\\i1}x"), "\\{\\\u{2060}i1\\}x");
+        assert_eq!(ass_text("a\\Nb"), "a\\\u{2060}Nb");
+        assert_eq!(ass_text("C:\\new"), "C:\\\u{2060}new");
+        assert_eq!(ass_text("line one\nline two"), "line one\\Nline two");
+        assert_eq!(ass_text("50% %{e:1+1} ':"), "50% %\\{e:1+1\\} ':");
+        // What libass sees as a tag or a break never survives the escaping.
+        for awkward in ["{\\b1}", "\\N", "\\n", "\\h", "}{"] {
+            let escaped = ass_text(awkward);
+            assert!(
+                !escaped.contains("\\N") && !escaped.contains("\\n") && !escaped.contains("\\h"),
+                "{escaped}"
+            );
+            assert!(!escaped.replace("\\{", "").contains('{'), "{escaped}");
+        }
+    }
+
+    #[test]
+    fn ass_times_are_centiseconds() {
+        assert_eq!(ass_time(0), "0:00:00.00");
+        assert_eq!(ass_time(61_234), "0:01:01.23");
+        assert_eq!(ass_time(3_600_000), "1:00:00.00");
     }
 
     #[test]

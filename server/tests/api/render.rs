@@ -19,6 +19,7 @@ both_databases!(
     a_corrupt_picture_names_its_scene,
     a_scene_without_words_is_silent_for_its_planned_time,
     a_relative_data_dir_renders,
+    awkward_text_reaches_cards_and_subtitles_as_written,
 );
 
 /// Pause after each scene's narration (the default setting).
@@ -821,4 +822,179 @@ async fn a_relative_data_dir_renders(db: Db) {
     let out = tempfile::tempdir().unwrap();
     let probed = probe(&save_video(&app, id, out.path(), "video.mp4").await);
     assert_eq!(probed["streams"].as_array().unwrap().len(), 2);
+}
+
+/// Strings that ffmpeg's drawtext would expand (`%`, `%{…}`, `\\`) or libass would read as
+/// markup (`{…}` tags, `\\N` breaks), and quoting characters of the filter syntax.
+const AWKWARD: [&str; 10] = [
+    "50%", "%%", "%{pts}", "%{e:1+1}", "\\", "C:\\new", "{\\i1}", "\\N", "'", ":",
+];
+
+/// Bounding box (x0, y0, x1, y1) of the bright pixels (luma > 200) of a picture, or of the
+/// video frame at `at` seconds, within rows `rows` (fractions of the height); None when
+/// nothing is bright there.
+fn ink(path: &std::path::Path, at: Option<f64>, rows: (f64, f64)) -> Option<(u32, u32, u32, u32)> {
+    let mut command = Command::new("ffmpeg");
+    command.args(["-hide_banner", "-loglevel", "error"]);
+    if let Some(at) = at {
+        command.args(["-ss", &format!("{at:.3}")]);
+    }
+    let output = command
+        .arg("-i")
+        .arg(path)
+        .args([
+            "-frames:v",
+            "1",
+            "-f",
+            "image2pipe",
+            "-c:v",
+            "pgm",
+            "-pix_fmt",
+            "gray",
+            "-",
+        ])
+        .output()
+        .expect("ffmpeg runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Binary PGM: "P5\n<w> <h>\n255\n" then one byte a pixel.
+    let data = output.stdout;
+    let mut fields = Vec::new();
+    let mut at_byte = 0;
+    while fields.len() < 4 {
+        while data[at_byte].is_ascii_whitespace() {
+            at_byte += 1;
+        }
+        let start = at_byte;
+        while !data[at_byte].is_ascii_whitespace() {
+            at_byte += 1;
+        }
+        fields.push(String::from_utf8_lossy(&data[start..at_byte]).into_owned());
+    }
+    let (w, h): (u32, u32) = (fields[1].parse().unwrap(), fields[2].parse().unwrap());
+    let pixels = &data[at_byte + 1..];
+    let (top, bottom) = ((rows.0 * h as f64) as u32, (rows.1 * h as f64) as u32);
+    let mut bbox: Option<(u32, u32, u32, u32)> = None;
+    for y in top..bottom {
+        for x in 0..w {
+            if pixels[(y * w + x) as usize] > 200 {
+                bbox = Some(match bbox {
+                    None => (x, y, x, y),
+                    Some((x0, y0, x1, y1)) => (x0.min(x), y0.min(y), x1.max(x), y1.max(y)),
+                });
+            }
+        }
+    }
+    bbox
+}
+
+/// `text` drawn literally (drawtext reading a file, expansion off) in white DejaVu Sans
+/// Bold, the cards' font, at `font_size` px on black: the reference a card's words must
+/// match.
+fn literal_text_width(text: &str, font_size: u32, dir: &std::path::Path) -> u32 {
+    let text_file = dir.join("reference.txt");
+    std::fs::write(&text_file, text).unwrap();
+    let out = dir.join("reference.png");
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "color=c=black:s=1600x400", "-vf"])
+        .arg(format!(
+            "drawtext=fontfile=/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf:textfile={}:expansion=none:fontcolor=white:fontsize={font_size}:x=20:y=100",
+            text_file.display()
+        ))
+        .args(["-frames:v", "1", "-update", "1"])
+        .arg(&out)
+        .status()
+        .expect("ffmpeg runs");
+    assert!(status.success());
+    let (x0, _, x1, _) = ink(&out, None, (0.0, 1.0)).expect("the reference has ink");
+    x1 - x0 + 1
+}
+
+/// Creator text reaches the scene card and the burned-in subtitles exactly as written:
+/// never expanded by drawtext (`50%` used to blank the card, `%{e:…}` to be evaluated)
+/// nor read as libass markup (`{\\i1}` used to vanish, `\\N` to break the line).
+async fn awkward_text_reaches_cards_and_subtitles_as_written(db: Db) {
+    let Some(app) = TestApp::spawn(db).await else {
+        return;
+    };
+    // A still picture and no fades: every frame of a scene shows its words at full light.
+    app.configure_llm_with(|v| {
+        v.video_motion = false;
+        v.video_fade_ms = 0;
+    })
+    .await;
+    // The first scene's words are the reference for the subtitles' line height and width.
+    // Each string stands between two letters, so that a lone thin glyph (`'`) still shows
+    // as ink after the video's compression.
+    let reference = "(Ag) Ag".to_owned();
+    let texts: Vec<String> = std::iter::once(reference)
+        .chain(AWKWARD.iter().map(|awkward| format!("A{awkward}A")))
+        .collect();
+    let content = content(&app, texts.len(), "16:9").await;
+    let id = content["id"].as_i64().unwrap();
+    let scenes: Vec<Value> = content["scenes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(&texts)
+        .map(|(s, text)| json!({ "id": s["id"], "narration": text, "visual_prompt": s["visual_prompt"], "seconds": 4.0 }))
+        .collect();
+    assert_eq!(scenes.len(), texts.len());
+    let (status, edited) = app
+        .put(
+            &format!("/api/contents/{id}"),
+            &json!({ "title": content["title"], "scenes": scenes }),
+        )
+        .await;
+    assert_eq!(status, 200, "{edited}");
+    with_media(&app, &content).await;
+    render(&app, id).await;
+
+    let out = tempfile::tempdir().unwrap();
+    let video = save_video(&app, id, out.path(), "video.mp4").await;
+    let (_, detail) = app.get(&format!("/api/contents/{id}")).await;
+    let narrated = narration_ms(&app, id).await;
+    let mut scene_start = 0.0;
+    let mut measured = Vec::new();
+    for (i, text) in texts.iter().enumerate() {
+        let card = out.path().join(format!("card-{i}.png"));
+        let asset = detail["data"]["scenes"][i]["image_asset_id"]
+            .as_i64()
+            .unwrap();
+        std::fs::write(&card, file_of(&app, &format!("/api/assets/{asset}")).await).unwrap();
+        let (x0, _, x1, _) =
+            ink(&card, None, (0.0, 1.0)).unwrap_or_else(|| panic!("the card of {text:?} is blank"));
+        let card_width = x1 - x0 + 1;
+        // Scene cards are 1280 px wide at 16:9, their words at a width/18 font size.
+        let expected = literal_text_width(text, 1280 / 18, out.path());
+        assert!(
+            card_width.abs_diff(expected) <= 3.max(expected / 20),
+            "the card of {text:?} is {card_width} px wide, the words as written {expected} px"
+        );
+        let speech_ms = narrated[i].unwrap();
+        let middle = scene_start + speech_ms as f64 / 2000.0;
+        let (sx0, sy0, sx1, sy1) = ink(&video, Some(middle), (0.7, 1.0))
+            .unwrap_or_else(|| panic!("no subtitle for {text:?} at {middle:.2} s"));
+        measured.push((text.as_str(), card_width, sx1 - sx0 + 1, sy1 - sy0 + 1));
+        scene_start += scene_length(speech_ms);
+    }
+    let (_, ref_card, ref_width, ref_height) = measured[0];
+    for &(text, card_width, width, height) in &measured[1..] {
+        assert!(
+            f64::from(height) <= 1.25 * f64::from(ref_height),
+            "the subtitle of {text:?} is {height} px tall (one line: {ref_height} px)"
+        );
+        {
+            // libass and drawtext draw the same font: widths keep their proportions.
+            let subtitle = f64::from(width) / f64::from(ref_width);
+            let card = f64::from(card_width) / f64::from(ref_card);
+            assert!(
+                (subtitle / card - 1.0).abs() <= 0.25,
+                "the subtitle of {text:?} is {subtitle:.2}× the reference's width, its card {card:.2}×"
+            );
+        }
+    }
 }
