@@ -14,8 +14,9 @@ use crate::ssr::auth::{current_user, require_admin, require_user, respond, sessi
 use crate::ssr::{contents, jobs, script, settings, state::app_state, status, tokens, users};
 
 #[cfg(feature = "ssr")]
-fn caller_ip() -> Option<std::net::IpAddr> {
-    use_context::<axum::http::request::Parts>().and_then(|p| crate::ssr::auth::client_ip(&p))
+fn caller_ip(state: &crate::ssr::state::AppState) -> Option<std::net::IpAddr> {
+    use_context::<axum::http::request::Parts>()
+        .and_then(|p| crate::ssr::auth::client_ip(&p, state.client_ip_header.as_ref()))
 }
 
 #[server(prefix = "/_sfn", input = Json)]
@@ -35,10 +36,11 @@ pub async fn me() -> Result<Option<UserView>, AppError> {
 pub async fn setup_admin(req: SignInRequest) -> Result<UserView, AppError> {
     respond(
         async {
+            let state = app_state()?;
             users::setup_first_admin(
-                &app_state()?,
+                &state,
                 &session().await?,
-                caller_ip(),
+                caller_ip(&state),
                 req.email,
                 req.password,
             )
@@ -52,8 +54,9 @@ pub async fn setup_admin(req: SignInRequest) -> Result<UserView, AppError> {
 pub async fn sign_in(req: SignInRequest) -> Result<UserView, AppError> {
     respond(
         async {
-            let ip = caller_ip();
-            users::sign_in(&app_state()?, &session().await?, ip, req).await
+            let state = app_state()?;
+            let ip = caller_ip(&state);
+            users::sign_in(&state, &session().await?, ip, req).await
         }
         .await,
     )

@@ -33,6 +33,9 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `CREVID_PUBLIC_URL`: where users reach the app (https:// turns on Secure cookies).
     pub public_url: Option<url::Url>,
+    /// `CREVID_CLIENT_IP_HEADER`: a header set by a trusted reverse proxy (such as
+    /// `X-Forwarded-For`) whose last address is the client's; none (the peer) by default.
+    pub client_ip_header: Option<axum::http::HeaderName>,
     /// `CREVID_RATE_WINDOW_SECS`: the window every rate limit counts in (default 60).
     pub rate_window_secs: u64,
     /// `CREVID_EMBEDDED_WORKERS`: run background tasks in this process (default true).
@@ -59,6 +62,7 @@ impl std::fmt::Debug for Config {
             .field("secret_key", &self.secret_key.as_ref().map(|_| "(set)"))
             .field("production", &self.production)
             .field("public_url", &self.public_url.as_ref().map(|u| u.as_str()))
+            .field("client_ip_header", &self.client_ip_header)
             .field("rate_window_secs", &self.rate_window_secs)
             .field("task_lease_ms", &self.task_lease_ms)
             .field("retry_base_ms", &self.retry_base_ms)
@@ -172,6 +176,15 @@ impl Config {
                     })
             })
             .transpose()?;
+        let client_ip_header = env("CREVID_CLIENT_IP_HEADER")
+            .map(|name| {
+                axum::http::HeaderName::try_from(name.trim()).map_err(|_| {
+                    ConfigError(format!(
+                        "CREVID_CLIENT_IP_HEADER must be a header name, like X-Forwarded-For (got {name:?})"
+                    ))
+                })
+            })
+            .transpose()?;
         let rate_window_secs = env("CREVID_RATE_WINDOW_SECS")
             .map(|v| {
                 v.parse::<u64>().ok().filter(|s| *s >= 1).ok_or_else(|| {
@@ -270,6 +283,7 @@ impl Config {
             task_lease_ms,
             retry_base_ms,
             public_url,
+            client_ip_header,
             rate_window_secs,
             site_addr,
             site_root,
@@ -343,6 +357,10 @@ mod tests {
     fn bad_values_name_their_variable() {
         let e = load(&[("DATABASE_URL", "mysql://h/db")]).unwrap_err().0;
         assert!(e.contains("DATABASE_URL"), "{e}");
+        let e = load(&[("CREVID_CLIENT_IP_HEADER", "not a header")])
+            .unwrap_err()
+            .0;
+        assert!(e.contains("CREVID_CLIENT_IP_HEADER"), "{e}");
         let e = load(&[("LEPTOS_SITE_ADDR", "nope")]).unwrap_err().0;
         assert!(e.contains("LEPTOS_SITE_ADDR"), "{e}");
         let e = load(&[("CREVID_CONFIG", "/nonexistent/crevid.toml")])

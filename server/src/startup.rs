@@ -83,6 +83,7 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         data_dir: Arc::new(config.data_dir.clone()),
         limits: Arc::new(Limits::new(Duration::from_secs(config.rate_window_secs))),
         setup_done: Arc::default(),
+        client_ip_header: config.client_ip_header.clone(),
         public_origin: config
             .public_url
             .as_ref()

@@ -336,13 +336,46 @@ pub fn require_admin() -> Result<CurrentUser, AppError> {
     }
 }
 
-/// The peer address (the app is served with connect info). Behind a reverse proxy this is
-/// the proxy; see the README.
-pub fn client_ip(parts: &Parts) -> Option<IpAddr> {
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
+/// The client's address, for throttling: the last address in `header` when one is
+/// configured and present (a trusted reverse proxy appends the address it saw; entries
+/// before it are whatever the client claimed), else the peer (the app is served with
+/// connect info). Entries may be `ip`, `ip:port`, `[v6]:port` or RFC 7239's `for=…`.
+pub fn client_ip(parts: &Parts, header: Option<&axum::http::HeaderName>) -> Option<IpAddr> {
+    let forwarded = header.and_then(|name| {
+        parts
+            .headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(parse_forwarded)
+            .last()
+    });
+    forwarded.or_else(|| {
+        parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+    })
+}
+
+fn parse_forwarded(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    let entry = entry
+        .split(';')
+        .find_map(|part| part.trim().strip_prefix("for="))
+        .unwrap_or(entry)
+        .trim_matches('"');
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| {
+            entry
+                .strip_prefix('[')
+                .and_then(|e| e.strip_suffix(']'))
+                .and_then(|e| e.parse().ok())
+        })
 }
 
 /// The session of the current server-function request.

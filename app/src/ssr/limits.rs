@@ -2,10 +2,10 @@
 //! rate per window as a burst and refills evenly; limits live in this process, so with
 //! several server processes each enforces its own share.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 
@@ -18,14 +18,17 @@ type Keyed = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>;
 pub enum Bucket {
     Generate,
     Jobs,
-    SignInAccount,
     SignInIp,
 }
 
 pub struct Limits {
     window: Duration,
+    /// Failed sign-ins allowed per account and client address in a window.
     pub sign_in_per_account: u32,
     pub sign_in_per_ip: u32,
+    /// Failed sign-ins per `account|address`; only failures count, so nobody can lock an
+    /// account they do not know the password of, for anyone but themselves.
+    pub sign_in_failures: FailureLog,
     /// One limiter per bucket, rebuilt when its configured rate changes.
     buckets: Mutex<HashMap<Bucket, (u32, Arc<Keyed>)>>,
 }
@@ -45,6 +48,7 @@ impl Limits {
             window,
             sign_in_per_account: 5,
             sign_in_per_ip: 30,
+            sign_in_failures: FailureLog::new(window),
             buckets: Mutex::new(HashMap::new()),
         }
     }
@@ -84,5 +88,88 @@ impl Limits {
             let wait = not_until.wait_time_from(limiter.clock().now());
             wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
         })
+    }
+}
+
+/// Failures per key over the last window (a sliding log). A key with `max` failures in the
+/// window is refused until the oldest of them leaves it. Unlike a token bucket, a check
+/// spends nothing: only `record` counts.
+pub struct FailureLog {
+    window: Duration,
+    entries: Mutex<HashMap<String, VecDeque<Instant>>>,
+}
+
+impl FailureLog {
+    pub fn new(window: Duration) -> Self {
+        Self {
+            window,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Ok, or the whole seconds until the key may try again.
+    pub fn check(&self, key: &str, max: u32) -> Result<(), u64> {
+        let Ok(mut entries) = self.entries.lock() else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let Some(log) = entries.get_mut(key) else {
+            return Ok(());
+        };
+        log.retain(|at| now.duration_since(*at) < self.window);
+        if max == 0 || log.len() < max as usize {
+            return Ok(());
+        }
+        let free_at = log[log.len() - max as usize] + self.window;
+        let wait = free_at.saturating_duration_since(now);
+        Err(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+    }
+
+    pub fn record(&self, key: &str) {
+        let Ok(mut entries) = self.entries.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        // Forget keys whose failures have all left the window, so the map stays small.
+        if entries.len() > 10_000 {
+            entries.retain(|_, log| {
+                log.back()
+                    .is_some_and(|at| now.duration_since(*at) < self.window)
+            });
+        }
+        let log = entries.entry(key.to_owned()).or_default();
+        log.push_back(now);
+        // More than a few windows' worth is never needed to answer `check`.
+        while log.len() > 1_000 {
+            log.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_recorded_failures_count() {
+        let log = FailureLog::new(Duration::from_secs(60));
+        for _ in 0..100 {
+            assert!(log.check("a", 3).is_ok(), "checking spends nothing");
+        }
+        log.record("a");
+        log.record("a");
+        assert!(log.check("a", 3).is_ok());
+        log.record("a");
+        let wait = log.check("a", 3).unwrap_err();
+        assert!((59..=60).contains(&wait), "{wait}");
+        assert!(log.check("b", 3).is_ok(), "other keys are not affected");
+    }
+
+    #[test]
+    fn failures_leave_the_window() {
+        let log = FailureLog::new(Duration::from_millis(1));
+        log.record("a");
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(log.check("a", 1).is_ok());
     }
 }

@@ -27,6 +27,9 @@ pub struct AppState {
     /// `CREVID_PUBLIC_URL`'s origin (`https://crevid.example.com`), accepted by the CSRF
     /// check besides the request's own Host.
     pub public_origin: Option<Arc<str>>,
+    /// A header set by a trusted reverse proxy whose last address is the client's
+    /// (`CREVID_CLIENT_IP_HEADER`); without it the peer address is the client's.
+    pub client_ip_header: Option<axum::http::HeaderName>,
     /// Announces any change in the queue: new, finished or newly due tasks.
     pub work: Arc<tokio::sync::Notify>,
     /// The embedded workers' wake-ups, one per task kind.

@@ -238,14 +238,16 @@ pub async fn sign_in(
         .take(limits::EMAIL_MAX_CHARS)
         .collect();
     throttle_address(state, ip)?;
-    state
-        .limits
-        .check(
-            Bucket::SignInAccount,
-            &email,
-            state.limits.sign_in_per_account,
-        )
-        .map_err(|secs| AppError::rate_limited("sign-in attempts for this account", secs))?;
+    // Keyed by account and address: failures from one address never lock the account for
+    // its owner elsewhere.
+    let failures_key = match ip {
+        Some(ip) => format!("{email}|{ip}"),
+        None => email.clone(),
+    };
+    let failures = &state.limits.sign_in_failures;
+    failures
+        .check(&failures_key, state.limits.sign_in_per_account)
+        .map_err(|secs| AppError::rate_limited("failed sign-ins for this account", secs))?;
     let row: Option<(i64, String, Option<i64>)> =
         sqlx::query_as("SELECT id, password_hash, disabled_at FROM users WHERE email = $1")
             .bind(&email)
@@ -263,10 +265,13 @@ pub async fn sign_in(
             get(state, id).await
         }
         // One answer for a wrong e-mail, a wrong password and a disabled account.
-        _ => Err(AppError::new(
-            ErrorCode::Unauthorized,
-            "Wrong e-mail or password.",
-        )),
+        _ => {
+            failures.record(&failures_key);
+            Err(AppError::new(
+                ErrorCode::Unauthorized,
+                "Wrong e-mail or password.",
+            ))
+        }
     }
 }
 

@@ -15,6 +15,8 @@ both_databases!(
     tokens_are_shown_once_and_revocable,
     generation_is_rate_limited_and_recovers,
     sign_in_is_throttled_per_account_and_recovers,
+    wrong_passwords_from_one_address_do_not_lock_out_the_owner,
+    behind_a_trusted_proxy_its_header_names_the_client,
     secrets_never_leave_the_server,
 );
 
@@ -663,4 +665,79 @@ async fn the_server_log_holds_no_secret() {
         "the server log holds the secret"
     );
     assert!(!log.contains(PASSWORD), "the server log holds a password");
+}
+
+/// A client whose connections come from `ip` (any 127.x address is this machine).
+fn client_from(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
+}
+
+async fn sign_in_from(
+    app: &TestApp,
+    client: &reqwest::Client,
+    forwarded_for: Option<&str>,
+    password: &str,
+) -> u16 {
+    let mut request = client
+        .post(app.url("/api/auth/sign-in"))
+        .header("origin", &app.base)
+        .json(&json!({ "email": "b@example.com", "password": password }));
+    if let Some(forwarded_for) = forwarded_for {
+        request = request.header("x-forwarded-for", forwarded_for);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+/// Only failures count, per account and address: 20 wrong passwords from one address hold
+/// that address back (even with the right password) but never the owner elsewhere. A
+/// forwarding header the admin did not configure is ignored, so rotating it helps nobody.
+async fn wrong_passwords_from_one_address_do_not_lock_out_the_owner(db: Db) {
+    let Some(app) = TestApp::spawn_with_window(db, 60).await else {
+        return;
+    };
+    let (attacker, owner) = (client_from("127.0.0.2"), client_from("127.0.0.3"));
+    let mut statuses = Vec::new();
+    for i in 0..20 {
+        let spoofed = format!("198.51.100.{i}");
+        statuses.push(sign_in_from(&app, &attacker, Some(&spoofed), "wrong password").await);
+    }
+    assert!(statuses[..5].iter().all(|s| *s == 401), "{statuses:?}");
+    assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
+    assert_eq!(
+        sign_in_from(&app, &attacker, None, PASSWORD).await,
+        429,
+        "the guessing address waits, whatever it sends"
+    );
+    assert_eq!(sign_in_from(&app, &owner, None, PASSWORD).await, 200);
+}
+
+/// With `CREVID_CLIENT_IP_HEADER` set, every request comes from the proxy's address and the
+/// header's last entry (what the proxy saw) is the client.
+async fn behind_a_trusted_proxy_its_header_names_the_client(db: Db) {
+    let Some(app) = TestApp::spawn_configured(db, |c| {
+        c.rate_window_secs = 60;
+        c.client_ip_header = Some(reqwest::header::HeaderName::from_static("x-forwarded-for"));
+    })
+    .await
+    else {
+        return;
+    };
+    let proxy = client_from("127.0.0.4");
+    for _ in 0..20 {
+        // The client may prepend anything; the proxy appends the address it saw.
+        let status = sign_in_from(&app, &proxy, Some("203.0.113.1, 192.0.2.66"), "wrong").await;
+        assert!(status == 401 || status == 429, "{status}");
+    }
+    assert_eq!(
+        sign_in_from(&app, &proxy, Some("203.0.113.1, 192.0.2.66"), PASSWORD).await,
+        429
+    );
+    assert_eq!(
+        sign_in_from(&app, &proxy, Some("192.0.2.77"), PASSWORD).await,
+        200,
+        "the owner, behind the same proxy, signs in"
+    );
 }
