@@ -67,6 +67,38 @@ fn wrap(text: &str, width: usize) -> String {
     lines.join("\n")
 }
 
+/// The ffmpeg demuxer for a stored media file, from its extension (which CREVID chose when
+/// it stored the file); None for anything else. Every file that came from outside (an
+/// upload, a provider's answer) is opened with its format forced: ffmpeg's auto-detection
+/// would read an HLS playlist or a concat list sent as "audio" and open the files it names.
+pub fn demuxer_for(path: &Path) -> Option<&'static str> {
+    let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+    Some(match ext.as_str() {
+        "png" => "png_pipe",
+        "jpg" | "jpeg" => "jpeg_pipe",
+        "webp" => "webp_pipe",
+        "wav" => "wav",
+        "mp3" => "mp3",
+        "ogg" => "ogg",
+        "flac" => "flac",
+        "aac" => "aac",
+        "m4a" | "mp4" => "mov",
+        _ => return None,
+    })
+}
+
+/// Adds `path` as an input of `command` with its demuxer forced (`demuxer_for`) and only
+/// the `file` protocol allowed, so that no input can make ffmpeg open another file or a
+/// URL. An unknown extension is an error naming `what`.
+pub fn add_input(command: &mut Command, path: &Path, what: &str) -> Result<(), TaskError> {
+    let demuxer = demuxer_for(path)
+        .ok_or_else(|| TaskError::Permanent(format!("{what} is not in a format CREVID reads")))?;
+    command
+        .args(["-protocol_whitelist", "file", "-f", demuxer, "-i"])
+        .arg(path);
+    Ok(())
+}
+
 pub(crate) async fn run_tool(
     mut command: Command,
     stdin: Option<&str>,
@@ -395,17 +427,22 @@ struct Probed {
 /// Measures a file whose header we do not parse ourselves (JPEG, WebP, MP3, ...).
 async fn probe(path: &Path) -> Result<Probed, TaskError> {
     let mut ffprobe = Command::new("ffprobe");
-    ffprobe
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=width,height:format=duration",
-            "-of",
-            "default=noprint_wrappers=1",
-        ])
-        .arg(path)
-        .kill_on_drop(true);
+    ffprobe.args([
+        "-v",
+        "error",
+        "-show_entries",
+        "stream=width,height:format=duration",
+        "-of",
+        "default=noprint_wrappers=1",
+        "-protocol_whitelist",
+        "file",
+    ]);
+    // Like ffmpeg's inputs (`add_input`): never auto-detected, so a playlist posing as a
+    // picture or a sound cannot make ffprobe open the files it names.
+    if let Some(demuxer) = demuxer_for(path) {
+        ffprobe.args(["-f", demuxer]);
+    }
+    ffprobe.arg(path).kill_on_drop(true);
     let output = tokio::time::timeout(TOOL_TIMEOUT, ffprobe.output())
         .await
         .map_err(|_| transient("ffprobe took too long".into()))?
@@ -484,8 +521,10 @@ pub async fn asset_file(
     .ok_or_else(|| crate::error::AppError::not_found("asset"))
 }
 
-/// Stores an uploaded music file as the content's background music (replacing any before),
-/// once ffprobe has found sound in it.
+/// Stores an uploaded music file as the content's background music (replacing any before).
+/// The upload is read once with the demuxer its `Content-Type` names (never
+/// auto-detected, only local file access) and re-encoded to AAC in MP4 (`.m4a`), so what
+/// is stored, and later mixed into videos, is always a plain audio file of ours.
 pub async fn save_music(
     state: &AppState,
     user: &super::auth::CurrentUser,
@@ -500,12 +539,13 @@ pub async fn save_music(
         Some("audio/wav" | "audio/x-wav" | "audio/wave") => "wav",
         Some("audio/ogg" | "audio/opus") => "ogg",
         Some("audio/flac" | "audio/x-flac") => "flac",
-        Some("audio/aac" | "audio/mp4" | "audio/x-m4a") => "m4a",
+        Some("audio/aac") => "aac",
+        Some("audio/mp4" | "audio/x-m4a") => "m4a",
         other => {
             return Err(AppError::new(
                 ErrorCode::UnsupportedMediaType,
                 format!(
-                    "Send the music as audio/mpeg, audio/wav, audio/ogg, audio/flac or audio/mp4 (got {})",
+                    "Send the music as audio/mpeg, audio/wav, audio/ogg, audio/flac, audio/aac or audio/mp4 (got {})",
                     other.unwrap_or("no Content-Type")
                 ),
             ))
@@ -514,26 +554,50 @@ pub async fn save_music(
     if bytes.is_empty() {
         return Err(AppError::validation("body", "the music file is empty"));
     }
-    let key = format!("content-{content_id}/music-{}.{ext}", now_ms());
+    let stamp = now_ms();
+    let key = format!("content-{content_id}/music-{stamp}.m4a");
     let path = prepare(state, &key)
         .await
         .map_err(|e| AppError::new(ErrorCode::Internal, e.message().to_owned()))?;
-    tokio::fs::write(&path, bytes)
+    let upload = path.with_file_name(format!("upload-{stamp}.{ext}"));
+    tokio::fs::write(&upload, bytes)
         .await
         .map_err(|e| super::error::internal("saving music", e))?;
-    let duration_ms = match probe(&path).await {
-        Ok(Probed {
-            duration_ms: Some(ms),
-            ..
-        }) if ms > 0 => ms,
-        _ => {
-            let _ = tokio::fs::remove_file(&path).await;
-            return Err(AppError::validation(
-                "body",
-                "this file is not audio ffmpeg can read",
-            ));
+    let mut ffmpeg = Command::new("ffmpeg");
+    ffmpeg.args(["-hide_banner", "-loglevel", "error", "-y"]);
+    let converted = match add_input(&mut ffmpeg, &upload, "the music") {
+        Ok(()) => {
+            ffmpeg
+                .args([
+                    "-map", "0:a:0", "-vn", "-c:a", "aac", "-b:a", "192k", "-f", "mp4",
+                ])
+                .arg(&path);
+            run_tool(ffmpeg, None, "ffmpeg").await
         }
+        Err(e) => Err(e),
     };
+    let _ = tokio::fs::remove_file(&upload).await;
+    let duration_ms = match converted {
+        Ok(()) => match probe(&path).await {
+            Ok(Probed {
+                duration_ms: Some(ms),
+                ..
+            }) if ms > 0 => Some(ms),
+            _ => None,
+        },
+        Err(_) => None,
+    };
+    let Some(duration_ms) = duration_ms else {
+        let _ = tokio::fs::remove_file(&path).await;
+        return Err(AppError::validation(
+            "body",
+            format!("this file is not {ext} audio that ffmpeg can read"),
+        ));
+    };
+    let stored_bytes = tokio::fs::metadata(&path)
+        .await
+        .map(|m| m.len() as i64)
+        .map_err(|e| super::error::internal("measuring music", e))?;
     let mut tx = state.pool().begin().await.db("starting a transaction")?;
     let asset_id: i64 = sqlx::query_scalar(
         "INSERT INTO assets (content_id, kind, storage_key, mime_type, bytes, duration_ms, provider, created_at) \
@@ -541,8 +605,8 @@ pub async fn save_music(
     )
     .bind(content_id)
     .bind(&key)
-    .bind(content_type.unwrap_or_default())
-    .bind(bytes.len() as i64)
+    .bind("audio/mp4")
+    .bind(stored_bytes)
     .bind(duration_ms)
     .bind(now_ms())
     .fetch_one(&mut *tx)

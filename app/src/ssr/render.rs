@@ -457,7 +457,7 @@ fn segment_command(
     segment: Segment<'_>,
     (w, h): (u32, u32),
     settings: &SettingsValues,
-) -> Command {
+) -> Result<Command, TaskError> {
     let Segment {
         image,
         audio,
@@ -490,10 +490,15 @@ fn segment_command(
         video.push_str(&format!(",subtitles=filename=scene-{index}.ass"));
     }
     let mut command = ffmpeg_in(dir);
-    command.arg("-i").arg(image);
+    let scene = index + 1;
+    super::media::add_input(&mut command, image, &format!("scene {scene}'s picture"))?;
     match audio {
-        Some(audio) => command.arg("-i").arg(audio),
-        None => command.args(["-f", "lavfi", "-i", "anullsrc=r=48000:cl=stereo"]),
+        Some(audio) => {
+            super::media::add_input(&mut command, audio, &format!("scene {scene}'s narration"))?
+        }
+        None => {
+            command.args(["-f", "lavfi", "-i", "anullsrc=r=48000:cl=stereo"]);
+        }
     };
     command
         .args([
@@ -522,7 +527,7 @@ fn segment_command(
         ])
         .args(["-f", "mp4"])
         .arg(out);
-    command
+    Ok(command)
 }
 
 /// ffmpeg working in `dir`, quiet but for errors, with its progress on stdout.
@@ -763,7 +768,9 @@ async fn render_in(
         // The pictures are copied; only the sound is mixed again: the music looped or cut
         // to the video's length, at the set level, and pressed down while someone speaks.
         Some(music) => {
-            join.args(["-stream_loop", "-1", "-i"]).arg(music).args([
+            join.args(["-stream_loop", "-1"]);
+            super::media::add_input(&mut join, music, "the background music")?;
+            join.args([
                 "-filter_complex",
                 &format!(
                     "[0:a]asplit=2[voice][key];[1:a]aresample=48000,aformat=channel_layouts=stereo,volume={:.2}[bed];\
@@ -859,7 +866,7 @@ async fn ensure_segment(
         subtitles: settings.video_subtitles && !local.is_empty(),
         out: &partial,
     };
-    let command = segment_command(work, segment, size, settings);
+    let command = segment_command(work, segment, size, settings)?;
     tracing::debug!(
         scene = index + 1,
         ahead = progress.job_id.is_none(),

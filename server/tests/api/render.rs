@@ -20,6 +20,7 @@ both_databases!(
     a_scene_without_words_is_silent_for_its_planned_time,
     a_relative_data_dir_renders,
     awkward_text_reaches_cards_and_subtitles_as_written,
+    a_playlist_posing_as_music_never_reaches_other_files,
 );
 
 /// Pause after each scene's narration (the default setting).
@@ -997,4 +998,52 @@ async fn awkward_text_reaches_cards_and_subtitles_as_written(db: Db) {
             );
         }
     }
+}
+
+/// An HLS playlist sent as "music" (audio/mpeg) naming another content's video by a
+/// relative path: ffmpeg's auto-detection used to accept it (and mix the other content's
+/// sound into this one's video). Uploads are read with the demuxer their type names and
+/// re-encoded, so it is refused and nothing of it stays.
+async fn a_playlist_posing_as_music_never_reaches_other_files(db: Db) {
+    let Some(app) = TestApp::spawn(db).await else {
+        return;
+    };
+    let victim = content(&app, 1, "1:1").await;
+    with_media(&app, &victim).await;
+    render(&app, victim["id"].as_i64().unwrap()).await;
+    let attacker = content(&app, 1, "1:1").await;
+    let id = attacker["id"].as_i64().unwrap();
+    let (victim_video,): (String,) = sqlx::query_as(
+        "SELECT a.storage_key FROM contents c JOIN assets a ON a.id = c.video_asset_id WHERE c.id = $1",
+    )
+    .bind(victim["id"].as_i64().unwrap())
+    .fetch_one(app.state.pool())
+    .await
+    .unwrap();
+    let playlist = format!(
+        "#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n../{victim_video}\n#EXT-X-ENDLIST\n"
+    );
+    let request = app
+        .client
+        .put(app.url(&format!("/api/contents/{id}/music")))
+        .header("content-type", "audio/mpeg")
+        .body(playlist);
+    let (status, _, refused) = app.send(request).await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(refused["error"]["field"], "body", "{refused}");
+    let (_, after) = app.get(&format!("/api/contents/{id}")).await;
+    assert!(after["data"]["music_asset_id"].is_null(), "{after}");
+    let dir = app.state.data_dir.join(format!("media/content-{id}"));
+    let left: Vec<String> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        left.iter()
+            .all(|n| !n.starts_with("music-") && !n.starts_with("upload-")),
+        "{left:?}"
+    );
 }
