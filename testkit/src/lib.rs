@@ -177,6 +177,8 @@ struct Settings {
     image_latency: Duration,
     speech_latency: Duration,
     faults: Faults,
+    /// Answers every speech request with these bytes instead of a WAV of the input.
+    speech_body: Option<Bytes>,
 }
 
 #[derive(Debug, Default)]
@@ -349,6 +351,12 @@ impl FakeOpenAi {
     /// Delay before each speech answer, whatever the answer is.
     pub fn set_speech_latency(&self, latency: Duration) {
         lock(&self.inner.settings).speech_latency = latency;
+    }
+
+    /// Answers every later speech request with `body` (as `audio/wav`) instead of a WAV
+    /// of its input: a bogus header, an empty body. `None` goes back to real WAVs.
+    pub fn set_speech_body(&self, body: Option<Vec<u8>>) {
+        lock(&self.inner.settings).speech_body = body.map(Bytes::from);
     }
 
     /// Replaces the faults of image and speech requests and restarts their draws.
@@ -974,10 +982,15 @@ async fn speech_answer(
     let model = request.model.as_deref().unwrap_or("tts-1");
     inject_faults(inner, Endpoint::Speech, &settings.faults, &input, model).await?;
 
-    let duration = speech_duration(&input, speed);
-    let wav = tokio::task::spawn_blocking(move || tone_wav(duration))
-        .await
-        .map_err(|_| server_error())?;
+    let wav = match settings.speech_body {
+        Some(body) => body.to_vec(),
+        None => {
+            let duration = speech_duration(&input, speed);
+            tokio::task::spawn_blocking(move || tone_wav(duration))
+                .await
+                .map_err(|_| server_error())?
+        }
+    };
     lock(&inner.counters(Endpoint::Speech).answered).push(input);
     Ok(([(header::CONTENT_TYPE, "audio/wav")], wav).into_response())
 }

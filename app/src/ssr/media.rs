@@ -22,6 +22,11 @@ const PALETTE: [&str; 6] = [
     "0x3b2f8f", "0x0f5c6e", "0x7a2e4d", "0x2f6b3b", "0x8a4b12", "0x24324f",
 ];
 const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Less than this of provider speech is a header without sound (ms).
+const MIN_NARRATION_MS: i64 = 50;
+/// A scene's narration is at most 2 000 characters; even read at a quarter of normal
+/// speed that is well under 30 minutes (ms).
+const MAX_NARRATION_MS: i64 = 30 * 60_000;
 
 pub fn media_dir(state: &AppState) -> PathBuf {
     state.data_dir.join("media")
@@ -350,28 +355,67 @@ pub async fn scene_audio(state: &AppState, task: &ClaimedTask) -> Result<Output,
     if settings.tts_provider == "openai" {
         let bytes =
             providers::speech(state, &settings, &api_key, &scene.narration, &scene.voice).await?;
-        // Asked for WAV; a server that ignores the format still gets measured, by ffprobe.
-        let (ext, mime) = if bytes.starts_with(b"RIFF") {
-            ("wav", "audio/wav")
+        if bytes.is_empty() {
+            return Err(transient(
+                "the speech provider answered with no audio".into(),
+            ));
+        }
+        // Asked for WAV; a server that ignores the format is recognised by its content.
+        let ext = if bytes.starts_with(b"RIFF") {
+            "wav"
         } else if bytes.starts_with(b"OggS") {
-            ("ogg", "audio/ogg")
+            "ogg"
         } else if bytes.starts_with(b"fLaC") {
-            ("flac", "audio/flac")
+            "flac"
         } else {
-            ("mp3", "audio/mpeg")
+            "mp3"
         };
-        let key = output_key(task, ext);
+        let key = output_key(task, "wav");
         let path = prepare(state, &key).await?;
-        tokio::fs::write(&path, &bytes)
+        let answer = path.with_extension(format!("provider.{ext}"));
+        tokio::fs::write(&answer, &bytes)
             .await
             .map_err(|e| transient(format!("saving the narration: {e}")))?;
-        let duration = match wav_duration_ms(&bytes) {
-            Some(ms) => Some(ms),
-            None => probe(&path).await?.duration_ms,
+        // Decoded and written again as PCM WAV: what is stored, and every duration read
+        // from it, comes from the samples, never from the provider's header (a bogus byte
+        // rate once made a 1 s answer "last" 13 hours).
+        let mut ffmpeg = Command::new("ffmpeg");
+        ffmpeg.args(["-hide_banner", "-loglevel", "error", "-y"]);
+        add_input(&mut ffmpeg, &answer, "the provider's audio")?;
+        ffmpeg
+            .args(["-map", "0:a:0", "-vn", "-c:a", "pcm_s16le", "-f", "wav"])
+            .arg(&path);
+        let converted = run_tool(ffmpeg, None, "ffmpeg").await;
+        let _ = tokio::fs::remove_file(&answer).await;
+        if converted.is_err() {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(TaskError::Permanent(
+                "the speech provider's answer is not audio ffmpeg can read".into(),
+            ));
         }
-        .ok_or_else(|| {
-            TaskError::Permanent("the provider's audio has no measurable duration".into())
-        })?;
+        let clean = tokio::fs::read(&path)
+            .await
+            .map_err(|e| transient(format!("reading the narration: {e}")))?;
+        let duration = match wav_duration_ms(&clean) {
+            // Shorter than a spoken syllable: a header without sound. Servers do this
+            // under load; asking again usually gets the audio.
+            Some(ms) if ms >= MIN_NARRATION_MS => ms,
+            _ => {
+                let _ = tokio::fs::remove_file(&path).await;
+                return Err(transient(
+                    "the speech provider answered with no audio".into(),
+                ));
+            }
+        };
+        if duration > MAX_NARRATION_MS {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(TaskError::Permanent(format!(
+                "the speech provider's audio lasts {} min, longer than any narration ({} min at most)",
+                duration / 60_000,
+                MAX_NARRATION_MS / 60_000
+            )));
+        }
+        let mime = "audio/wav";
         return into_output(Made {
             kind: "audio",
             key,

@@ -24,6 +24,7 @@ both_databases!(
     batches_cover_several_contents,
     cancel_stops_tasks_waiting_to_retry,
     deleting_a_scene_recounts_its_jobs,
+    speech_answers_are_measured_from_their_samples,
 );
 
 fn tasks(detail: &Value) -> &Vec<Value> {
@@ -467,4 +468,56 @@ async fn deleting_a_scene_recounts_its_jobs(db: Db) {
     let (_, detail) = app.get(&format!("/api/jobs/{job}")).await;
     assert_eq!(detail["data"]["job"]["status"], "completed", "{detail}");
     assert_eq!(detail["data"]["job"]["total_tasks"], 2);
+}
+
+/// A provider's WAV header is never trusted: a one-second answer whose header claims one
+/// byte a second (13 hours by the header) is stored as one second, and an empty answer or
+/// a header without samples is a transient fault, retried, then failed saying so.
+async fn speech_answers_are_measured_from_their_samples(db: Db) {
+    let Some(app) = TestApp::spawn(db).await else {
+        return;
+    };
+    use_provider(&app, |_| {}).await;
+    app.start_workers();
+    let mut bogus = testkit::tone_wav(Duration::from_secs(1));
+    let fmt = bogus.windows(4).position(|w| w == b"fmt ").unwrap();
+    bogus[fmt + 16..fmt + 20].copy_from_slice(&1u32.to_le_bytes());
+    let data = bogus.windows(4).position(|w| w == b"data").unwrap();
+    let mut header_only = bogus[..data + 8].to_vec();
+    header_only[data + 4..data + 8].copy_from_slice(&0u32.to_le_bytes());
+
+    let content = content_with_scenes(&app, &twenty_sentences(), 2).await;
+    app.fake.set_speech_body(Some(bogus));
+    let job = start(&app, "/api/tts/generate", &content).await;
+    let detail = app.wait_for_job(job).await;
+    assert_eq!(detail["job"]["status"], "completed", "{detail}");
+    let durations: Vec<Option<i64>> = sqlx::query_scalar(
+        "SELECT a.duration_ms FROM scenes s JOIN assets a ON a.id = s.audio_asset_id \
+         WHERE s.content_id = $1 ORDER BY s.position",
+    )
+    .bind(content["id"].as_i64().unwrap())
+    .fetch_all(app.state.pool())
+    .await
+    .unwrap();
+    assert_eq!(durations.len(), 2);
+    for ms in durations {
+        assert!(ms.is_some_and(|ms| (990..=1010).contains(&ms)), "{ms:?}");
+    }
+
+    for body in [Vec::new(), header_only] {
+        let content = content_with_scenes(&app, &twenty_sentences(), 1).await;
+        app.fake.set_speech_body(Some(body));
+        let job = start(&app, "/api/tts/generate", &content).await;
+        let detail = app.wait_for_job(job).await;
+        assert_eq!(detail["job"]["status"], "failed", "{detail}");
+        let task = &tasks(&detail)[0];
+        assert_eq!(task["attempt"], task["max_attempts"], "retried: {task}");
+        assert!(
+            task["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("no audio")),
+            "{task}"
+        );
+        assert!(content["scenes"][0]["audio_asset_id"].is_null());
+    }
 }
