@@ -581,7 +581,12 @@ pub struct TaskView {
     pub status: String,
     pub attempt: i64,
     pub max_attempts: i64,
+    /// What the creator is told when the task failed: a plain message.
     pub last_error: Option<String>,
+    /// For admins only (absent otherwise): the failure's detail, such as a tool's own
+    /// words or the database's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_detail: Option<String>,
     pub output_asset_id: Option<i64>,
 }
 

@@ -45,6 +45,10 @@ pub struct Config {
     pub task_lease_ms: u64,
     /// The first retry's delay; later ones double it (with jitter), up to 5 minutes.
     pub retry_base_ms: u64,
+    /// `CREVID_SHUTDOWN_GRACE_SECS`: on SIGTERM, how long running tasks may finish before
+    /// they are stopped and queued again without spending an attempt (default 8 s, under
+    /// Docker's 10 s before SIGKILL).
+    pub shutdown_grace_secs: u64,
     /// `QSTASH_TOKEN` and the rest: tasks go through QStash instead of the embedded workers.
     pub qstash: Option<app::ssr::qstash::QStashConfig>,
 }
@@ -66,6 +70,7 @@ impl std::fmt::Debug for Config {
             .field("rate_window_secs", &self.rate_window_secs)
             .field("task_lease_ms", &self.task_lease_ms)
             .field("retry_base_ms", &self.retry_base_ms)
+            .field("shutdown_grace_secs", &self.shutdown_grace_secs)
             .field("qstash", &self.qstash.as_ref().map(|q| q.url.as_str()))
             .finish()
     }
@@ -207,6 +212,7 @@ impl Config {
         };
         let task_lease_ms = whole("CREVID_TASK_LEASE_MS", 300, 30_000)?;
         let retry_base_ms = whole("CREVID_RETRY_BASE_MS", 1, 1_000)?;
+        let shutdown_grace_secs = whole("CREVID_SHUTDOWN_GRACE_SECS", 0, 8)?;
         let embedded_workers = match env("CREVID_EMBEDDED_WORKERS").as_deref() {
             None | Some("true") | Some("1") => true,
             Some("false") | Some("0") => false,
@@ -282,6 +288,7 @@ impl Config {
             embedded_workers,
             task_lease_ms,
             retry_base_ms,
+            shutdown_grace_secs,
             public_url,
             client_ip_header,
             rate_window_secs,

@@ -93,9 +93,11 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         task_settings: Arc::default(),
         segments: Arc::default(),
         qstash: None,
+        shutdown: Arc::new(tokio::sync::watch::channel(false).0),
         timing: app::ssr::state::TaskTiming {
             lease_ms: config.task_lease_ms as i64,
             retry_base_ms: config.retry_base_ms,
+            shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
         },
         worker_id: format!("{}-{}", std::process::id(), rand_suffix()).into(),
     })
@@ -165,11 +167,27 @@ impl Application {
         let service = self
             .router
             .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let stopping = {
+            let state = self.state.clone();
+            async move {
+                shutdown_signal().await;
+                state.shutdown.send_replace(true);
+            }
+        };
         let served = axum::serve(self.listener, service)
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(stopping)
             .await;
         sweeper.abort();
-        workers.iter().for_each(|w| w.abort());
+        // Embedded workers stop claiming at once and wait for their running tasks, which
+        // finish or are put back in the queue when the grace period ends.
+        self.state.shutdown.send_replace(true);
+        let grace = self.state.timing.shutdown_grace + Duration::from_secs(35);
+        for worker in workers {
+            let abort = worker.abort_handle();
+            if tokio::time::timeout(grace, worker).await.is_err() {
+                abort.abort();
+            }
+        }
         served
     }
 }

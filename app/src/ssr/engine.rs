@@ -105,16 +105,47 @@ pub enum TaskError {
         retry_after: Option<Duration>,
     },
     Permanent(String),
+    /// A fault of the server itself (database, disk, a tool): the creator reads `message`;
+    /// `detail` (a tool's stderr, paths, the database's words) is for admins, on the status
+    /// page and in the log.
+    Server {
+        message: String,
+        detail: String,
+        transient: bool,
+    },
     /// Stopped at a checkpoint: the job was cancelled (or the lease was lost).
     Cancelled,
 }
 
 impl TaskError {
+    /// What the creator is shown.
     pub fn message(&self) -> &str {
         match self {
-            TaskError::Transient { message, .. } | TaskError::Permanent(message) => message,
+            TaskError::Transient { message, .. }
+            | TaskError::Permanent(message)
+            | TaskError::Server { message, .. } => message,
             TaskError::Cancelled => "cancelled",
         }
+    }
+
+    /// What only admins are shown, if anything.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            TaskError::Server { detail, .. } => Some(detail),
+            _ => None,
+        }
+    }
+
+    /// Worth another attempt.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            TaskError::Transient { .. }
+                | TaskError::Server {
+                    transient: true,
+                    ..
+                }
+        )
     }
 }
 
@@ -368,10 +399,27 @@ pub async fn run_claimed_within(
             None => std::future::pending().await,
         }
     };
+    // A server asked to stop lets the task run for the grace period, then puts it back.
+    // Not under QStash: there the delivery's request is what runs it, and an unanswered
+    // delivery is redelivered by QStash.
+    let released = async {
+        if state.qstash.is_some() {
+            return std::future::pending().await;
+        }
+        state.shutting_down().await;
+        tokio::time::sleep(state.timing.shutdown_grace).await;
+    };
     let first = tokio::select! {
         result = &mut work => Some(Ok(result)),
         () = heartbeat => None,
         () = deadline => Some(Err(limit.unwrap_or_default())),
+        () = released => {
+            let _ = stop.send(true);
+            if task.kind == RENDER {
+                let _ = tokio::time::timeout(Duration::from_secs(30), &mut work).await;
+            }
+            return release(state, &task).await;
+        }
     };
     let result = match first {
         Some(Ok(result)) => result,
@@ -396,6 +444,34 @@ pub async fn run_claimed_within(
         }
     };
     finish(state, &task, result).await
+}
+
+/// Puts a task this worker holds back in the queue, due now and without spending its
+/// attempt: the server stopped it, the task did nothing wrong. Any other worker (or this
+/// server restarted) takes it up at once.
+async fn release(state: &AppState, task: &ClaimedTask) -> Result<(), AppError> {
+    let now = now_ms();
+    let released = sqlx::query(
+        "UPDATE tasks SET status = 'queued', attempt = attempt - 1, locked_until = NULL, worker_id = NULL, \
+         run_at = $1, updated_at = $1 \
+         WHERE id = $2 AND worker_id = $3 AND attempt = $4 AND status = 'running'",
+    )
+    .bind(now)
+    .bind(task.id)
+    .bind(&*state.worker_id)
+    .bind(task.attempt)
+    .execute(state.pool())
+    .await
+    .db("releasing a task")?
+    .rows_affected();
+    tracing::info!(
+        task_id = task.id,
+        released = released == 1,
+        "stopping: the task goes back to the queue without spending an attempt"
+    );
+    // Other processes on the database may take it now.
+    wake(state, Some(&task.kind)).await;
+    Ok(())
 }
 
 /// Exponential backoff with ±20 % jitter, or the provider's Retry-After.
@@ -496,9 +572,9 @@ async fn finish(
             .db("cancelling a task")?;
         }
         Err(error) => {
-            let retry =
-                matches!(error, TaskError::Transient { .. }) && task.attempt < task.max_attempts;
+            let retry = error.is_transient() && task.attempt < task.max_attempts;
             let message = error.message().to_owned();
+            let detail = error.detail().map(str::to_owned);
             if retry {
                 let wait = match &error {
                     TaskError::Transient { retry_after, .. } => {
@@ -506,29 +582,32 @@ async fn finish(
                     }
                     _ => Duration::ZERO,
                 };
-                tracing::warn!(error = %message, wait_ms = wait.as_millis() as u64, "task failed; retrying");
+                tracing::warn!(error = %message, detail = detail.as_deref().unwrap_or_default(), wait_ms = wait.as_millis() as u64, "task failed; retrying");
                 sqlx::query(&format!(
                     "UPDATE tasks SET status = CASE WHEN EXISTS (SELECT 1 FROM jobs j WHERE j.id = tasks.job_id AND j.status = 'cancelled') \
-                     THEN 'cancelled' ELSE 'queued' END, run_at = $1, last_error = $4, locked_until = NULL, worker_id = NULL, \
-                     updated_at = $5 WHERE {guard}"
+                     THEN 'cancelled' ELSE 'queued' END, run_at = $1, last_error = $4, error_detail = $6, locked_until = NULL, \
+                     worker_id = NULL, updated_at = $5 WHERE {guard}"
                 ))
                 .bind(now + wait.as_millis() as i64)
                 .bind(task.id)
                 .bind(&*state.worker_id)
                 .bind(&message)
                 .bind(now)
+                .bind(&detail)
                 .execute(&mut *tx)
                 .await
                 .db("rescheduling a task")?;
             } else {
-                tracing::warn!(error = %message, "task failed");
+                tracing::warn!(error = %message, detail = detail.as_deref().unwrap_or_default(), "task failed");
                 sqlx::query(&format!(
-                    "UPDATE tasks SET status = 'failed', last_error = $1, locked_until = NULL, finished_at = $4, updated_at = $4 WHERE {guard}"
+                    "UPDATE tasks SET status = 'failed', last_error = $1, error_detail = $5, locked_until = NULL, finished_at = $4, \
+                     updated_at = $4 WHERE {guard}"
                 ))
                 .bind(&message)
                 .bind(task.id)
                 .bind(&*state.worker_id)
                 .bind(now)
+                .bind(&detail)
                 .execute(&mut *tx)
                 .await
                 .db("failing a task")?;
@@ -737,8 +816,18 @@ async fn listen(state: AppState) {
 async fn worker_loop(state: AppState, kind: &'static str) {
     let slots = Arc::new(Semaphore::new(PROCESS_SLOTS));
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
+        if state.is_shutting_down() {
+            // No more claims; the tasks running here finish or are put back within the
+            // grace period (`run_claimed_within`), each returning its slot.
+            let _ = slots.acquire_many(PROCESS_SLOTS as u32).await;
             return;
+        }
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+            () = state.shutting_down() => continue,
         };
         // Listen before looking, so an announcement between the look and the wait is kept.
         let announced = state.signals.of(kind).notified();
@@ -768,6 +857,7 @@ async fn worker_loop(state: AppState, kind: &'static str) {
                 tokio::select! {
                     _ = &mut announced => {}
                     _ = tokio::time::sleep(wait) => {}
+                    () = state.shutting_down() => {}
                 }
             }
             Err(e) => {

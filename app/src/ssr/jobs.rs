@@ -503,8 +503,15 @@ async fn queue_ahead(state: &AppState, job: &JobView) -> Result<Option<i64>, App
     Ok(Some(ahead))
 }
 
-fn task_view(r: &sqlx::any::AnyRow) -> Result<TaskView, sqlx::Error> {
+/// A task as `user` may see it: the detail of a failure (a tool's own words, paths, the
+/// database's) only for admins.
+fn task_view(r: &sqlx::any::AnyRow, user: &CurrentUser) -> Result<TaskView, sqlx::Error> {
     Ok(TaskView {
+        error_detail: if user.is_admin() {
+            r.try_get("error_detail")?
+        } else {
+            None
+        },
         id: r.try_get("id")?,
         kind: r.try_get("kind")?,
         scene_id: r.try_get("scene_id")?,
@@ -516,7 +523,7 @@ fn task_view(r: &sqlx::any::AnyRow) -> Result<TaskView, sqlx::Error> {
     })
 }
 
-const TASK_COLUMNS: &str = "t.id, t.job_id, t.kind, t.scene_id, t.status, t.attempt, t.max_attempts, t.last_error, t.output_asset_id";
+const TASK_COLUMNS: &str = "t.id, t.job_id, t.kind, t.scene_id, t.status, t.attempt, t.max_attempts, t.last_error, t.error_detail, t.output_asset_id";
 
 pub async fn get(state: &AppState, user: &CurrentUser, id: i64) -> Result<JobDetail, AppError> {
     let row = sqlx::query(&format!(
@@ -541,7 +548,7 @@ pub async fn get(state: &AppState, user: &CurrentUser, id: i64) -> Result<JobDet
     .db("reading tasks")?;
     let tasks = tasks
         .iter()
-        .map(task_view)
+        .map(|row| task_view(row, user))
         .collect::<Result<_, sqlx::Error>>()
         .db("decoding tasks")?;
     Ok(JobDetail { job, tasks })
@@ -580,7 +587,9 @@ pub async fn list_details(
     for row in &rows {
         let job_id: i64 = row.try_get("job_id").db("decoding tasks")?;
         if let Some(detail) = details.iter_mut().find(|d| d.job.id == job_id) {
-            detail.tasks.push(task_view(row).db("decoding tasks")?);
+            detail
+                .tasks
+                .push(task_view(row, user).db("decoding tasks")?);
         }
     }
     Ok(details)
@@ -631,7 +640,7 @@ pub async fn retry_failed(
     let now = now_ms();
     let mut tx = state.pool().begin().await.db("starting a transaction")?;
     let retried: Vec<i64> = sqlx::query_scalar(
-        "UPDATE tasks SET status = 'queued', attempt = 0, run_at = $1, last_error = NULL, locked_until = NULL, \
+        "UPDATE tasks SET status = 'queued', attempt = 0, run_at = $1, last_error = NULL, error_detail = NULL, locked_until = NULL, \
          worker_id = NULL, finished_at = NULL, updated_at = $1 WHERE job_id = $2 AND status = 'failed' RETURNING id",
     )
     .bind(now)

@@ -113,6 +113,7 @@ pub(crate) async fn run_tool(
         .kill_on_drop(true)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
+    die_with_server(&mut command);
     if stdin.is_some() {
         command.stdin(std::process::Stdio::piped());
     }
@@ -120,18 +121,12 @@ pub(crate) async fn run_tool(
         std::io::ErrorKind::NotFound => {
             TaskError::Permanent(format!("{what} is not installed (see the status page)"))
         }
-        _ => TaskError::Transient {
-            message: format!("{what} could not start: {e}"),
-            retry_after: None,
-        },
+        _ => server_fault(format!("{what} could not start"), e, true),
     })?;
     if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
         pipe.write_all(text.as_bytes())
             .await
-            .map_err(|e| TaskError::Transient {
-                message: format!("{what}: {e}"),
-                retry_after: None,
-            })?;
+            .map_err(|e| server_fault(format!("{what} could not be given its input"), e, true))?;
     }
     let output = tokio::time::timeout(TOOL_TIMEOUT, child.wait_with_output())
         .await
@@ -139,19 +134,15 @@ pub(crate) async fn run_tool(
             message: format!("{what} took longer than {} s", TOOL_TIMEOUT.as_secs()),
             retry_after: None,
         })?
-        .map_err(|e| TaskError::Transient {
-            message: format!("{what}: {e}"),
-            retry_after: None,
-        })?;
+        .map_err(|e| server_fault(format!("{what} stopped unexpectedly"), e, true))?;
     if output.status.success() {
         Ok(())
     } else {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
-        Err(TaskError::Permanent(format!(
-            "{what} failed: {}",
-            tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
-        )))
+        Err(tool_failed(
+            what,
+            output.status,
+            &String::from_utf8_lossy(&output.stderr),
+        ))
     }
 }
 
@@ -163,6 +154,64 @@ struct SceneInfo {
     language: String,
     visual_style: String,
     voice: String,
+}
+
+/// A fault of the server itself (`TaskError::Server`): `message` for the creator, `detail`
+/// (which may hold paths, a tool's stderr or the database's words) for admins only.
+pub(crate) fn server_fault(
+    message: impl Into<String>,
+    detail: impl std::fmt::Display,
+    transient: bool,
+) -> TaskError {
+    TaskError::Server {
+        message: message.into(),
+        detail: detail.to_string(),
+        transient,
+    }
+}
+
+/// A tool that exited unsuccessfully. Killed by a signal (the OOM killer, an admin) or
+/// out of disk space is the server's trouble, not the input's: worth another attempt
+/// (capped by the task's attempts). Anything else is the input's: permanent. Creators are
+/// told which; the last lines of the tool's stderr go to admins.
+pub(crate) fn tool_failed(what: &str, status: std::process::ExitStatus, stderr: &str) -> TaskError {
+    use std::os::unix::process::ExitStatusExt;
+    let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
+    let tail = tail.into_iter().rev().collect::<Vec<_>>().join(" / ");
+    if let Some(signal) = status.signal() {
+        return server_fault(
+            format!("{what} was stopped by the system (signal {signal}); it will be tried again"),
+            tail,
+            true,
+        );
+    }
+    if stderr.contains("No space left on device") {
+        return server_fault(
+            format!("{what} failed: the server's disk is full; it will be tried again"),
+            tail,
+            true,
+        );
+    }
+    server_fault(
+        format!("{what} failed (an admin finds its own words on the status page)"),
+        tail,
+        false,
+    )
+}
+
+/// Makes a child process die with the server: a server killed outright (SIGKILL, OOM)
+/// runs no clean-up, so without this its ffmpeg, ffprobe and espeak-ng would live on as
+/// orphans writing into files a retry is about to clear.
+pub(crate) fn die_with_server(command: &mut Command) {
+    // SAFETY: prctl is async-signal-safe and touches only the forked child.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 pub(crate) fn transient(message: String) -> TaskError {
@@ -180,7 +229,7 @@ async fn scene_info(state: &AppState, task: &ClaimedTask) -> Result<SceneInfo, T
     .bind(task.scene_id.ok_or_else(|| TaskError::Permanent("the task names no scene".into()))?)
     .fetch_optional(state.pool())
     .await
-    .map_err(|e| transient(format!("database: {e}")))?;
+    .map_err(|e| server_fault("the database could not be read", e, true))?;
     let (narration, visual_prompt, position, aspect_ratio, language, visual_style, voice) =
         row.ok_or_else(|| TaskError::Permanent("the scene was deleted".into()))?;
     Ok(SceneInfo {
@@ -219,10 +268,7 @@ pub(crate) async fn prepare(state: &AppState, key: &str) -> Result<PathBuf, Task
     if let Some(dir) = path.parent() {
         tokio::fs::create_dir_all(dir)
             .await
-            .map_err(|e| TaskError::Transient {
-                message: format!("media directory: {e}"),
-                retry_after: None,
-            })?;
+            .map_err(|e| server_fault("the media directory could not be written", e, true))?;
     }
     Ok(path)
 }
@@ -247,7 +293,7 @@ async fn into_output(made: Made<'_>) -> Result<Output, TaskError> {
 pub(crate) async fn new_asset(made: Made<'_>) -> Result<NewAsset, TaskError> {
     let bytes = tokio::fs::metadata(&made.path)
         .await
-        .map_err(|e| transient(format!("reading the result: {e}")))?
+        .map_err(|e| server_fault("the result could not be read back", e, true))?
         .len();
     Ok(NewAsset {
         kind: made.kind,
@@ -271,7 +317,7 @@ pub async fn scene_image(state: &AppState, task: &ClaimedTask) -> Result<Output,
         let path = prepare(state, &key).await?;
         tokio::fs::write(&path, &image.bytes)
             .await
-            .map_err(|e| transient(format!("saving the image: {e}")))?;
+            .map_err(|e| server_fault("the picture could not be saved", e, true))?;
         let size = match image_size(&image.bytes) {
             Some(size) => Some(size),
             None => probe(&path).await?.size,
@@ -297,7 +343,7 @@ pub async fn scene_image(state: &AppState, task: &ClaimedTask) -> Result<Output,
     let text_path = path.with_extension("txt");
     tokio::fs::write(&text_path, wrap(&scene.narration, chars_per_line.max(10)))
         .await
-        .map_err(|e| transient(format!("writing the card text: {e}")))?;
+        .map_err(|e| server_fault("the card's words could not be saved", e, true))?;
     let colour = PALETTE[scene.position.rem_euclid(PALETTE.len() as i64) as usize];
     let mut ffmpeg = Command::new("ffmpeg");
     ffmpeg.args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i"]).arg(format!("color=c={colour}:s={w}x{h}")).args([
@@ -375,7 +421,7 @@ pub async fn scene_audio(state: &AppState, task: &ClaimedTask) -> Result<Output,
         let answer = path.with_extension(format!("provider.{ext}"));
         tokio::fs::write(&answer, &bytes)
             .await
-            .map_err(|e| transient(format!("saving the narration: {e}")))?;
+            .map_err(|e| server_fault("the narration could not be saved", e, true))?;
         // Decoded and written again as PCM WAV: what is stored, and every duration read
         // from it, comes from the samples, never from the provider's header (a bogus byte
         // rate once made a 1 s answer "last" 13 hours).
@@ -395,7 +441,7 @@ pub async fn scene_audio(state: &AppState, task: &ClaimedTask) -> Result<Output,
         }
         let clean = tokio::fs::read(&path)
             .await
-            .map_err(|e| transient(format!("reading the narration: {e}")))?;
+            .map_err(|e| server_fault("the narration could not be read back", e, true))?;
         let duration = match wav_duration_ms(&clean) {
             // Shorter than a spoken syllable: a header without sound. Servers do this
             // under load; asking again usually gets the audio.
@@ -437,7 +483,7 @@ pub async fn scene_audio(state: &AppState, task: &ClaimedTask) -> Result<Output,
     run_tool(espeak, Some(&scene.narration), "espeak-ng").await?;
     let bytes = tokio::fs::read(&path)
         .await
-        .map_err(|e| transient(format!("reading the narration: {e}")))?;
+        .map_err(|e| server_fault("the narration could not be read back", e, true))?;
     let duration = wav_duration_ms(&bytes)
         .ok_or_else(|| TaskError::Permanent("espeak-ng wrote an unreadable WAV file".into()))?;
     into_output(Made {
@@ -487,10 +533,11 @@ async fn probe(path: &Path) -> Result<Probed, TaskError> {
         ffprobe.args(["-f", demuxer]);
     }
     ffprobe.arg(path).kill_on_drop(true);
+    die_with_server(&mut ffprobe);
     let output = tokio::time::timeout(TOOL_TIMEOUT, ffprobe.output())
         .await
         .map_err(|_| transient("ffprobe took too long".into()))?
-        .map_err(|e| TaskError::Permanent(format!("ffprobe could not run: {e}")))?;
+        .map_err(|e| server_fault("ffprobe could not run", e, false))?;
     if !output.status.success() {
         return Err(TaskError::Permanent(
             "the provider's file is not a readable image or audio file".into(),
@@ -729,6 +776,40 @@ pub async fn remove_file(state: &AppState, storage_key: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn tool_failures_are_classified() {
+        // A wait status: the low 7 bits are the signal that ended the process; an exit
+        // code sits in the next byte.
+        let killed = std::process::ExitStatus::from_raw(9);
+        let error = tool_failed("ffmpeg", killed, "");
+        assert!(error.is_transient(), "{error:?}");
+        assert!(error.message().contains("signal 9"), "{error:?}");
+
+        let exited = std::process::ExitStatus::from_raw(1 << 8);
+        let stderr = "av_interleaved_write_frame(): No space left on device";
+        let full = tool_failed("ffmpeg", exited, stderr);
+        assert!(full.is_transient(), "{full:?}");
+        assert!(full.message().contains("disk is full"), "{full:?}");
+
+        let stderr = "/data/media/x.png: Invalid data found when processing input";
+        let bad = tool_failed("ffmpeg", exited, stderr);
+        assert!(!bad.is_transient(), "{bad:?}");
+        assert!(!bad.message().contains('/'), "{bad:?}");
+        assert!(
+            bad.detail().is_some_and(|d| d.contains("Invalid data")),
+            "{bad:?}"
+        );
+    }
+
+    #[test]
+    fn stored_files_have_forced_demuxers() {
+        assert_eq!(demuxer_for(Path::new("a/scene-1.png")), Some("png_pipe"));
+        assert_eq!(demuxer_for(Path::new("music-1.M4A")), Some("mov"));
+        assert_eq!(demuxer_for(Path::new("list.m3u8")), None);
+        assert_eq!(demuxer_for(Path::new("no-extension")), None);
+    }
 
     #[test]
     fn wraps_words() {

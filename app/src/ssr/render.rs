@@ -21,7 +21,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::Command;
 
 use super::engine::{ClaimedTask, Output, TaskError};
-use super::media::{self, new_asset, transient, Made};
+use super::media::{self, new_asset, server_fault, transient, Made};
 use super::state::AppState;
 use crate::model::SettingsValues;
 
@@ -369,22 +369,12 @@ async fn ffmpeg(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // A server killed outright (SIGKILL, OOM) drops nothing: the kernel then kills ffmpeg
-    // too, so no orphan keeps encoding into files the retry is about to clear.
-    // SAFETY: prctl is async-signal-safe and touches only the forked child.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    super::media::die_with_server(&mut command);
     let mut child = command.spawn().map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => {
             TaskError::Permanent("ffmpeg is not installed (see the status page)".into())
         }
-        _ => transient(format!("ffmpeg could not start: {e}")),
+        _ => server_fault("ffmpeg could not start", e, true),
     })?;
     let stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
@@ -430,15 +420,15 @@ async fn ffmpeg(
         let _ = child.kill().await;
         return Err(TaskError::Cancelled);
     };
-    let status = status.map_err(|e| transient(format!("ffmpeg: {e}")))?;
+    let status = status.map_err(|e| server_fault("ffmpeg stopped unexpectedly", e, true))?;
     if status.success() {
         return Ok(());
     }
-    let tail: Vec<&str> = errors.lines().rev().take(3).collect();
-    Err(TaskError::Permanent(format!(
-        "{what}: ffmpeg failed: {}",
-        tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
-    )))
+    Err(super::media::tool_failed(
+        &format!("{what}: ffmpeg"),
+        status,
+        &errors,
+    ))
 }
 
 /// One scene's segment: its files (no narration file for a silent scene), its place and
@@ -624,7 +614,7 @@ pub async fn render(
     .bind(task.content_id)
     .fetch_optional(state.pool())
     .await
-    .map_err(|e| transient(format!("database: {e}")))?;
+    .map_err(|e| server_fault("the database could not be read", e, true))?;
     let media_dir = media::media_dir(state);
     // What an earlier attempt of this task left when its worker died mid-way.
     for attempt in 1..task.attempt {
@@ -729,7 +719,7 @@ async fn render_in(
     let segments = segments_dir(media_dir, task.content_id);
     tokio::fs::create_dir_all(&segments)
         .await
-        .map_err(|e| transient(format!("media directory: {e}")))?;
+        .map_err(|e| server_fault("the media directory could not be written", e, true))?;
     let mut used = Vec::new();
     let tag = format!("{}-{}", task.id, task.attempt);
     for (index, (scene, frames)) in scenes.iter().zip(&lengths).enumerate() {
@@ -800,7 +790,7 @@ async fn render_in(
     // Only a complete file gets the name that is served.
     tokio::fs::rename(&partial, media_dir.join(&video_key))
         .await
-        .map_err(|e| transient(format!("saving the video: {e}")))?;
+        .map_err(|e| server_fault("the video could not be saved", e, true))?;
     write(&media_dir.join(&srt_key), &srt(&all_cues)).await?;
     prune(state, &segments, &used, started).await;
     progress.report(total_ms, true).await;
@@ -878,7 +868,7 @@ async fn ensure_segment(
     }
     tokio::fs::rename(&partial, &done)
         .await
-        .map_err(|e| transient(format!("saving {what}'s segment: {e}")))?;
+        .map_err(|e| server_fault(format!("{what}'s segment could not be saved"), e, true))?;
     Ok(file)
 }
 
@@ -1014,7 +1004,7 @@ async fn render_expected(state: &AppState, content_id: i64) -> Result<bool, sqlx
 }
 
 async fn prepare(state: &AppState, content_id: i64) -> Result<(), TaskError> {
-    let database = |e: sqlx::Error| transient(format!("database: {e}"));
+    let database = |e: sqlx::Error| server_fault("the database could not be read", e, true);
     if !render_expected(state, content_id).await.map_err(database)? {
         return Ok(());
     }
@@ -1032,10 +1022,10 @@ async fn prepare(state: &AppState, content_id: i64) -> Result<(), TaskError> {
     let work = media_dir.join(format!("content-{content_id}/{tag}"));
     tokio::fs::create_dir_all(&work)
         .await
-        .map_err(|e| transient(format!("media directory: {e}")))?;
+        .map_err(|e| server_fault("the media directory could not be written", e, true))?;
     tokio::fs::create_dir_all(&segments)
         .await
-        .map_err(|e| transient(format!("media directory: {e}")))?;
+        .map_err(|e| server_fault("the media directory could not be written", e, true))?;
     // Nobody cancels preparation: the sender is gone at once.
     let (_, stop) = tokio::sync::watch::channel(false);
     let mut progress = Progress {
@@ -1078,7 +1068,7 @@ struct Plan {
 
 /// None when the content is gone.
 async fn plan(state: &AppState, content_id: i64) -> Result<Option<Plan>, TaskError> {
-    let database = |e: sqlx::Error| transient(format!("database: {e}"));
+    let database = |e: sqlx::Error| server_fault("the database could not be read", e, true);
     let aspect: Option<String> =
         sqlx::query_scalar("SELECT aspect_ratio FROM contents WHERE id = $1")
             .bind(content_id)
@@ -1126,9 +1116,13 @@ async fn prune(state: &AppState, segments: &Path, used: &[String], since: std::t
 }
 
 async fn write(path: &Path, text: &str) -> Result<(), TaskError> {
-    tokio::fs::write(path, text)
-        .await
-        .map_err(|e| transient(format!("writing {}: {e}", path.display())))
+    tokio::fs::write(path, text).await.map_err(|e| {
+        server_fault(
+            "a file could not be written",
+            format!("{}: {e}", path.display()),
+            true,
+        )
+    })
 }
 
 #[cfg(test)]

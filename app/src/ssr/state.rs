@@ -41,6 +41,9 @@ pub struct AppState {
     pub task_settings: Arc<std::sync::Mutex<Option<TaskSettings>>>,
     /// Video segments being encoded or prepared ahead in this process.
     pub segments: Arc<super::render::SegmentWork>,
+    /// Becomes true when the server is asked to stop (SIGTERM, Ctrl-C): workers stop
+    /// claiming, and running tasks get `TaskTiming::shutdown_grace` to finish.
+    pub shutdown: Arc<tokio::sync::watch::Sender<bool>>,
     /// Set when tasks reach workers through QStash instead of the embedded workers.
     pub qstash: Option<Arc<super::qstash::QStash>>,
 }
@@ -57,6 +60,21 @@ pub struct TaskTiming {
     pub lease_ms: i64,
     /// The first retry's delay without a `Retry-After`.
     pub retry_base_ms: u64,
+    /// How long running tasks may go on after a stop is asked for; what is still running
+    /// then is stopped and put back in the queue without spending an attempt.
+    pub shutdown_grace: std::time::Duration,
+}
+
+impl AppState {
+    /// Resolves once the server has been asked to stop.
+    pub async fn shutting_down(&self) {
+        let mut stop = self.shutdown.subscribe();
+        let _ = stop.wait_for(|stop| *stop).await;
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
 }
 
 impl AppState {

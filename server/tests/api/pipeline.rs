@@ -25,6 +25,7 @@ both_databases!(
     cancel_stops_tasks_waiting_to_retry,
     deleting_a_scene_recounts_its_jobs,
     speech_answers_are_measured_from_their_samples,
+    a_stopped_server_spends_no_attempt,
 );
 
 fn tasks(detail: &Value) -> &Vec<Value> {
@@ -519,5 +520,46 @@ async fn speech_answers_are_measured_from_their_samples(db: Db) {
             "{task}"
         );
         assert!(content["scenes"][0]["audio_asset_id"].is_null());
+    }
+}
+
+/// SIGTERM (a deploy) in the middle of a job: the server stops claiming, lets running
+/// tasks go on for the grace period, then puts them back in the queue without spending
+/// their attempt and exits. After a restart every task succeeds on its first attempt.
+async fn a_stopped_server_spends_no_attempt(db: Db) {
+    let Some(app) = TestApp::spawn(db).await else {
+        return;
+    };
+    use_provider(&app, |v| v.image_concurrency = 3).await;
+    // Slower than the grace period: the tasks in flight cannot finish in time.
+    app.fake.set_image_latency(Duration::from_secs(30));
+    let content = content_with_scenes(&app, &twenty_sentences(), 6).await;
+    let job = start(&app, "/api/media/generate", &content).await;
+    let mut server = spawn_binary(&app, "warn", &[("CREVID_SHUTDOWN_GRACE_SECS", "1".into())]);
+    app.fake.wait_for_requests(Endpoint::Images, 3).await;
+    let stopped = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(stopped.success());
+    let exit = server.child.wait().expect("reap the server");
+    assert!(exit.success(), "a clean exit: {exit:?}");
+    let (_, stopped) = app.get(&format!("/api/jobs/{job}")).await;
+    for task in tasks(&stopped["data"]) {
+        assert_eq!(task["status"], "queued", "put back: {task}");
+        assert_eq!(task["attempt"], 0, "no attempt spent: {task}");
+    }
+    assert_eq!(
+        app.fake.requests_to(Endpoint::Images),
+        3,
+        "nothing claimed after the stop"
+    );
+
+    app.fake.set_image_latency(Duration::from_millis(10));
+    app.start_workers();
+    let detail = app.wait_for_job(job).await;
+    assert_eq!(detail["job"]["status"], "completed", "{detail}");
+    for task in tasks(&detail) {
+        assert_eq!(task["attempt"], 1, "{task}");
     }
 }

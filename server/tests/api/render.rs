@@ -6,7 +6,7 @@ use std::process::Command;
 use serde_json::{json, Value};
 
 use crate::both_databases;
-use crate::helpers::{spawn_binary, Db, TestApp};
+use crate::helpers::{spawn_binary, Db, TestApp, Who};
 
 both_databases!(
     renders_every_aspect_ratio,
@@ -21,6 +21,8 @@ both_databases!(
     a_relative_data_dir_renders,
     awkward_text_reaches_cards_and_subtitles_as_written,
     a_playlist_posing_as_music_never_reaches_other_files,
+    a_failing_render_tells_creators_no_server_details,
+    an_ffmpeg_killed_by_the_system_is_tried_again,
 );
 
 /// Pause after each scene's narration (the default setting).
@@ -391,6 +393,11 @@ async fn slow_render(app: &TestApp, scenes: usize, aspect_ratio: &str) -> (i64, 
 
 /// ffmpeg processes working on this app's files of this content.
 fn ffmpeg_for(app: &TestApp, content: i64) -> usize {
+    ffmpeg_pids(app, content).len()
+}
+
+/// The ffmpeg processes working on a content's files.
+fn ffmpeg_pids(app: &TestApp, content: i64) -> Vec<u32> {
     let needle = app
         .state
         .data_dir
@@ -400,10 +407,15 @@ fn ffmpeg_for(app: &TestApp, content: i64) -> usize {
         .to_string();
     std::fs::read_dir("/proc")
         .unwrap()
-        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.starts_with("ffmpeg") && c.contains(&needle))
-        .count()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            Some((pid, String::from_utf8_lossy(&cmdline).replace('\0', " ")))
+        })
+        .filter(|(_, c)| c.starts_with("ffmpeg") && c.contains(&needle))
+        .map(|(pid, _)| pid)
+        .collect()
 }
 
 async fn cancel_stops_ffmpeg(db: Db) {
@@ -1046,4 +1058,81 @@ async fn a_playlist_posing_as_music_never_reaches_other_files(db: Db) {
             .all(|n| !n.starts_with("music-") && !n.starts_with("upload-")),
         "{left:?}"
     );
+}
+
+/// A render that fails on the server's side (a picture gone from the disk) tells the
+/// creator which scene failed in plain words: no server path, no ffmpeg output. Admins
+/// read ffmpeg's own words with the task.
+async fn a_failing_render_tells_creators_no_server_details(db: Db) {
+    let Some(app) = TestApp::spawn(db).await else {
+        return;
+    };
+    let content = content(&app, 2, "16:9").await;
+    let id = content["id"].as_i64().unwrap();
+    with_media(&app, &content).await;
+    let (_, detail) = app.get(&format!("/api/contents/{id}")).await;
+    let picture = detail["data"]["scenes"][0]["image_asset_id"]
+        .as_i64()
+        .unwrap();
+    let key: String = sqlx::query_scalar("SELECT storage_key FROM assets WHERE id = $1")
+        .bind(picture)
+        .fetch_one(app.state.pool())
+        .await
+        .unwrap();
+    std::fs::remove_file(app.state.data_dir.join("media").join(&key)).unwrap();
+    let (status, job) = app
+        .post(&format!("/api/contents/{id}/render"), &json!({}))
+        .await;
+    assert_eq!(status, 202, "{job}");
+    app.drain().await;
+    let path = format!("/api/jobs/{}", job["data"]["id"]);
+    let (_, seen) = app.get(&path).await;
+    assert_eq!(seen["data"]["job"]["status"], "failed", "{seen}");
+    let data_dir = app.state.data_dir.display().to_string();
+    let file_name = key.rsplit('/').next().unwrap();
+    for error in [
+        seen["data"]["job"]["error"].as_str().unwrap(),
+        seen["data"]["tasks"][0]["last_error"].as_str().unwrap(),
+    ] {
+        assert!(error.starts_with("scene 1: ffmpeg failed"), "{error}");
+        assert!(
+            !error.contains(&data_dir) && !error.contains(file_name) && !error.contains('/'),
+            "a creator sees no server path: {error}"
+        );
+    }
+    assert!(
+        seen["data"]["tasks"][0].get("error_detail").is_none(),
+        "{seen}"
+    );
+    let admin = app.client_for(Who::Admin);
+    let (_, _, as_admin) = app.send(admin.get(app.url(&path))).await;
+    let detail = as_admin["data"]["tasks"][0]["error_detail"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        detail.contains("No such file or directory"),
+        "an admin reads ffmpeg's own words: {as_admin}"
+    );
+}
+
+/// ffmpeg killed from outside (as the OOM killer does) is the server's trouble, not the
+/// content's: the render is tried again and completes, instead of failing for good.
+async fn an_ffmpeg_killed_by_the_system_is_tried_again(db: Db) {
+    let Some(app) = TestApp::spawn(db).await else {
+        return;
+    };
+    let (id, job) = slow_render(&app, 4, "16:9").await;
+    app.start_workers();
+    app.wait_until(job, |d| d["job"]["progress"].as_i64().unwrap_or(0) > 0)
+        .await;
+    let pids = ffmpeg_pids(&app, id);
+    assert!(!pids.is_empty(), "ffmpeg is rendering");
+    for pid in pids {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    let done = app.wait_for_job(job).await;
+    assert_eq!(done["job"]["status"], "completed", "{done}");
+    assert_eq!(done["tasks"][0]["attempt"], 2, "{done}");
 }
