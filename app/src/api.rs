@@ -33,18 +33,11 @@ pub async fn me() -> Result<Option<UserView>, AppError> {
 }
 
 #[server(prefix = "/_sfn", input = Json)]
-pub async fn setup_admin(req: SignInRequest) -> Result<UserView, AppError> {
+pub async fn setup_admin(req: SetupRequest) -> Result<UserView, AppError> {
     respond(
         async {
             let state = app_state()?;
-            users::setup_first_admin(
-                &state,
-                &session().await?,
-                caller_ip(&state),
-                req.email,
-                req.password,
-            )
-            .await
+            users::setup_first_admin(&state, &session().await?, caller_ip(&state), req).await
         }
         .await,
     )

@@ -24,6 +24,8 @@ pub enum ErrorCode {
     Forbidden,
     /// A state-changing request from another site (its Origin is not ours).
     Csrf,
+    /// The request's Host is a name this server was not told it has (DNS rebinding).
+    MisdirectedRequest,
     /// The value must be unique and is taken (an e-mail address).
     Conflict,
     /// Too many requests from this user or address; `retry_after_secs` says when to retry.
@@ -55,6 +57,7 @@ impl ErrorCode {
             ErrorCode::NotFound => 404,
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden | ErrorCode::Csrf => 403,
+            ErrorCode::MisdirectedRequest => 421,
             ErrorCode::Conflict => 409,
             ErrorCode::RateLimited => 429,
             ErrorCode::ProviderNotConfigured => 409,

@@ -83,6 +83,7 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         data_dir: Arc::new(config.data_dir.clone()),
         limits: Arc::new(Limits::new(Duration::from_secs(config.rate_window_secs))),
         setup_done: Arc::default(),
+        setup_code: None,
         client_ip_header: config.client_ip_header.clone(),
         public_origin: config
             .public_url
@@ -110,6 +111,16 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on LEPTOS_SITE_ADDR={}", config.site_addr))?;
         state.leptos_options.site_addr = listener.local_addr()?;
+        let local = listener.local_addr()?;
+        if !local.ip().is_loopback() && !app::ssr::users::setup_done(&state).await? {
+            // Reachable from other machines before anyone owns it: whoever opens /setup
+            // first would. Only someone who can read this log may set it up.
+            let code = app::ssr::users::new_setup_code();
+            tracing::warn!(
+                "no account exists yet and CREVID listens on {local}, beyond this machine:                  open /setup and enter the set-up code {code}"
+            );
+            state.setup_code = Some(code.into());
+        }
         if let Some(qstash) = config.qstash.clone() {
             // QStash must reach the worker routes: at the public URL, or (a local stand-in)
             // at the address this process listens on.
@@ -241,6 +252,10 @@ pub fn router(state: AppState, secure_cookies: bool) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             security::headers,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            security::hosts,
         ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -4,7 +4,7 @@ use leptos_router::hooks::use_query_map;
 
 use crate::api::{create_token, list_tokens, revoke_token, setup_admin, sign_in};
 use crate::components::ErrorBox;
-use crate::model::{limits, CreateTokenRequest, SignInRequest};
+use crate::model::{limits, CreateTokenRequest, SetupRequest, SignInRequest};
 
 /// Where to go after signing in: a local path only, never another site.
 fn safe_next(next: Option<String>) -> String {
@@ -82,7 +82,8 @@ pub fn SetupPage() -> impl IntoView {
     let email = RwSignal::new(String::new());
     let password = RwSignal::new(String::new());
     let confirm = RwSignal::new(String::new());
-    let action = Action::new(|req: &SignInRequest| setup_admin(req.clone()));
+    let code = RwSignal::new(String::new());
+    let action = Action::new(|req: &SetupRequest| setup_admin(req.clone()));
     Effect::new(move |_| {
         if let Some(Ok(_)) = action.value().get() {
             let _ = window().location().set_href("/settings");
@@ -92,9 +93,11 @@ pub fn SetupPage() -> impl IntoView {
     let on_submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         if !mismatch() {
-            action.dispatch(SignInRequest {
+            let code = code.get_untracked();
+            action.dispatch(SetupRequest {
                 email: email.get_untracked(),
                 password: password.get_untracked(),
+                setup_code: (!code.trim().is_empty()).then_some(code),
             });
         }
     };
@@ -112,6 +115,9 @@ pub fn SetupPage() -> impl IntoView {
             <label class="field"><span>"Repeat the password"</span>
                 <input name="confirm" type="password" autocomplete="new-password" required bind:value=confirm/></label>
             <Show when=mismatch><p class="error">"The passwords differ."</p></Show>
+            <label class="field"><span>"Set-up code"</span>
+                <input name="setup_code" type="text" autocomplete="off" bind:value=code/>
+                <small class="muted">"Only when the server can be reached from other machines: it prints the code in its log at start."</small></label>
             {move || action.value().get().and_then(|r| r.err()).map(|error| view! { <ErrorBox error=error/> })}
             <button type="submit" class="primary" disabled=move || action.pending().get()>"Create admin and sign in"</button>
         </form>

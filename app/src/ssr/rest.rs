@@ -160,9 +160,9 @@ async fn setup(
     State(state): State<AppState>,
     session: Session,
     ClientIp(ip): ClientIp,
-    ApiJson(req): ApiJson<SignInRequest>,
+    ApiJson(req): ApiJson<SetupRequest>,
 ) -> ApiResult<UserView> {
-    ok(users::setup_first_admin(&state, &session, ip, req.email, req.password).await?)
+    ok(users::setup_first_admin(&state, &session, ip, req).await?)
 }
 
 async fn sign_in(

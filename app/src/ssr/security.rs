@@ -102,6 +102,66 @@ pub async fn guard_pages(State(state): State<AppState>, request: Request, next: 
     }
 }
 
+/// Refuses requests whose Host is a name this server was not told it has. A DNS-rebinding
+/// page (attacker.example re-pointed at 127.0.0.1 or a LAN address) would otherwise talk
+/// to CREVID as its own origin, cookies, CSRF check and all. Accepted: IP literals,
+/// `localhost` (and `*.localhost`), and the host of `CREVID_PUBLIC_URL`.
+pub async fn hosts(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let named = request.uri().host().map(str::to_owned).or_else(|| {
+        request
+            .headers()
+            .get(HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    });
+    // Without any Host no browser sent it, and rebinding needs a browser.
+    let Some(named) = named else {
+        return next.run(request).await;
+    };
+    if host_allowed(&named, state.public_origin.as_deref()) {
+        return next.run(request).await;
+    }
+    tracing::warn!(host = %named, "refused a request for a host name this server does not have");
+    AppError::new(
+        ErrorCode::MisdirectedRequest,
+        format!(
+            "This server does not answer to the name {named:?}. To reach it by a name, set \
+             CREVID_PUBLIC_URL to its address."
+        ),
+    )
+    .into_response()
+}
+
+/// Whether `host` (a Host header or URI authority, port optional) may be served.
+pub fn host_allowed(host: &str, public_origin: Option<&str>) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        match rest.split_once(']') {
+            Some((v6, _)) => return v6.parse::<std::net::Ipv6Addr>().is_ok(),
+            None => return false,
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+            _ => host,
+        }
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    if name.parse::<std::net::IpAddr>().is_ok()
+        || name == "localhost"
+        || name.ends_with(".localhost")
+    {
+        return true;
+    }
+    public_origin
+        .and_then(|origin| url::Url::parse(origin).ok())
+        .and_then(|url| {
+            url.host_str()
+                .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+        })
+        .is_some_and(|public| public == name)
+}
+
 /// The scheme://host[:port] a header names, for comparing origins.
 fn origin_of(value: &str) -> Option<String> {
     let url = url::Url::parse(value).ok()?;
@@ -206,6 +266,35 @@ pub fn page_csp(nonce: &str, dev: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_that_may_be_served() {
+        for ok in [
+            "127.0.0.1:3000",
+            "localhost:3000",
+            "LOCALHOST",
+            "app.localhost",
+            "192.168.1.5",
+            "[::1]:3000",
+            "crevid.example.com",
+            "crevid.example.com.:443",
+        ] {
+            assert!(host_allowed(ok, Some("https://crevid.example.com")), "{ok}");
+        }
+        for refused in [
+            "attacker.example",
+            "attacker.example:3000",
+            "crevid.example.com.attacker.example",
+            "[::1",
+            "localhost.attacker.example",
+        ] {
+            assert!(
+                !host_allowed(refused, Some("https://crevid.example.com")),
+                "{refused}"
+            );
+        }
+        assert!(!host_allowed("crevid.example.com", None));
+    }
 
     #[test]
     fn page_patterns() {

@@ -24,6 +24,10 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// Set once the first account exists (it never goes back).
     pub setup_done: Arc<AtomicBool>,
+    /// The one-time code `/setup` asks for while no account exists, when the server
+    /// listens beyond loopback (printed in the log at start, as Jupyter prints its token).
+    #[from_ref(skip)]
+    pub setup_code: Option<Arc<str>>,
     /// `CREVID_PUBLIC_URL`'s origin (`https://crevid.example.com`), accepted by the CSRF
     /// check besides the request's own Host.
     pub public_origin: Option<Arc<str>>,

@@ -12,7 +12,9 @@ use super::limits::Bucket;
 use super::state::AppState;
 use super::validate;
 use crate::error::{AppError, ErrorCode};
-use crate::model::{limits, CreateUserRequest, Role, SignInRequest, UpdateUserRequest, UserView};
+use crate::model::{
+    limits, CreateUserRequest, Role, SetupRequest, SignInRequest, UpdateUserRequest, UserView,
+};
 
 pub fn normalise_email(field: &str, email: &str) -> Result<String, AppError> {
     let email = validate::text(field, email, 3, limits::EMAIL_MAX_CHARS)?.to_lowercase();
@@ -166,8 +168,7 @@ pub async fn setup_first_admin(
     state: &AppState,
     session: &Session,
     ip: Option<std::net::IpAddr>,
-    email: String,
-    password: String,
+    setup: SetupRequest,
 ) -> Result<UserView, AppError> {
     // Cheap refusals first: set-up is public, and hashing a password costs 19 MiB.
     if setup_done(state).await? {
@@ -177,9 +178,28 @@ pub async fn setup_first_admin(
         ));
     }
     throttle_address(state, ip)?;
+    if let Some(code) = state.setup_code.as_deref() {
+        // Digests of equal length: the comparison's time says nothing about the code.
+        use sha2::{Digest, Sha256};
+        // Dashes, spaces and case are the reader's choice.
+        let plain = |code: &str| -> String {
+            code.chars()
+                .filter(char::is_ascii_alphanumeric)
+                .map(|c| c.to_ascii_lowercase())
+                .collect()
+        };
+        let given = plain(setup.setup_code.as_deref().unwrap_or_default());
+        if Sha256::digest(given.as_bytes()) != Sha256::digest(plain(code).as_bytes()) {
+            return Err(AppError::new(
+                ErrorCode::Forbidden,
+                "This server can be reached from other machines, so setting it up needs the \
+                 set-up code it printed in its log at start.",
+            ));
+        }
+    }
     let req = CreateUserRequest {
-        email,
-        password,
+        email: setup.email,
+        password: setup.password,
         role: Role::Admin,
     };
     let Some(id) = insert(state, &req, true).await? else {
@@ -191,6 +211,22 @@ pub async fn setup_first_admin(
     state.setup_done.store(true, Ordering::Relaxed);
     start_session(session, id).await?;
     get(state, id).await
+}
+
+/// A one-time set-up code: 12 characters from an alphabet without look-alikes (about 60
+/// bits), in groups of four, to be copied from the server's log.
+pub fn new_setup_code() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+    let mut rng = rand::thread_rng();
+    let chars: Vec<char> = (0..12)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect();
+    chars
+        .chunks(4)
+        .map(|group| group.iter().collect::<String>())
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 /// The per-address budget shared by sign-in and set-up, the two public password paths.

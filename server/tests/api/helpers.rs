@@ -153,6 +153,43 @@ impl Drop for TestApp {
     }
 }
 
+/// A server as a newcomer starts it: no account yet, nothing configured.
+pub struct FreshApp {
+    pub base: String,
+    pub state: AppState,
+    _dir: tempfile::TempDir,
+    _pg: Option<PgDatabase>,
+}
+
+impl FreshApp {
+    /// Listening on `addr` (`127.0.0.1:0`, or `0.0.0.0:0` for beyond this machine).
+    pub async fn spawn(db: Db, addr: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (url, pg) = match db {
+            Db::Sqlite => (
+                format!("sqlite://{}", dir.path().join("crevid.db").display()),
+                None,
+            ),
+            Db::Postgres => {
+                let pg = PgDatabase::create().await?;
+                (pg.url(), Some(pg))
+            }
+        };
+        let mut config = test_config(&url, dir.path());
+        config.site_addr = addr.parse().expect("a socket address");
+        let app = Application::build(config).await.expect("app builds");
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let state = app.state().clone();
+        tokio::spawn(app.run_until_stopped());
+        Some(Self {
+            base,
+            state,
+            _dir: dir,
+            _pg: pg,
+        })
+    }
+}
+
 /// `path` (absolute) as a path relative to the working directory: `../../tmp/x`.
 fn relative_to_cwd(path: &std::path::Path) -> std::path::PathBuf {
     let cwd = std::env::current_dir().expect("working directory");
