@@ -188,23 +188,40 @@ pub struct NewAsset {
 
 fn claim_sql(backend: Backend) -> String {
     let lock = if backend == Backend::Postgres {
-        " FOR UPDATE SKIP LOCKED"
+        " FOR UPDATE OF t SKIP LOCKED"
     } else {
         ""
     };
+    let due = |t: &str, j: &str| {
+        format!(
+            "{t}.kind = $4 AND (({t}.status = 'queued' AND {t}.run_at <= $3) OR ({t}.status = 'running' AND {t}.locked_until < $3)) \
+             AND {j}.status <> 'cancelled'"
+        )
+    };
+    // Fair across owners: the next task belongs to the owner with due work and the fewest
+    // tasks of the kind running (the longest-waiting owner first among equals), then is
+    // that owner's oldest. One creator's batch of thousands no longer holds everyone
+    // else's work behind it. The owner is picked from a grouped list, so the cost is one
+    // pass over the due tasks, not a count per task.
     // The limits are part of the same statement, so on SQLite (one writer at a time) the
     // check and the claim cannot be split by another claim; Postgres serialises claims of a
     // kind with an advisory lock first.
     format!(
         "UPDATE tasks SET status = 'running', attempt = attempt + 1, locked_until = $1, worker_id = $2, updated_at = $3, \
          started_at = COALESCE(started_at, $3) \
-         WHERE id = (SELECT id FROM tasks WHERE kind = $4 AND \
-           ((status = 'queued' AND run_at <= $3) OR (status = 'running' AND locked_until < $3)) \
-           AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = tasks.job_id AND j.status = 'cancelled') \
-           ORDER BY run_at, id LIMIT 1{lock}) \
+         WHERE id = (SELECT t.id FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE {due_t} \
+           AND COALESCE(j.owner_id, 0) = (SELECT o.owner FROM \
+             (SELECT COALESCE(oj.owner_id, 0) AS owner, MIN(ot.run_at) AS first_due FROM tasks ot \
+              JOIN jobs oj ON oj.id = ot.job_id WHERE {due_o} GROUP BY COALESCE(oj.owner_id, 0)) o \
+             ORDER BY (SELECT COUNT(*) FROM tasks r JOIN jobs rj ON rj.id = r.job_id WHERE r.kind = $4 \
+               AND r.status = 'running' AND r.locked_until >= $3 AND COALESCE(rj.owner_id, 0) = o.owner), \
+             o.first_due, o.owner LIMIT 1) \
+           ORDER BY t.run_at, t.id LIMIT 1{lock}) \
          AND (SELECT COUNT(*) FROM tasks WHERE kind = $4 AND status = 'running' AND locked_until >= $3) < $5 \
          AND ($6 = 0 OR (SELECT COUNT(*) FROM task_starts WHERE kind = $4 AND started_at > $7) < $6) \
-         RETURNING id, job_id, kind, content_id, scene_id, attempt, max_attempts"
+         RETURNING id, job_id, kind, content_id, scene_id, attempt, max_attempts",
+        due_t = due("t", "j"),
+        due_o = due("ot", "oj"),
     )
 }
 

@@ -325,7 +325,7 @@ pub async fn render_when_ready(state: &AppState, job_id: i64) -> Result<(), AppE
     Ok(())
 }
 
-/// Writes the job and its tasks in one transaction, then wakes the workers.
+/// Spends one of the user's background jobs per minute (a new job, or a Retry failed).
 async fn check_rate(state: &AppState, user: &CurrentUser) -> Result<(), AppError> {
     let limit = super::settings::values(state).await?.rate_jobs_per_minute;
     state
@@ -334,6 +334,7 @@ async fn check_rate(state: &AppState, user: &CurrentUser) -> Result<(), AppError
         .map_err(|secs| AppError::rate_limited("background jobs", secs))
 }
 
+/// Writes the job and its tasks in one transaction, then wakes the workers.
 async fn insert(
     state: &AppState,
     owner_id: i64,
@@ -654,6 +655,9 @@ pub async fn retry_failed(
             "this job has no failed tasks to retry",
         ));
     }
+    // A retry queues work like a new job does, so it counts like one; refused, the
+    // transaction is dropped and nothing changes.
+    check_rate(state, user).await?;
     sqlx::query("UPDATE jobs SET status = 'processing', error = NULL, completed_at = NULL, updated_at = $1 WHERE id = $2")
         .bind(now)
         .bind(id)

@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde_json::json;
 
 use crate::both_databases;
-use crate::helpers::{content_with_scenes, twenty_sentences, Db, TestApp, Who};
+use crate::helpers::{content_with_scenes, twenty_sentences, use_provider, Db, TestApp, Who};
 
 const UNLIMITED: app::ssr::engine::KindLimits = app::ssr::engine::KindLimits {
     concurrency: 64,
@@ -19,6 +19,8 @@ both_databases!(
     cancel_stops_queued_tasks,
     retry_runs_only_the_failed_tasks,
     expired_leases_are_recovered_and_lost_leases_record_nothing,
+    one_creator_s_big_batch_does_not_starve_another,
+    retry_failed_counts_against_the_job_rate,
 );
 
 async fn twenty_scenes_get_images_and_narration(db: Db) {
@@ -370,5 +372,142 @@ async fn expired_leases_are_recovered_and_lost_leases_record_nothing(db: Db) {
     assert!(
         per_scene.iter().all(|(_, n)| *n == 1),
         "exactly one asset per scene: {per_scene:?}"
+    );
+}
+
+/// A saved content of `scenes` scenes from `script`, owned by `who`.
+async fn content_of(app: &TestApp, who: Who, script: &str, scenes: u32) -> serde_json::Value {
+    let (status, generated) = app
+        .call(
+            who,
+            Method::POST,
+            "/api/content/generate",
+            Some(
+                &json!({ "mode": "script", "input": script, "presets": { "scene_count": scenes } }),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{generated}");
+    let (status, saved) = app
+        .call(
+            who,
+            Method::POST,
+            "/api/contents",
+            Some(&json!({ "mode": "script", "input": script, "script": generated["data"] })),
+        )
+        .await;
+    assert_eq!(status, 201, "{saved}");
+    saved["data"].clone()
+}
+
+/// Claims are fair across owners: creator A queues 510 pictures, then creator B queues 5;
+/// B's start among the first ones instead of after all of A's (a global FIFO used to put
+/// them 511th to 515th).
+async fn one_creator_s_big_batch_does_not_starve_another(db: Db) {
+    let Some(app) = TestApp::spawn(db).await else {
+        return;
+    };
+    use_provider(&app, |v| {
+        v.image_concurrency = 2;
+        v.rate_generate_per_minute = 10_000;
+    })
+    .await;
+    app.fake
+        .set_image_latency(std::time::Duration::from_millis(30));
+    let thirty = (1..=30)
+        .map(|i| format!("River bend number {i} carries the water further south."))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut ids = Vec::new();
+    for _ in 0..17 {
+        let content = content_of(&app, Who::CreatorA, &thirty, 30).await;
+        ids.push(content["id"].clone());
+    }
+    let (status, batch) = app
+        .call(
+            Who::CreatorA,
+            Method::POST,
+            "/api/media/batch",
+            Some(&json!({ "content_ids": ids })),
+        )
+        .await;
+    assert_eq!(status, 202, "{batch}");
+    assert_eq!(batch["data"]["total_tasks"], 510);
+    let script = (1..=5)
+        .map(|i| format!("Zebra crossing number {i} waits here for everyone."))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let theirs = content_of(&app, Who::CreatorB, &script, 5).await;
+    let (status, job) = app
+        .call(
+            Who::CreatorB,
+            Method::POST,
+            "/api/media/generate",
+            Some(&json!({ "content_id": theirs["id"] })),
+        )
+        .await;
+    assert_eq!(status, 202, "{job}");
+    app.start_workers();
+    app.fake
+        .wait_for_requests(testkit::Endpoint::Images, 20)
+        .await;
+    let answered = app.fake.answered(testkit::Endpoint::Images);
+    let first: Vec<&String> = answered.iter().take(20).collect();
+    let b_started = first
+        .iter()
+        .filter(|p| p.to_lowercase().contains("zebra"))
+        .count();
+    assert_eq!(
+        b_started, 5,
+        "B's five pictures among the first 20: {first:#?}"
+    );
+    // Stop the rest of A's batch.
+    let (status, _) = app
+        .call(
+            Who::CreatorA,
+            Method::POST,
+            &format!("/api/jobs/{}/cancel", batch["data"]["id"]),
+            Some(&json!({})),
+        )
+        .await;
+    assert_eq!(status, 200);
+}
+
+/// Retry failed queues work like a new job, so it spends the same per-minute budget.
+async fn retry_failed_counts_against_the_job_rate(db: Db) {
+    let Some(app) = TestApp::spawn_with_window(db, 60).await else {
+        return;
+    };
+    app.configure_llm_with(|v| v.rate_jobs_per_minute = 2).await;
+    let content = content_with_scenes(&app, "One scene. Two scenes.", 2).await;
+    let (status, job) = app
+        .post("/api/tts/generate", &json!({ "content_id": content["id"] }))
+        .await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["data"]["id"].as_i64().unwrap();
+    let fail_all = || async {
+        sqlx::query(
+            "UPDATE tasks SET status = 'failed', last_error = 'provider said no' WHERE job_id = $1",
+        )
+        .bind(id)
+        .execute(app.state.pool())
+        .await
+        .unwrap();
+        app::ssr::jobs::refresh(app.state.pool(), id).await.unwrap();
+    };
+    fail_all().await;
+    let (status, retried) = app.post(&format!("/api/jobs/{id}/retry"), &json!({})).await;
+    assert_eq!(status, 200, "{retried}");
+    fail_all().await;
+    let (status, refused) = app.post(&format!("/api/jobs/{id}/retry"), &json!({})).await;
+    assert_eq!(status, 429, "{refused}");
+    let (_, detail) = app.get(&format!("/api/jobs/{id}")).await;
+    assert!(
+        detail["data"]["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["status"] == "failed"),
+        "a refused retry changes nothing: {detail}"
     );
 }
