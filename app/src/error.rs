@@ -26,6 +26,8 @@ pub enum ErrorCode {
     Csrf,
     /// The request's Host is a name this server was not told it has (DNS rebinding).
     MisdirectedRequest,
+    /// The user's media already fill the storage quota an admin set.
+    QuotaExceeded,
     /// The value must be unique and is taken (an e-mail address).
     Conflict,
     /// Too many requests from this user or address; `retry_after_secs` says when to retry.
@@ -52,7 +54,7 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         match self {
             ErrorCode::Validation | ErrorCode::InvalidJson => 422,
-            ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::PayloadTooLarge | ErrorCode::QuotaExceeded => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::NotFound => 404,
             ErrorCode::Unauthorized => 401,

@@ -264,6 +264,9 @@ pub struct SettingsValues {
     pub rate_generate_per_minute: u32,
     /// Background jobs one user may create per minute.
     pub rate_jobs_per_minute: u32,
+    /// Media one user's contents may hold on disk, in MiB (pictures, narration, videos,
+    /// music); new media is refused beyond it. 0: no quota.
+    pub storage_quota_mb: u32,
     /// `builtin` (a scene card drawn offline) or `openai` (the Images API at `llm_base_url`).
     pub image_provider: String,
     pub image_model: String,
@@ -335,6 +338,7 @@ impl Default for SettingsValues {
             default_voice: "alloy".into(),
             rate_generate_per_minute: 10,
             rate_jobs_per_minute: 30,
+            storage_quota_mb: 0,
             image_provider: "builtin".into(),
             image_model: "gpt-image-1-mini".into(),
             image_size: "auto".into(),

@@ -164,13 +164,20 @@ impl Application {
         } else {
             Vec::new()
         };
-        let pool = self.state.db.pool.clone();
+        let swept = self.state.clone();
         let sweeper = tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(3600));
             loop {
                 every.tick().await;
-                if let Err(e) = DbSessionStore::delete_expired(&pool).await {
+                if let Err(e) = DbSessionStore::delete_expired(&swept.db.pool).await {
                     tracing::warn!(error = %e, "could not remove expired sessions");
+                }
+                // What a crash left between a file and its row: an hour is far longer
+                // than any task takes between writing a file and recording it.
+                match app::ssr::media::sweep(&swept, Duration::from_secs(3600)).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(removed = n, "removed media files no row owns"),
+                    Err(e) => tracing::warn!(error = %e.message, "sweeping media failed"),
                 }
             }
         });

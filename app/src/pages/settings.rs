@@ -113,6 +113,7 @@ fn SettingsForm(initial: SettingsView) -> impl IntoView {
             {text_field!(values, "Timeout (seconds, 1–600)", llm_timeout_secs, "How long a creator waits at most")}
             {text_field!(values, "Script generations per user per minute", rate_generate_per_minute, "")}
             {text_field!(values, "Background jobs per user per minute", rate_jobs_per_minute, "")}
+            {text_field!(values, "Media storage per user (MiB)", storage_quota_mb, "0 for no quota; new pictures, narration, videos and music are refused beyond it")}
             <label class="checkbox"><input type="checkbox" name="llm_json_schema"
                 prop:checked=move || values.with(|v| v.llm_json_schema)
                 on:change=move |ev| values.update(|v| v.llm_json_schema = event_target_checked(&ev))/>

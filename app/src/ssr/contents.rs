@@ -451,19 +451,18 @@ pub async fn update(
             None => insert_scene(&mut tx, id, position as i64, scene, now).await?,
         }
     }
+    // Narration of edited words and the media of deleted scenes go with the edit.
+    let dropped = super::media::drop_unowned(&mut tx, id).await?;
     tx.commit().await.db("committing a content edit")?;
+    for key in dropped {
+        super::media::remove_file(state, &key).await;
+    }
     get(state, user, id).await
 }
 
 #[tracing::instrument(name = "contents.delete", skip_all, fields(content_id = id))]
 pub async fn delete(state: &AppState, user: &CurrentUser, id: i64) -> Result<(), AppError> {
     let pool = state.pool();
-    let keys: Vec<String> =
-        sqlx::query_scalar("SELECT storage_key FROM assets WHERE content_id = $1")
-            .bind(id)
-            .fetch_all(pool)
-            .await
-            .db("listing a content's assets")?;
     // Scenes, assets and jobs go with the row (ON DELETE CASCADE).
     let deleted = sqlx::query("DELETE FROM contents WHERE id = $1 AND ($2 = 1 OR owner_id = $3)")
         .bind(id)
@@ -475,17 +474,8 @@ pub async fn delete(state: &AppState, user: &CurrentUser, id: i64) -> Result<(),
     if deleted.rows_affected() == 0 {
         return Err(AppError::not_found("content"));
     }
-    let media = state.data_dir.join("media");
-    for key in keys {
-        // Keys are written by the server, but never let one escape the media directory.
-        if key.split('/').any(|part| part == ".." || part.is_empty()) {
-            continue;
-        }
-        if let Err(e) = tokio::fs::remove_file(media.join(&key)).await {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(error = %e, key, "could not remove a deleted content's file");
-            }
-        }
-    }
+    // Every file of the content lives in its own directory: assets, cached segments,
+    // anything half-made.
+    super::media::remove_content_files(state, id).await;
     Ok(())
 }

@@ -523,6 +523,7 @@ async fn finish(
     );
     let mut tx = state.pool().begin().await.db("starting a transaction")?;
     let mut discard = None;
+    let mut superseded = Vec::new();
     let mut succeeded = false;
     match result {
         Ok(output) => {
@@ -551,6 +552,8 @@ async fn finish(
                     for (asset, id) in assets.zip(&ids) {
                         make_current(&mut tx, task, asset.kind, *id, &output, now).await?;
                     }
+                    // What the new assets replace is dropped with them.
+                    superseded = media::drop_unowned(&mut tx, task.content_id).await?;
                 }
                 Some(_) => {
                     sqlx::query("UPDATE tasks SET output_asset_id = NULL WHERE id = $1")
@@ -637,6 +640,9 @@ async fn finish(
         for key in output.keys() {
             media::remove_file(state, key).await;
         }
+    }
+    for key in &superseded {
+        media::remove_file(state, key).await;
     }
     wake(state, Some(&task.kind)).await;
     if task.kind != RENDER {

@@ -113,6 +113,7 @@ pub async fn create(
         .into_iter()
         .map(|s| (req.content_id, Some(s)))
         .collect();
+    super::media::check_quota(state, user.id).await?;
     check_rate(state, user).await?;
     let content_ids = [req.content_id];
     insert(state, user.id, kind, &content_ids, tasks, req.render_after).await
@@ -181,6 +182,7 @@ pub async fn create_batch(
             "these contents have no words to narrate",
         ));
     }
+    super::media::check_quota(state, user.id).await?;
     check_rate(state, user).await?;
     insert(state, user.id, kind, &ids, tasks, req.render_after).await
 }
@@ -253,6 +255,7 @@ pub async fn create_render(
         ));
     }
     fits_render(state, &scenes).await?;
+    super::media::check_quota(state, user.id).await?;
     check_rate(state, user).await?;
     let view = enqueue_render(state, user.id, content_id).await?;
     Ok(view)

@@ -645,6 +645,7 @@ pub async fn save_music(
     if bytes.is_empty() {
         return Err(AppError::validation("body", "the music file is empty"));
     }
+    check_quota(state, user.id).await?;
     let stamp = now_ms();
     let key = format!("content-{content_id}/music-{stamp}.m4a");
     let path = prepare(state, &key)
@@ -703,15 +704,52 @@ pub async fn save_music(
     .fetch_one(&mut *tx)
     .await
     .db("recording music")?;
+    let replaced = set_music(&mut tx, content_id, Some(asset_id)).await?;
+    tx.commit().await.db("committing music")?;
+    for key in replaced {
+        remove_file(state, &key).await;
+    }
+    super::contents::get(state, user, content_id).await
+}
+
+/// Points the content at `music` (or none) and drops the music it replaces; the storage
+/// keys to remove once the transaction commits are returned.
+async fn set_music(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    content_id: i64,
+    music: Option<i64>,
+) -> Result<Vec<String>, crate::error::AppError> {
     sqlx::query("UPDATE contents SET music_asset_id = $1, updated_at = $2 WHERE id = $3")
-        .bind(asset_id)
+        .bind(music)
         .bind(now_ms())
         .bind(content_id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .db("setting music")?;
-    tx.commit().await.db("committing music")?;
-    super::contents::get(state, user, content_id).await
+    drop_unowned(tx, content_id).await
+}
+
+/// Drops the asset rows of a content that nothing points at any more (a replaced
+/// picture, narration, video, subtitle file or music; the narration of words that were
+/// edited; the media of a deleted scene) and returns their storage keys, whose files are
+/// removed once the transaction commits (`remove_file`): a file belongs to its row.
+pub async fn drop_unowned(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    content_id: i64,
+) -> Result<Vec<String>, crate::error::AppError> {
+    sqlx::query_scalar(
+        "DELETE FROM assets WHERE content_id = $1 \
+         AND id NOT IN (SELECT image_asset_id FROM scenes WHERE content_id = $1 AND image_asset_id IS NOT NULL) \
+         AND id NOT IN (SELECT audio_asset_id FROM scenes WHERE content_id = $1 AND audio_asset_id IS NOT NULL) \
+         AND id NOT IN (SELECT x FROM (SELECT video_asset_id AS x FROM contents WHERE id = $1 \
+           UNION ALL SELECT subtitles_asset_id FROM contents WHERE id = $1 \
+           UNION ALL SELECT music_asset_id FROM contents WHERE id = $1) current WHERE x IS NOT NULL) \
+         RETURNING storage_key",
+    )
+    .bind(content_id)
+    .fetch_all(&mut **tx)
+    .await
+    .db("dropping replaced media")
 }
 
 /// The video goes back to narration alone (the next render).
@@ -721,12 +759,12 @@ pub async fn remove_music(
     content_id: i64,
 ) -> Result<crate::model::ContentDetail, crate::error::AppError> {
     super::contents::get(state, user, content_id).await?;
-    sqlx::query("UPDATE contents SET music_asset_id = NULL, updated_at = $1 WHERE id = $2")
-        .bind(now_ms())
-        .bind(content_id)
-        .execute(state.pool())
-        .await
-        .db("removing music")?;
+    let mut tx = state.pool().begin().await.db("starting a transaction")?;
+    let removed = set_music(&mut tx, content_id, None).await?;
+    tx.commit().await.db("removing music")?;
+    for key in removed {
+        remove_file(state, &key).await;
+    }
     super::contents::get(state, user, content_id).await
 }
 
@@ -769,8 +807,132 @@ pub async fn content_file(
 
 /// Removes a file a task made but may not keep (its job was cancelled, or its lease was
 /// taken over by another worker).
+/// Removes a stored file whose row is gone (called after the transaction that dropped the
+/// row committed). A key that could leave the media directory is never followed.
 pub async fn remove_file(state: &AppState, storage_key: &str) {
-    let _ = tokio::fs::remove_file(media_dir(state).join(storage_key)).await;
+    if storage_key
+        .split('/')
+        .any(|part| part == ".." || part.is_empty())
+    {
+        return;
+    }
+    if let Err(e) = tokio::fs::remove_file(media_dir(state).join(storage_key)).await {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(error = %e, key = storage_key, "could not remove a media file");
+        }
+    }
+}
+
+/// Removes everything stored for a deleted content: its assets, cached segments and any
+/// half-made files (called after the row was deleted).
+pub async fn remove_content_files(state: &AppState, content_id: i64) {
+    let dir = media_dir(state).join(format!("content-{content_id}"));
+    if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(error = %e, content_id, "could not remove a deleted content's files");
+        }
+    }
+}
+
+/// Refuses new media for `owner_id` when their contents' stored media (pictures,
+/// narration, videos, subtitles, music; bytes as recorded) reach the admin's quota
+/// (`storage_quota_mb`, MiB; 0: none).
+pub async fn check_quota(state: &AppState, owner_id: i64) -> Result<(), crate::error::AppError> {
+    use crate::error::{AppError, ErrorCode};
+    let quota_mb = i64::from(super::settings::values(state).await?.storage_quota_mb);
+    if quota_mb == 0 {
+        return Ok(());
+    }
+    let used: i64 = sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(a.bytes), 0) AS BIGINT) FROM assets a JOIN contents c ON c.id = a.content_id WHERE c.owner_id = $1",
+    )
+    .bind(owner_id)
+    .fetch_one(state.pool())
+    .await
+    .db("measuring media use")?;
+    if used >= quota_mb * 1024 * 1024 {
+        return Err(AppError::new(
+            ErrorCode::QuotaExceeded,
+            format!(
+                "Your media take {} MiB, and your storage quota is {quota_mb} MiB. Delete contents you no longer need (or ask an admin for more room), then try again.",
+                used / 1024 / 1024
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Files no row owns: what a crash between writing a file and recording it, or between
+/// dropping a row and removing its file, left behind. Removes every file under the media
+/// directory older than `min_age` that no asset row names, except the cached segments
+/// and work directories of live contents (the render keeps and prunes those); and whole
+/// directories of contents that no longer exist. Returns how many files went.
+pub async fn sweep(state: &AppState, min_age: Duration) -> Result<usize, crate::error::AppError> {
+    use std::collections::HashSet;
+    let keys: HashSet<String> = sqlx::query_scalar("SELECT storage_key FROM assets")
+        .fetch_all(state.pool())
+        .await
+        .db("listing stored media")?
+        .into_iter()
+        .collect();
+    let contents: HashSet<i64> = sqlx::query_scalar("SELECT id FROM contents")
+        .fetch_all(state.pool())
+        .await
+        .db("listing contents")?
+        .into_iter()
+        .collect();
+    let root = media_dir(state);
+    let now = std::time::SystemTime::now();
+    let old_enough = |meta: &std::fs::Metadata| {
+        meta.modified()
+            .ok()
+            .and_then(|at| now.duration_since(at).ok())
+            .is_some_and(|age| age >= min_age)
+    };
+    let mut removed = 0;
+    let Ok(mut dirs) = tokio::fs::read_dir(&root).await else {
+        return Ok(0);
+    };
+    while let Ok(Some(entry)) = dirs.next_entry().await {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(content_id) = name
+            .strip_prefix("content-")
+            .and_then(|id| id.parse::<i64>().ok())
+        else {
+            continue;
+        };
+        let Ok(meta) = entry.metadata().await else {
+            continue;
+        };
+        if !meta.is_dir() {
+            continue;
+        }
+        if !contents.contains(&content_id) {
+            if old_enough(&meta) {
+                remove_content_files(state, content_id).await;
+                removed += 1;
+            }
+            continue;
+        }
+        let Ok(mut files) = tokio::fs::read_dir(entry.path()).await else {
+            continue;
+        };
+        while let Ok(Some(file)) = files.next_entry().await {
+            let Ok(meta) = file.metadata().await else {
+                continue;
+            };
+            // Segments and render work directories belong to the render.
+            if meta.is_dir() {
+                continue;
+            }
+            let key = format!("{name}/{}", file.file_name().to_string_lossy());
+            if !keys.contains(&key) && old_enough(&meta) {
+                remove_file(state, &key).await;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
 }
 
 #[cfg(test)]

@@ -847,6 +847,17 @@ async fn ensure_segment(
     let image = path_of(&scene.image_key)
         .ok_or_else(|| TaskError::Permanent(format!("{what} has no picture")))?;
     let audio = path_of(&scene.audio_key).filter(|_| scene.speaks());
+    // A picture or narration replaced since the render read the scenes has had its file
+    // removed; the next attempt reads the scenes again.
+    for input in std::iter::once(&image).chain(audio.as_ref()) {
+        if !tokio::fs::try_exists(input).await.unwrap_or(false) {
+            return Err(server_fault(
+                format!("{what} changed while the video was being made; it will be tried again"),
+                format!("{} is gone", input.display()),
+                true,
+            ));
+        }
+    }
     let partial = segments.join(format!("{name}.partial-{tag}.mp4"));
     let segment = Segment {
         image: &image,

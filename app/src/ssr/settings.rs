@@ -183,6 +183,12 @@ pub fn validate(v: SettingsValues) -> Result<SettingsValues, AppError> {
             1,
             10_000,
         )?,
+        storage_quota_mb: validate::range_u32(
+            "values.storage_quota_mb",
+            v.storage_quota_mb,
+            0,
+            10_000_000,
+        )?,
         image_provider: validate::one_of("values.image_provider", &v.image_provider, &PROVIDERS)?,
         image_model: validate::text("values.image_model", &v.image_model, 1, short)?,
         image_size: image_size("values.image_size", &v.image_size)?,

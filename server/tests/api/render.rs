@@ -23,6 +23,8 @@ both_databases!(
     a_playlist_posing_as_music_never_reaches_other_files,
     a_failing_render_tells_creators_no_server_details,
     an_ffmpeg_killed_by_the_system_is_tried_again,
+    files_belong_to_rows,
+    a_storage_quota_refuses_new_media,
 );
 
 /// Pause after each scene's narration (the default setting).
@@ -1060,9 +1062,9 @@ async fn a_playlist_posing_as_music_never_reaches_other_files(db: Db) {
     );
 }
 
-/// A render that fails on the server's side (a picture gone from the disk) tells the
-/// creator which scene failed in plain words: no server path, no ffmpeg output. Admins
-/// read ffmpeg's own words with the task.
+/// A render that fails (a picture file ffmpeg cannot read) tells the creator which scene
+/// failed in plain words: no server path, no ffmpeg output. Admins read ffmpeg's own
+/// words with the task.
 async fn a_failing_render_tells_creators_no_server_details(db: Db) {
     let Some(app) = TestApp::spawn(db).await else {
         return;
@@ -1079,7 +1081,11 @@ async fn a_failing_render_tells_creators_no_server_details(db: Db) {
         .fetch_one(app.state.pool())
         .await
         .unwrap();
-    std::fs::remove_file(app.state.data_dir.join("media").join(&key)).unwrap();
+    std::fs::write(
+        app.state.data_dir.join("media").join(&key),
+        b"not a picture",
+    )
+    .unwrap();
     let (status, job) = app
         .post(&format!("/api/contents/{id}/render"), &json!({}))
         .await;
@@ -1110,7 +1116,7 @@ async fn a_failing_render_tells_creators_no_server_details(db: Db) {
         .as_str()
         .unwrap_or_default();
     assert!(
-        detail.contains("No such file or directory"),
+        detail.contains("Invalid data found"),
         "an admin reads ffmpeg's own words: {as_admin}"
     );
 }
@@ -1135,4 +1141,203 @@ async fn an_ffmpeg_killed_by_the_system_is_tried_again(db: Db) {
     let done = app.wait_for_job(job).await;
     assert_eq!(done["job"]["status"], "completed", "{done}");
     assert_eq!(done["tasks"][0]["attempt"], 2, "{done}");
+}
+
+/// The files directly in a content's media directory (its cached segments aside).
+fn content_files(app: &TestApp, id: i64) -> std::collections::BTreeSet<String> {
+    let dir = app.state.data_dir.join(format!("media/content-{id}"));
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                .map(|e| format!("content-{id}/{}", e.file_name().to_string_lossy()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn asset_keys(app: &TestApp, id: i64) -> std::collections::BTreeSet<String> {
+    sqlx::query_scalar::<_, String>("SELECT storage_key FROM assets WHERE content_id = $1")
+        .bind(id)
+        .fetch_all(app.state.pool())
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+/// A WAV of `seconds` of noise (no encoder squeezes it below its bit rate), as a
+/// creator's music file.
+fn music_file(dir: &std::path::Path, seconds: u32) -> Vec<u8> {
+    let path = dir.join(format!("music-{seconds}.wav"));
+    let made = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+        ])
+        .arg(format!("anoisesrc=d={seconds}:a=0.1"))
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::fs::read(path).unwrap()
+}
+
+async fn put_music(app: &TestApp, id: i64, body: Vec<u8>) -> (u16, Value) {
+    let request = app
+        .client
+        .put(app.url(&format!("/api/contents/{id}/music")))
+        .header("content-type", "audio/wav")
+        .body(body);
+    let (status, _, answer) = app.send(request).await;
+    (status, answer)
+}
+
+/// Files belong to rows: pictures made again, words edited (their narration dropped), a
+/// scene deleted, music replaced, the video made again; at every step the content's
+/// directory holds exactly the files of its asset rows, and every row is current. A file
+/// a crash left behind is swept, and deleting the content removes everything of it.
+async fn files_belong_to_rows(db: Db) {
+    let Some(app) = TestApp::spawn(db).await else {
+        return;
+    };
+    let content = content(&app, 3, "16:9").await;
+    let id = content["id"].as_i64().unwrap();
+    let check = |step: &'static str| {
+        let app = &app;
+        async move {
+            let files = content_files(app, id);
+            let rows = asset_keys(app, id).await;
+            assert_eq!(files, rows, "after {step}");
+            let (_, detail) = app.get(&format!("/api/contents/{id}")).await;
+            let d = &detail["data"];
+            let current = d["scenes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|s| [&s["image_asset_id"], &s["audio_asset_id"]])
+                .chain([
+                    &d["video_asset_id"],
+                    &d["subtitles_asset_id"],
+                    &d["music_asset_id"],
+                ])
+                .filter(|v| v.is_i64())
+                .count();
+            assert_eq!(rows.len(), current, "after {step}: every row is current");
+        }
+    };
+    with_media(&app, &content).await;
+    check("pictures and narration").await;
+    render(&app, id).await;
+    check("a render").await;
+    let (status, _) = app
+        .post("/api/media/generate", &json!({ "content_id": id }))
+        .await;
+    assert_eq!(status, 202);
+    app.drain().await;
+    check("pictures made again").await;
+
+    let scenes: Vec<Value> = content["scenes"].as_array().unwrap()[..2]
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let narration = if i == 0 { json!("New words for the first scene.") } else { s["narration"].clone() };
+            json!({ "id": s["id"], "narration": narration, "visual_prompt": s["visual_prompt"], "seconds": s["seconds"] })
+        })
+        .collect();
+    let (status, edited) = app
+        .put(
+            &format!("/api/contents/{id}"),
+            &json!({ "title": content["title"], "scenes": scenes }),
+        )
+        .await;
+    assert_eq!(status, 200, "{edited}");
+    check("words edited and a scene deleted").await;
+
+    let dir = tempfile::tempdir().unwrap();
+    for seconds in [2, 3] {
+        let (status, answer) = put_music(&app, id, music_file(dir.path(), seconds)).await;
+        assert_eq!(status, 200, "{answer}");
+        check("music").await;
+    }
+    let (status, _) = app
+        .post("/api/tts/generate", &json!({ "content_id": id }))
+        .await;
+    assert_eq!(status, 202);
+    app.drain().await;
+    render(&app, id).await;
+    check("narration and the video made again").await;
+    let (status, _) = app.delete(&format!("/api/contents/{id}/music")).await;
+    assert_eq!(status, 200);
+    check("music removed").await;
+
+    // A file a crash left between writing it and recording its row.
+    let orphan = app
+        .state
+        .data_dir
+        .join(format!("media/content-{id}/scene-9-9-9.png"));
+    std::fs::write(&orphan, b"left behind").unwrap();
+    let removed = app::ssr::media::sweep(&app.state, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(removed, 1);
+    assert!(!orphan.exists());
+    check("a sweep").await;
+
+    let (status, _) = app.delete(&format!("/api/contents/{id}")).await;
+    assert_eq!(status, 204);
+    assert!(
+        !app.state
+            .data_dir
+            .join(format!("media/content-{id}"))
+            .exists(),
+        "nothing of a deleted content stays, segments included"
+    );
+}
+
+/// An admin's storage quota: once a creator's media reach it, new media (pictures,
+/// narration, renders, music) are refused with 413 and a message saying what to do.
+async fn a_storage_quota_refuses_new_media(db: Db) {
+    let Some(app) = TestApp::spawn(db).await else {
+        return;
+    };
+    app.configure_llm_with(|v| {
+        v.storage_quota_mb = 1;
+        v.rate_jobs_per_minute = 10_000;
+        v.rate_generate_per_minute = 10_000;
+    })
+    .await;
+    let content = content(&app, 1, "1:1").await;
+    let id = content["id"].as_i64().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // A minute of music, stored as AAC at 192 kb/s: about 1.4 MiB, past the quota.
+    let (status, answer) = put_music(&app, id, music_file(dir.path(), 60)).await;
+    assert_eq!(status, 200, "under the quota until now: {answer}");
+    let (status, refused) = app
+        .post("/api/media/generate", &json!({ "content_id": id }))
+        .await;
+    assert_eq!(status, 413, "{refused}");
+    assert_eq!(refused["error"]["code"], "quota_exceeded");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("quota is 1 MiB"),
+        "{refused}"
+    );
+    let (status, _) = put_music(&app, id, music_file(dir.path(), 2)).await;
+    assert_eq!(status, 413);
+    // Making room lets new media in again.
+    let (status, _) = app.delete(&format!("/api/contents/{id}/music")).await;
+    assert_eq!(status, 200);
+    let (status, job) = app
+        .post("/api/media/generate", &json!({ "content_id": id }))
+        .await;
+    assert_eq!(status, 202, "{job}");
 }
