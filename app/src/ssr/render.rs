@@ -358,12 +358,20 @@ impl Progress<'_> {
 
 /// Runs ffmpeg with `-progress` on stdout, reporting each `out_time_us` (offset by where
 /// this run starts in the whole video); a failure keeps the last lines of stderr.
+/// How long an ffmpeg run making `media_ms` of video may take: two minutes to start plus
+/// 30 times real time, far beyond this machine's 2× real time at 1080p. A run past it is
+/// stuck (a hung filter, a file that never ends) and is killed and tried again.
+fn deadline_for(media_ms: i64) -> Duration {
+    Duration::from_secs(120) + Duration::from_millis(media_ms.max(0) as u64) * 30
+}
+
 async fn ffmpeg(
     mut command: Command,
     what: &str,
     progress: &mut Progress<'_>,
-    offset_ms: i64,
+    (offset_ms, media_ms): (i64, i64),
 ) -> Result<(), TaskError> {
+    let deadline = deadline_for(media_ms);
     command
         .kill_on_drop(true)
         .stdin(Stdio::null())
@@ -412,13 +420,28 @@ async fn ffmpeg(
         };
         tokio::pin!(run);
         tokio::select! {
-            outcome = &mut run => Some(outcome),
+            outcome = &mut run => Some(Some(outcome)),
             () = stopped => None,
+            () = tokio::time::sleep(deadline) => Some(None),
         }
     };
-    let Some((errors, status)) = outcome else {
-        let _ = child.kill().await;
-        return Err(TaskError::Cancelled);
+    let (errors, status) = match outcome {
+        Some(Some(outcome)) => outcome,
+        Some(None) => {
+            let _ = child.kill().await;
+            return Err(server_fault(
+                format!(
+                    "{what}: ffmpeg took longer than {} min; it will be tried again",
+                    deadline.as_secs() / 60
+                ),
+                format!("killed after {} s", deadline.as_secs()),
+                true,
+            ));
+        }
+        None => {
+            let _ = child.kill().await;
+            return Err(TaskError::Cancelled);
+        }
     };
     let status = status.map_err(|e| server_fault("ffmpeg stopped unexpectedly", e, true))?;
     if status.success() {
@@ -786,7 +809,8 @@ async fn render_in(
     }
     join.args(["-movflags", "+faststart", "-f", "mp4"])
         .arg(&partial);
-    ffmpeg(join, "joining the scenes", &mut progress, 0).await?;
+    let total_ms = progress.total_ms;
+    ffmpeg(join, "joining the scenes", &mut progress, (0, total_ms)).await?;
     // Only a complete file gets the name that is served.
     tokio::fs::rename(&partial, media_dir.join(&video_key))
         .await
@@ -873,7 +897,7 @@ async fn ensure_segment(
         ahead = progress.job_id.is_none(),
         "encoding a segment"
     );
-    if let Err(e) = ffmpeg(command, &what, progress, offset).await {
+    if let Err(e) = ffmpeg(command, &what, progress, (offset, ms_of_frames(frames))).await {
         let _ = tokio::fs::remove_file(&partial).await;
         return Err(e);
     }
@@ -1181,6 +1205,13 @@ mod tests {
             );
             assert!(!escaped.replace("\\{", "").contains('{'), "{escaped}");
         }
+    }
+
+    #[test]
+    fn every_ffmpeg_run_has_a_deadline() {
+        assert_eq!(deadline_for(0), Duration::from_secs(120));
+        assert_eq!(deadline_for(4_500), Duration::from_secs(255));
+        assert_eq!(deadline_for(-5), Duration::from_secs(120));
     }
 
     #[test]
