@@ -4,7 +4,8 @@
 #   1. the hydrate entry (root package) to WASM with cargo,
 #   2. the pinned wasm-bindgen CLI → target/site/pkg/crevid.{js,wasm},
 #   3. release only: npm's wasm-opt -Oz (binaryen; Debian's is too old),
-#   4. style/main.css → target/site/pkg/crevid.css, public/ → target/site/,
+#   4. style/main.css → target/site/pkg/crevid.css, public/ → target/site/, and a brotli
+#      (.br) and gzip (.gz) copy of the WASM, JS and CSS for the server to send,
 #   5. the `crevid` server binary (unless --frontend-only).
 #   scripts/build.sh [--release] [--frontend-only]
 # The server finds target/site beside target/{debug,release}/crevid on its own.
@@ -63,6 +64,24 @@ if [ "$release" = 1 ]; then
     "$staging/$name.wasm" -o "$staging/$name.wasm"
 fi
 cp style/main.css "$staging/$name.css"
+# Precompressed copies, sent to browsers that accept them (the server picks .br, then .gz):
+# brotli's best setting for release builds (slow, once), a quick one while developing.
+quality=5
+[ "$release" = 1 ] && quality=11
+step "brotli (quality $quality) and gzip -9"
+for file in "$staging/$name.wasm" "$staging/$name.js" "$staging/$name.css"; do
+  gzip -9 --keep --no-name --force "$file"
+done
+node -e '
+  const zlib = require("zlib"), fs = require("fs");
+  const [quality, ...files] = process.argv.slice(1);
+  for (const file of files) {
+    const data = fs.readFileSync(file);
+    fs.writeFileSync(file + ".br", zlib.brotliCompressSync(data, { params: {
+      [zlib.constants.BROTLI_PARAM_QUALITY]: Number(quality),
+      [zlib.constants.BROTLI_PARAM_SIZE_HINT]: data.length,
+    } }));
+  }' "$quality" "$staging/$name.wasm" "$staging/$name.js" "$staging/$name.css"
 
 mkdir -p "$site"
 cp -R public/. "$site/"

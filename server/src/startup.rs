@@ -223,6 +223,10 @@ pub fn router(state: AppState, secure_cookies: bool) -> Router {
         move || shell(options.clone())
     };
     Router::new()
+        .nest_service(
+            &format!("/{}", state.leptos_options.site_pkg_dir),
+            static_files(&state),
+        )
         .merge(app::ssr::rest::router())
         .merge(app::ssr::qstash::router())
         .leptos_routes_with_context(&state, routes, context.clone(), app_shell)
@@ -266,6 +270,27 @@ pub fn router(state: AppState, secure_cookies: bool) -> Router {
         ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// The WASM, JS and CSS under `/pkg`: the brotli or gzip copy `scripts/build.sh` made
+/// beside each file when the browser accepts it (`Content-Encoding`, `Vary`), else the
+/// file itself. The names do not change between builds, so browsers revalidate (`no-cache`
+/// with `Last-Modified`: a 304 costs a few hundred bytes) instead of keeping an old build.
+fn static_files(
+    state: &AppState,
+) -> tower_http::set_header::SetResponseHeader<
+    tower_http::services::ServeDir,
+    axum::http::HeaderValue,
+> {
+    let dir = std::path::Path::new(&*state.leptos_options.site_root)
+        .join(&*state.leptos_options.site_pkg_dir);
+    tower_http::set_header::SetResponseHeader::if_not_present(
+        tower_http::services::ServeDir::new(dir)
+            .precompressed_br()
+            .precompressed_gzip(),
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-cache"),
+    )
 }
 
 /// Answers a declared oversized body with the API's JSON error before anything reads it;

@@ -3,7 +3,10 @@
 use crate::both_databases;
 use crate::helpers::{Db, TestApp, Who};
 
-both_databases!(pages_render_on_the_server);
+both_databases!(
+    pages_render_on_the_server,
+    the_front_end_is_served_compressed
+);
 
 async fn html(app: &TestApp, path: &str) -> (u16, String) {
     let response = app
@@ -53,4 +56,55 @@ async fn pages_render_on_the_server(db: Db) {
     assert!(body.contains("content not found"), "{body}");
     let (status, body) = html(&app, "/healthz").await;
     assert_eq!((status, body.as_str()), (200, "{\"status\":\"ok\"}"));
+}
+
+/// The WASM and JS go out brotli- or gzip-compressed (the copies the build made) to a
+/// browser that accepts them, whole to one that does not, and are revalidated, not kept.
+async fn the_front_end_is_served_compressed(db: Db) {
+    let Some(app) = TestApp::spawn(db).await else {
+        return;
+    };
+    let pkg = std::path::Path::new(&*app.state.leptos_options.site_root).join("pkg");
+    std::fs::create_dir_all(&pkg).unwrap();
+    let wasm = b"\0asm a pretend module".repeat(100);
+    std::fs::write(pkg.join("crevid.wasm"), &wasm).unwrap();
+    std::fs::write(pkg.join("crevid.wasm.br"), b"brotli bytes").unwrap();
+    std::fs::write(pkg.join("crevid.wasm.gz"), b"gzip bytes").unwrap();
+    // A plain client: reqwest would otherwise ask for, and undo, compression itself.
+    let client = reqwest::Client::builder()
+        .no_gzip()
+        .no_brotli()
+        .build()
+        .unwrap();
+    for (accept, encoding, body) in [
+        ("br, gzip", Some("br"), b"brotli bytes".to_vec()),
+        ("gzip", Some("gzip"), b"gzip bytes".to_vec()),
+        ("identity", None, wasm.clone()),
+    ] {
+        let response = client
+            .get(app.url("/pkg/crevid.wasm"))
+            .header("accept-encoding", accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{accept}");
+        let headers = response.headers().clone();
+        assert_eq!(
+            headers.get("content-encoding").map(|v| v.to_str().unwrap()),
+            encoding,
+            "{accept}"
+        );
+        assert_eq!(headers["content-type"], "application/wasm");
+        assert_eq!(headers["cache-control"], "no-cache");
+        let last_modified = headers["last-modified"].clone();
+        assert_eq!(response.bytes().await.unwrap().to_vec(), body, "{accept}");
+        let again = client
+            .get(app.url("/pkg/crevid.wasm"))
+            .header("accept-encoding", accept)
+            .header("if-modified-since", last_modified)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 304, "a warm cache costs no body");
+    }
 }
