@@ -153,6 +153,22 @@ impl Drop for TestApp {
     }
 }
 
+/// A temporary data directory and a fresh database for one test: a SQLite file in the
+/// directory, or a new Postgres database (None when Postgres is skipped).
+async fn fresh_database(db: Db) -> Option<(tempfile::TempDir, String, Option<PgDatabase>)> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    Some(match db {
+        Db::Sqlite => {
+            let url = format!("sqlite://{}", dir.path().join("crevid.db").display());
+            (dir, url, None)
+        }
+        Db::Postgres => {
+            let pg = PgDatabase::create().await?;
+            (dir, pg.url(), Some(pg))
+        }
+    })
+}
+
 /// A server as a newcomer starts it: no account yet, nothing configured.
 pub struct FreshApp {
     pub base: String,
@@ -164,17 +180,7 @@ pub struct FreshApp {
 impl FreshApp {
     /// Listening on `addr` (`127.0.0.1:0`, or `0.0.0.0:0` for beyond this machine).
     pub async fn spawn(db: Db, addr: &str) -> Option<Self> {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let (url, pg) = match db {
-            Db::Sqlite => (
-                format!("sqlite://{}", dir.path().join("crevid.db").display()),
-                None,
-            ),
-            Db::Postgres => {
-                let pg = PgDatabase::create().await?;
-                (pg.url(), Some(pg))
-            }
-        };
+        let (dir, url, pg) = fresh_database(db).await?;
         let mut config = test_config(&url, dir.path());
         config.site_addr = addr.parse().expect("a socket address");
         let app = Application::build(config).await.expect("app builds");
@@ -256,17 +262,7 @@ impl TestApp {
         if std::env::var("TEST_LOG").is_ok() {
             crevid_server::telemetry::init(crevid_server::config::LogFormat::Text);
         }
-        let dir = tempfile::tempdir().expect("temp dir");
-        let (url, pg) = match db {
-            Db::Sqlite => (
-                format!("sqlite://{}", dir.path().join("crevid.db").display()),
-                None,
-            ),
-            Db::Postgres => {
-                let pg = PgDatabase::create().await?;
-                (pg.url(), Some(pg))
-            }
-        };
+        let (dir, url, pg) = fresh_database(db).await?;
         let data_dir = if relative_data_dir {
             relative_to_cwd(dir.path())
         } else {

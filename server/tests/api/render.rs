@@ -767,15 +767,19 @@ async fn a_scene_without_words_is_silent_for_its_planned_time(db: Db) {
     );
 }
 
-async fn a_corrupt_picture_names_its_scene(db: Db) {
-    let Some(app) = TestApp::spawn(db).await else {
-        return;
-    };
-    let content = content(&app, 3, "1:1").await;
+/// A content of `scenes` scenes whose picture number `broken` (from 0) is replaced on disk
+/// by bytes that are no picture, rendered: the picture's storage key and the job's path.
+async fn render_with_a_corrupt_picture(
+    app: &TestApp,
+    scenes: usize,
+    aspect_ratio: &str,
+    broken: usize,
+) -> (String, String) {
+    let content = content(app, scenes, aspect_ratio).await;
     let id = content["id"].as_i64().unwrap();
-    with_media(&app, &content).await;
+    with_media(app, &content).await;
     let (_, detail) = app.get(&format!("/api/contents/{id}")).await;
-    let picture = detail["data"]["scenes"][1]["image_asset_id"]
+    let picture = detail["data"]["scenes"][broken]["image_asset_id"]
         .as_i64()
         .unwrap();
     let key: String = sqlx::query_scalar("SELECT storage_key FROM assets WHERE id = $1")
@@ -783,13 +787,25 @@ async fn a_corrupt_picture_names_its_scene(db: Db) {
         .fetch_one(app.state.pool())
         .await
         .unwrap();
-    std::fs::write(app.state.data_dir.join("media").join(key), b"not a picture").unwrap();
+    std::fs::write(
+        app.state.data_dir.join("media").join(&key),
+        b"not a picture",
+    )
+    .unwrap();
     let (status, job) = app
         .post(&format!("/api/contents/{id}/render"), &json!({}))
         .await;
     assert_eq!(status, 202, "{job}");
     app.drain().await;
-    let (_, detail) = app.get(&format!("/api/jobs/{}", job["data"]["id"])).await;
+    (key, format!("/api/jobs/{}", job["data"]["id"]))
+}
+
+async fn a_corrupt_picture_names_its_scene(db: Db) {
+    let Some(app) = TestApp::spawn(db).await else {
+        return;
+    };
+    let (_, path) = render_with_a_corrupt_picture(&app, 3, "1:1", 1).await;
+    let (_, detail) = app.get(&path).await;
     let job = &detail["data"]["job"];
     assert_eq!(job["status"], "failed", "{detail}");
     let error = job["error"].as_str().unwrap();
@@ -1069,29 +1085,7 @@ async fn a_failing_render_tells_creators_no_server_details(db: Db) {
     let Some(app) = TestApp::spawn(db).await else {
         return;
     };
-    let content = content(&app, 2, "16:9").await;
-    let id = content["id"].as_i64().unwrap();
-    with_media(&app, &content).await;
-    let (_, detail) = app.get(&format!("/api/contents/{id}")).await;
-    let picture = detail["data"]["scenes"][0]["image_asset_id"]
-        .as_i64()
-        .unwrap();
-    let key: String = sqlx::query_scalar("SELECT storage_key FROM assets WHERE id = $1")
-        .bind(picture)
-        .fetch_one(app.state.pool())
-        .await
-        .unwrap();
-    std::fs::write(
-        app.state.data_dir.join("media").join(&key),
-        b"not a picture",
-    )
-    .unwrap();
-    let (status, job) = app
-        .post(&format!("/api/contents/{id}/render"), &json!({}))
-        .await;
-    assert_eq!(status, 202, "{job}");
-    app.drain().await;
-    let path = format!("/api/jobs/{}", job["data"]["id"]);
+    let (key, path) = render_with_a_corrupt_picture(&app, 2, "16:9", 0).await;
     let (_, seen) = app.get(&path).await;
     assert_eq!(seen["data"]["job"]["status"], "failed", "{seen}");
     let data_dir = app.state.data_dir.display().to_string();
