@@ -7,6 +7,11 @@
 //! - speech (`/v1/audio/speech`) answering a real WAV whose length follows the input,
 //!   whatever `response_format` asks for;
 //! - per-endpoint latency, applied before every image and speech answer, errors included;
+//! - answers a careful client must refuse: image URLs pointing anywhere
+//!   ([`FakeOpenAi::set_image_url_prefix`], with a redirecting prefix in
+//!   [`FakeOpenAi::redirecting_files_url`]) and endless bodies streamed without being held
+//!   in memory ([`FakeOpenAi::set_huge_answer`], [`FakeOpenAi::set_huge_files`]), with
+//!   counters of what was sent and of answers the client hung up on;
 //! - seeded, reproducible fault injection for images and speech ([`Faults`]);
 //! - counters per [`Endpoint`]: requests, successes, in flight, and the busiest window;
 //! - a control API under `/_fake/` so other processes can configure it and read counters.
@@ -31,9 +36,12 @@ mod media;
 pub mod qstash;
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
@@ -57,6 +65,8 @@ pub const MAX_IMAGE_SIDE: u32 = 4096;
 /// OpenAI's limit on the speech input, which also bounds the WAV the fake has to build.
 pub const MAX_SPEECH_INPUT_CHARS: usize = 4096;
 const MAX_IMAGES_PER_REQUEST: u32 = 10;
+/// The size of each chunk of a huge answer, in bytes: all a huge answer ever holds.
+const HUGE_CHUNK_BYTES: usize = 64 * 1024;
 
 /// What the next chat completions answer with.
 #[derive(Debug, Clone, PartialEq)]
@@ -179,6 +189,12 @@ struct Settings {
     faults: Faults,
     /// Answers every speech request with these bytes instead of a WAV of the input.
     speech_body: Option<Bytes>,
+    /// Answers every image request by URL, this prefix then the file's name.
+    image_url_prefix: Option<String>,
+    /// Streamed answers of this many bytes, by [`Endpoint::index`].
+    huge_answers: [Option<u64>; 3],
+    /// Files under `/files/` are streamed answers of this many bytes.
+    huge_files: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -255,6 +271,20 @@ struct Inner {
     /// Images answered by URL, by file name.
     files: Mutex<HashMap<String, Bytes>>,
     next_file: AtomicU64,
+    /// Requests under `/files/` and `/redirect/`, whatever they were answered.
+    file_requests: AtomicUsize,
+    huge: Arc<HugeCounters>,
+}
+
+/// What became of the huge answers.
+#[derive(Debug, Default)]
+struct HugeCounters {
+    /// Bytes handed to the connection, in all.
+    sent: AtomicU64,
+    /// Answers dropped before their end: the client hung up.
+    cut_off: AtomicUsize,
+    /// Told of every cut-off.
+    cut: tokio::sync::Notify,
 }
 
 impl Inner {
@@ -306,6 +336,8 @@ impl FakeOpenAi {
             endpoints: Default::default(),
             files: Mutex::default(),
             next_file: AtomicU64::new(1),
+            file_requests: AtomicUsize::new(0),
+            huge: Arc::default(),
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
@@ -313,6 +345,7 @@ impl FakeOpenAi {
             .route("/v1/images/generations", post(images))
             .route("/v1/audio/speech", post(speech))
             .route("/files/{name}", get(file))
+            .route("/redirect/{target}/{name}", get(redirect))
             .route("/_fake/config", get(config_view).post(config_update))
             .route("/_fake/stats", get(stats))
             .route("/_fake/reset", post(reset))
@@ -326,6 +359,18 @@ impl FakeOpenAi {
     /// The base URL to put into CREVID's settings.
     pub fn base_url(&self) -> String {
         format!("http://{}/v1", self.addr)
+    }
+
+    /// Where images answered by URL live: `http://ADDR/files/`, then a file's name.
+    pub fn files_url(&self) -> String {
+        format!("http://{}/files/", self.addr)
+    }
+
+    /// A prefix for [`FakeOpenAi::set_image_url_prefix`] whose URLs answer `302 Found`
+    /// with `Location: http://<target>/files/NAME`: `target` is a `host:port` such as
+    /// `localhost:PORT`, another name for this fake.
+    pub fn redirecting_files_url(&self, target: &str) -> String {
+        format!("http://{}/redirect/{target}/", self.addr)
     }
 
     /// Where the control API lives: `<control_url>/config`, `/stats`, `/reset`.
@@ -357,6 +402,64 @@ impl FakeOpenAi {
     /// of its input: a bogus header, an empty body. `None` goes back to real WAVs.
     pub fn set_speech_body(&self, body: Option<Vec<u8>>) {
         lock(&self.inner.settings).speech_body = body.map(Bytes::from);
+    }
+
+    /// Answers every later image request by URL, whatever `response_format` asks (as some
+    /// OpenAI-compatible servers do): `prefix` followed by the file's name (`img-1.png`).
+    /// The image is kept under `/files/` as usual, so [`FakeOpenAi::files_url`] is the
+    /// fake's own prefix; any other prefix (another name for the fake, a private address,
+    /// [`FakeOpenAi::redirecting_files_url`]) tests what a client agrees to fetch. `None`
+    /// goes back to answering as asked, with URLs under `files_url`.
+    pub fn set_image_url_prefix(&self, prefix: Option<String>) {
+        lock(&self.inner.settings).image_url_prefix = prefix;
+    }
+
+    /// Answers every later request to `endpoint` that would otherwise succeed with a body
+    /// of `bytes` bytes, sent chunked without a `Content-Length`, made chunk by chunk as
+    /// the connection takes them (a 100 MB answer costs 64 KiB here): for chat and images
+    /// a JSON answer whose one string (the content, the `b64_json`) runs on to the end; for
+    /// speech a WAV header followed by silence. `None` goes back to real answers. See
+    /// [`FakeOpenAi::huge_bytes_sent`] and [`FakeOpenAi::wait_for_huge_cut_off`].
+    pub fn set_huge_answer(&self, endpoint: Endpoint, bytes: Option<u64>) {
+        lock(&self.inner.settings).huge_answers[endpoint.index()] = bytes;
+    }
+
+    /// Answers every later request under `/files/`, whatever its name, with a PNG
+    /// signature followed by zeros, `bytes` long in all, streamed as
+    /// [`FakeOpenAi::set_huge_answer`] does. `None` goes back to the stored images.
+    pub fn set_huge_files(&self, bytes: Option<u64>) {
+        lock(&self.inner.settings).huge_files = bytes;
+    }
+
+    /// Bytes of huge answers handed to the connection so far (a few hundred KiB of it may
+    /// still sit in buffers): far less than a huge answer's size means the client stopped
+    /// reading.
+    pub fn huge_bytes_sent(&self) -> u64 {
+        self.inner.huge.sent.load(Ordering::SeqCst)
+    }
+
+    /// Huge answers dropped before their end because the client hung up.
+    pub fn huge_answers_cut_off(&self) -> usize {
+        self.inner.huge.cut_off.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once at least `n` huge answers have been cut off, without polling.
+    pub async fn wait_for_huge_cut_off(&self, n: usize) {
+        let huge = &self.inner.huge;
+        loop {
+            let cut = huge.cut.notified();
+            tokio::pin!(cut);
+            cut.as_mut().enable();
+            if huge.cut_off.load(Ordering::SeqCst) >= n {
+                return;
+            }
+            cut.await;
+        }
+    }
+
+    /// Requests under `/files/` and `/redirect/`: how often a client fetched an image URL.
+    pub fn file_requests(&self) -> usize {
+        self.inner.file_requests.load(Ordering::SeqCst)
     }
 
     /// Replaces the faults of image and speech requests and restarts their draws.
@@ -426,8 +529,6 @@ impl FakeOpenAi {
         busiest_window(&lock(&self.inner.counters(endpoint).starts), window)
     }
 
-    /// Clears every counter and recorded arrival, and restarts the fault draws. Requests
-    /// in flight stay counted as in flight.
     /// Resolves once `endpoint` has received at least `n` requests (counted since the
     /// last reset), without polling.
     pub async fn wait_for_requests(&self, endpoint: Endpoint, n: usize) {
@@ -448,6 +549,8 @@ impl FakeOpenAi {
         lock(&self.inner.counters(endpoint).answered).clone()
     }
 
+    /// Clears every counter and recorded arrival, and restarts the fault draws. Requests
+    /// in flight stay counted as in flight.
     pub fn reset_counts(&self) {
         self.inner.reset_counts();
     }
@@ -674,7 +777,22 @@ async fn chat_answer(
     let body: Value = parse(body)?;
     *lock(&inner.last_body) = Some(body.clone());
     authorised(inner, headers)?;
-    sleep(inner.settings().chat_latency).await;
+    let settings = inner.settings();
+    sleep(settings.chat_latency).await;
+    if let Some(bytes) = settings.huge_answers[Endpoint::Chat.index()] {
+        return Ok(huge_answer(
+            inner,
+            "application/json",
+            concat!(
+                r#"{"id":"chatcmpl-fake","object":"chat.completion","created":1700000000,"#,
+                r#""model":"fake","choices":[{"index":0,"message":{"role":"assistant","content":""#
+            )
+            .as_bytes(),
+            br#""},"finish_reason":"stop"}]}"#,
+            b'A',
+            bytes,
+        ));
+    }
     let behaviour = lock(&inner.behaviour).clone();
     let model = body
         .get("model")
@@ -876,6 +994,7 @@ async fn images_answer(
     }
     let (width, height) = image_size(request.size.as_deref().unwrap_or("auto"))?;
     let format = match request.response_format.as_deref() {
+        _ if settings.image_url_prefix.is_some() => ImageFormat::Url,
         None | Some("b64_json") => ImageFormat::Base64,
         Some("url") => ImageFormat::Url,
         Some(other) => {
@@ -887,6 +1006,16 @@ async fn images_answer(
     };
     let model = request.model.as_deref().unwrap_or("gpt-image-1");
     inject_faults(inner, Endpoint::Images, &settings.faults, &prompt, model).await?;
+    if let Some(bytes) = settings.huge_answers[Endpoint::Images.index()] {
+        return Ok(huge_answer(
+            inner,
+            "application/json",
+            br#"{"created":1700000000,"data":[{"b64_json":""#,
+            br#""}]}"#,
+            b'A',
+            bytes,
+        ));
+    }
 
     let rgb = prompt_colour(&prompt);
     // Deflating a large image takes a while in test builds; keep it off the runtime.
@@ -903,7 +1032,10 @@ async fn images_answer(
             ImageFormat::Url => {
                 let id = inner.next_file.fetch_add(1, Ordering::SeqCst);
                 let name = format!("img-{id}.png");
-                let url = format!("http://{}/files/{name}", inner.addr);
+                let url = match &settings.image_url_prefix {
+                    Some(prefix) => format!("{prefix}{name}"),
+                    None => format!("http://{}/files/{name}", inner.addr),
+                };
                 lock(&inner.files).insert(name, png.clone());
                 json!({ "url": url, "revised_prompt": null })
             }
@@ -981,6 +1113,17 @@ async fn speech_answer(
     }
     let model = request.model.as_deref().unwrap_or("tts-1");
     inject_faults(inner, Endpoint::Speech, &settings.faults, &input, model).await?;
+    if let Some(bytes) = settings.huge_answers[Endpoint::Speech.index()] {
+        // A header claiming the longest data chunk there is, then silence.
+        return Ok(huge_answer(
+            inner,
+            "audio/wav",
+            b"RIFF\xff\xff\xff\xffWAVE",
+            b"",
+            0,
+            bytes,
+        ));
+    }
 
     let wav = match settings.speech_body {
         Some(body) => body.to_vec(),
@@ -996,6 +1139,10 @@ async fn speech_answer(
 }
 
 async fn file(State(inner): State<Arc<Inner>>, Path(name): Path<String>) -> Response {
+    inner.file_requests.fetch_add(1, Ordering::SeqCst);
+    if let Some(bytes) = inner.settings().huge_files {
+        return huge_answer(&inner, "image/png", b"\x89PNG\r\n\x1a\n", b"", 0, bytes);
+    }
     match lock(&inner.files).get(&name) {
         Some(png) => ([(header::CONTENT_TYPE, "image/png")], png.clone()).into_response(),
         None => ApiError::new(
@@ -1005,6 +1152,91 @@ async fn file(State(inner): State<Arc<Inner>>, Path(name): Path<String>) -> Resp
             format!("No file named '{name}'."),
         )
         .into_response(),
+    }
+}
+
+/// `302 Found` to `http://<target>/files/<name>`.
+async fn redirect(
+    State(inner): State<Arc<Inner>>,
+    Path((target, name)): Path<(String, String)>,
+) -> Response {
+    inner.file_requests.fetch_add(1, Ordering::SeqCst);
+    match HeaderValue::from_str(&format!("http://{target}/files/{name}")) {
+        Ok(location) => (StatusCode::FOUND, [(header::LOCATION, location)]).into_response(),
+        Err(_) => invalid_request("invalid_value", "Not a usable redirect target.").into_response(),
+    }
+}
+
+/// A streamed answer of `len` bytes: `head`, then `fill` bytes, then `tail`.
+fn huge_answer(
+    inner: &Inner,
+    content_type: &'static str,
+    head: &'static [u8],
+    tail: &'static [u8],
+    fill: u8,
+    len: u64,
+) -> Response {
+    let head = Bytes::from_static(head);
+    let tail = Bytes::from_static(tail);
+    let body = HugeBody {
+        fill_left: len.saturating_sub((head.len() + tail.len()) as u64),
+        head,
+        tail,
+        fill: Bytes::from(vec![fill; HUGE_CHUNK_BYTES]),
+        counters: inner.huge.clone(),
+    };
+    (
+        [(header::CONTENT_TYPE, content_type)],
+        axum::body::Body::new(body),
+    )
+        .into_response()
+}
+
+/// A body made a chunk at a time, only when the connection asks for the next one, with no
+/// size hint (so it is sent chunked, and a client cannot refuse it by its length). It
+/// counts what it hands over, and counts itself cut off if dropped before its end.
+struct HugeBody {
+    head: Bytes,
+    fill_left: u64,
+    /// One chunk of the fill, sliced for each frame (no copy).
+    fill: Bytes,
+    tail: Bytes,
+    counters: Arc<HugeCounters>,
+}
+
+impl http_body::Body for HugeBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        let chunk = if !this.head.is_empty() {
+            std::mem::take(&mut this.head)
+        } else if this.fill_left > 0 {
+            let n = this.fill_left.min(this.fill.len() as u64);
+            this.fill_left -= n;
+            this.fill.slice(..n as usize)
+        } else if !this.tail.is_empty() {
+            std::mem::take(&mut this.tail)
+        } else {
+            return Poll::Ready(None);
+        };
+        this.counters
+            .sent
+            .fetch_add(chunk.len() as u64, Ordering::SeqCst);
+        Poll::Ready(Some(Ok(http_body::Frame::data(chunk))))
+    }
+}
+
+impl Drop for HugeBody {
+    fn drop(&mut self) {
+        if !self.head.is_empty() || self.fill_left > 0 || !self.tail.is_empty() {
+            self.counters.cut_off.fetch_add(1, Ordering::SeqCst);
+            self.counters.cut.notify_waiters();
+        }
     }
 }
 

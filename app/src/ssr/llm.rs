@@ -89,7 +89,11 @@ fn user_prompt(topic: &str, p: &Presets) -> String {
 pub async fn generate(http: &reqwest::Client, req: LlmRequest<'_>) -> Result<ScriptOut, AppError> {
     let s = req.settings;
     let timeout = Duration::from_secs(u64::from(s.llm_timeout_secs));
-    let (client, seen) = super::openai::client(http, &s.llm_base_url, req.api_key, timeout);
+    let limit = super::openai::AnswerLimit {
+        what: "chat answer",
+        max_bytes: super::openai::JSON_ANSWER_MAX_BYTES,
+    };
+    let (client, seen) = super::openai::client(http, &s.llm_base_url, req.api_key, timeout, limit);
 
     let mut messages: Vec<ChatCompletionRequestMessage> = vec![
         ChatCompletionRequestSystemMessageArgs::default()
@@ -246,6 +250,17 @@ fn map_error(
     s: &SettingsValues,
     key: &str,
 ) -> AppError {
+    // Asking again would get the same answer.
+    if let Some(too_large) = super::openai::TooLarge::of(&err) {
+        return AppError::new(
+            ErrorCode::ProviderMalformed,
+            format!(
+                "The provider's {} is larger than {}, the most CREVID accepts. Check the base URL and model in Settings.",
+                too_large.what,
+                super::openai::size_text(too_large.max_bytes)
+            ),
+        );
+    }
     let status = match &err {
         OpenAIError::ApiError(api) => Some(api.status_code.as_u16()),
         _ => seen.status.filter(|code| *code >= 400),

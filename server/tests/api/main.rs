@@ -8,6 +8,7 @@ mod contents;
 mod generate;
 mod input;
 mod jobs;
+mod outbound;
 mod pages;
 mod pipeline;
 mod qstash;
