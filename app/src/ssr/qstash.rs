@@ -70,6 +70,8 @@ pub struct QStash {
     pub base: String,
     relay: tokio::sync::Notify,
     status: Mutex<Seen>,
+    /// This installation's id (`install_id`), read once from the database.
+    install: std::sync::OnceLock<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -85,6 +87,11 @@ pub struct TransportStatus {
     pub last_publish_error: Option<String>,
     pub last_publish_ms: Option<i64>,
     pub last_delivery_ms: Option<i64>,
+    /// Queued tasks whose message QStash accepted but from which no delivery reached a
+    /// worker within the lease (`undelivered_since`).
+    pub stuck_tasks: i64,
+    /// How long the oldest of them has waited for a delivery, in milliseconds.
+    pub oldest_stuck_ms: Option<i64>,
 }
 
 impl QStash {
@@ -94,6 +101,7 @@ impl QStash {
             base: base.trim_end_matches('/').to_owned(),
             relay: tokio::sync::Notify::new(),
             status: Mutex::new(Seen::default()),
+            install: std::sync::OnceLock::new(),
         }
     }
 
@@ -106,6 +114,57 @@ impl QStash {
     pub fn worker_url(&self, route: &str) -> String {
         format!("{}/api/workers/{route}", self.base)
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Installation id
+
+/// The `settings` key of this installation's id.
+const INSTALL_KEY: &str = "install.id";
+
+/// This installation's id: 16 random hex digits made the first time any process of it
+/// publishes, and kept in the database. QStash deduplicates and flow-controls per account,
+/// so every id CREVID gives QStash carries it: a second install (or a reset database) on
+/// the same account numbers its outbox rows from 1 again, and without it QStash would
+/// drop those messages as duplicates of the first install's.
+pub async fn install_id(state: &AppState) -> Result<String, AppError> {
+    if let Some(id) = state.qstash.as_ref().and_then(|q| q.install.get()) {
+        return Ok(id.clone());
+    }
+    let fresh: [u8; 8] = rand::random();
+    let fresh: String = fresh.iter().map(|b| format!("{b:02x}")).collect();
+    // Two processes starting together: the first insert wins and both read it back.
+    sqlx::query(
+        "INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3) ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(INSTALL_KEY)
+    .bind(&fresh)
+    .bind(now_ms())
+    .execute(state.pool())
+    .await
+    .db("recording this installation's id")?;
+    let id: String = sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+        .bind(INSTALL_KEY)
+        .fetch_one(state.pool())
+        .await
+        .db("reading this installation's id")?;
+    if let Some(q) = &state.qstash {
+        let _ = q.install.set(id.clone());
+    }
+    Ok(id)
+}
+
+/// `Upstash-Deduplication-Id` of an outbox row: one message per row and installation, so
+/// a relay that publishes a row twice (it died before recording the answer) is
+/// deduplicated, and another installation's rows never are.
+pub fn deduplication_id(install: &str, task_id: i64, outbox_id: i64) -> String {
+    format!("crevid-{install}-task-{task_id}-{outbox_id}")
+}
+
+/// `Upstash-Flow-Control-Key` of a task kind: this installation's limits hold its own
+/// deliveries only (the latest publish under a key sets the key's limits).
+pub fn flow_control_key(install: &str, kind: &str) -> String {
+    format!("crevid-{install}-{kind}")
 }
 
 /// The seeds' worker route names.
@@ -160,22 +219,193 @@ pub async fn enqueue_tasks(
     Ok(())
 }
 
-/// Tasks whose worker died (a lease ran out, and no row was queued for them since):
-/// published again, so a task is finished even when the delivery that held it was answered
-/// or given up on. Rows from before the lease ran out do not count: the run that died came
-/// from one of them (its relay may even have died before recording the publication).
-async fn republish_orphans(state: &AppState) -> Result<u64, AppError> {
-    let now = now_ms();
-    let done = sqlx::query(
-        "INSERT INTO outbox (task_id, created_at, next_attempt_at) \
-         SELECT t.id, $1, $1 FROM tasks t WHERE t.status = 'running' AND t.locked_until < $1 \
-         AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.task_id = t.id AND o.created_at >= t.locked_until)",
+/// Messages QStash accepts for a task from which no delivery reaches a worker before the
+/// task is failed. Each waits its lease and QStash's own retries; then QStash is asked
+/// whether it still holds it, and only a message it no longer holds counts.
+pub const UNDELIVERED_MESSAGES: i64 = 3;
+
+/// SQL over `tasks t`: a queued task that fell due (`run_at`), and that no delivery has
+/// claimed or answered (`updated_at`), at least a lease before `cut` (milliseconds).
+fn undelivered_since(cut: &str) -> String {
+    format!(
+        "t.status = 'queued' AND t.run_at < {cut} AND t.updated_at < {cut} \
+         AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = t.job_id AND j.status = 'cancelled')"
     )
+}
+
+/// A task whose latest message QStash accepted but that no delivery will finish.
+struct Stalled {
+    task_id: i64,
+    status: String,
+    updated_at: i64,
+    outbox_id: i64,
+    message_id: Option<String>,
+    /// Messages published since a delivery last claimed or answered the task.
+    untouched: i64,
+}
+
+/// Publishes again the tasks that wait on a delivery QStash will not make:
+/// - a task whose worker died (running, its lease ran out, no message published since):
+///   the delivery that held it was answered or given up on;
+/// - a queued task no delivery reached within its lease after it fell due: every delivery
+///   and the failure callback were refused (a wrong signing key, a skewed clock), or QStash
+///   dropped the message.
+///
+/// Either way the task's latest message must be at least a lease old and QStash must no
+/// longer hold it (still holding it, QStash is retrying or waiting for a flow-control slot,
+/// and will deliver). A queued task that already had `UNDELIVERED_MESSAGES` messages with
+/// no delivery is failed instead, saying what to check. Returns how many were published
+/// again.
+async fn republish_stalled(state: &AppState, q: &QStash) -> Result<u64, AppError> {
+    let now = now_ms();
+    let lease = state.timing.lease_ms;
+    let rows: Vec<(i64, String, i64, i64, Option<String>, i64)> = sqlx::query_as(&format!(
+        "SELECT t.id, t.status, t.updated_at, o.id, o.message_id, \
+         (SELECT COUNT(*) FROM outbox c WHERE c.task_id = t.id AND c.created_at >= t.updated_at) \
+         FROM tasks t JOIN outbox o ON o.task_id = t.id \
+         WHERE o.id = (SELECT MAX(m.id) FROM outbox m WHERE m.task_id = t.id) \
+         AND o.published_at IS NOT NULL AND (o.locked_until IS NULL OR o.locked_until < $1) \
+         AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = t.job_id AND j.status = 'cancelled') \
+         AND ((({}) AND o.published_at < $2) \
+              OR (t.status = 'running' AND t.locked_until < $1 AND o.created_at < t.locked_until)) \
+         ORDER BY o.id LIMIT $3",
+        undelivered_since("$2")
+    ))
     .bind(now)
-    .execute(state.pool())
+    .bind(now - lease)
+    .bind(RELAY_BATCH)
+    .fetch_all(state.pool())
     .await
-    .db("republishing tasks whose worker stopped")?;
-    Ok(done.rows_affected())
+    .db("looking for tasks no delivery reached")?;
+    let mut republished = 0;
+    for (task_id, status, updated_at, outbox_id, message_id, untouched) in rows {
+        let stalled = Stalled {
+            task_id,
+            status,
+            updated_at,
+            outbox_id,
+            message_id,
+            untouched,
+        };
+        // One relay looks at a message per lease: the row's lock says when it may look again.
+        let mine: Option<i64> = sqlx::query_scalar(
+            "UPDATE outbox SET locked_until = $1 WHERE id = $2 AND (locked_until IS NULL OR locked_until < $3) RETURNING id",
+        )
+        .bind(now + lease)
+        .bind(stalled.outbox_id)
+        .bind(now)
+        .fetch_optional(state.pool())
+        .await
+        .db("looking at a published message")?;
+        if mine.is_none() {
+            continue;
+        }
+        match held(state, q, stalled.message_id.as_deref()).await {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(error) => {
+                // Asked again after a lease; QStash being away is the status page's news.
+                tracing::warn!(%error, "could not ask QStash about an undelivered message");
+                return Ok(republished);
+            }
+        }
+        if stalled.status == "queued" && stalled.untouched >= UNDELIVERED_MESSAGES {
+            fail_undelivered(state, &stalled).await?;
+            continue;
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO outbox (task_id, created_at, next_attempt_at) SELECT $1, $2, $2 \
+             WHERE NOT EXISTS (SELECT 1 FROM outbox WHERE task_id = $1 AND id > $3) \
+             AND EXISTS (SELECT 1 FROM tasks WHERE id = $1 AND status = $4 AND updated_at = $5)",
+        )
+        .bind(stalled.task_id)
+        .bind(now)
+        .bind(stalled.outbox_id)
+        .bind(&stalled.status)
+        .bind(stalled.updated_at)
+        .execute(state.pool())
+        .await
+        .db("publishing a task again")?;
+        if inserted.rows_affected() > 0 {
+            tracing::warn!(
+                task_id = stalled.task_id,
+                status = %stalled.status,
+                undelivered = stalled.untouched,
+                "QStash holds no message that will finish this task; publishing it again"
+            );
+            republished += 1;
+        }
+    }
+    Ok(republished)
+}
+
+/// Whether QStash still holds a message (it will deliver it, or try again). QStash keeps a
+/// message only while it is being delivered or retried (`GET /v2/messages/{id}` answers 404
+/// afterwards); a `state` that says it finished counts as gone too.
+async fn held(state: &AppState, q: &QStash, message_id: Option<&str>) -> Result<bool, String> {
+    let Some(id) = message_id.filter(|id| !id.is_empty()) else {
+        return Ok(false);
+    };
+    let response = state
+        .http
+        .get(format!("{}/v2/messages/{id}", q.config.url))
+        .bearer_auth(q.config.token.expose_secret())
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| format!("QStash is unreachable: {e}"))?;
+    match response.status() {
+        StatusCode::NOT_FOUND => Ok(false),
+        s if s.is_success() => {
+            let message: serde_json::Value = response
+                .json()
+                .await
+                .map_err(|e| format!("QStash's message was not understood: {e}"))?;
+            let finished = matches!(
+                message["state"].as_str(),
+                Some(
+                    "DELIVERED"
+                        | "FAILED"
+                        | "ERROR"
+                        | "CANCELED"
+                        | "CANCELLED"
+                        | "CANCEL_REQUESTED"
+                )
+            );
+            Ok(!finished)
+        }
+        s => Err(format!("QStash answered {s} about message {id}")),
+    }
+}
+
+/// Fails a queued task QStash never delivered, unless a delivery reached it meanwhile.
+async fn fail_undelivered(state: &AppState, stalled: &Stalled) -> Result<(), AppError> {
+    let message = format!(
+        "QStash never delivered this task in {} tries: every delivery was refused or none came. \
+         Check the signing keys (QSTASH_CURRENT_SIGNING_KEY, QSTASH_NEXT_SIGNING_KEY) and the server clock \
+         on the status page, then retry the job",
+        stalled.untouched
+    );
+    let now = now_ms();
+    let mut tx = state.pool().begin().await.db("starting a transaction")?;
+    let job: Option<i64> = sqlx::query_scalar(
+        "UPDATE tasks SET status = 'failed', last_error = $1, locked_until = NULL, finished_at = $2, updated_at = $2 \
+         WHERE id = $3 AND status = 'queued' AND updated_at = $4 RETURNING job_id",
+    )
+    .bind(&message)
+    .bind(now)
+    .bind(stalled.task_id)
+    .bind(stalled.updated_at)
+    .fetch_optional(&mut *tx)
+    .await
+    .db("failing a task")?;
+    if let Some(job) = job {
+        super::jobs::refresh_in(&mut tx, job).await?;
+        tracing::warn!(task_id = stalled.task_id, "{message}");
+    }
+    tx.commit().await.db("failing a task")?;
+    state.work.notify_waiters();
+    Ok(())
 }
 
 /// Wakes this process's relay (after the outbox rows committed).
@@ -272,6 +502,7 @@ async fn publish(
     let (settings, _) = super::settings::for_tasks(state)
         .await
         .map_err(|e| e.message)?;
+    let install = install_id(state).await.map_err(|e| e.message)?;
     let messages: Vec<serde_json::Value> = pending
         .iter()
         .map(|p| {
@@ -282,11 +513,9 @@ async fn publish(
                 "headers": {
                     "Content-Type": "application/json",
                     "Upstash-Retries": q.config.retries.to_string(),
-                    // One message per outbox row: a relay that publishes a row twice
-                    // (it died before recording the answer) is deduplicated.
-                    "Upstash-Deduplication-Id": format!("crevid-task-{}-{}", p.task_id, p.id),
+                    "Upstash-Deduplication-Id": deduplication_id(&install, p.task_id, p.id),
                     "Upstash-Failure-Callback": q.worker_url(FAILED_ROUTE),
-                    "Upstash-Flow-Control-Key": format!("crevid-{}", p.kind),
+                    "Upstash-Flow-Control-Key": flow_control_key(&install, &p.kind),
                     "Upstash-Flow-Control-Value": flow_control(state, limits),
                     "Upstash-Timeout": format!("{}s", q.config.timeout.as_secs()),
                 },
@@ -352,7 +581,7 @@ pub async fn relay_once(state: &AppState) -> Result<usize, AppError> {
         return Ok(0);
     };
     let mut published = 0;
-    republish_orphans(state).await?;
+    republish_stalled(state, &q).await?;
     loop {
         let pending = claim_pending(state).await?;
         if pending.is_empty() {
@@ -441,12 +670,18 @@ async fn next_due(state: &AppState) -> Option<Duration> {
     due.map(|at| Duration::from_millis((at - now_ms()).clamp(0, 60_000) as u64))
 }
 
-/// Published rows are kept a day, to show what was sent.
+/// Published rows are kept a day, to show what was sent; those of a task not finished yet
+/// stay as long as it does: a failure callback is matched against the task's latest
+/// message, and `republish_stalled` counts the messages no delivery reached (QStash may
+/// retry a message for days).
 async fn prune_published(state: &AppState) {
-    let _ = sqlx::query("DELETE FROM outbox WHERE published_at < $1")
-        .bind(now_ms() - 86_400_000)
-        .execute(state.pool())
-        .await;
+    let _ = sqlx::query(
+        "DELETE FROM outbox WHERE published_at < $1 AND NOT EXISTS \
+         (SELECT 1 FROM tasks t WHERE t.id = outbox.task_id AND t.status IN ('queued', 'running'))",
+    )
+    .bind(now_ms() - 86_400_000)
+    .execute(state.pool())
+    .await;
 }
 
 pub async fn status(state: &AppState) -> Result<Option<TransportStatus>, AppError> {
@@ -463,12 +698,28 @@ pub async fn status(state: &AppState) -> Result<Option<TransportStatus>, AppErro
     .fetch_optional(state.pool())
     .await
     .db("reading the outbox")?;
+    // Stuck: published (nothing of it waits in the outbox) and no delivery within the lease
+    // after it fell due; waiting since it fell due or a delivery last answered it.
+    let now = now_ms();
+    let (stuck, since): (i64, Option<i64>) = sqlx::query_as(&format!(
+        "SELECT COUNT(*), MIN(CASE WHEN t.run_at > t.updated_at THEN t.run_at ELSE t.updated_at END) \
+         FROM tasks t WHERE {} \
+         AND EXISTS (SELECT 1 FROM outbox o WHERE o.task_id = t.id AND o.published_at IS NOT NULL) \
+         AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.task_id = t.id AND o.published_at IS NULL)",
+        undelivered_since("$1")
+    ))
+    .bind(now - state.timing.lease_ms)
+    .fetch_one(state.pool())
+    .await
+    .db("counting tasks no delivery reached")?;
     let seen = q.seen().clone();
     Ok(Some(TransportStatus {
         outbox_depth: depth,
         last_publish_error: error,
         last_publish_ms: seen.last_publish_ms,
         last_delivery_ms: seen.last_delivery_ms,
+        stuck_tasks: stuck,
+        oldest_stuck_ms: since.filter(|_| stuck > 0).map(|at| (now - at).max(0)),
     }))
 }
 
@@ -736,7 +987,7 @@ async fn deliver(state: &AppState, route: &str, task_id: i64) -> Result<Response
 /// Claims the delivered task unless somebody holds it; when a retry runs is QStash's to
 /// decide (it was told with `Retry-After`). A finished task, or one held by a live lease
 /// (a duplicate delivery), answers 2xx and runs nothing. Should the holder have died, its
-/// lease runs out and the relay publishes the task again (`republish_orphans`).
+/// lease runs out and the relay publishes the task again (`republish_stalled`).
 async fn claim_task(state: &AppState, route: &str, task_id: i64) -> Result<Claimed, AppError> {
     let now = now_ms();
     // kind, status, lease, the job's content (none for a batch), the job's status

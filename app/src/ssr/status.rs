@@ -86,12 +86,13 @@ async fn language_model(state: &AppState) -> StatusCheck {
         .await;
     match response {
         Ok(r) if r.status().is_success() => {
-            let listed = r
-                .json::<serde_json::Value>()
-                .await
-                .ok()
-                .and_then(|v| v.get("data").and_then(|d| d.as_array()).cloned())
-                .unwrap_or_default();
+            let listed =
+                super::openai::read_capped(r, super::openai::JSON_ANSWER_MAX_BYTES, "model list")
+                    .await
+                    .ok()
+                    .and_then(|body| serde_json::from_slice::<serde_json::Value>(&body).ok())
+                    .and_then(|v| v.get("data").and_then(|d| d.as_array()).cloned())
+                    .unwrap_or_default();
             let has_model = listed
                 .iter()
                 .any(|m| m.get("id").and_then(|i| i.as_str()) == Some(values.llm_model.as_str()));
@@ -224,6 +225,20 @@ async fn transport(state: &AppState) -> StatusCheck {
         ago(outbox.last_publish_ms),
         ago(outbox.last_delivery_ms),
     );
+    // Published, yet no delivery came within the lease: QStash is refusing to deliver or
+    // its deliveries are refused here (signing keys, clock), or they wait their turn under
+    // flow control. The relay publishes them again and finally fails them; say so now.
+    let stuck = (outbox.stuck_tasks > 0).then(|| {
+        format!(
+            "{} task(s) published to QStash but not delivered within the lease of {} s; the oldest has waited {} s. \
+             If this stays, deliveries are being refused: check QSTASH_CURRENT_SIGNING_KEY, QSTASH_NEXT_SIGNING_KEY \
+             and the server clock (refused deliveries are logged as \"refused a QStash delivery\"); a large job under \
+             flow control also waits here.",
+            outbox.stuck_tasks,
+            state.timing.lease_ms / 1000,
+            outbox.oldest_stuck_ms.unwrap_or(0) / 1000,
+        )
+    });
     match (token, outbox.last_publish_error) {
         (Err(e), _) => check(
             name,
@@ -237,7 +252,15 @@ async fn transport(state: &AppState) -> StatusCheck {
             format!("Publishing is being retried: {error}. {summary}"),
             started,
         ),
-        _ => check(name, Verdict::Ok, summary, started),
+        _ => match stuck {
+            Some(stuck) => check(
+                name,
+                Verdict::Warning,
+                format!("{stuck} {summary}"),
+                started,
+            ),
+            None => check(name, Verdict::Ok, summary, started),
+        },
     }
 }
 

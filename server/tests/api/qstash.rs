@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use testkit::qstash::{QStash, QStashOptions};
+use testkit::qstash::{QStash, QStashOptions, DEV_CURRENT_SIGNING_KEY, DEV_NEXT_SIGNING_KEY};
 use testkit::{Endpoint, Faults};
 
 use crate::both_databases;
@@ -25,6 +25,8 @@ both_databases!(
     flow_control_caps_deliveries_in_flight,
     qstash_giving_up_fails_the_task,
     a_task_whose_worker_died_is_published_again,
+    two_installs_on_one_qstash_account_each_get_their_deliveries,
+    a_task_qstash_never_delivers_is_published_again_then_failed,
 );
 
 /// Waits are scaled down a hundredfold: QStash's first retry (12 s) comes after 120 ms.
@@ -48,6 +50,17 @@ async fn first_task(app: &TestApp, job: i64) -> i64 {
         .fetch_one(app.state.pool())
         .await
         .unwrap()
+}
+
+/// The `Upstash-Flow-Control-Key` the app published its messages to `route` under.
+fn flow_key(qstash: &QStash, route: &str) -> String {
+    qstash
+        .messages()
+        .into_iter()
+        .find(|m| m.url.ends_with(route))
+        .and_then(|m| m.flow_control)
+        .map(|f| f.key)
+        .unwrap_or_else(|| panic!("no message to {route} with flow control"))
 }
 
 async fn twenty_scenes_through_qstash(db: Db) {
@@ -90,8 +103,11 @@ async fn twenty_scenes_through_qstash(db: Db) {
         qstash.deliveries() > 40,
         "some deliveries were retried after a fault"
     );
-    assert!(qstash.max_in_flight_for("crevid-scene.image") <= 3);
-    assert!(qstash.max_in_flight_for("crevid-scene.audio") <= 2);
+    let image_key = flow_key(&qstash, "/api/workers/media-generation");
+    let audio_key = flow_key(&qstash, "/api/workers/tts-generation");
+    assert!(image_key.starts_with("crevid-") && image_key.ends_with("-scene.image"));
+    assert!(qstash.max_in_flight_for(&image_key) <= 3);
+    assert!(qstash.max_in_flight_for(&audio_key) <= 2);
     assert!(app.fake.max_in_flight_to(Endpoint::Images) <= 3);
     assert!(
         qstash.dead_letters().is_empty(),
@@ -439,7 +455,8 @@ async fn flow_control_caps_deliveries_in_flight(db: Db) {
     let job = start(&app, "/api/media/generate", &content).await;
     let detail = app.wait_for_job(job).await;
     assert_eq!(detail["job"]["status"], "completed", "{detail}");
-    assert_eq!(qstash.max_in_flight_for("crevid-scene.image"), 2);
+    let key = flow_key(&qstash, "/api/workers/media-generation");
+    assert_eq!(qstash.max_in_flight_for(&key), 2);
     assert_eq!(app.fake.max_in_flight_to(Endpoint::Images), 2);
 }
 
@@ -513,4 +530,168 @@ async fn a_task_whose_worker_died_is_published_again(db: Db) {
         .await
         .unwrap();
     assert_eq!(rows, 2);
+}
+
+/// This app's installation id, as stored in its database (None before it has one).
+async fn install_id(app: &TestApp) -> Option<String> {
+    sqlx::query_scalar("SELECT value FROM settings WHERE key = 'install.id'")
+        .fetch_optional(app.state.pool())
+        .await
+        .unwrap()
+}
+
+/// Waits until `check` holds, looking again at every announcement on `state.work` (each
+/// relay pass that publishes or fails a task announces itself), for at most a minute.
+async fn wait_for<F, Fut>(app: &TestApp, what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let announced = app.state.work.notified();
+        tokio::pin!(announced);
+        announced.as_mut().enable();
+        if check().await {
+            return;
+        }
+        tokio::time::timeout_at(deadline, announced)
+            .await
+            .unwrap_or_else(|_| panic!("{what} did not happen within 60 s"));
+    }
+}
+
+/// Two installations on fresh databases share one QStash account: both number their first
+/// task and outbox row 1, and each still gets its own delivery (QStash deduplicates by
+/// `Upstash-Deduplication-Id` across the whole account).
+async fn two_installs_on_one_qstash_account_each_get_their_deliveries(db: Db) {
+    let qstash = QStash::start_with(stand_in_options()).await;
+    let Some(first) = TestApp::spawn_with_qstash(db, &qstash).await else {
+        return;
+    };
+    let Some(second) = TestApp::spawn_with_qstash(db, &qstash).await else {
+        return;
+    };
+    use_provider(&first, |_| {}).await;
+    use_provider(&second, |_| {}).await;
+    let jobs = [
+        one_picture_job(&first).await,
+        one_picture_job(&second).await,
+    ];
+    assert_eq!(
+        first_task(&first, jobs[0]).await,
+        first_task(&second, jobs[1]).await,
+        "both databases number their tasks alike"
+    );
+    first.start_workers();
+    second.start_workers();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        qstash.wait_until(|q| q.published() + q.deduplicated() >= 2),
+    )
+    .await
+    .expect("both installs published their task");
+    assert_eq!(
+        qstash.deduplicated(),
+        0,
+        "one install's message was dropped as the other's duplicate: {:?}",
+        qstash.messages()
+    );
+    for (app, job) in [(&first, jobs[0]), (&second, jobs[1])] {
+        let detail = app.wait_for_job(job).await;
+        assert_eq!(detail["job"]["status"], "completed", "{detail}");
+        assert_eq!(app.fake.requests_to(Endpoint::Images), 1);
+    }
+    // Every id the installs gave QStash carries their own installation id.
+    let installs = [
+        install_id(&first).await.expect("an install id"),
+        install_id(&second).await.expect("an install id"),
+    ];
+    assert_ne!(installs[0], installs[1]);
+    let messages = qstash.messages();
+    for install in &installs {
+        let mine: Vec<_> = messages
+            .iter()
+            .filter(|m| {
+                m.deduplication_id
+                    .as_deref()
+                    .is_some_and(|id| id.starts_with(&format!("crevid-{install}-")))
+            })
+            .collect();
+        assert_eq!(mine.len(), 1, "{messages:?}");
+        let flow = mine[0].flow_control.as_ref().expect("flow control");
+        assert_eq!(flow.key, format!("crevid-{install}-scene.image"));
+    }
+}
+
+/// QStash signs with a key this app does not know (an old key after a rotation, another
+/// account's): every delivery and the failure callback are answered 401 and QStash gives
+/// up. The relay notices that no delivery reached the task within its lease and that
+/// QStash no longer holds the message, publishes it again, shows it stuck on the status
+/// page, and after three messages fails it saying what to check.
+async fn a_task_qstash_never_delivers_is_published_again_then_failed(db: Db) {
+    let qstash = QStash::start_with(QStashOptions {
+        current_key: "sig_3yDbkT7wQvRfgNp2LmZs8cXa4HuE".into(),
+        next_key: "sig_9pKeW2rVnBq6JtYo1GdLx5MzC7sF".into(),
+        ..stand_in_options()
+    })
+    .await;
+    // The app has the development keys; one retry, so QStash gives up quickly.
+    let config = app::ssr::qstash::QStashConfig::new(
+        &qstash.base_url(),
+        qstash.token().to_owned(),
+        DEV_CURRENT_SIGNING_KEY.to_owned(),
+        Some(DEV_NEXT_SIGNING_KEY.to_owned()),
+        (1, Duration::from_secs(300), Duration::from_secs(5)),
+    );
+    let Some(app) = TestApp::spawn_configured(db, |c| c.qstash = Some(config)).await else {
+        return;
+    };
+    use_provider(&app, |_| {}).await;
+    app.start_workers();
+    let job = one_picture_job(&app).await;
+    let task = first_task(&app, job).await;
+    let published = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM outbox WHERE task_id = $1 AND published_at IS NOT NULL",
+        )
+        .bind(task)
+        .fetch_one(app.state.pool())
+        .await
+        .unwrap()
+    };
+    wait_for(&app, "publishing the task again", || async {
+        published().await >= 2
+    })
+    .await;
+    let check = background_check(&app).await;
+    assert_eq!(check["verdict"], "warning", "{check}");
+    let message = check["message"].as_str().unwrap();
+    assert!(
+        message.contains("1 task(s) published to QStash but not delivered within the lease"),
+        "{message}"
+    );
+    let detail = app.wait_for_job(job).await;
+    assert_eq!(detail["job"]["status"], "failed", "{detail}");
+    let error = detail["tasks"][0]["last_error"].as_str().unwrap();
+    assert!(
+        error.starts_with("QStash never delivered this task in 3 tries")
+            && error.contains("signing keys"),
+        "{error}"
+    );
+    assert_eq!(published().await, 3);
+    assert_eq!(detail["tasks"][0]["attempt"], 0, "nothing ever ran");
+    assert_eq!(app.fake.requests_to(Endpoint::Images), 0);
+    // Every call QStash made was refused, failure callbacks included.
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        qstash.wait_until(|q| q.delivery_log().iter().any(|d| d.failure_callback)),
+    )
+    .await
+    .expect("QStash called the failure callback");
+    let log = qstash.delivery_log();
+    assert!(log.iter().all(|d| d.status == Some(401)), "{log:?}");
+    // A failed task is no longer stuck.
+    let check = background_check(&app).await;
+    assert_eq!(check["verdict"], "ok", "{check}");
 }
