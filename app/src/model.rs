@@ -399,6 +399,25 @@ pub struct StatusReport {
     pub version: String,
     pub database: String,
     pub checks: Vec<StatusCheck>,
+    /// The latest failed tasks, newest first, with what only admins see of a failure.
+    #[serde(default)]
+    pub recent_failures: Vec<TaskFailure>,
+}
+
+/// A failed task as the status page shows it to admins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskFailure {
+    pub task_id: i64,
+    pub job_id: i64,
+    pub content_id: Option<i64>,
+    /// `scene.image`, `scene.audio`, `content.render`.
+    pub kind: String,
+    /// `2026-11-24 09:12 UTC`.
+    pub failed_at: String,
+    /// What the creator was told.
+    pub message: String,
+    /// A tool's own words, paths, the database's: for admins only.
+    pub detail: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -35,6 +35,23 @@ pub fn StatusPage() -> impl IntoView {
                             }).collect_view()}
                         </ul>
                         <p class="muted">{format!("CREVID {} on {}", r.version, r.database)}</p>
+                        <Show when={let any = !r.recent_failures.is_empty(); move || any}>
+                            <h2>"Recent task failures"</h2>
+                            <p class="muted">"Creators see the message; the detail (a tool's own words, paths, the database's) is shown only here and in the server log."</p>
+                        </Show>
+                        <ul class="failures">
+                            {r.recent_failures.into_iter().map(|f| view! {
+                                <li>
+                                    <div>
+                                        <strong>{f.kind}</strong>" "
+                                        <span class="muted">{format!("job {}, {}", f.job_id, f.failed_at)}</span>
+                                        {f.content_id.map(|id| view! { " " <a href=format!("/contents/{id}")>"content"</a> })}
+                                    </div>
+                                    <p>{f.message}</p>
+                                    {f.detail.map(|d| view! { <pre class="detail">{d}</pre> })}
+                                </li>
+                            }).collect_view()}
+                        </ul>
                     }.into_any(),
                     Err(error) => view! { <ErrorBox error=error/> }.into_any(),
                 }

@@ -507,6 +507,38 @@ async fn queue_ahead(state: &AppState, job: &JobView) -> Result<Option<i64>, App
     Ok(Some(ahead))
 }
 
+/// The latest `limit` failed tasks of every user, newest first, with their details: for
+/// the admins' status page.
+pub async fn recent_failures(
+    state: &AppState,
+    limit: i64,
+) -> Result<Vec<crate::model::TaskFailure>, AppError> {
+    let rows = sqlx::query(
+        "SELECT id, job_id, content_id, kind, last_error, error_detail, COALESCE(finished_at, updated_at) AS failed_at \
+         FROM tasks WHERE status = 'failed' ORDER BY COALESCE(finished_at, updated_at) DESC, id DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(state.pool())
+    .await
+    .db("reading failed tasks")?;
+    rows.iter()
+        .map(|r| {
+            Ok(crate::model::TaskFailure {
+                task_id: r.try_get("id")?,
+                job_id: r.try_get("job_id")?,
+                content_id: r.try_get("content_id")?,
+                kind: r.try_get("kind")?,
+                failed_at: format_ms(r.try_get("failed_at")?),
+                message: r
+                    .try_get::<Option<String>, _>("last_error")?
+                    .unwrap_or_default(),
+                detail: r.try_get("error_detail")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .db("decoding failed tasks")
+}
+
 /// A task as `user` may see it: the detail of a failure (a tool's own words, paths, the
 /// database's) only for admins.
 fn task_view(r: &sqlx::any::AnyRow, user: &CurrentUser) -> Result<TaskView, sqlx::Error> {

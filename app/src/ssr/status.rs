@@ -276,5 +276,6 @@ pub async fn report(state: &AppState) -> Result<StatusReport, AppError> {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         database: state.db.backend.name().to_owned(),
         checks: vec![db, llm, queue, ffmpeg, espeak],
+        recent_failures: super::jobs::recent_failures(state, 10).await?,
     })
 }

@@ -1113,6 +1113,16 @@ async fn a_failing_render_tells_creators_no_server_details(db: Db) {
         detail.contains("Invalid data found"),
         "an admin reads ffmpeg's own words: {as_admin}"
     );
+    // And on the status page.
+    let (_, _, status) = app.send(admin.get(app.url("/api/settings/status"))).await;
+    let failure = &status["data"]["recent_failures"][0];
+    assert_eq!(failure["kind"], "content.render", "{status}");
+    assert!(
+        failure["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("Invalid data found")),
+        "{status}"
+    );
 }
 
 /// ffmpeg killed from outside (as the OOM killer does) is the server's trouble, not the
