@@ -112,12 +112,20 @@ impl Application {
             .with_context(|| format!("cannot listen on LEPTOS_SITE_ADDR={}", config.site_addr))?;
         state.leptos_options.site_addr = listener.local_addr()?;
         let local = listener.local_addr()?;
-        if !local.ip().is_loopback() && !app::ssr::users::setup_done(&state).await? {
-            // Reachable from other machines before anyone owns it: whoever opens /setup
-            // first would. Only someone who can read this log may set it up.
+        // Reachable from other machines before anyone owns it (listening beyond loopback,
+        // or behind a reverse proxy at a public URL): whoever opens /setup first would own
+        // it. Only someone who can read this log may set it up.
+        let reachable = !local.ip().is_loopback() || config.public_url.is_some();
+        if reachable && !app::ssr::users::setup_done(&state).await? {
             let code = app::ssr::users::new_setup_code();
+            let public = config
+                .public_url
+                .as_ref()
+                .map(|u| format!(", {u}"))
+                .unwrap_or_default();
             tracing::warn!(
-                "no account exists yet and CREVID listens on {local}, beyond this machine:                  open /setup and enter the set-up code {code}"
+                "no account exists yet and CREVID can be reached from other machines \
+                 ({local}{public}): open /setup and enter the set-up code {code}"
             );
             state.setup_code = Some(code.into());
         }
@@ -273,23 +281,33 @@ pub fn router(state: AppState, secure_cookies: bool) -> Router {
 }
 
 /// The WASM, JS and CSS under `/pkg`: the brotli or gzip copy `scripts/build.sh` made
-/// beside each file when the browser accepts it (`Content-Encoding`, `Vary`), else the
-/// file itself. The names do not change between builds, so browsers revalidate (`no-cache`
-/// with `Last-Modified`: a 304 costs a few hundred bytes) instead of keeping an old build.
+/// beside each file when the browser accepts it (`Content-Encoding`, and `Vary:
+/// Accept-Encoding` so caches between keep them apart), else the file itself. The names
+/// do not change between builds, so browsers revalidate (`no-cache` with
+/// `Last-Modified`: a 304 costs a few hundred bytes) instead of keeping an old build.
 fn static_files(
     state: &AppState,
 ) -> tower_http::set_header::SetResponseHeader<
-    tower_http::services::ServeDir,
+    tower_http::set_header::SetResponseHeader<
+        tower_http::services::ServeDir,
+        axum::http::HeaderValue,
+    >,
     axum::http::HeaderValue,
 > {
+    use tower_http::set_header::SetResponseHeader;
     let dir = std::path::Path::new(&*state.leptos_options.site_root)
         .join(&*state.leptos_options.site_pkg_dir);
-    tower_http::set_header::SetResponseHeader::if_not_present(
-        tower_http::services::ServeDir::new(dir)
-            .precompressed_br()
-            .precompressed_gzip(),
-        axum::http::header::CACHE_CONTROL,
-        axum::http::HeaderValue::from_static("no-cache"),
+    let files = tower_http::services::ServeDir::new(dir)
+        .precompressed_br()
+        .precompressed_gzip();
+    SetResponseHeader::overriding(
+        SetResponseHeader::if_not_present(
+            files,
+            axum::http::header::CACHE_CONTROL,
+            axum::http::HeaderValue::from_static("no-cache"),
+        ),
+        axum::http::header::VARY,
+        axum::http::HeaderValue::from_static("accept-encoding"),
     )
 }
 

@@ -345,13 +345,22 @@ pub async fn scene_image(state: &AppState, task: &ClaimedTask) -> Result<Output,
         .await
         .map_err(|e| server_fault("the card's words could not be saved", e, true))?;
     let colour = PALETTE[scene.position.rem_euclid(PALETTE.len() as i64) as usize];
+    // The filter names the words' file relative to ffmpeg's working directory: a data
+    // directory's `'`, `:` or `,` would otherwise be read as filter syntax. The file name
+    // is ours (`scene-…-….txt`) and holds none of them.
+    let (Some(card_dir), Some(text_name)) = (
+        text_path.parent(),
+        text_path.file_name().and_then(|n| n.to_str()),
+    ) else {
+        return Err(TaskError::Permanent("the card's file has no name".into()));
+    };
     let mut ffmpeg = Command::new("ffmpeg");
+    ffmpeg.current_dir(card_dir);
     ffmpeg.args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i"]).arg(format!("color=c={colour}:s={w}x{h}")).args([
         "-vf",
         &format!(
-            "drawtext=fontfile={FONT}:textfile={}:expansion=none:fontcolor=white:fontsize={font_size}:line_spacing={}:\
+            "drawtext=fontfile={FONT}:textfile={text_name}:expansion=none:fontcolor=white:fontsize={font_size}:line_spacing={}:\
              x=(w-text_w)/2:y=(h-text_h)/2:box=1:boxcolor=black@0.25:boxborderw={}",
-            text_path.display(),
             font_size / 3,
             font_size / 2
         ),

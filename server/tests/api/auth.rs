@@ -796,6 +796,46 @@ async fn set_up_beyond_this_machine_needs_the_code_from_the_log(db: Db) {
     };
     assert!(local.state.setup_code.is_none());
     assert_eq!(set_up(&local, None, None).await.0, 200);
+
+    // Behind a reverse proxy the socket is loopback, but the public URL is reachable by
+    // anyone: the code is asked for there too.
+    let Some(proxied) = FreshApp::spawn_configured(db, "127.0.0.1:0", |c| {
+        c.public_url = Some("https://crevid.example.com".parse().unwrap());
+    })
+    .await
+    else {
+        return;
+    };
+    let code = proxied
+        .state
+        .setup_code
+        .as_deref()
+        .expect("a set-up code")
+        .to_owned();
+    // As the proxy forwards it: the public host and origin.
+    let through_proxy = |code: Option<&str>| {
+        let mut body = json!({ "email": "owner@example.com", "password": PASSWORD });
+        if let Some(code) = code {
+            body["setup_code"] = json!(code);
+        }
+        reqwest::Client::new()
+            .post(format!("{}/api/auth/setup", proxied.base))
+            .header("host", "crevid.example.com")
+            .header("origin", "https://crevid.example.com")
+            .json(&body)
+            .send()
+    };
+    let (status, refused) = json_of(through_proxy(None).await.unwrap()).await;
+    assert_eq!(status, 403, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("set-up code"),
+        "{refused}"
+    );
+    let (status, admin) = json_of(through_proxy(Some(&code)).await.unwrap()).await;
+    assert_eq!(status, 200, "{admin}");
 }
 
 /// DNS rebinding: a page on attacker.example re-pointed at 127.0.0.1 sends requests whose

@@ -180,9 +180,19 @@ pub struct FreshApp {
 impl FreshApp {
     /// Listening on `addr` (`127.0.0.1:0`, or `0.0.0.0:0` for beyond this machine).
     pub async fn spawn(db: Db, addr: &str) -> Option<Self> {
+        Self::spawn_configured(db, addr, |_| {}).await
+    }
+
+    /// `spawn`, with `edit` on the configuration.
+    pub async fn spawn_configured(
+        db: Db,
+        addr: &str,
+        edit: impl FnOnce(&mut Config),
+    ) -> Option<Self> {
         let (dir, url, pg) = fresh_database(db).await?;
         let mut config = test_config(&url, dir.path());
         config.site_addr = addr.parse().expect("a socket address");
+        edit(&mut config);
         let app = Application::build(config).await.expect("app builds");
         let base = format!("http://127.0.0.1:{}", app.port());
         let state = app.state().clone();

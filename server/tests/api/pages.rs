@@ -96,6 +96,7 @@ async fn the_front_end_is_served_compressed(db: Db) {
         );
         assert_eq!(headers["content-type"], "application/wasm");
         assert_eq!(headers["cache-control"], "no-cache");
+        assert_eq!(headers["vary"], "accept-encoding");
         let last_modified = headers["last-modified"].clone();
         assert_eq!(response.bytes().await.unwrap().to_vec(), body, "{accept}");
         let again = client

@@ -25,6 +25,7 @@ both_databases!(
     an_ffmpeg_killed_by_the_system_is_tried_again,
     files_belong_to_rows,
     a_storage_quota_refuses_new_media,
+    a_data_dir_with_filter_syntax_in_its_name_renders,
 );
 
 /// Pause after each scene's narration (the default setting).
@@ -1344,4 +1345,20 @@ async fn a_storage_quota_refuses_new_media(db: Db) {
         .post("/api/media/generate", &json!({ "content_id": id }))
         .await;
     assert_eq!(status, 202, "{job}");
+}
+
+/// A data directory whose name holds what ffmpeg's filter syntax reads (`'`, `:`, `,`):
+/// scene cards used to fail for every scene.
+async fn a_data_dir_with_filter_syntax_in_its_name_renders(db: Db) {
+    let Some(app) = TestApp::spawn_configured(db, |c| {
+        c.data_dir = c.data_dir.join("bob's videos: 2026, test");
+    })
+    .await
+    else {
+        return;
+    };
+    let content = content(&app, 2, "16:9").await;
+    with_media(&app, &content).await;
+    let id = content["id"].as_i64().unwrap();
+    render(&app, id).await;
 }
