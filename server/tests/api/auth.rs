@@ -745,22 +745,41 @@ async fn behind_a_trusted_proxy_its_header_names_the_client(db: Db) {
 }
 
 async fn set_up(app: &FreshApp, host: Option<&str>, code: Option<&str>) -> (u16, Value) {
-    let origin = match host {
-        Some(host) => format!("http://{host}"),
-        None => app.base.clone(),
-    };
+    let origin = host.map(|host| format!("http://{host}"));
+    set_up_as(app, host, origin.as_deref(), code).await
+}
+
+/// `POST /api/auth/setup` with this Host and Origin (the app's own when None).
+async fn set_up_as(
+    app: &FreshApp,
+    host: Option<&str>,
+    origin: Option<&str>,
+    code: Option<&str>,
+) -> (u16, Value) {
     let mut body = json!({ "email": "owner@example.com", "password": PASSWORD });
     if let Some(code) = code {
         body["setup_code"] = json!(code);
     }
     let mut request = reqwest::Client::new()
         .post(format!("{}/api/auth/setup", app.base))
-        .header("origin", origin)
+        .header("origin", origin.unwrap_or(&app.base))
         .json(&body);
     if let Some(host) = host {
         request = request.header("host", host);
     }
     json_of(request.send().await.unwrap()).await
+}
+
+/// A set-up refused for want of the code, saying so.
+fn asks_for_the_code((status, refused): (u16, Value)) {
+    assert_eq!(status, 403, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("set-up code"),
+        "{refused}"
+    );
 }
 
 /// Listening beyond loopback with no account yet, whoever reached /setup first used to
@@ -776,15 +795,7 @@ async fn set_up_beyond_this_machine_needs_the_code_from_the_log(db: Db) {
         .as_deref()
         .expect("a set-up code")
         .to_owned();
-    let (status, refused) = set_up(&app, None, None).await;
-    assert_eq!(status, 403, "{refused}");
-    assert!(
-        refused["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("set-up code"),
-        "{refused}"
-    );
+    asks_for_the_code(set_up(&app, None, None).await);
     assert_eq!(set_up(&app, None, Some("aaaa-bbbb-cccc")).await.0, 403);
     let typed = code.replace('-', " ").to_uppercase();
     let (status, admin) = set_up(&app, None, Some(&typed)).await;
@@ -813,28 +824,12 @@ async fn set_up_beyond_this_machine_needs_the_code_from_the_log(db: Db) {
         .expect("a set-up code")
         .to_owned();
     // As the proxy forwards it: the public host and origin.
-    let through_proxy = |code: Option<&str>| {
-        let mut body = json!({ "email": "owner@example.com", "password": PASSWORD });
-        if let Some(code) = code {
-            body["setup_code"] = json!(code);
-        }
-        reqwest::Client::new()
-            .post(format!("{}/api/auth/setup", proxied.base))
-            .header("host", "crevid.example.com")
-            .header("origin", "https://crevid.example.com")
-            .json(&body)
-            .send()
-    };
-    let (status, refused) = json_of(through_proxy(None).await.unwrap()).await;
-    assert_eq!(status, 403, "{refused}");
-    assert!(
-        refused["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("set-up code"),
-        "{refused}"
+    let (host, origin) = (
+        Some("crevid.example.com"),
+        Some("https://crevid.example.com"),
     );
-    let (status, admin) = json_of(through_proxy(Some(&code)).await.unwrap()).await;
+    asks_for_the_code(set_up_as(&proxied, host, origin, None).await);
+    let (status, admin) = set_up_as(&proxied, host, origin, Some(&code)).await;
     assert_eq!(status, 200, "{admin}");
 }
 
