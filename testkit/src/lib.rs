@@ -14,7 +14,9 @@
 //!   counters of what was sent and of answers the client hung up on;
 //! - seeded, reproducible fault injection for images and speech ([`Faults`]);
 //! - counters per [`Endpoint`]: requests, successes, in flight, and the busiest window;
-//! - a control API under `/_fake/` so other processes can configure it and read counters.
+//! - a control API under `/_fake/` so other processes can configure it and read counters;
+//! - [`profiles`] of real OpenAI-compatible servers ([`FakeOpenAi::set_profile`]): their
+//!   refusals, wrapped JSON, extra fields, 429 forms and speech formats, really encoded.
 //!
 //! [`qstash`] holds a local stand-in for Upstash QStash ([`QStash`]), with its own binary.
 //!
@@ -33,6 +35,7 @@
 //!   the (cleared) stats. The configuration stays.
 
 mod media;
+pub mod profiles;
 pub mod qstash;
 
 use std::collections::HashMap;
@@ -57,6 +60,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 
 pub use media::{prompt_colour, solid_png, speech_duration, tone_wav, SPEECH_SAMPLE_RATE};
+pub use profiles::{Knobs, Profile};
 pub use qstash::{QStash, QStashOptions};
 
 /// The largest image side the fake makes; bigger sizes are rejected, not shrunk, since
@@ -195,6 +199,8 @@ struct Settings {
     huge_answers: [Option<u64>; 3],
     /// Files under `/files/` are streamed answers of this many bytes.
     huge_files: Option<u64>,
+    /// The server imitated ([`FakeOpenAi::set_profile`]).
+    knobs: Knobs,
 }
 
 #[derive(Debug, Default)]
@@ -206,6 +212,8 @@ struct Counters {
     /// Arrival instants, in order: they are taken while holding the lock.
     starts: Mutex<Vec<Instant>>,
     fault_draws: AtomicU64,
+    /// Requests that met the profile's rate limit ([`profiles::RateLimit`]).
+    rate_limited: AtomicUsize,
     /// Told of every arrival, for tests that act after the n-th request.
     arrived: tokio::sync::Notify,
     /// The prompt or input of every request answered with success.
@@ -230,6 +238,7 @@ impl Counters {
         self.max_in_flight
             .store(self.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
         self.fault_draws.store(0, Ordering::SeqCst);
+        self.rate_limited.store(0, Ordering::SeqCst);
     }
 
     fn view(&self, window: Option<Duration>) -> CountersView {
@@ -266,6 +275,9 @@ struct Inner {
     behaviour: Mutex<Behaviour>,
     malformed_sent: AtomicUsize,
     last_body: Mutex<Option<Value>>,
+    /// Every chat request body, in order.
+    chat_bodies: Mutex<Vec<Value>>,
+    speech_formats: Mutex<Vec<SpeechFormat>>,
     total: Counters,
     endpoints: [Counters; 3],
     /// Images answered by URL, by file name.
@@ -297,6 +309,8 @@ impl Inner {
     }
 
     fn reset_counts(&self) {
+        lock(&self.chat_bodies).clear();
+        lock(&self.speech_formats).clear();
         self.total.reset();
         for counters in &self.endpoints {
             counters.reset();
@@ -332,6 +346,8 @@ impl FakeOpenAi {
             behaviour: Mutex::new(Behaviour::Script),
             malformed_sent: AtomicUsize::new(0),
             last_body: Mutex::new(None),
+            chat_bodies: Mutex::default(),
+            speech_formats: Mutex::default(),
             total: Counters::default(),
             endpoints: Default::default(),
             files: Mutex::default(),
@@ -398,8 +414,9 @@ impl FakeOpenAi {
         lock(&self.inner.settings).speech_latency = latency;
     }
 
-    /// Answers every later speech request with `body` (as `audio/wav`) instead of a WAV
-    /// of its input: a bogus header, an empty body. `None` goes back to real WAVs.
+    /// Answers every later speech request with `body` (as `audio/wav`, whatever the
+    /// profile) instead of a WAV of its input: a bogus header, an empty body. `None` goes
+    /// back to real WAVs.
     pub fn set_speech_body(&self, body: Option<Vec<u8>>) {
         lock(&self.inner.settings).speech_body = body.map(Bytes::from);
     }
@@ -559,6 +576,50 @@ impl FakeOpenAi {
     pub fn last_request(&self) -> Option<Value> {
         lock(&self.inner.last_body).clone()
     }
+
+    /// Every chat request body since the last reset, in order: which `response_format`
+    /// each asked for, whether it sent `temperature`.
+    pub fn chat_requests(&self) -> Vec<Value> {
+        lock(&self.inner.chat_bodies).clone()
+    }
+
+    /// The format of every speech request since the last reset that was answered or whose
+    /// format was refused, in order.
+    pub fn speech_formats(&self) -> Vec<SpeechFormat> {
+        lock(&self.inner.speech_formats).clone()
+    }
+
+    /// Answers from now on as `profile`'s server does ([`Profile::OpenAi`], the default,
+    /// changes nothing). Like the other settings it outlasts [`FakeOpenAi::reset_counts`],
+    /// which restarts its rate limit as it restarts the fault draws.
+    pub fn set_profile(&self, profile: Profile) {
+        self.set_knobs(*profile.knobs());
+    }
+
+    /// Answers from now on with `knobs`: a server no profile describes (a proxy sending a
+    /// fractional `Retry-After`, say). Restarts the rate limit, as [`FakeOpenAi::set_profile`].
+    ///
+    /// # Panics
+    /// If a patch's `set` is not a JSON object ([`Knobs::bad_patch`]): a typo in a test
+    /// should fail there, not quietly change nothing.
+    pub fn set_knobs(&self, knobs: Knobs) {
+        if let Some(set) = knobs.bad_patch() {
+            panic!("a patch's `set` must be a JSON object, not {set:?}");
+        }
+        lock(&self.inner.settings).knobs = knobs;
+        for counters in &self.inner.endpoints {
+            counters.rate_limited.store(0, Ordering::SeqCst);
+        }
+    }
+}
+
+/// What one speech request asked for and got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpeechFormat {
+    /// Its `response_format` (JSON text if not a string); `None` when it sent none.
+    pub requested: Option<String>,
+    /// The format of the answer ([`profiles::Audio::name`]); `None` when refused.
+    pub answered: Option<&'static str>,
 }
 
 /// Counts a request while it lives; [`InFlight::finish`] counts its success.
@@ -774,10 +835,14 @@ async fn chat_answer(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, ApiError> {
+    let settings = inner.settings();
+    if let Some(missing) = settings.knobs.missing(Endpoint::Chat) {
+        return Ok(missing);
+    }
     let body: Value = parse(body)?;
     *lock(&inner.last_body) = Some(body.clone());
+    lock(&inner.chat_bodies).push(body.clone());
     authorised(inner, headers)?;
-    let settings = inner.settings();
     sleep(settings.chat_latency).await;
     if let Some(bytes) = settings.huge_answers[Endpoint::Chat.index()] {
         return Ok(huge_answer(
@@ -792,6 +857,13 @@ async fn chat_answer(
             b'A',
             bytes,
         ));
+    }
+    let chat = &settings.knobs.chat;
+    if let Some(refusal) = chat.refusal(&body) {
+        return Ok(refusal);
+    }
+    if let Some(limited) = profile_rate_limit(inner, Endpoint::Chat, &settings.knobs) {
+        return Ok(limited);
     }
     let behaviour = lock(&inner.behaviour).clone();
     let model = body
@@ -819,6 +891,7 @@ async fn chat_answer(
             &model,
             Value::Null,
             json!("I can't help with that request."),
+            chat,
         )),
         Behaviour::Malformed { times }
             if inner.malformed_sent.fetch_add(1, Ordering::SeqCst) < times =>
@@ -827,17 +900,29 @@ async fn chat_answer(
                 &model,
                 json!("Sure! Here is your script: title = maybe"),
                 Value::Null,
+                chat,
             ))
         }
         Behaviour::Malformed { .. } | Behaviour::Script => {
-            let script = script_for(&body);
-            Ok(completion(&model, json!(script.to_string()), Value::Null))
+            let content = chat.content(script_for(&body), &body);
+            Ok(completion(&model, json!(content), Value::Null, chat))
         }
     }
 }
 
-fn completion(model: &str, content: Value, refusal: Value) -> Response {
-    Json(json!({
+/// The profile's 429 while `endpoint` has not had its count of them yet.
+fn profile_rate_limit(inner: &Inner, endpoint: Endpoint, knobs: &Knobs) -> Option<Response> {
+    let limit = knobs.rate_limit?;
+    let seen = inner
+        .counters(endpoint)
+        .rate_limited
+        .fetch_add(1, Ordering::SeqCst);
+    (seen < limit.times).then(|| limit.response())
+}
+
+/// A completion in OpenAI's shape, changed as the profile's server answers.
+fn completion(model: &str, content: Value, refusal: Value, chat: &profiles::ChatKnobs) -> Response {
+    let mut completion = json!({
         "id": "chatcmpl-fake",
         "object": "chat.completion",
         "created": 1_700_000_000u32,
@@ -848,8 +933,9 @@ fn completion(model: &str, content: Value, refusal: Value) -> Response {
             "finish_reason": "stop"
         }],
         "usage": { "prompt_tokens": 50, "completion_tokens": 200, "total_tokens": 250 }
-    }))
-    .into_response()
+    });
+    chat.patch(&mut completion);
+    Json(completion).into_response()
 }
 
 /// A deterministic script that follows the prompt's "Topic:" and "Scenes:" lines.
@@ -982,6 +1068,9 @@ async fn images_answer(
 ) -> Result<Response, ApiError> {
     let settings = inner.settings();
     sleep(settings.image_latency).await;
+    if let Some(missing) = settings.knobs.missing(Endpoint::Images) {
+        return Ok(missing);
+    }
     authorised(inner, headers)?;
     let request: ImageRequest = parse(body)?;
     let prompt = required_text(request.prompt, "prompt")?;
@@ -993,8 +1082,13 @@ async fn images_answer(
         ));
     }
     let (width, height) = image_size(request.size.as_deref().unwrap_or("auto"))?;
+    let knobs = &settings.knobs.images;
+    if let (Some(_), Some(refusal)) = (&request.response_format, knobs.refuse_response_format) {
+        return Ok(refusal.render(&[]));
+    }
     let format = match request.response_format.as_deref() {
         _ if settings.image_url_prefix.is_some() => ImageFormat::Url,
+        None if knobs.url_by_default => ImageFormat::Url,
         None | Some("b64_json") => ImageFormat::Base64,
         Some("url") => ImageFormat::Url,
         Some(other) => {
@@ -1005,6 +1099,9 @@ async fn images_answer(
         }
     };
     let model = request.model.as_deref().unwrap_or("gpt-image-1");
+    if let Some(limited) = profile_rate_limit(inner, Endpoint::Images, &settings.knobs) {
+        return Ok(limited);
+    }
     inject_faults(inner, Endpoint::Images, &settings.faults, &prompt, model).await?;
     if let Some(bytes) = settings.huge_answers[Endpoint::Images.index()] {
         return Ok(huge_answer(
@@ -1023,7 +1120,7 @@ async fn images_answer(
         .await
         .map(Bytes::from)
         .map_err(|_| server_error())?;
-    let data: Vec<Value> = (0..n)
+    let mut data: Vec<Value> = (0..n)
         .map(|_| match format {
             ImageFormat::Base64 => json!({
                 "b64_json": base64::engine::general_purpose::STANDARD.encode(&png),
@@ -1041,11 +1138,16 @@ async fn images_answer(
             }
         })
         .collect();
+    for item in &mut data {
+        knobs.item.apply(item);
+    }
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     lock(&inner.counters(Endpoint::Images).answered).push(prompt);
-    Ok(Json(json!({ "created": created, "data": data })).into_response())
+    let mut answer = json!({ "created": created, "data": data });
+    knobs.response.apply(&mut answer);
+    Ok(Json(answer).into_response())
 }
 
 /// `"WxH"` with each side 1 to [`MAX_IMAGE_SIDE`], or `"auto"` (1024x1024).
@@ -1076,8 +1178,9 @@ struct SpeechRequest {
     model: Option<String>,
     input: Option<String>,
     speed: Option<f64>,
-    // `voice` (any is accepted) and `response_format` (the answer is always WAV) are
-    // ignored.
+    /// Without a profile's speech knobs the answer is a WAV whatever this says.
+    response_format: Option<Value>,
+    // `voice` (any is accepted) is ignored.
 }
 
 async fn speech(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -1086,8 +1189,8 @@ async fn speech(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes
     guard.finish(response.into_response())
 }
 
-/// Always a WAV, whatever `response_format` asks for: callers decode by content, and a
-/// real MP3 encoder would be a heavy dependency for a fake.
+/// A WAV whatever `response_format` asks for, unless the profile has speech knobs: then
+/// the format it picks, encoded by ffmpeg.
 async fn speech_answer(
     inner: &Inner,
     headers: &HeaderMap,
@@ -1095,6 +1198,9 @@ async fn speech_answer(
 ) -> Result<Response, ApiError> {
     let settings = inner.settings();
     sleep(settings.speech_latency).await;
+    if let Some(missing) = settings.knobs.missing(Endpoint::Speech) {
+        return Ok(missing);
+    }
     authorised(inner, headers)?;
     let request: SpeechRequest = parse(body)?;
     let input = required_text(request.input, "input")?;
@@ -1111,7 +1217,31 @@ async fn speech_answer(
             format!("Invalid 'speed': {speed}. Expected 0.25 to 4.0."),
         ));
     }
+    let requested = request.response_format.map(|format| match format {
+        Value::String(format) => format,
+        other => other.to_string(),
+    });
+    let record = |answered| {
+        lock(&inner.speech_formats).push(SpeechFormat {
+            requested: requested.clone(),
+            answered,
+        });
+    };
+    // A body set by `set_speech_body` is sent as it is, whatever the profile.
+    let encoding = match settings.knobs.speech {
+        Some(speech) if settings.speech_body.is_none() => match speech.pick(requested.as_deref()) {
+            Ok((audio, content_type)) => Some((speech, audio, content_type)),
+            Err(refusal) => {
+                record(None);
+                return Ok(*refusal);
+            }
+        },
+        _ => None,
+    };
     let model = request.model.as_deref().unwrap_or("tts-1");
+    if let Some(limited) = profile_rate_limit(inner, Endpoint::Speech, &settings.knobs) {
+        return Ok(limited);
+    }
     inject_faults(inner, Endpoint::Speech, &settings.faults, &input, model).await?;
     if let Some(bytes) = settings.huge_answers[Endpoint::Speech.index()] {
         // A header claiming the longest data chunk there is, then silence.
@@ -1134,8 +1264,26 @@ async fn speech_answer(
                 .map_err(|_| server_error())?
         }
     };
+    let (answered, response) = match encoding {
+        Some((speech, audio, content_type)) => {
+            let bytes = audio.encode(wav).await.map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "server_error",
+                    format!("The fake could not make {}: {e}", audio.name()),
+                )
+            })?;
+            (audio.name(), speech.respond(bytes, content_type))
+        }
+        None => (
+            "wav",
+            ([(header::CONTENT_TYPE, "audio/wav")], wav).into_response(),
+        ),
+    };
     lock(&inner.counters(Endpoint::Speech).answered).push(input);
-    Ok(([(header::CONTENT_TYPE, "audio/wav")], wav).into_response())
+    record(Some(answered));
+    Ok(response)
 }
 
 async fn file(State(inner): State<Arc<Inner>>, Path(name): Path<String>) -> Response {
