@@ -237,6 +237,13 @@ pub struct SettingsView {
     pub values: SettingsValues,
     /// `sk-…abcd`, or none when no key is stored.
     pub llm_api_key_masked: Option<String>,
+    /// The pictures endpoint's own key, masked; none when it has none (it then uses the
+    /// script's key if it is the script's endpoint, else no key).
+    #[serde(default)]
+    pub image_api_key_masked: Option<String>,
+    /// The speech endpoint's own key, masked, as `image_api_key_masked`.
+    #[serde(default)]
+    pub tts_api_key_masked: Option<String>,
 }
 
 /// Every non-secret setting. Stored as one JSON document; unknown keys from older
@@ -248,7 +255,10 @@ pub struct SettingsValues {
     /// OpenAI-compatible endpoint, e.g. `https://api.openai.com/v1` or `http://localhost:11434/v1`.
     pub llm_base_url: String,
     pub llm_model: String,
-    pub llm_temperature: f64,
+    /// Sent as `temperature` when set (0–2). Empty: not sent, as reasoning models (OpenAI's
+    /// o-series and GPT-5, DeepSeek-R1) require; a model that refuses it is asked again
+    /// without it either way.
+    pub llm_temperature: Option<f64>,
     pub llm_timeout_secs: u32,
     /// Send a JSON-schema `response_format` (OpenAI, vLLM, recent Ollama); when off, ask
     /// for a JSON object and validate it ourselves (older servers).
@@ -267,8 +277,12 @@ pub struct SettingsValues {
     /// Media one user's contents may hold on disk, in MiB (pictures, narration, videos,
     /// music); new media is refused beyond it. 0: no quota.
     pub storage_quota_mb: u32,
-    /// `builtin` (a scene card drawn offline) or `openai` (the Images API at `llm_base_url`).
+    /// `builtin` (a scene card drawn offline) or `openai` (the Images API at
+    /// `image_base_url`).
     pub image_provider: String,
+    /// The OpenAI-compatible endpoint for pictures; empty: the script's (`llm_base_url`,
+    /// with its key).
+    pub image_base_url: String,
     pub image_model: String,
     /// `auto` (from the content's aspect ratio) or the provider's `WxH`.
     pub image_size: String,
@@ -278,8 +292,11 @@ pub struct SettingsValues {
     pub image_concurrency: u32,
     /// Image requests started per minute (0: no limit), as the provider's tier allows.
     pub image_per_minute: u32,
-    /// `builtin` (espeak-ng, offline) or `openai` (the speech API at `llm_base_url`).
+    /// `builtin` (espeak-ng, offline) or `openai` (the speech API at `tts_base_url`).
     pub tts_provider: String,
+    /// The OpenAI-compatible endpoint for narration (e.g. a local Kokoro-FastAPI at
+    /// `http://localhost:8880/v1`); empty: the script's, with its key.
+    pub tts_base_url: String,
     pub tts_model: String,
     pub tts_speed: f64,
     pub tts_concurrency: u32,
@@ -326,7 +343,7 @@ impl Default for SettingsValues {
         Self {
             llm_base_url: "https://api.openai.com/v1".into(),
             llm_model: "gpt-4o-mini".into(),
-            llm_temperature: 0.7,
+            llm_temperature: Some(0.7),
             llm_timeout_secs: 60,
             llm_json_schema: true,
             default_language: "English".into(),
@@ -340,12 +357,14 @@ impl Default for SettingsValues {
             rate_jobs_per_minute: 30,
             storage_quota_mb: 0,
             image_provider: "builtin".into(),
+            image_base_url: String::new(),
             image_model: "gpt-image-1-mini".into(),
             image_size: "auto".into(),
             image_quality: "auto".into(),
             image_concurrency: 4,
             image_per_minute: 0,
             tts_provider: "builtin".into(),
+            tts_base_url: String::new(),
             tts_model: "gpt-4o-mini-tts".into(),
             tts_speed: 1.0,
             tts_concurrency: 4,
@@ -368,13 +387,19 @@ impl Default for SettingsValues {
 
 /// An update: the values to change (a JSON object of `SettingsValues` fields; fields left
 /// out keep their current value, unknown fields are refused), plus what to do with the key.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsUpdate {
     pub values: serde_json::Map<String, serde_json::Value>,
     /// Absent: keep the stored key. Empty string: remove it. Otherwise: the new key.
     #[serde(default)]
     pub llm_api_key: Option<String>,
+    /// The pictures endpoint's own key, as `llm_api_key`.
+    #[serde(default)]
+    pub image_api_key: Option<String>,
+    /// The speech endpoint's own key, as `llm_api_key`.
+    #[serde(default)]
+    pub tts_api_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -92,6 +92,7 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         work: Arc::default(),
         signals: Arc::default(),
         task_settings: Arc::default(),
+        learned: Arc::default(),
         segments: Arc::default(),
         qstash: None,
         shutdown: Arc::new(tokio::sync::watch::channel(false).0),

@@ -43,12 +43,62 @@ macro_rules! text_field {
     };
 }
 
+/// A write-only key: the masked stored one as a placeholder, a new one typed over it, and
+/// a box to remove it.
+#[derive(Clone, Copy)]
+struct KeyInput {
+    masked: RwSignal<Option<String>>,
+    typed: RwSignal<String>,
+    remove: RwSignal<bool>,
+}
+
+impl KeyInput {
+    fn new(masked: Option<String>) -> Self {
+        Self {
+            masked: RwSignal::new(masked),
+            typed: RwSignal::new(String::new()),
+            remove: RwSignal::new(false),
+        }
+    }
+
+    fn reset(self, masked: Option<String>) {
+        self.masked.set(masked);
+        self.typed.set(String::new());
+        self.remove.set(false);
+    }
+
+    /// As `SettingsUpdate` wants it: absent keeps, empty removes, text replaces.
+    fn update(self) -> Option<String> {
+        if self.remove.get_untracked() {
+            Some(String::new())
+        } else {
+            Some(self.typed.get_untracked()).filter(|k| !k.trim().is_empty())
+        }
+    }
+
+    fn view(self, name: &'static str, label: &'static str, hint: &'static str) -> impl IntoView {
+        view! {
+            <label class="field"><span>{label}</span>
+                <input name=name type="password" autocomplete="off"
+                    placeholder=move || self.masked.get().map(|m| format!("Stored: {m} — type to replace")).unwrap_or_else(|| "Not set".into())
+                    prop:value=move || self.typed.get() on:input=move |ev| self.typed.set(event_target_value(&ev))/>
+                <small class="muted">{hint}</small>
+            </label>
+            <Show when=move || self.masked.get().is_some()>
+                <label class="checkbox"><input type="checkbox" name=format!("remove_{name}")
+                    prop:checked=move || self.remove.get()
+                    on:change=move |ev| self.remove.set(event_target_checked(&ev))/>" Remove the stored key"</label>
+            </Show>
+        }
+    }
+}
+
 #[component]
 fn SettingsForm(initial: SettingsView) -> impl IntoView {
     let values = RwSignal::new(initial.values.clone());
-    let masked = RwSignal::new(initial.llm_api_key_masked.clone());
-    let new_key = RwSignal::new(String::new());
-    let remove_key = RwSignal::new(false);
+    let llm_key = KeyInput::new(initial.llm_api_key_masked.clone());
+    let image_key = KeyInput::new(initial.image_api_key_masked.clone());
+    let tts_key = KeyInput::new(initial.tts_api_key_masked.clone());
 
     let save = Action::new(|update: &SettingsUpdate| {
         let update = update.clone();
@@ -57,9 +107,9 @@ fn SettingsForm(initial: SettingsView) -> impl IntoView {
     let reset = Action::new(|_: &()| reset_settings());
     let apply = move |view: SettingsView| {
         values.set(view.values);
-        masked.set(view.llm_api_key_masked);
-        new_key.set(String::new());
-        remove_key.set(false);
+        llm_key.reset(view.llm_api_key_masked);
+        image_key.reset(view.image_api_key_masked);
+        tts_key.reset(view.tts_api_key_masked);
     };
     Effect::new(move |_| {
         if let Some(Ok(view)) = save.value().get() {
@@ -74,14 +124,11 @@ fn SettingsForm(initial: SettingsView) -> impl IntoView {
 
     let on_submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        let llm_api_key = if remove_key.get_untracked() {
-            Some(String::new())
-        } else {
-            Some(new_key.get_untracked()).filter(|k| !k.trim().is_empty())
-        };
         save.dispatch(SettingsUpdate {
             values: values.get_untracked().to_update_map(),
-            llm_api_key,
+            llm_api_key: llm_key.update(),
+            image_api_key: image_key.update(),
+            tts_api_key: tts_key.update(),
         });
     };
     let error = move || {
@@ -98,18 +145,23 @@ fn SettingsForm(initial: SettingsView) -> impl IntoView {
             <p class="muted">"Any OpenAI-compatible endpoint: OpenAI, Azure, Ollama (http://localhost:11434/v1), vLLM, LM Studio, OpenRouter."</p>
             {text_field!(values, "Base URL", llm_base_url, format!("Default {}", defaults.llm_base_url))}
             {text_field!(values, "Model", llm_model, format!("Default {}", defaults.llm_model))}
-            <label class="field"><span>"API key"</span>
-                <input name="llm_api_key" type="password" autocomplete="off"
-                    placeholder=move || masked.get().map(|m| format!("Stored: {m} — type to replace")).unwrap_or_else(|| "Not set".into())
-                    prop:value=move || new_key.get() on:input=move |ev| new_key.set(event_target_value(&ev))/>
-                <small class="muted">"Stored encrypted; never shown again. Local servers such as Ollama accept any value."</small>
+            {llm_key.view("llm_api_key", "API key", "Stored encrypted; never shown again. Local servers such as Ollama accept any value.")}
+            <label class="field"><span>"Temperature (0–2)"</span>
+                <input name="llm_temperature"
+                    value=values.with_untracked(|v| v.llm_temperature.map(|t| t.to_string()).unwrap_or_default())
+                    prop:value=move || values.with(|v| v.llm_temperature.map(|t| t.to_string()).unwrap_or_default())
+                    on:change=move |ev| {
+                        let text = event_target_value(&ev);
+                        match text.trim() {
+                            "" => values.update(|v| v.llm_temperature = None),
+                            t => match t.parse() {
+                                Ok(parsed) => values.update(|v| v.llm_temperature = Some(parsed)),
+                                Err(_) => values.update(|_| {}),
+                            },
+                        }
+                    }/>
+                <small class="muted">"Higher is more varied; leave empty for reasoning models (o-series, GPT-5, DeepSeek-R1), which refuse it"</small>
             </label>
-            <Show when=move || masked.get().is_some()>
-                <label class="checkbox"><input type="checkbox" name="remove_key"
-                    prop:checked=move || remove_key.get()
-                    on:change=move |ev| remove_key.set(event_target_checked(&ev))/>" Remove the stored key"</label>
-            </Show>
-            {text_field!(values, "Temperature (0–2)", llm_temperature, "Higher is more varied")}
             {text_field!(values, "Timeout (seconds, 1–600)", llm_timeout_secs, "How long a creator waits at most")}
             {text_field!(values, "Script generations per user per minute", rate_generate_per_minute, "")}
             {text_field!(values, "Background jobs per user per minute", rate_jobs_per_minute, "")}
@@ -120,15 +172,19 @@ fn SettingsForm(initial: SettingsView) -> impl IntoView {
                 " Use JSON-schema structured output (turn off for servers that only support JSON mode)"</label>
 
             <h2>"Pictures and narration"</h2>
-            <p class="muted">"Built in works offline: scene cards drawn with ffmpeg and narration by espeak-ng. The OpenAI-compatible provider uses the endpoint and key above."</p>
+            <p class="muted">"Built in works offline: scene cards drawn with ffmpeg and narration by espeak-ng. The OpenAI-compatible provider uses the script's endpoint and key, or an endpoint of its own (e.g. pictures from OpenAI, narration from a local Kokoro-FastAPI at http://localhost:8880/v1)."</p>
             <div class="grid">
                 {provider_select(values, "Pictures", "image_provider", |v| &v.image_provider, |v, p| v.image_provider = p)}
+                {text_field!(values, "Pictures endpoint", image_base_url, "Empty: the script's endpoint and key")}
+                {image_key.view("image_api_key", "Pictures API key", "Only for an endpoint of its own; none is sent when empty")}
                 {text_field!(values, "Image model", image_model, format!("Default {}", defaults.image_model))}
                 {text_field!(values, "Image size", image_size, "auto (from the aspect ratio) or WxH")}
                 {text_field!(values, "Image quality", image_quality, "auto, low, medium, high (standard, hd for DALL·E)")}
                 {text_field!(values, "Images in flight", image_concurrency, "1–64, across all servers")}
                 {text_field!(values, "Images per minute", image_per_minute, "0 for no limit; your provider tier's limit")}
                 {provider_select(values, "Narration", "tts_provider", |v| &v.tts_provider, |v, p| v.tts_provider = p)}
+                {text_field!(values, "Narration endpoint", tts_base_url, "Empty: the script's endpoint and key")}
+                {tts_key.view("tts_api_key", "Narration API key", "Only for an endpoint of its own; none is sent when empty")}
                 {text_field!(values, "Speech model", tts_model, format!("Default {}", defaults.tts_model))}
                 {text_field!(values, "Speech speed", tts_speed, "0.25–4")}
                 {text_field!(values, "Narrations in flight", tts_concurrency, "1–64, across all servers")}

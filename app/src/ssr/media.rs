@@ -13,7 +13,9 @@ use tokio::process::Command;
 use super::db::now_ms;
 use super::engine::{ClaimedTask, NewAsset, Output, TaskError};
 use super::error::DbResultExt;
+use super::openai::SpeechFormat;
 use super::providers;
+use super::settings::{Capability, Endpoint};
 use super::state::AppState;
 use crate::model::SettingsValues;
 
@@ -72,6 +74,29 @@ fn wrap(text: &str, width: usize) -> String {
     lines.join("\n")
 }
 
+/// The container of a speech answer, as the file extension [`demuxer_for`] knows: read
+/// from its first bytes, since servers that ignore `response_format` answer what they
+/// like; raw PCM has no header, so it is known only from having been asked for.
+pub fn speech_container(bytes: &[u8], asked: SpeechFormat) -> &'static str {
+    match bytes {
+        [b'R', b'I', b'F', b'F', ..] => "wav",
+        [b'O', b'g', b'g', b'S', ..] => "ogg",
+        [b'f', b'L', b'a', b'C', ..] => "flac",
+        [b'I', b'D', b'3', ..] => "mp3",
+        // An MPEG audio frame sync: layer bits 00 are AAC's ADTS, others MP3.
+        [0xFF, b, ..] if b & 0xF6 == 0xF0 => "aac",
+        [0xFF, b, ..] if b & 0xE0 == 0xE0 => "mp3",
+        _ => match asked {
+            SpeechFormat::Pcm => "pcm",
+            SpeechFormat::Wav => "wav",
+            SpeechFormat::Flac => "flac",
+            SpeechFormat::Mp3 => "mp3",
+            SpeechFormat::Opus => "ogg",
+            SpeechFormat::Aac => "aac",
+        },
+    }
+}
+
 /// The ffmpeg demuxer for a stored media file, from its extension (which CREVID chose when
 /// it stored the file); None for anything else. Every file that came from outside (an
 /// upload, a provider's answer) is opened with its format forced: ffmpeg's auto-detection
@@ -88,6 +113,8 @@ pub fn demuxer_for(path: &Path) -> Option<&'static str> {
         "flac" => "flac",
         "aac" => "aac",
         "m4a" | "mp4" => "mov",
+        // OpenAI's `pcm` speech: 24 kHz, 16-bit little-endian, mono, no header.
+        "pcm" => "s16le",
         _ => return None,
     })
 }
@@ -98,9 +125,11 @@ pub fn demuxer_for(path: &Path) -> Option<&'static str> {
 pub fn add_input(command: &mut Command, path: &Path, what: &str) -> Result<(), TaskError> {
     let demuxer = demuxer_for(path)
         .ok_or_else(|| TaskError::Permanent(format!("{what} is not in a format CREVID reads")))?;
-    command
-        .args(["-protocol_whitelist", "file", "-f", demuxer, "-i"])
-        .arg(path);
+    command.args(["-protocol_whitelist", "file", "-f", demuxer]);
+    if demuxer == "s16le" {
+        command.args(["-ar", "24000", "-ac", "1"]);
+    }
+    command.arg("-i").arg(path);
     Ok(())
 }
 
@@ -245,11 +274,15 @@ async fn scene_info(state: &AppState, task: &ClaimedTask) -> Result<SceneInfo, T
 
 /// The settings and key an OpenAI-compatible call needs; a missing key fails the task
 /// with a message the creator can act on, not after five attempts.
-async fn provider_setup(state: &AppState) -> Result<(SettingsValues, String), TaskError> {
-    let (settings, key) = super::settings::for_tasks(state)
+async fn provider_setup(
+    state: &AppState,
+    capability: Capability,
+) -> Result<(SettingsValues, Endpoint), TaskError> {
+    let (settings, keys) = super::settings::for_tasks(state)
         .await
         .map_err(|e| transient(e.message))?;
-    Ok((settings, key.unwrap_or_default()))
+    let endpoint = super::settings::endpoint(&settings, &keys, capability);
+    Ok((settings, endpoint))
 }
 
 /// Where a task's output goes: unique per task and attempt, so two runs never share a file.
@@ -308,11 +341,11 @@ pub(crate) async fn new_asset(made: Made<'_>) -> Result<NewAsset, TaskError> {
 
 pub async fn scene_image(state: &AppState, task: &ClaimedTask) -> Result<Output, TaskError> {
     let scene = scene_info(state, task).await?;
-    let (settings, api_key) = provider_setup(state).await?;
+    let (settings, endpoint) = provider_setup(state, Capability::Images).await?;
     if settings.image_provider == "openai" {
         let prompt = image_prompt(&scene);
         let image =
-            providers::image(state, &settings, &api_key, &prompt, &scene.aspect_ratio).await?;
+            providers::image(state, &settings, &endpoint, &prompt, &scene.aspect_ratio).await?;
         let key = output_key(task, image.ext);
         let path = prepare(state, &key).await?;
         tokio::fs::write(&path, &image.bytes)
@@ -406,25 +439,17 @@ pub async fn scene_audio(state: &AppState, task: &ClaimedTask) -> Result<Output,
             "the scene has no words to narrate; it is shown silently".into(),
         ));
     }
-    let (settings, api_key) = provider_setup(state).await?;
+    let (settings, endpoint) = provider_setup(state, Capability::Speech).await?;
     if settings.tts_provider == "openai" {
-        let bytes =
-            providers::speech(state, &settings, &api_key, &scene.narration, &scene.voice).await?;
+        let speech =
+            providers::speech(state, &settings, &endpoint, &scene.narration, &scene.voice).await?;
+        let bytes = speech.bytes;
         if bytes.is_empty() {
             return Err(transient(
                 "the speech provider answered with no audio".into(),
             ));
         }
-        // Asked for WAV; a server that ignores the format is recognised by its content.
-        let ext = if bytes.starts_with(b"RIFF") {
-            "wav"
-        } else if bytes.starts_with(b"OggS") {
-            "ogg"
-        } else if bytes.starts_with(b"fLaC") {
-            "flac"
-        } else {
-            "mp3"
-        };
+        let ext = speech_container(&bytes, speech.format);
         let key = output_key(task, "wav");
         let path = prepare(state, &key).await?;
         let answer = path.with_extension(format!("provider.{ext}"));

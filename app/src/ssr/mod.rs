@@ -16,6 +16,7 @@ pub mod qstash;
 pub mod render;
 pub mod rest;
 pub mod script;
+pub mod script_answer;
 pub mod security;
 pub mod settings;
 pub mod splitter;

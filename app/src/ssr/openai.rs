@@ -150,7 +150,202 @@ pub struct AnswerLimit {
 #[derive(Default, Debug, Clone, Copy)]
 pub struct Seen {
     pub status: Option<u16>,
-    pub retry_after: Option<u64>,
+    pub retry_after: Option<Duration>,
+}
+
+/// The server's own reason for an error, whatever shape its body had: OpenAI's
+/// `{"error": {"message"}}`, `{"error": "text"}` (Ollama, llama.cpp), FastAPI's
+/// `{"detail": …}` (Kokoro-FastAPI, openedai-speech), `{"message"}`, or plain text (a
+/// proxy's page), clipped to 300 characters. Empty when there is none.
+pub fn error_reason(err: &OpenAIError) -> String {
+    let reason = match err {
+        OpenAIError::ApiError(api) => {
+            let e = &api.api_error;
+            if !e.message.trim().is_empty() {
+                reason_in_text(&e.message)
+            } else {
+                e.code.clone().or_else(|| e.r#type.clone()).unwrap_or_default()
+            }
+        }
+        OpenAIError::JSONDeserialize(_, content) => reason_in_text(content),
+        _ => String::new(),
+    };
+    reason.chars().take(300).collect::<String>().trim().to_owned()
+}
+
+/// A body's reason: from its JSON when it is JSON (a 5xx body reaches us as text, and
+/// may hold OpenAI's error object), else the text itself.
+fn reason_in_text(text: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(value) => reason_in(&value).unwrap_or_else(|| text.trim().to_owned()),
+        Err(_) => text.split_whitespace().collect::<Vec<_>>().join(" "),
+    }
+}
+
+/// The message inside an error value of any of the shapes servers use.
+pub fn reason_in(value: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+        Value::Object(o) => ["error", "message", "detail", "error_description", "msg"]
+            .iter()
+            .find_map(|k| o.get(*k).and_then(reason_in)),
+        // FastAPI's validation errors: a list of {loc, msg}.
+        Value::Array(items) => {
+            let parts: Vec<String> = items
+                .iter()
+                .filter_map(|item| {
+                    let msg = item.get("msg").and_then(Value::as_str).map(str::to_owned).or_else(|| reason_in(item))?;
+                    let loc = item
+                        .get("loc")
+                        .and_then(Value::as_array)
+                        .map(|l| l.iter().filter_map(|p| p.as_str().map(str::to_owned).or_else(|| Some(p.to_string()))).collect::<Vec<_>>().join("."));
+                    Some(match loc {
+                        Some(loc) if !loc.is_empty() => format!("{loc}: {msg}"),
+                        _ => msg,
+                    })
+                })
+                .collect();
+            (!parts.is_empty()).then(|| parts.join("; "))
+        }
+        _ => None,
+    }
+}
+
+/// The longest wait a provider's `Retry-After` is taken at: one hour. A date far ahead
+/// (a clock set wrong) must not park a task for days.
+pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(3600);
+
+/// How long the provider asks to wait, from whichever form it sent:
+/// `retry-after-ms` (milliseconds, OpenAI and Azure OpenAI), `Retry-After` in seconds,
+/// with a fraction or not (RFC 9110 allows only whole seconds; Groq and others send
+/// fractions), or `Retry-After` as an HTTP date (RFC 9110 §10.2.3). Capped at
+/// [`RETRY_AFTER_MAX`]; `None` when absent or unreadable.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let from_number = |text: &str, unit_secs: f64| {
+        text.parse::<f64>()
+            .ok()
+            .filter(|n| n.is_finite() && *n >= 0.0)
+            .map(|n| Duration::from_secs_f64((n * unit_secs).min(RETRY_AFTER_MAX.as_secs_f64())))
+    };
+    let wait = header("retry-after-ms")
+        .and_then(|ms| from_number(ms, 0.001))
+        .or_else(|| {
+            let value = header("retry-after")?;
+            from_number(value, 1.0).or_else(|| {
+                let at = httpdate::parse_http_date(value).ok()?;
+                Some(at.duration_since(std::time::SystemTime::now()).unwrap_or_default())
+            })
+        })?;
+    Some(wait.min(RETRY_AFTER_MAX))
+}
+
+/// What CREVID learned about one server and model (see [`Learned`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Quirks {
+    /// The strongest chat `response_format` the server accepted.
+    pub chat_format: Option<ChatFormat>,
+    /// The model refused `temperature` (reasoning models).
+    pub no_temperature: bool,
+    /// The images endpoint refused `response_format` (GPT image models).
+    pub image_no_response_format: bool,
+    /// The speech `response_format` the server last answered.
+    pub speech_format: Option<SpeechFormat>,
+}
+
+/// How the script's JSON is asked for, strongest first (so `a < b` means `a` is the
+/// stronger). A server that refuses one is asked again with the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ChatFormat {
+    /// `response_format: {type: json_schema}` (OpenAI structured outputs).
+    JsonSchema,
+    /// `response_format: {type: json_object}` (JSON mode).
+    JsonObject,
+    /// No `response_format`: the schema is in the prompt and the JSON is found in the
+    /// answer.
+    Prompt,
+}
+
+impl ChatFormat {
+    pub fn weaker(self) -> Option<ChatFormat> {
+        match self {
+            ChatFormat::JsonSchema => Some(ChatFormat::JsonObject),
+            ChatFormat::JsonObject => Some(ChatFormat::Prompt),
+            ChatFormat::Prompt => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChatFormat::JsonSchema => "json_schema",
+            ChatFormat::JsonObject => "json_object",
+            ChatFormat::Prompt => "none (schema in the prompt)",
+        }
+    }
+}
+
+/// Speech formats in the order they are asked for: WAV carries its length and needs no
+/// decoder; then lossless FLAC; then the lossy ones; raw PCM last, as it only works when
+/// the server keeps to OpenAI's documented 24 kHz 16-bit mono.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpeechFormat {
+    Wav,
+    Flac,
+    Mp3,
+    Opus,
+    Aac,
+    Pcm,
+}
+
+impl SpeechFormat {
+    pub const ALL: [SpeechFormat; 6] = [
+        SpeechFormat::Wav,
+        SpeechFormat::Flac,
+        SpeechFormat::Mp3,
+        SpeechFormat::Opus,
+        SpeechFormat::Aac,
+        SpeechFormat::Pcm,
+    ];
+
+    /// The `response_format` value (OpenAI's speech API).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpeechFormat::Wav => "wav",
+            SpeechFormat::Flac => "flac",
+            SpeechFormat::Mp3 => "mp3",
+            SpeechFormat::Opus => "opus",
+            SpeechFormat::Aac => "aac",
+            SpeechFormat::Pcm => "pcm",
+        }
+    }
+
+    pub fn next(self) -> Option<SpeechFormat> {
+        let i = SpeechFormat::ALL.iter().position(|f| *f == self)?;
+        SpeechFormat::ALL.get(i + 1).copied()
+    }
+}
+
+/// What each OpenAI-compatible server (base URL and model) turned out to accept, so the
+/// fallbacks are paid once per server, not once per request. Kept in memory: a restart
+/// learns again, at the cost of one refused request per capability.
+#[derive(Debug, Default)]
+pub struct Learned(Mutex<std::collections::HashMap<(String, String), Quirks>>);
+
+impl Learned {
+    pub fn get(&self, base_url: &str, model: &str) -> Quirks {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&(base_url.to_owned(), model.to_owned())).cloned())
+            .unwrap_or_default()
+    }
+
+    pub fn update(&self, base_url: &str, model: &str, change: impl FnOnce(&mut Quirks)) {
+        if let Ok(mut map) = self.0.lock() {
+            change(map.entry((base_url.to_owned(), model.to_owned())).or_default());
+        }
+    }
 }
 
 #[derive(Clone, Default)]
@@ -182,11 +377,7 @@ pub fn client(
                 let mut request = factory.build().await?;
                 *request.timeout_mut() = Some(timeout);
                 let response = http.execute(request).await.map_err(OpenAIError::Reqwest)?;
-                let retry_after = response
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok());
+                let retry_after = retry_after(response.headers());
                 if let Ok(mut seen) = seen.0.lock() {
                     *seen = Seen {
                         status: Some(response.status().as_u16()),
@@ -240,6 +431,56 @@ async fn capped(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_in_every_form_servers_send() {
+        let wait = |pairs: &[(&'static str, String)]| {
+            let mut headers = reqwest::header::HeaderMap::new();
+            for (name, value) in pairs {
+                headers.insert(*name, value.parse().expect("a header value"));
+            }
+            retry_after(&headers)
+        };
+        assert_eq!(wait(&[("retry-after", "7".into())]), Some(Duration::from_secs(7)));
+        assert_eq!(wait(&[("retry-after", "0.5".into())]), Some(Duration::from_millis(500)));
+        assert_eq!(wait(&[("retry-after-ms", "250".into())]), Some(Duration::from_millis(250)));
+        // The millisecond form is the more precise; it wins over the seconds.
+        assert_eq!(
+            wait(&[("retry-after", "1".into()), ("retry-after-ms", "1500".into())]),
+            Some(Duration::from_millis(1500))
+        );
+        let at = std::time::SystemTime::now() + Duration::from_secs(30);
+        let from_date = wait(&[("retry-after", httpdate::fmt_http_date(at))]).expect("a wait");
+        assert!((28..=30).contains(&from_date.as_secs()), "{from_date:?}");
+        let past = std::time::SystemTime::now() - Duration::from_secs(30);
+        assert_eq!(wait(&[("retry-after", httpdate::fmt_http_date(past))]), Some(Duration::ZERO));
+        assert_eq!(wait(&[("retry-after", "99999999".into())]), Some(RETRY_AFTER_MAX));
+        assert_eq!(wait(&[("retry-after", "soon".into())]), None);
+        assert_eq!(wait(&[("retry-after", "-3".into())]), None);
+        assert_eq!(wait(&[]), None);
+    }
+
+    #[test]
+    fn reasons_in_every_error_shape() {
+        let reason = |text: &str| reason_in_text(text);
+        assert_eq!(reason(r#"{"error":{"message":"Unknown parameter: 'response_format'.","param":"response_format"}}"#), "Unknown parameter: 'response_format'.");
+        assert_eq!(reason(r#"{"error":"model 'llama9' not found"}"#), "model 'llama9' not found");
+        assert_eq!(
+            reason(r#"{"detail":[{"loc":["body","response_format"],"msg":"Input should be 'mp3', 'wav' or 'pcm'","type":"literal_error"}]}"#),
+            "body.response_format: Input should be 'mp3', 'wav' or 'pcm'"
+        );
+        assert_eq!(reason(r#"{"detail":"Voice not found"}"#), "Voice not found");
+        assert_eq!(reason("<html>\n<h1>502   Bad Gateway</h1></html>"), "<html> <h1>502 Bad Gateway</h1></html>");
+    }
+
+    #[test]
+    fn speech_formats_fall_back_in_order() {
+        let mut order = vec![SpeechFormat::Wav];
+        while let Some(next) = order.last().and_then(|f| f.next()) {
+            order.push(next);
+        }
+        assert_eq!(order, SpeechFormat::ALL);
+    }
 
     #[test]
     fn sizes_read_as_people_write_them() {

@@ -11,14 +11,13 @@ use std::time::Duration;
 
 use async_openai::error::OpenAIError;
 use async_openai::types::audio::{CreateSpeechRequest, SpeechModel, SpeechResponseFormat, Voice};
-use async_openai::types::images::{
-    CreateImageRequest, Image, ImageModel, ImageQuality, ImageResponseFormat, ImageSize,
-};
 use base64::Engine as _;
+use serde_json::{json, Value};
 
 use super::engine::TaskError;
 use super::llm::scrub;
-use super::openai::{self, AnswerLimit, ReadError, Seen, TooLarge};
+use super::openai::{self, AnswerLimit, ReadError, Seen, SpeechFormat, TooLarge};
+use super::settings::Endpoint;
 use super::state::AppState;
 use crate::model::SettingsValues;
 
@@ -28,8 +27,8 @@ pub struct ImageFile {
     pub mime: &'static str,
 }
 
-fn require_key(key: &str, what: &str) -> Result<(), TaskError> {
-    if key.trim().is_empty() {
+fn require_key(endpoint: &Endpoint, what: &str) -> Result<(), TaskError> {
+    if endpoint.key_missing {
         return Err(TaskError::Permanent(format!(
             "{what} uses the OpenAI-compatible provider, but no API key is set. An admin can add one in Settings, or switch {what} to the built-in provider."
         )));
@@ -58,58 +57,72 @@ pub fn request_size(settings: &SettingsValues, aspect_ratio: &str) -> String {
     .to_owned()
 }
 
+/// One picture from the Images API at `endpoint`.
+///
+/// Base64 is asked for (`response_format: b64_json`), except from GPT image models, which
+/// always answer so and refuse the parameter; a server that refuses it too is asked again
+/// without, and remembered. The answer may carry `b64_json` or a `url` (fetched under
+/// [`fetch_image_url`]'s rules) and any other fields.
 pub async fn image(
     state: &AppState,
     settings: &SettingsValues,
-    api_key: &str,
+    endpoint: &Endpoint,
     prompt: &str,
     aspect_ratio: &str,
 ) -> Result<ImageFile, TaskError> {
-    require_key(api_key, "Pictures")?;
+    require_key(endpoint, "Pictures")?;
     let timeout = Duration::from_secs(u64::from(settings.media_timeout_secs));
     let limit = AnswerLimit {
         what: "image answer",
         max_bytes: openai::IMAGE_ANSWER_MAX_BYTES,
     };
     let (client, seen) =
-        openai::client(&state.http, &settings.llm_base_url, api_key, timeout, limit);
+        openai::client(&state.http, &endpoint.base_url, &endpoint.api_key, timeout, limit);
     let model = settings.image_model.as_str();
-    // `response_format` is deprecated with DALL·E itself, but OpenAI-compatible servers
-    // that serve DALL·E-style models still answer with URLs unless asked for base64.
-    #[allow(deprecated)]
-    let request = CreateImageRequest {
-        prompt: prompt.to_owned(),
-        model: ImageModel::Other(model.to_owned()),
-        n: Some(1),
-        size: Some(ImageSize::Other(request_size(settings, aspect_ratio))),
-        quality: match settings.image_quality.as_str() {
-            "auto" | "" => None,
-            q => {
-                serde_json::from_value::<ImageQuality>(serde_json::Value::String(q.to_owned())).ok()
+    let learned = state.learned.get(&endpoint.base_url, model);
+    let mut ask_base64 = !learned.image_no_response_format && !model.starts_with("gpt-image");
+    let response = loop {
+        let mut body = json!({
+            "prompt": prompt,
+            "model": model,
+            "n": 1,
+            "size": request_size(settings, aspect_ratio),
+        });
+        if !matches!(settings.image_quality.as_str(), "auto" | "") {
+            body["quality"] = json!(settings.image_quality);
+        }
+        if ask_base64 {
+            body["response_format"] = json!("b64_json");
+        }
+        match client.images().generate_byot::<Value, Value>(body).await {
+            Ok(response) => break response,
+            Err(e) if ask_base64 && refuses_format(&e, seen.get()) => {
+                tracing::info!(model, "the images endpoint refuses response_format; asking without it");
+                ask_base64 = false;
+                state.learned.update(&endpoint.base_url, model, |q| q.image_no_response_format = true);
             }
-        },
-        // GPT image models always answer in base64 and refuse the parameter; DALL·E
-        // answers with a URL unless asked.
-        response_format: model
-            .starts_with("dall-e")
-            .then_some(ImageResponseFormat::B64Json),
-        ..Default::default()
+            Err(e) => return Err(classify(e, seen.get(), &endpoint.api_key, "image")),
+        }
     };
-    let response = client
-        .images()
-        .generate(request)
-        .await
-        .map_err(|e| classify(e, seen.get(), api_key, "image"))?;
-    let Some(first) = response.data.first() else {
-        return Err(TaskError::Permanent(
-            "the provider returned no image".into(),
-        ));
-    };
-    let bytes = match first.as_ref() {
-        Image::B64Json { b64_json, .. } => base64::engine::general_purpose::STANDARD
-            .decode(b64_json.as_bytes())
+    if let Some(error) = response.get("error").filter(|e| !e.is_null()) {
+        let reason = openai::reason_in(error).unwrap_or_else(|| error.to_string());
+        return Err(TaskError::Transient {
+            message: format!("The provider reported an error: {}", scrub(&super::llm::clip(&reason, 500), &endpoint.api_key)),
+            retry_after: None,
+        });
+    }
+    let first = response.get("data").and_then(|d| d.get(0));
+    let text = |field: &str| first.and_then(|f| f.get(field)).and_then(Value::as_str).filter(|s| !s.is_empty());
+    let bytes = match (text("b64_json"), text("url")) {
+        (Some(b64), _) => base64::engine::general_purpose::STANDARD
+            .decode(b64.trim().as_bytes())
             .map_err(|_| TaskError::Permanent("the provider's image is not valid base64".into()))?,
-        Image::Url { url, .. } => fetch_image_url(&settings.llm_base_url, url, timeout).await?,
+        (None, Some(url)) => fetch_image_url(&endpoint.base_url, url, timeout).await?,
+        (None, None) => {
+            return Err(TaskError::Permanent(
+                "the provider's answer holds no image (neither data[0].b64_json nor data[0].url)".into(),
+            ))
+        }
     };
     // The answer's cap already bounds this; the image's own cap is the documented one.
     if bytes.len() as u64 > openai::IMAGE_MAX_BYTES {
@@ -133,6 +146,17 @@ pub async fn image(
         ));
     };
     Ok(ImageFile { bytes, ext, mime })
+}
+
+/// Whether the server refused a `response_format` it was sent: a 400 or 422 whose reason
+/// names a format (OpenAI: "Unknown parameter: 'response_format'."; FastAPI servers:
+/// `body.response_format: Input should be …`).
+fn refuses_format(err: &OpenAIError, seen: Seen) -> bool {
+    let status = match err {
+        OpenAIError::ApiError(api) => Some(api.status_code.as_u16()),
+        _ => seen.status,
+    };
+    matches!(status, Some(400 | 422)) && openai::error_reason(err).to_lowercase().contains("format")
 }
 
 /// How many redirects an image URL may take; each target is checked as the first was.
@@ -365,37 +389,69 @@ fn non_public_v6(ip: Ipv6Addr) -> Option<&'static str> {
     })
 }
 
+/// A speech answer and the format it was asked in (raw PCM is known only from that).
+pub struct Speech {
+    pub bytes: Vec<u8>,
+    pub format: SpeechFormat,
+}
+
+/// Narration from the speech API at `endpoint`. WAV is asked for first; a server that
+/// refuses a format is asked for the next in [`SpeechFormat::ALL`], and the one that
+/// worked is remembered for the endpoint and model. ffmpeg converts whatever comes.
 pub async fn speech(
     state: &AppState,
     settings: &SettingsValues,
-    api_key: &str,
+    endpoint: &Endpoint,
     text: &str,
     voice: &str,
-) -> Result<Vec<u8>, TaskError> {
-    require_key(api_key, "Narration")?;
+) -> Result<Speech, TaskError> {
+    require_key(endpoint, "Narration")?;
     let timeout = Duration::from_secs(u64::from(settings.media_timeout_secs));
     let limit = AnswerLimit {
         what: "speech answer",
         max_bytes: openai::SPEECH_MAX_BYTES,
     };
     let (client, seen) =
-        openai::client(&state.http, &settings.llm_base_url, api_key, timeout, limit);
-    let request = CreateSpeechRequest {
-        input: text.to_owned(),
-        model: SpeechModel::Other(settings.tts_model.clone()),
-        voice: Voice::Other(voice.trim().to_lowercase()),
-        // WAV: its duration is in the header, and the render re-encodes anyway.
-        response_format: Some(SpeechResponseFormat::Wav),
-        speed: Some(settings.tts_speed as f32),
-        ..Default::default()
-    };
-    client
-        .audio()
-        .speech()
-        .create(request)
-        .await
-        .map(|r| r.bytes.to_vec())
-        .map_err(|e| classify(e, seen.get(), api_key, "speech"))
+        openai::client(&state.http, &endpoint.base_url, &endpoint.api_key, timeout, limit);
+    let model = settings.tts_model.as_str();
+    let mut format = state
+        .learned
+        .get(&endpoint.base_url, model)
+        .speech_format
+        .unwrap_or(SpeechFormat::Wav);
+    loop {
+        let request = CreateSpeechRequest {
+            input: text.to_owned(),
+            model: SpeechModel::Other(model.to_owned()),
+            voice: Voice::Other(voice.trim().to_lowercase()),
+            response_format: Some(match format {
+                SpeechFormat::Wav => SpeechResponseFormat::Wav,
+                SpeechFormat::Flac => SpeechResponseFormat::Flac,
+                SpeechFormat::Mp3 => SpeechResponseFormat::Mp3,
+                SpeechFormat::Opus => SpeechResponseFormat::Opus,
+                SpeechFormat::Aac => SpeechResponseFormat::Aac,
+                SpeechFormat::Pcm => SpeechResponseFormat::Pcm,
+            }),
+            speed: Some(settings.tts_speed as f32),
+            ..Default::default()
+        };
+        match client.audio().speech().create(request).await {
+            Ok(answer) => {
+                state.learned.update(&endpoint.base_url, model, |q| q.speech_format = Some(format));
+                return Ok(Speech {
+                    bytes: answer.bytes.to_vec(),
+                    format,
+                });
+            }
+            Err(e) if refuses_format(&e, seen.get()) && format.next().is_some() => {
+                let next = format.next().unwrap_or(SpeechFormat::Pcm);
+                tracing::info!(model, from = format.as_str(), to = next.as_str(),
+                    "the speech endpoint refuses this format; asking for the next");
+                format = next;
+            }
+            Err(e) => return Err(classify(e, seen.get(), &endpoint.api_key, "speech")),
+        }
+    }
 }
 
 /// Transient: timeouts, connection failures, 408, 409, 429 (not quota), 5xx. Permanent:
@@ -410,21 +466,18 @@ fn classify(err: OpenAIError, seen: Seen, key: &str, what: &str) -> TaskError {
         _ => seen.status.filter(|code| *code >= 400),
     };
     // Shown to the creator: short, and never with a trace of the key. (Scrubbing a whole
-    // HTML error page would also cost seconds of CPU.)
-    let message = match &err {
-        OpenAIError::ApiError(api) => scrub(&super::llm::clip(&api.api_error.message, 500), key),
-        _ => String::new(),
-    };
+    // HTML error page would also cost seconds of CPU; `error_reason` clips it first.)
+    let message = scrub(&openai::error_reason(&err), key);
     let quota = matches!(&err, OpenAIError::ApiError(api) if api.api_error.r#type.as_deref() == Some("insufficient_quota"));
     let transient = |message: String| TaskError::Transient {
         message,
-        retry_after: seen.retry_after.map(Duration::from_secs),
+        retry_after: seen.retry_after,
     };
     // A 429 without Retry-After: wait out most of a provider's minute rather than spend the
     // attempts in seconds.
     let rate_limited = |message: String| TaskError::Transient {
         message,
-        retry_after: Some(Duration::from_secs(seen.retry_after.unwrap_or(20))),
+        retry_after: Some(seen.retry_after.unwrap_or(Duration::from_secs(20))),
     };
     match (status, &err) {
         (Some(401 | 403), _) => TaskError::Permanent(
@@ -449,9 +502,11 @@ fn classify(err: OpenAIError, seen: Seen, key: &str, what: &str) -> TaskError {
         (_, OpenAIError::Reqwest(_)) => {
             transient(format!("The provider could not be reached for {what}"))
         }
-        (_, OpenAIError::JSONDeserialize(..)) => TaskError::Permanent(format!(
-            "The endpoint did not answer the {what} request like an OpenAI-compatible API. Check the base URL in Settings."
-        )),
+        (_, OpenAIError::JSONDeserialize(..)) => TaskError::Permanent(if message.is_empty() {
+            format!("The server's answer to the {what} request is not JSON")
+        } else {
+            format!("The server's answer to the {what} request is not JSON; it said: {message}")
+        }),
         // A request we could not even build is our bug, not the provider's mood.
         (_, OpenAIError::InvalidArgument(_)) => {
             TaskError::Permanent(format!("The {what} request could not be built: {err}"))

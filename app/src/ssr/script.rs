@@ -121,7 +121,7 @@ pub async fn generate(
                 presets: &presets,
             };
             (
-                llm::generate(&state.http, request).await?,
+                llm::generate(state, request).await?,
                 format!("openai-compatible:{}", defaults.llm_model),
             )
         }

@@ -66,22 +66,101 @@ fn parse(stored: Option<&str>) -> SettingsValues {
     }
 }
 
-/// Settings and key as background tasks see them: read from the database at most once a
-/// second per process (a task would otherwise read both for every scene). A change made
+/// One OpenAI-compatible capability, each with its own endpoint and key in Settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capability {
+    Script,
+    Images,
+    Speech,
+}
+
+impl Capability {
+    pub const ALL: [Capability; 3] = [Capability::Script, Capability::Images, Capability::Speech];
+
+    /// Where its sealed key is stored.
+    fn secret(self) -> &'static str {
+        match self {
+            Capability::Script => LLM_KEY,
+            Capability::Images => "secret.image_api_key",
+            Capability::Speech => "secret.tts_api_key",
+        }
+    }
+
+    /// Its own base URL as set; empty for the media capabilities means the script's.
+    fn own_base_url(self, v: &SettingsValues) -> &str {
+        match self {
+            Capability::Script => &v.llm_base_url,
+            Capability::Images => &v.image_base_url,
+            Capability::Speech => &v.tts_base_url,
+        }
+    }
+}
+
+/// The stored keys, decrypted, one per [`Capability`] (in `Capability::ALL`'s order).
+#[derive(Debug, Clone, Default)]
+pub struct Keys([Option<String>; 3]);
+
+impl Keys {
+    fn get(&self, capability: Capability) -> Option<&str> {
+        self.0[capability as usize].as_deref()
+    }
+}
+
+/// Where a capability's requests go, and with which key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    pub base_url: String,
+    /// Empty when none applies: requests then carry an empty bearer token, which local
+    /// servers (Ollama, Kokoro-FastAPI, LocalAI) ignore.
+    pub api_key: String,
+    /// Whether the key is missing although the endpoint is the script's (which always
+    /// needs one) or has none of its own: the task says so instead of asking.
+    pub key_missing: bool,
+}
+
+/// The endpoint for `capability`: its own base URL and key when set; with no base URL of
+/// its own, the script's with the script's key. An own endpoint without an own key uses
+/// the script's key only on the script's origin (a key is never sent to another host).
+pub fn endpoint(values: &SettingsValues, keys: &Keys, capability: Capability) -> Endpoint {
+    let own = capability.own_base_url(values).trim();
+    let script_key = keys.get(Capability::Script);
+    if capability == Capability::Script || own.is_empty() {
+        return Endpoint {
+            base_url: values.llm_base_url.clone(),
+            api_key: script_key.unwrap_or_default().to_owned(),
+            key_missing: script_key.is_none(),
+        };
+    }
+    let key = keys.get(capability).or_else(|| {
+        (origin(own) == origin(&values.llm_base_url))
+            .then_some(script_key)
+            .flatten()
+    });
+    Endpoint {
+        base_url: own.to_owned(),
+        api_key: key.unwrap_or_default().to_owned(),
+        key_missing: false,
+    }
+}
+
+/// Settings and keys as background tasks see them: read from the database at most once a
+/// second per process (a task would otherwise read them for every scene). A change made
 /// here is seen at once; one made by another process within a second.
-pub async fn for_tasks(state: &AppState) -> Result<(SettingsValues, Option<String>), AppError> {
+pub async fn for_tasks(state: &AppState) -> Result<(SettingsValues, Keys), AppError> {
     if let Ok(cache) = state.task_settings.lock() {
-        if let Some((read, values, key)) = cache.as_ref() {
+        if let Some((read, values, keys)) = cache.as_ref() {
             if read.elapsed() < std::time::Duration::from_secs(1) {
-                return Ok((values.clone(), key.clone()));
+                return Ok((values.clone(), keys.clone()));
             }
         }
     }
-    // One statement for both, so a key is never paired with another endpoint's settings.
+    // One statement for all, so a key is never paired with another endpoint's settings.
     let rows: Vec<(String, String)> =
-        sqlx::query_as("SELECT key, value FROM settings WHERE key IN ($1, $2)")
+        sqlx::query_as("SELECT key, value FROM settings WHERE key IN ($1, $2, $3, $4)")
             .bind(VALUES_KEY)
-            .bind(LLM_KEY)
+            .bind(Capability::Script.secret())
+            .bind(Capability::Images.secret())
+            .bind(Capability::Speech.secret())
             .fetch_all(state.pool())
             .await
             .db("reading settings")?;
@@ -91,11 +170,11 @@ pub async fn for_tasks(state: &AppState) -> Result<(SettingsValues, Option<Strin
             .map(|(_, v)| v.as_str())
     };
     let values = parse(find(VALUES_KEY));
-    let key = find(LLM_KEY).and_then(|sealed| state.secrets.open(sealed));
+    let keys = Keys(Capability::ALL.map(|c| find(c.secret()).and_then(|sealed| state.secrets.open(sealed))));
     if let Ok(mut cache) = state.task_settings.lock() {
-        *cache = Some((std::time::Instant::now(), values.clone(), key.clone()));
+        *cache = Some((std::time::Instant::now(), values.clone(), keys.clone()));
     }
-    Ok((values, key))
+    Ok((values, keys))
 }
 
 fn forget_cached(state: &AppState) {
@@ -106,14 +185,19 @@ fn forget_cached(state: &AppState) {
 
 /// The language-model key, decrypted. Never log or return it.
 pub async fn llm_api_key(state: &AppState) -> Result<Option<String>, AppError> {
-    let Some(sealed) = read(state.pool(), LLM_KEY).await? else {
+    stored_key(state, Capability::Script).await
+}
+
+async fn stored_key(state: &AppState, capability: Capability) -> Result<Option<String>, AppError> {
+    let Some(sealed) = read(state.pool(), capability.secret()).await? else {
         return Ok(None);
     };
     match state.secrets.open(&sealed) {
         Some(key) => Ok(Some(key)),
         None => {
             tracing::warn!(
-                "the stored LLM API key cannot be decrypted with the current secret key"
+                secret = capability.secret(),
+                "a stored API key cannot be decrypted with the current secret key"
             );
             Ok(None)
         }
@@ -121,9 +205,12 @@ pub async fn llm_api_key(state: &AppState) -> Result<Option<String>, AppError> {
 }
 
 pub async fn view(state: &AppState) -> Result<SettingsView, AppError> {
+    let masked = |key: Option<String>| key.map(|k| crypto::mask(&k));
     Ok(SettingsView {
         values: values(state).await?,
-        llm_api_key_masked: llm_api_key(state).await?.map(|k| crypto::mask(&k)),
+        llm_api_key_masked: masked(stored_key(state, Capability::Script).await?),
+        image_api_key_masked: masked(stored_key(state, Capability::Images).await?),
+        tts_api_key_masked: masked(stored_key(state, Capability::Speech).await?),
     })
 }
 
@@ -132,12 +219,10 @@ pub fn validate(v: SettingsValues) -> Result<SettingsValues, AppError> {
     Ok(SettingsValues {
         llm_base_url: validate::http_url("values.llm_base_url", &v.llm_base_url)?,
         llm_model: validate::text("values.llm_model", &v.llm_model, 1, short)?,
-        llm_temperature: validate::range_f64(
-            "values.llm_temperature",
-            v.llm_temperature,
-            0.0,
-            2.0,
-        )?,
+        llm_temperature: match v.llm_temperature {
+            Some(t) => Some(validate::range_f64("values.llm_temperature", t, 0.0, 2.0)?),
+            None => None,
+        },
         llm_timeout_secs: validate::range_u32(
             "values.llm_timeout_secs",
             v.llm_timeout_secs,
@@ -190,6 +275,7 @@ pub fn validate(v: SettingsValues) -> Result<SettingsValues, AppError> {
             10_000_000,
         )?,
         image_provider: validate::one_of("values.image_provider", &v.image_provider, &PROVIDERS)?,
+        image_base_url: optional_url("values.image_base_url", &v.image_base_url)?,
         image_model: validate::text("values.image_model", &v.image_model, 1, short)?,
         image_size: image_size("values.image_size", &v.image_size)?,
         image_quality: validate::one_of(
@@ -212,6 +298,7 @@ pub fn validate(v: SettingsValues) -> Result<SettingsValues, AppError> {
             100_000,
         )?,
         tts_provider: validate::one_of("values.tts_provider", &v.tts_provider, &PROVIDERS)?,
+        tts_base_url: optional_url("values.tts_base_url", &v.tts_base_url)?,
         tts_model: validate::text("values.tts_model", &v.tts_model, 1, short)?,
         tts_speed: validate::range_f64("values.tts_speed", v.tts_speed, 0.25, 4.0)?,
         tts_concurrency: validate::range_u32("values.tts_concurrency", v.tts_concurrency, 1, 64)?,
@@ -254,6 +341,14 @@ pub fn validate(v: SettingsValues) -> Result<SettingsValues, AppError> {
 }
 
 const PROVIDERS: [&str; 2] = ["builtin", "openai"];
+
+/// Empty (the script's endpoint), or an http(s) URL.
+fn optional_url(field: &str, value: &str) -> Result<String, AppError> {
+    if value.trim().is_empty() {
+        return Ok(String::new());
+    }
+    validate::http_url(field, value)
+}
 
 /// `#RRGGBB`, upper-cased.
 fn colour(field: &str, value: &str) -> Result<String, AppError> {
@@ -316,24 +411,47 @@ pub async fn update(state: &AppState, update: SettingsUpdate) -> Result<Settings
     let parsed: SettingsValues =
         serde_json::from_value(merged).map_err(|e| super::error::internal("settings", e))?;
     let new_values = validate(parsed)?;
-    let key = match update.llm_api_key.as_deref().map(str::trim) {
-        Some("") => Some(None),
-        Some(k) => Some(Some(validate::text("llm_api_key", k, 1, 500)?)),
-        None if origin(&new_values.llm_base_url) != origin(&current.llm_base_url) => Some(None),
-        None => None,
+    let given = |c: Capability| match c {
+        Capability::Script => update.llm_api_key.as_deref(),
+        Capability::Images => update.image_api_key.as_deref(),
+        Capability::Speech => update.tts_api_key.as_deref(),
     };
+    let mut key_changes = Vec::new();
+    for capability in Capability::ALL {
+        let field = capability.secret().trim_start_matches("secret.");
+        let old_url = endpoint_url(&current, capability);
+        let new_url = endpoint_url(&new_values, capability);
+        let change = match given(capability).map(str::trim) {
+            Some("") => Some(None),
+            Some(k) => Some(Some(validate::text(field, k, 1, 500)?)),
+            None if origin(&new_url) != origin(&old_url) => Some(None),
+            None => None,
+        };
+        if let Some(change) = change {
+            key_changes.push((capability, change));
+        }
+    }
     let json = serde_json::to_string(&new_values)
         .map_err(|e| super::error::internal("encoding settings", e))?;
     let mut tx = state.pool().begin().await.db("starting a transaction")?;
     write(&mut *tx, VALUES_KEY, &json).await?;
-    match key {
-        Some(Some(k)) => write(&mut *tx, LLM_KEY, &state.secrets.seal(&k)).await?,
-        Some(None) => remove(&mut *tx, LLM_KEY).await?,
-        None => {}
+    for (capability, change) in key_changes {
+        match change {
+            Some(k) => write(&mut *tx, capability.secret(), &state.secrets.seal(&k)).await?,
+            None => remove(&mut *tx, capability.secret()).await?,
+        }
     }
     tx.commit().await.db("committing settings")?;
     forget_cached(state);
     view(state).await
+}
+
+/// The URL a capability's own key is tied to: its own base URL, or the script's.
+fn endpoint_url(values: &SettingsValues, capability: Capability) -> String {
+    match capability.own_base_url(values).trim() {
+        "" => values.llm_base_url.clone(),
+        own => own.to_owned(),
+    }
 }
 
 fn origin(url: &str) -> Option<String> {
@@ -346,10 +464,13 @@ fn origin(url: &str) -> Option<String> {
 /// so resetting models and presets does not make an admin paste the key again.
 pub async fn reset(state: &AppState) -> Result<SettingsView, AppError> {
     let current = values(state).await?;
+    let defaults = SettingsValues::default();
     let mut tx = state.pool().begin().await.db("starting a transaction")?;
     remove(&mut *tx, VALUES_KEY).await?;
-    if origin(&current.llm_base_url) != origin(&SettingsValues::default().llm_base_url) {
-        remove(&mut *tx, LLM_KEY).await?;
+    for capability in Capability::ALL {
+        if origin(&endpoint_url(&current, capability)) != origin(&endpoint_url(&defaults, capability)) {
+            remove(&mut *tx, capability.secret()).await?;
+        }
     }
     tx.commit().await.db("committing settings")?;
     forget_cached(state);

@@ -41,13 +41,15 @@ pub struct AppState {
     /// Names this process's claims (leases) on tasks.
     pub worker_id: Arc<str>,
     pub timing: TaskTiming,
-    /// `settings::for_tasks`'s copy: when it was read, the values, the key.
+    /// `settings::for_tasks`'s copy: when it was read, the values, the keys.
     pub task_settings: Arc<std::sync::Mutex<Option<TaskSettings>>>,
     /// Video segments being encoded or prepared ahead in this process.
     pub segments: Arc<super::render::SegmentWork>,
     /// Becomes true when the server is asked to stop (SIGTERM, Ctrl-C): workers stop
     /// claiming, and running tasks get `TaskTiming::shutdown_grace` to finish.
     pub shutdown: Arc<tokio::sync::watch::Sender<bool>>,
+    /// What each OpenAI-compatible server turned out to accept (see `openai::Learned`).
+    pub learned: Arc<super::openai::Learned>,
     /// Set when tasks reach workers through QStash instead of the embedded workers.
     pub qstash: Option<Arc<super::qstash::QStash>>,
 }
@@ -55,7 +57,7 @@ pub struct AppState {
 pub type TaskSettings = (
     std::time::Instant,
     crate::model::SettingsValues,
-    Option<String>,
+    super::settings::Keys,
 );
 
 #[derive(Debug, Clone, Copy)]

@@ -299,7 +299,7 @@ impl TestApp {
             &state,
             SettingsUpdate {
                 values: values.to_update_map(),
-                llm_api_key: None,
+                ..SettingsUpdate::default()
             },
         )
         .await
@@ -364,6 +364,7 @@ impl TestApp {
             SettingsUpdate {
                 values: values.to_update_map(),
                 llm_api_key: Some(TEST_KEY.into()),
+                ..SettingsUpdate::default()
             },
         )
         .await
