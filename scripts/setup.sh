@@ -13,12 +13,17 @@ for_tests=0
 step() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
 
 # Debian packages: ffmpeg (video render, status check), espeak-ng (offline narration),
-# DejaVu fonts (scene cards, subtitles), Node.js + npm (wasm-opt, browser tests),
+# fonts for cards and subtitles in any script (DejaVu for Latin, Greek and Cyrillic; Noto
+# for Arabic, Hebrew, Indic scripts and Thai; Noto CJK; Symbola's monochrome emoji, which
+# libass can draw), Node.js + npm (wasm-opt, browser tests),
 # a C compiler for -sys crates, Chromium for the browser tests.
 apt_missing=()
 command -v ffmpeg >/dev/null || apt_missing+=(ffmpeg)
 command -v espeak-ng >/dev/null || apt_missing+=(espeak-ng)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || apt_missing+=(fonts-dejavu-core)
+[ -e /usr/share/fonts/truetype/noto/NotoSansArabic-Bold.ttf ] || apt_missing+=(fonts-noto-core)
+[ -e /usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc ] || apt_missing+=(fonts-noto-cjk)
+[ -e /usr/share/fonts/truetype/ancient-scripts/Symbola_hint.ttf ] || apt_missing+=(fonts-symbola)
 command -v node >/dev/null || apt_missing+=(nodejs)
 command -v npm >/dev/null || apt_missing+=(npm)
 command -v cc >/dev/null || apt_missing+=(gcc libc6-dev)

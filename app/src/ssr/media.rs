@@ -19,7 +19,6 @@ use super::settings::{Capability, Endpoint};
 use super::state::AppState;
 use crate::model::SettingsValues;
 
-const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf";
 const PALETTE: [&str; 6] = [
     "0x3b2f8f", "0x0f5c6e", "0x7a2e4d", "0x2f6b3b", "0x8a4b12", "0x24324f",
 ];
@@ -42,36 +41,53 @@ pub fn dimensions(aspect_ratio: &str) -> (u32, u32) {
     }
 }
 
-/// espeak-ng voice for a language name or code; English when unknown.
-pub fn espeak_voice(language: &str) -> &'static str {
-    match language.trim().to_lowercase().as_str() {
-        "indonesian" | "bahasa indonesia" | "id" => "id",
-        "french" | "français" | "fr" => "fr",
-        "spanish" | "español" | "es" => "es",
-        "german" | "deutsch" | "de" => "de",
-        "portuguese" | "português" | "pt" => "pt",
-        "italian" | "italiano" | "it" => "it",
-        "dutch" | "nl" => "nl",
-        _ => "en",
-    }
+/// A scene card's words as an ASS script for a `w`×`h` frame: centred lines on a dark
+/// box, in the language's font, wrapped by Unicode's rules to 80% of the width. Long
+/// words shrink the text (down to 1/60 of the width) until every line fits the frame,
+/// across and down.
+pub fn card_script(narration: &str, language: &str, (w, h): (u32, u32)) -> String {
+    let font = super::text_layout::font_for(language);
+    let (size, lines) = card_layout(narration, font, (w, h));
+    let text = super::render::ass_text(&lines.join("\n"));
+    let pad = size / 3;
+    // The lines are already wrapped to 80% of the width; should a font be wider than
+    // reckoned, libass wraps again inside these margins rather than past the edge.
+    let margin = w / 10;
+    // Bold white on a 25%-opaque black box (BorderStyle 3 boxes each line in the outline
+    // colour); alpha in ASS colours counts transparency, so &HBF000000.
+    format!(
+        "[Script Info]\nScriptType: v4.00+\nPlayResX: {w}\nPlayResY: {h}\nScaledBorderAndShadow: yes\n\n\
+         [V4+ Styles]\nFormat: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, \
+         BackColour, Bold, Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, \
+         Outline, Shadow, Alignment, MarginL, MarginR, MarginV, Encoding\n\
+         Style: Card,{font},{size},&H00FFFFFF,&H00FFFFFF,&HBF000000,&HBF000000,-1,0,0,0,100,100,0,0,3,{pad},0,5,{margin},{margin},0,1\n\n\
+         [Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n\
+         Dialogue: 0,0:00:00.00,9:00:00.00,Card,,0,0,0,,{text}\n",
+        font = font.family,
+        size = font.ass_size(size as f32).round(),
+    )
 }
 
-fn wrap(text: &str, width: usize) -> String {
-    let mut lines: Vec<String> = Vec::new();
-    let mut line = String::new();
-    for word in text.split_whitespace() {
-        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
-            lines.push(std::mem::take(&mut line));
+/// The card's em (px) and lines. A Latin letter of bold DejaVu is about 0.62 em wide, so
+/// a display column is taken as that (a CJK character, two columns, is then 1.24 em: a
+/// little more than it needs); lines are the font's height apart, plus a tenth for the
+/// box.
+fn card_layout(
+    narration: &str,
+    font: super::text_layout::Font,
+    (w, h): (u32, u32),
+) -> (u32, Vec<String>) {
+    let mut size = w / 18;
+    let smallest = w / 60;
+    loop {
+        let columns = ((w as f32 * 0.8) / (size as f32 * 0.62)) as usize;
+        let lines = super::text_layout::wrap(narration, columns.max(4));
+        let fits = lines.len() as f32 * size as f32 * font.height_em * 1.1 <= h as f32 * 0.85;
+        if fits || size <= smallest {
+            return (size, lines);
         }
-        if !line.is_empty() {
-            line.push(' ');
-        }
-        line.push_str(word);
+        size = (size * 9 / 10).max(smallest);
     }
-    if !line.is_empty() {
-        lines.push(line);
-    }
-    lines.join("\n")
 }
 
 /// The container of a speech answer, as the file extension [`demuxer_for`] knows: read
@@ -367,44 +383,33 @@ pub async fn scene_image(state: &AppState, task: &ClaimedTask) -> Result<Output,
         .await;
     }
     let (w, h) = dimensions(&scene.aspect_ratio);
-    let font_size = w / 18;
-    let chars_per_line = ((w as f32 * 0.8) / (font_size as f32 * 0.62)) as usize;
     let key = output_key(task, "png");
     let path = prepare(state, &key).await?;
-    // drawtext reads the words from a file, with expansion off: `%`, `%{…}` and `\` are
-    // drawn as written, never evaluated.
-    let text_path = path.with_extension("txt");
-    tokio::fs::write(&text_path, wrap(&scene.narration, chars_per_line.max(10)))
+    // libass draws the words: it shapes Arabic and Indic scripts and takes each glyph from
+    // whichever installed font has it, where drawtext has one font and no shaping.
+    let script_path = path.with_extension("ass");
+    let colour = PALETTE[scene.position.rem_euclid(PALETTE.len() as i64) as usize];
+    tokio::fs::write(&script_path, card_script(&scene.narration, &scene.language, (w, h)))
         .await
         .map_err(|e| server_fault("the card's words could not be saved", e, true))?;
-    let colour = PALETTE[scene.position.rem_euclid(PALETTE.len() as i64) as usize];
-    // The filter names the words' file relative to ffmpeg's working directory: a data
+    // The filter names the script relative to ffmpeg's working directory: a data
     // directory's `'`, `:` or `,` would otherwise be read as filter syntax. The file name
-    // is ours (`scene-…-….txt`) and holds none of them.
-    let (Some(card_dir), Some(text_name)) = (
-        text_path.parent(),
-        text_path.file_name().and_then(|n| n.to_str()),
+    // is ours (`scene-…-….ass`) and holds none of them.
+    let (Some(card_dir), Some(script_name)) = (
+        script_path.parent(),
+        script_path.file_name().and_then(|n| n.to_str()),
     ) else {
         return Err(TaskError::Permanent("the card's file has no name".into()));
     };
     let mut ffmpeg = Command::new("ffmpeg");
     ffmpeg.current_dir(card_dir);
-    ffmpeg.args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i"]).arg(format!("color=c={colour}:s={w}x{h}")).args([
-        "-vf",
-        &format!(
-            "drawtext=fontfile={FONT}:textfile={text_name}:expansion=none:fontcolor=white:fontsize={font_size}:line_spacing={}:\
-             x=(w-text_w)/2:y=(h-text_h)/2:box=1:boxcolor=black@0.25:boxborderw={}",
-            font_size / 3,
-            font_size / 2
-        ),
-        "-frames:v",
-        "1",
-        "-update",
-        "1",
-    ]);
+    ffmpeg
+        .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!("color=c={colour}:s={w}x{h}"))
+        .args(["-vf", &format!("ass={script_name}"), "-frames:v", "1", "-update", "1"]);
     ffmpeg.arg(&path);
     let result = run_tool(ffmpeg, None, "ffmpeg").await;
-    let _ = tokio::fs::remove_file(&text_path).await;
+    let _ = tokio::fs::remove_file(&script_path).await;
     result?;
     into_output(Made {
         kind: "image",
@@ -511,7 +516,7 @@ pub async fn scene_audio(state: &AppState, task: &ClaimedTask) -> Result<Output,
     let path = prepare(state, &key).await?;
     let mut espeak = Command::new("espeak-ng");
     espeak
-        .args(["-v", espeak_voice(&scene.language), "-w"])
+        .args(["-v", super::text_layout::espeak_voice(&scene.language), "-w"])
         .arg(&path)
         .arg("--stdin");
     run_tool(espeak, Some(&scene.narration), "espeak-ng").await?;
@@ -1005,11 +1010,6 @@ mod tests {
         assert_eq!(demuxer_for(Path::new("music-1.M4A")), Some("mov"));
         assert_eq!(demuxer_for(Path::new("list.m3u8")), None);
         assert_eq!(demuxer_for(Path::new("no-extension")), None);
-    }
-
-    #[test]
-    fn wraps_words() {
-        assert_eq!(wrap("one two three four", 9), "one two\nthree\nfour");
     }
 
     #[test]

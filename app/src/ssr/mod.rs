@@ -22,6 +22,7 @@ pub mod settings;
 pub mod splitter;
 pub mod state;
 pub mod status;
+pub mod text_layout;
 pub mod tokens;
 pub mod users;
 pub mod validate;

@@ -23,12 +23,11 @@ use tokio::process::Command;
 use super::engine::{ClaimedTask, Output, TaskError};
 use super::media::{self, new_asset, server_fault, transient, Made};
 use super::state::AppState;
+use super::text_layout::{Font, DEJAVU};
 use crate::model::SettingsValues;
 
 const FPS: u32 = 30;
 /// Subtitle cue size: two lines of at most this many characters.
-const LINE_CHARS: usize = 42;
-const SUBTITLE_FONT: &str = "DejaVu Sans";
 
 /// A scene as the render needs it.
 #[derive(Debug, Clone)]
@@ -40,6 +39,8 @@ pub struct RenderScene {
     pub audio_id: Option<i64>,
     pub audio_ms: Option<i64>,
     pub planned_ms: i64,
+    /// The subtitle font for the content's language (`text_layout::font_for`).
+    pub font: Font,
 }
 
 impl RenderScene {
@@ -79,11 +80,13 @@ pub async fn scenes(
         Option<String>,
         Option<i64>,
         f64,
+        String,
     );
     let rows: Vec<Row> =
         sqlx::query_as(
-            "SELECT s.narration, s.image_asset_id, ia.storage_key, s.audio_asset_id, aa.storage_key, aa.duration_ms, s.planned_seconds \
-             FROM scenes s LEFT JOIN assets ia ON ia.id = s.image_asset_id LEFT JOIN assets aa ON aa.id = s.audio_asset_id \
+            "SELECT s.narration, s.image_asset_id, ia.storage_key, s.audio_asset_id, aa.storage_key, aa.duration_ms, s.planned_seconds, c.language \
+             FROM scenes s JOIN contents c ON c.id = s.content_id \
+             LEFT JOIN assets ia ON ia.id = s.image_asset_id LEFT JOIN assets aa ON aa.id = s.audio_asset_id \
              WHERE s.content_id = $1 ORDER BY s.position",
         )
         .bind(content_id)
@@ -92,7 +95,7 @@ pub async fn scenes(
     Ok(rows
         .into_iter()
         .map(
-            |(narration, image_id, image_key, audio_id, audio_key, audio_ms, planned)| {
+            |(narration, image_id, image_key, audio_id, audio_key, audio_ms, planned, language)| {
                 RenderScene {
                     narration,
                     image_key,
@@ -101,6 +104,7 @@ pub async fn scenes(
                     audio_id,
                     audio_ms,
                     planned_ms: (planned * 1000.0).round() as i64,
+                    font: super::text_layout::font_for(&language),
                 }
             },
         )
@@ -173,47 +177,43 @@ pub struct Cue {
     pub text: String,
 }
 
-/// Splits narration into cues of at most two lines, timed by their share of the
-/// characters over the narration's duration.
-pub fn cues(narration: &str, speech_ms: i64) -> Vec<Cue> {
+/// Splits narration into cues of at most two lines of `columns` display columns
+/// ([`subtitle_columns`]),
+/// wrapped by Unicode's line-breaking rules (`text_layout::wrap`), timed by their share of
+/// the characters over the narration's duration. A sentence end (Unicode's sentence
+/// bounds, so `。` and `।` too) closes a cue once it holds half a line, so cues follow the
+/// narration's rhythm.
+pub fn cues(narration: &str, speech_ms: i64, columns: usize) -> Vec<Cue> {
+    use unicode_segmentation::UnicodeSegmentation;
     let mut chunks: Vec<Vec<String>> = Vec::new();
-    let mut lines: Vec<String> = Vec::new();
-    let mut line = String::new();
-    for word in narration.split_whitespace() {
-        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > LINE_CHARS {
-            lines.push(std::mem::take(&mut line));
-            if lines.len() == 2 {
-                chunks.push(std::mem::take(&mut lines));
-            }
-        }
-        if !line.is_empty() {
-            line.push(' ');
-        }
-        line.push_str(word);
-        // A sentence end closes the cue early, so cues follow the narration's rhythm.
-        if word.ends_with(['.', '!', '?'])
-            && (!lines.is_empty() || line.chars().count() > LINE_CHARS / 2)
-        {
-            lines.push(std::mem::take(&mut line));
-            chunks.push(std::mem::take(&mut lines));
+    let mut pending = String::new();
+    let flush = |pending: &mut String, chunks: &mut Vec<Vec<String>>| {
+        let lines = super::text_layout::wrap(pending, columns);
+        chunks.extend(lines.chunks(2).map(<[String]>::to_vec));
+        pending.clear();
+    };
+    for sentence in narration.split_sentence_bounds() {
+        pending.push_str(sentence);
+        if super::text_layout::columns(pending.trim()) > columns / 2 {
+            flush(&mut pending, &mut chunks);
         }
     }
-    if !line.is_empty() {
-        lines.push(line);
+    if !pending.trim().is_empty() {
+        flush(&mut pending, &mut chunks);
     }
-    if !lines.is_empty() {
-        chunks.push(lines);
-    }
-    let total: usize = chunks
-        .iter()
-        .map(|c| c.iter().map(|l| l.chars().count()).sum::<usize>())
-        .sum();
+    let weight = |chunk: &Vec<String>| -> usize {
+        chunk
+            .iter()
+            .map(|l| l.chars().filter(|c| !c.is_whitespace()).count())
+            .sum()
+    };
+    let total: usize = chunks.iter().map(weight).sum();
     let mut start = 0i64;
     let mut done = 0usize;
     chunks
         .into_iter()
         .map(|chunk| {
-            done += chunk.iter().map(|l| l.chars().count()).sum::<usize>();
+            done += weight(&chunk);
             let end = (speech_ms as f64 * done as f64 / total.max(1) as f64).round() as i64;
             let cue = Cue {
                 start_ms: start,
@@ -289,14 +289,14 @@ fn ass_time(ms: i64) -> String {
 /// unlike SubRip, whose decoder turns `<i>` and `{\…}` into styling, nothing in the
 /// creator's words is markup. Sizes are against a 384×288 script, as ffmpeg's SubRip
 /// conversion used, so the style settings look as they did.
-pub fn ass(cues: &[(i64, Cue)], settings: &SettingsValues, portrait: bool) -> String {
+pub fn ass(cues: &[(i64, Cue)], settings: &SettingsValues, portrait: bool, font: Font) -> String {
     let mut script = format!(
         "[Script Info]\nScriptType: v4.00+\nPlayResX: 384\nPlayResY: 288\nScaledBorderAndShadow: yes\n\n\
          [V4+ Styles]\nFormat: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, \
          BackColour, Bold, Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, \
          Outline, Shadow, Alignment, MarginL, MarginR, MarginV, Encoding\n{}\n\n\
          [Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n",
-        subtitle_style(settings, portrait)
+        subtitle_style(settings, portrait, font)
     );
     for (offset, cue) in cues {
         script.push_str(&format!(
@@ -558,11 +558,30 @@ fn ffmpeg_in(dir: &Path) -> Command {
     command
 }
 
-/// The ASS `Default` style line libass burns subtitles with, from the settings.
-fn subtitle_style(settings: &SettingsValues, portrait: bool) -> String {
-    // libass sizes text against a 288-line script height; portrait frames are narrow.
+/// The subtitle size in ASS script units (of a 288-line script): smaller in portrait
+/// frames, which are narrow, times the admin's percentage.
+fn subtitle_size(settings: &SettingsValues, portrait: bool) -> f64 {
     let base = if portrait { 13.0 } else { 18.0 };
-    let size = base * f64::from(settings.subtitle_size) / 100.0;
+    base * f64::from(settings.subtitle_size) / 100.0
+}
+
+/// How many display columns a subtitle line may take in a `w`×`h` frame. libass scales
+/// the 384×288 script to the frame by its height and keeps the glyphs' proportions, so a
+/// portrait frame fits far fewer letters than the script's width suggests. A column is
+/// taken as 0.6 em (a Latin letter of DejaVu Sans is about 0.55; a CJK character, two
+/// columns, is 1 em), the em as the size over DejaVu's 1.164 ascent plus descent.
+pub fn subtitle_columns(settings: &SettingsValues, (w, h): (u32, u32)) -> usize {
+    let scale = f64::from(h) / 288.0;
+    let em_px = subtitle_size(settings, w < h) / f64::from(DEJAVU.height_em) * scale;
+    // The style's 10-unit side margins, in the frame's pixels.
+    let usable_px = f64::from(w) - 2.0 * 10.0 * f64::from(w) / 384.0;
+    ((usable_px / (em_px * 0.6)).floor() as usize).max(8)
+}
+
+/// The ASS `Default` style line libass burns subtitles with, from the settings.
+fn subtitle_style(settings: &SettingsValues, portrait: bool, font: Font) -> String {
+    // The same em in every script: `subtitle_columns` counts on it.
+    let size = font.ass_size((subtitle_size(settings, portrait) / DEJAVU.height_em as f64) as f32);
     // ASS colours are &HAABBGGRR.
     let hex = settings.subtitle_colour.trim_start_matches('#');
     let (r, g, b) = (&hex[0..2], &hex[2..4], &hex[4..6]);
@@ -575,9 +594,10 @@ fn subtitle_style(settings: &SettingsValues, portrait: bool) -> String {
     // Bold, Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle,
     // Outline, Shadow, Alignment, MarginL, MarginR, MarginV, Encoding
     format!(
-        "Style: Default,{SUBTITLE_FONT},{size:.1},&H00{b}{g}{r},&H00{b}{g}{r},&H00000000,&H00000000,\
+        "Style: Default,{family},{size:.1},&H00{b}{g}{r},&H00{b}{g}{r},&H00000000,&H00000000,\
          0,0,0,0,100,100,0,0,1,{},0,{alignment},10,10,{margin},1",
-        settings.subtitle_outline
+        settings.subtitle_outline,
+        family = font.family,
     )
 }
 
@@ -600,7 +620,7 @@ fn segment_name(
         settings.video_motion,
         settings.video_subtitles,
         settings.video_fade_ms,
-        subtitle_style(settings, size.0 < size.1),
+        subtitle_style(settings, size.0 < size.1, scene.font),
     );
     let digest = Sha256::digest(recipe.as_bytes());
     digest[..12].iter().map(|b| format!("{b:02x}")).collect()
@@ -746,7 +766,7 @@ async fn render_in(
     let mut used = Vec::new();
     let tag = format!("{}-{}", task.id, task.attempt);
     for (index, (scene, frames)) in scenes.iter().zip(&lengths).enumerate() {
-        let scene_cues = cues(&scene.narration, scene.sound_ms());
+        let scene_cues = cues(&scene.narration, scene.sound_ms(), subtitle_columns(settings, size));
         all_cues.extend(scene_cues.iter().cloned().map(|c| (offset, c)));
         let place = Place {
             index,
@@ -849,11 +869,11 @@ async fn ensure_segment(
         tag,
     } = place;
     let what = format!("scene {}", index + 1);
-    let local: Vec<(i64, Cue)> = cues(&scene.narration, scene.sound_ms())
+    let local: Vec<(i64, Cue)> = cues(&scene.narration, scene.sound_ms(), subtitle_columns(settings, size))
         .into_iter()
         .map(|c| (0, c))
         .collect();
-    let subtitles = ass(&local, settings, size.0 < size.1);
+    let subtitles = ass(&local, settings, size.0 < size.1, scene.font);
     let name = segment_name(scene, frames, size, settings, &subtitles);
     let file = format!("{name}.mp4");
     let done = segments.join(&file);
@@ -1167,7 +1187,7 @@ mod tests {
     #[test]
     fn cues_cover_the_narration_in_order() {
         let text = "The first sentence is short. The second sentence is a good deal longer than the first one was, and it keeps going.";
-        let cues = cues(text, 6_000);
+        let cues = cues(text, 6_000, 42);
         assert!(cues.len() >= 2);
         assert_eq!(cues[0].start_ms, 0);
         assert_eq!(cues.last().unwrap().end_ms, 6_000);
@@ -1177,7 +1197,7 @@ mod tests {
         for cue in &cues {
             let lines: Vec<&str> = cue.text.lines().collect();
             assert!(
-                lines.len() <= 2 && lines.iter().all(|l| l.chars().count() <= LINE_CHARS),
+                lines.len() <= 2 && lines.iter().all(|l| l.chars().count() <= 42),
                 "{cue:?}"
             );
         }
@@ -1186,6 +1206,17 @@ mod tests {
             .flat_map(|c| c.text.split_whitespace())
             .collect();
         assert_eq!(joined, text.split_whitespace().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn subtitle_lines_fit_the_frame() {
+        let settings = SettingsValues::default();
+        // 9:16 is narrow: about 23 columns; 16:9 about 52; bigger text, fewer.
+        assert_eq!(subtitle_columns(&settings, (720, 1280)), 22);
+        assert_eq!(subtitle_columns(&settings, (1080, 1920)), 22);
+        assert_eq!(subtitle_columns(&settings, (1280, 720)), 52);
+        let big = SettingsValues { subtitle_size: 200, ..SettingsValues::default() };
+        assert_eq!(subtitle_columns(&big, (1280, 720)), 26);
     }
 
     #[test]
@@ -1244,6 +1275,7 @@ mod tests {
             audio_id: audio.then_some(2),
             audio_ms: audio.then_some(1000),
             planned_ms: 3000,
+            font: DEJAVU,
         };
         assert_eq!(missing(&[scene(true, true)]), None);
         assert_eq!(

@@ -96,7 +96,13 @@ pub async fn generate(
 ) -> Result<GeneratedScript, AppError> {
     let defaults = settings::values(state).await?;
     let input = validate_input(req.mode, &req.input)?;
-    let presets = resolve_presets(&req.presets, &defaults, "presets")?;
+    let mut presets = resolve_presets(&req.presets, &defaults, "presets")?;
+    // Not chosen: the language the creator wrote in, when it can be told.
+    if req.presets.language.is_none() {
+        if let Some(language) = super::text_layout::detect(&input) {
+            presets.language = language.to_owned();
+        }
+    }
     state
         .limits
         .check(

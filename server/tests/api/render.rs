@@ -26,6 +26,7 @@ both_databases!(
     files_belong_to_rows,
     a_storage_quota_refuses_new_media,
     a_data_dir_with_filter_syntax_in_its_name_renders,
+    scripts_in_every_language_render_readable_cards_and_subtitles,
 );
 
 /// Pause after each scene's narration (the default setting).
@@ -1361,4 +1362,92 @@ async fn a_data_dir_with_filter_syntax_in_its_name_renders(db: Db) {
     with_media(&app, &content).await;
     let id = content["id"].as_i64().unwrap();
     render(&app, id).await;
+}
+
+/// Scripts in eight languages and one 300-letter word: each is detected as its language,
+/// every letter has an installed font (fontconfig's coverage, so no tofu), and neither
+/// the card's words nor the burned-in subtitle reach the frame's edge.
+async fn scripts_in_every_language_render_readable_cards_and_subtitles(db: Db) {
+    let Some(app) = TestApp::spawn(db).await else {
+        return;
+    };
+    app.configure_llm_with(|v| {
+        v.video_motion = false;
+        v.video_fade_ms = 0;
+    })
+    .await;
+    let long_word = "Pneumonoultramicroscopicsilicovolcanoconiosis".repeat(7);
+    let scripts: Vec<(&str, String)> = vec![
+        ("English", "Octopuses 🐙 have three hearts. Two of them pump blood through the gills, and the third serves the rest of the body.".into()),
+        ("Chinese", "章鱼有三颗心脏。其中两颗把血液泵过鳃，第三颗负责全身的血液循环。它们的血液是蓝色的，因为含有铜。".into()),
+        ("Japanese", "タコには心臓が三つあります。そのうち二つはえらに血液を送り、残りの一つは全身に血液を送ります。".into()),
+        ("Arabic", "للأخطبوط ثلاثة قلوب. اثنان منها يضخان الدم عبر الخياشيم، والثالث يضخه إلى بقية الجسم.".into()),
+        ("Thai", "ปลาหมึกยักษ์มีหัวใจสามดวง สองดวงสูบฉีดเลือดผ่านเหงือก และอีกดวงหนึ่งสูบฉีดเลือดไปทั่วร่างกาย".into()),
+        ("Hindi", "ऑक्टोपस के तीन दिल होते हैं। उनमें से दो गलफड़ों में खून पंप करते हैं, और तीसरा पूरे शरीर में।".into()),
+        ("German", "Kraken haben drei Herzen. Zwei davon pumpen das Blut durch die Kiemen, das dritte versorgt den übrigen Körper.".into()),
+        ("Spanish", "Los pulpos tienen tres corazones. Dos bombean sangre a través de las branquias y el tercero al resto del cuerpo.".into()),
+        ("English", format!("This word never ends: {long_word}. See https://example.com/{long_word}/index.html now.")),
+    ];
+    let out = tempfile::tempdir().unwrap();
+    for (language, script) in &scripts {
+        let (status, generated) = app
+            .post(
+                "/api/content/generate",
+                &json!({ "mode": "script", "input": script, "presets": { "scene_count": 1, "aspect_ratio": "9:16" } }),
+            )
+            .await;
+        assert_eq!(status, 200, "{generated}");
+        assert_eq!(generated["data"]["presets"]["language"], *language, "{script}");
+        let (status, saved) = app
+            .post(
+                "/api/contents",
+                &json!({ "mode": "script", "input": script, "script": generated["data"] }),
+            )
+            .await;
+        assert_eq!(status, 201, "{saved}");
+        let content = saved["data"].clone();
+        let id = content["id"].as_i64().unwrap();
+        with_media(&app, &content).await;
+        render(&app, id).await;
+
+        let mut uncovered: Vec<char> = script
+            .chars()
+            .filter(|c| !c.is_whitespace() && !fontconfig_covers(*c))
+            .collect();
+        uncovered.dedup();
+        assert!(uncovered.is_empty(), "{language}: no installed font has {uncovered:?}");
+
+        let (_, detail) = app.get(&format!("/api/contents/{id}")).await;
+        let asset = detail["data"]["scenes"][0]["image_asset_id"].as_i64().unwrap();
+        let card = out.path().join(format!("card-{id}.png"));
+        std::fs::write(&card, file_of(&app, &format!("/api/assets/{asset}")).await).unwrap();
+        // 9:16 at 720: 720×1280.
+        let (x0, y0, x1, y1) =
+            ink(&card, None, (0.0, 1.0)).unwrap_or_else(|| panic!("{language}: the card is blank"));
+        assert!(
+            x0 >= 36 && x1 <= 720 - 36 && y0 >= 64 && y1 <= 1280 - 64,
+            "{language}: the card's words reach ({x0}, {y0})–({x1}, {y1}) of 720×1280"
+        );
+
+        let video = save_video(&app, id, out.path(), &format!("video-{id}.mp4")).await;
+        let speech_ms = narration_ms(&app, id).await[0].unwrap();
+        // The first cue, halfway through: the bottom quarter holds only the subtitle.
+        let at = speech_ms as f64 / 1000.0 * 0.1;
+        let (sx0, _, sx1, _) = ink(&video, Some(at), (0.75, 1.0))
+            .unwrap_or_else(|| panic!("{language}: no subtitle at {at:.2} s"));
+        assert!(
+            sx0 >= 4 && sx1 <= 720 - 5,
+            "{language}: the subtitle spans x {sx0}–{sx1} of 720"
+        );
+    }
+}
+
+/// Whether fontconfig has any installed font with a glyph for `c`.
+fn fontconfig_covers(c: char) -> bool {
+    let output = Command::new("fc-list")
+        .arg(format!(":charset={:x}", c as u32))
+        .arg("family")
+        .output()
+        .expect("fc-list runs");
+    !output.stdout.is_empty()
 }
