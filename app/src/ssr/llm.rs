@@ -11,8 +11,9 @@
 //!   fields are read tolerantly; one repair is asked for when it is still not a script;
 //! - when it fails anyway, the creator reads the server's own reason.
 //!
-//! The creator is waiting on this call, so it never waits out a rate limit on its own: a
-//! 429 is reported at once, with the provider's `Retry-After`, for the creator to act on.
+//! The creator is waiting on this call, so a rate limit is waited out only when the
+//! provider's `Retry-After` is short (at most 5 s, twice); otherwise the 429 is reported at
+//! once, with the wait, for the creator to act on.
 
 use std::time::Duration;
 
@@ -101,8 +102,28 @@ fn user_prompt(topic: &str, p: &Presets) -> String {
 }
 
 /// The most requests one generation makes: three formats, with and without temperature,
-/// and one repair.
+/// and one repair (plus the ones after a rate limit's wait, [`MAX_WAITS`]).
 const MAX_REQUESTS: usize = 6;
+
+/// How many rate limits one generation waits out, each at most [`SHORT_WAIT`].
+const MAX_WAITS: usize = 2;
+
+/// The longest `Retry-After` waited out while the creator waits: 5 s. Longer ones are
+/// reported with their figure.
+const SHORT_WAIT: Duration = Duration::from_secs(5);
+
+/// The wait a 429 asks for, when it is short enough to wait out (not a spent quota).
+fn short_rate_limit(err: &OpenAIError, seen: Seen) -> Option<Duration> {
+    let status = match err {
+        OpenAIError::ApiError(api) => Some(api.status_code.as_u16()),
+        _ => seen.status,
+    };
+    let quota = matches!(err, OpenAIError::ApiError(api) if api.api_error.r#type.as_deref() == Some("insufficient_quota"));
+    (status == Some(429) && !quota)
+        .then_some(seen.retry_after)
+        .flatten()
+        .filter(|wait| *wait <= SHORT_WAIT)
+}
 
 pub async fn generate(state: &AppState, req: LlmRequest<'_>) -> Result<ScriptOut, AppError> {
     let s = req.settings;
@@ -122,8 +143,9 @@ pub async fn generate(state: &AppState, req: LlmRequest<'_>) -> Result<ScriptOut
     let mut format = learned.chat_format.map_or(preferred, |f| f.max(preferred));
     let mut temperature = s.llm_temperature.filter(|_| !learned.no_temperature);
     let mut repair: Option<(String, String)> = None;
+    let mut waits = 0;
 
-    for _ in 0..MAX_REQUESTS {
+    for _ in 0..MAX_REQUESTS + MAX_WAITS {
         let mut messages = vec![
             json!({ "role": "system", "content": system_prompt(format) }),
             json!({ "role": "user", "content": user_prompt(req.topic, req.presets) }),
@@ -141,6 +163,14 @@ pub async fn generate(state: &AppState, req: LlmRequest<'_>) -> Result<ScriptOut
         let response = match response {
             Ok(response) => response,
             Err(err) => {
+                // A short wait the creator would not notice is waited out, twice at most;
+                // a longer one is theirs to decide on.
+                if let Some(wait) = short_rate_limit(&err, seen_now).filter(|_| waits < MAX_WAITS) {
+                    waits += 1;
+                    tracing::info!(wait_ms = wait.as_millis() as u64, "rate limited; waiting as the provider asks");
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
                 let refused = refused_parameter(&err, seen_now);
                 match refused {
                     Some(reason) if temperature.is_some() && reason.to_lowercase().contains("temperature") => {

@@ -11,6 +11,7 @@ mod jobs;
 mod outbound;
 mod pages;
 mod pipeline;
+mod profiles;
 mod qstash;
 mod render;
 mod settings;
