@@ -652,6 +652,22 @@ pub async fn cancel(state: &AppState, user: &CurrentUser, id: i64) -> Result<Job
         .db("cancelling a job")?;
     refresh_in(&mut tx, id).await?;
     tx.commit().await.db("committing a cancel")?;
+    // Segments encoded ahead for a render that is no longer coming are stopped too.
+    let contents: Option<(Option<i64>, String)> =
+        sqlx::query_as("SELECT content_id, content_ids FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(state.pool())
+            .await
+            .db("reading a job")?;
+    if let Some((one, many)) = contents {
+        let mut ids: Vec<i64> = serde_json::from_str(&many).unwrap_or_default();
+        ids.extend(one);
+        ids.sort_unstable();
+        ids.dedup();
+        for content_id in ids {
+            super::render::stop_preparing(state, content_id).await;
+        }
+    }
     get(state, user, id).await
 }
 

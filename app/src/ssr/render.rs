@@ -932,8 +932,19 @@ async fn ensure_segment(
 #[derive(Default)]
 pub struct SegmentWork {
     encoding: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// true: something changed while preparing; look at the content again afterwards.
-    ahead: std::sync::Mutex<HashMap<i64, bool>>,
+    /// The contents being prepared ahead of their render.
+    ahead: std::sync::Mutex<HashMap<i64, Ahead>>,
+    /// Announces that a content's preparation ended.
+    prepared: tokio::sync::Notify,
+}
+
+/// One content's preparation ahead of its render.
+struct Ahead {
+    /// Something changed while preparing: look at the content again afterwards.
+    again: bool,
+    /// Set when no render is expected any more (its job was cancelled): the encoding
+    /// under way is stopped, as a render's is.
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// Held while a segment is checked for and encoded.
@@ -995,22 +1006,30 @@ impl Drop for SegmentGuard<'_> {
 /// when ready, or the content has a video that is now out of date). Best effort: a render
 /// encodes whatever is still missing itself.
 pub fn prepare_ahead(state: &AppState, content_id: i64) {
-    {
+    let stop = {
         let mut ahead = state
             .segments
             .ahead
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(again) = ahead.get_mut(&content_id) {
-            *again = true;
+        if let Some(running) = ahead.get_mut(&content_id) {
+            running.again = true;
             return;
         }
-        ahead.insert(content_id, false);
-    }
+        let stop = Arc::new(tokio::sync::watch::channel(false).0);
+        ahead.insert(
+            content_id,
+            Ahead {
+                again: false,
+                stop: stop.clone(),
+            },
+        );
+        stop
+    };
     let state = state.clone();
     tokio::spawn(async move {
         loop {
-            if let Err(e) = prepare(&state, content_id).await {
+            if let Err(e) = prepare(&state, content_id, stop.subscribe()).await {
                 tracing::info!(
                     content_id,
                     error = e.message(),
@@ -1023,14 +1042,46 @@ pub fn prepare_ahead(state: &AppState, content_id: i64) {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             match ahead.get_mut(&content_id) {
-                Some(again) if *again => *again = false,
+                Some(running) if running.again && !*stop.borrow() => running.again = false,
                 _ => {
                     ahead.remove(&content_id);
                     break;
                 }
             }
         }
+        state.segments.prepared.notify_waiters();
     });
+}
+
+/// After a job was cancelled: stops preparing the content's segments unless a render is
+/// still expected, and returns once the preparation has ended (its ffmpeg killed and
+/// waited for), or after 10 s.
+pub async fn stop_preparing(state: &AppState, content_id: i64) {
+    if render_expected(state, content_id).await.unwrap_or(true) {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ended = state.segments.prepared.notified();
+        tokio::pin!(ended);
+        ended.as_mut().enable();
+        {
+            let ahead = state
+                .segments
+                .ahead
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match ahead.get(&content_id) {
+                Some(running) => {
+                    running.stop.send_replace(true);
+                }
+                None => return,
+            }
+        }
+        if tokio::time::timeout_at(deadline, ended).await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn render_expected(state: &AppState, content_id: i64) -> Result<bool, sqlx::Error> {
@@ -1058,7 +1109,11 @@ async fn render_expected(state: &AppState, content_id: i64) -> Result<bool, sqlx
     }))
 }
 
-async fn prepare(state: &AppState, content_id: i64) -> Result<(), TaskError> {
+async fn prepare(
+    state: &AppState,
+    content_id: i64,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), TaskError> {
     let database = |e: sqlx::Error| server_fault("the database could not be read", e, true);
     if !render_expected(state, content_id).await.map_err(database)? {
         return Ok(());
@@ -1081,8 +1136,6 @@ async fn prepare(state: &AppState, content_id: i64) -> Result<(), TaskError> {
     tokio::fs::create_dir_all(&segments)
         .await
         .map_err(|e| server_fault("the media directory could not be written", e, true))?;
-    // Nobody cancels preparation: the sender is gone at once.
-    let (_, stop) = tokio::sync::watch::channel(false);
     let mut progress = Progress {
         stop,
         state,
