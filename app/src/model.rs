@@ -323,6 +323,12 @@ pub struct SettingsValues {
     pub subtitle_outline: u32,
     /// `bottom`, `middle` or `top`.
     pub subtitle_position: String,
+    /// `lines` (up to two lines at a time), `word` (one word at a time, as it is spoken)
+    /// or `highlight` (the lines, the spoken word in `caption_highlight_colour`). Timed by
+    /// espeak-ng's word events for offline narration, else by the share of characters.
+    pub caption_style: String,
+    /// `#RRGGBB`: the spoken word's colour in the `highlight` style.
+    pub caption_highlight_colour: String,
     /// Background music level, in percent of its own loudness (it is also lowered further
     /// while someone speaks).
     pub music_volume: u32,
@@ -380,6 +386,8 @@ impl Default for SettingsValues {
             subtitle_colour: "#FFFFFF".into(),
             subtitle_outline: 2,
             subtitle_position: "bottom".into(),
+            caption_style: "lines".into(),
+            caption_highlight_colour: "#FFD400".into(),
             music_volume: 25,
         }
     }

@@ -93,6 +93,7 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         signals: Arc::default(),
         task_settings: Arc::default(),
         learned: Arc::default(),
+        espeak: Arc::default(),
         segments: Arc::default(),
         qstash: None,
         shutdown: Arc::new(tokio::sync::watch::channel(false).0),

@@ -202,6 +202,16 @@ fn SettingsForm(initial: SettingsView) -> impl IntoView {
                 {text_field!(values, "Subtitle size (%)", subtitle_size, "50–200")}
                 {text_field!(values, "Subtitle colour", subtitle_colour, "#RRGGBB")}
                 {text_field!(values, "Subtitle outline", subtitle_outline, "0–6")}
+                <label class="field"><span>"Caption style"</span>
+                    <select name="caption_style"
+                        prop:value=move || values.with(|v| v.caption_style.clone())
+                        on:change=move |ev| values.update(|v| v.caption_style = event_target_value(&ev))>
+                        {[("lines", "Lines"), ("word", "One word at a time"), ("highlight", "Lines, spoken word highlighted")].iter().map(|(value, label)| view! {
+                            <option value=*value selected=values.with_untracked(|v| v.caption_style == *value)>{*label}</option>
+                        }).collect_view()}
+                    </select>
+                    <small class="muted">"Timed to the words as espeak-ng speaks them; otherwise by the share of letters"</small></label>
+                {text_field!(values, "Highlight colour", caption_highlight_colour, "#RRGGBB, for the spoken word")}
                 <label class="field"><span>"Subtitle position"</span>
                     <select name="subtitle_position"
                         prop:value=move || values.with(|v| v.subtitle_position.clone())

@@ -184,6 +184,8 @@ pub struct NewAsset {
     pub duration_ms: Option<i64>,
     pub size: Option<(u32, u32)>,
     pub provider: String,
+    /// Where each word of a narration falls in it (JSON of `espeak::WordTime`s).
+    pub words: Option<String>,
 }
 
 fn claim_sql(backend: Backend) -> String {
@@ -664,8 +666,8 @@ async fn insert_asset(
     now: i64,
 ) -> Result<i64, AppError> {
     sqlx::query_scalar(
-        "INSERT INTO assets (content_id, scene_id, kind, storage_key, mime_type, bytes, duration_ms, width, height, provider, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+        "INSERT INTO assets (content_id, scene_id, kind, storage_key, mime_type, bytes, duration_ms, width, height, provider, words, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
     )
     .bind(task.content_id)
     .bind(task.scene_id)
@@ -677,6 +679,7 @@ async fn insert_asset(
     .bind(asset.size.map(|s| i64::from(s.0)))
     .bind(asset.size.map(|s| i64::from(s.1)))
     .bind(&asset.provider)
+    .bind(&asset.words)
     .bind(now)
     .fetch_one(&mut **tx)
     .await

@@ -331,6 +331,8 @@ pub(crate) struct Made<'a> {
     pub duration_ms: Option<i64>,
     pub size: Option<(u32, u32)>,
     pub provider: String,
+    /// Where each word falls in a narration (JSON), when the speech engine said.
+    pub words: Option<String>,
 }
 
 /// The made file as the asset it becomes; the engine inserts it in the same transaction
@@ -352,6 +354,7 @@ pub(crate) async fn new_asset(made: Made<'_>) -> Result<NewAsset, TaskError> {
         duration_ms: made.duration_ms,
         size: made.size,
         provider: made.provider,
+        words: made.words,
     })
 }
 
@@ -379,6 +382,7 @@ pub async fn scene_image(state: &AppState, task: &ClaimedTask) -> Result<Output,
             duration_ms: None,
             size,
             provider: format!("openai:{}", settings.image_model),
+            words: None,
         })
         .await;
     }
@@ -419,6 +423,7 @@ pub async fn scene_image(state: &AppState, task: &ClaimedTask) -> Result<Output,
         duration_ms: None,
         size: Some((w, h)),
         provider: "builtin:scene-card".into(),
+        words: None,
     })
     .await
 }
@@ -509,14 +514,48 @@ pub async fn scene_audio(state: &AppState, task: &ClaimedTask) -> Result<Output,
             duration_ms: Some(duration),
             size: None,
             provider: format!("openai:{}", settings.tts_model),
+            words: None,
         })
         .await;
     }
     let key = output_key(task, "wav");
     let path = prepare(state, &key).await?;
+    let voice = super::text_layout::espeak_voice(&scene.language);
+    if state.espeak.available() {
+        let espeak = state.espeak.clone();
+        let (voice_name, text) = (voice.to_owned(), scene.narration.clone());
+        let spoken = tokio::task::spawn_blocking(move || espeak.speak(&voice_name, &text))
+            .await
+            .map_err(|e| server_fault("the narration could not be made", e, true))?;
+        match spoken {
+            Ok(spoken) => {
+                let duration = wav_duration_ms(&spoken.wav).ok_or_else(|| {
+                    TaskError::Permanent("espeak-ng made no readable sound".into())
+                })?;
+                tokio::fs::write(&path, &spoken.wav)
+                    .await
+                    .map_err(|e| server_fault("the narration could not be saved", e, true))?;
+                let words = serde_json::to_string(&spoken.words)
+                    .map_err(|e| server_fault("the word timings could not be written", e, false))?;
+                return into_output(Made {
+                    kind: "audio",
+                    key,
+                    path,
+                    mime: "audio/wav",
+                    duration_ms: Some(duration),
+                    size: None,
+                    provider: "builtin:espeak-ng".into(),
+                    words: Some(words),
+                })
+                .await;
+            }
+            // The command may still manage (another voice file, another build).
+            Err(e) => tracing::warn!(error = %e, "espeak-ng's library failed; using the command"),
+        }
+    }
     let mut espeak = Command::new("espeak-ng");
     espeak
-        .args(["-v", super::text_layout::espeak_voice(&scene.language), "-w"])
+        .args(["-v", voice, "-w"])
         .arg(&path)
         .arg("--stdin");
     run_tool(espeak, Some(&scene.narration), "espeak-ng").await?;
@@ -533,6 +572,7 @@ pub async fn scene_audio(state: &AppState, task: &ClaimedTask) -> Result<Output,
         duration_ms: Some(duration),
         size: None,
         provider: "builtin:espeak-ng".into(),
+        words: None,
     })
     .await
 }

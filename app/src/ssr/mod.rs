@@ -1,11 +1,13 @@
 //! Everything server functions and REST handlers call. Server-only (`ssr` feature).
 
 pub mod auth;
+pub mod captions;
 pub mod contents;
 pub mod crypto;
 pub mod db;
 pub mod engine;
 pub mod error;
+pub mod espeak;
 pub mod jobs;
 pub mod limits;
 pub mod llm;

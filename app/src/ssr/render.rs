@@ -41,6 +41,8 @@ pub struct RenderScene {
     pub planned_ms: i64,
     /// The subtitle font for the content's language (`text_layout::font_for`).
     pub font: Font,
+    /// Where each word falls in the narration, when the speech engine said.
+    pub words: Option<Vec<super::espeak::WordTime>>,
 }
 
 impl RenderScene {
@@ -81,10 +83,11 @@ pub async fn scenes(
         Option<i64>,
         f64,
         String,
+        Option<String>,
     );
     let rows: Vec<Row> =
         sqlx::query_as(
-            "SELECT s.narration, s.image_asset_id, ia.storage_key, s.audio_asset_id, aa.storage_key, aa.duration_ms, s.planned_seconds, c.language \
+            "SELECT s.narration, s.image_asset_id, ia.storage_key, s.audio_asset_id, aa.storage_key, aa.duration_ms, s.planned_seconds, c.language, aa.words \
              FROM scenes s JOIN contents c ON c.id = s.content_id \
              LEFT JOIN assets ia ON ia.id = s.image_asset_id LEFT JOIN assets aa ON aa.id = s.audio_asset_id \
              WHERE s.content_id = $1 ORDER BY s.position",
@@ -95,7 +98,7 @@ pub async fn scenes(
     Ok(rows
         .into_iter()
         .map(
-            |(narration, image_id, image_key, audio_id, audio_key, audio_ms, planned, language)| {
+            |(narration, image_id, image_key, audio_id, audio_key, audio_ms, planned, language, words)| {
                 RenderScene {
                     narration,
                     image_key,
@@ -105,6 +108,8 @@ pub async fn scenes(
                     audio_ms,
                     planned_ms: (planned * 1000.0).round() as i64,
                     font: super::text_layout::font_for(&language),
+                    // Unreadable timings (another version's) fall back to the estimate.
+                    words: words.and_then(|w| serde_json::from_str(&w).ok()),
                 }
             },
         )
@@ -169,62 +174,7 @@ fn ms_of_frames(frames: u32) -> i64 {
     i64::from(frames) * 1000 / i64::from(FPS)
 }
 
-/// One subtitle cue, in milliseconds from the start of its scene.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Cue {
-    pub start_ms: i64,
-    pub end_ms: i64,
-    pub text: String,
-}
-
-/// Splits narration into cues of at most two lines of `columns` display columns
-/// ([`subtitle_columns`]),
-/// wrapped by Unicode's line-breaking rules (`text_layout::wrap`), timed by their share of
-/// the characters over the narration's duration. A sentence end (Unicode's sentence
-/// bounds, so `。` and `।` too) closes a cue once it holds half a line, so cues follow the
-/// narration's rhythm.
-pub fn cues(narration: &str, speech_ms: i64, columns: usize) -> Vec<Cue> {
-    use unicode_segmentation::UnicodeSegmentation;
-    let mut chunks: Vec<Vec<String>> = Vec::new();
-    let mut pending = String::new();
-    let flush = |pending: &mut String, chunks: &mut Vec<Vec<String>>| {
-        let lines = super::text_layout::wrap(pending, columns);
-        chunks.extend(lines.chunks(2).map(<[String]>::to_vec));
-        pending.clear();
-    };
-    for sentence in narration.split_sentence_bounds() {
-        pending.push_str(sentence);
-        if super::text_layout::columns(pending.trim()) > columns / 2 {
-            flush(&mut pending, &mut chunks);
-        }
-    }
-    if !pending.trim().is_empty() {
-        flush(&mut pending, &mut chunks);
-    }
-    let weight = |chunk: &Vec<String>| -> usize {
-        chunk
-            .iter()
-            .map(|l| l.chars().filter(|c| !c.is_whitespace()).count())
-            .sum()
-    };
-    let total: usize = chunks.iter().map(weight).sum();
-    let mut start = 0i64;
-    let mut done = 0usize;
-    chunks
-        .into_iter()
-        .map(|chunk| {
-            done += weight(&chunk);
-            let end = (speech_ms as f64 * done as f64 / total.max(1) as f64).round() as i64;
-            let cue = Cue {
-                start_ms: start,
-                end_ms: end.max(start + 1),
-                text: chunk.join("\n"),
-            };
-            start = cue.end_ms;
-            cue
-        })
-        .collect()
-}
+pub use super::captions::Cue;
 
 fn srt_time(ms: i64) -> String {
     format!(
@@ -298,12 +248,32 @@ pub fn ass(cues: &[(i64, Cue)], settings: &SettingsValues, portrait: bool, font:
          [Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n",
         subtitle_style(settings, portrait, font)
     );
+    // ASS colours are &HBBGGRR.
+    let hex = settings.caption_highlight_colour.trim_start_matches('#');
+    let highlight = match (hex.get(0..2), hex.get(2..4), hex.get(4..6)) {
+        (Some(r), Some(g), Some(b)) => format!("{b}{g}{r}"),
+        _ => "00D4FF".to_owned(),
+    };
     for (offset, cue) in cues {
+        let text = match cue.highlight {
+            Some((from, to)) => {
+                let chars: Vec<char> = cue.text.chars().collect();
+                let part = |a: usize, b: usize| ass_text(&chars[a.min(chars.len())..b.min(chars.len())].iter().collect::<String>());
+                // Our own override tags around the escaped words: `\r` returns to the style.
+                format!(
+                    "{}{{\\c&H{highlight}&}}{}{{\\r}}{}",
+                    part(0, from),
+                    part(from, to),
+                    part(to, chars.len())
+                )
+            }
+            None => ass_text(&cue.text),
+        };
         script.push_str(&format!(
             "Dialogue: 0,{},{},Default,,0,0,0,,{}\n",
             ass_time(offset + cue.start_ms),
             ass_time(offset + cue.end_ms),
-            ass_text(&cue.text)
+            text
         ));
     }
     script
@@ -703,6 +673,7 @@ pub async fn render(
         duration_ms: Some(total_ms),
         size: Some(size),
         provider: "builtin:ffmpeg".into(),
+        words: None,
     })
     .await?;
     let subtitles = new_asset(Made {
@@ -713,6 +684,7 @@ pub async fn render(
         duration_ms: Some(total_ms),
         size: None,
         provider: "builtin:ffmpeg".into(),
+        words: None,
     })
     .await?;
     Ok(Output {
@@ -766,7 +738,14 @@ async fn render_in(
     let mut used = Vec::new();
     let tag = format!("{}-{}", task.id, task.attempt);
     for (index, (scene, frames)) in scenes.iter().zip(&lengths).enumerate() {
-        let scene_cues = cues(&scene.narration, scene.sound_ms(), subtitle_columns(settings, size));
+        let scene_cues = super::captions::captions(
+            &scene.narration,
+            scene.sound_ms(),
+            subtitle_columns(settings, size),
+            scene.words.as_deref(),
+            &settings.caption_style,
+        )
+        .srt;
         all_cues.extend(scene_cues.iter().cloned().map(|c| (offset, c)));
         let place = Place {
             index,
@@ -869,8 +848,15 @@ async fn ensure_segment(
         tag,
     } = place;
     let what = format!("scene {}", index + 1);
-    let local: Vec<(i64, Cue)> = cues(&scene.narration, scene.sound_ms(), subtitle_columns(settings, size))
-        .into_iter()
+    let local: Vec<(i64, Cue)> = super::captions::captions(
+        &scene.narration,
+        scene.sound_ms(),
+        subtitle_columns(settings, size),
+        scene.words.as_deref(),
+        &settings.caption_style,
+    )
+    .burned
+    .into_iter()
         .map(|c| (0, c))
         .collect();
     let subtitles = ass(&local, settings, size.0 < size.1, scene.font);
@@ -1238,30 +1224,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cues_cover_the_narration_in_order() {
-        let text = "The first sentence is short. The second sentence is a good deal longer than the first one was, and it keeps going.";
-        let cues = cues(text, 6_000, 42);
-        assert!(cues.len() >= 2);
-        assert_eq!(cues[0].start_ms, 0);
-        assert_eq!(cues.last().unwrap().end_ms, 6_000);
-        for pair in cues.windows(2) {
-            assert_eq!(pair[0].end_ms, pair[1].start_ms);
-        }
-        for cue in &cues {
-            let lines: Vec<&str> = cue.text.lines().collect();
-            assert!(
-                lines.len() <= 2 && lines.iter().all(|l| l.chars().count() <= 42),
-                "{cue:?}"
-            );
-        }
-        let joined: Vec<&str> = cues
-            .iter()
-            .flat_map(|c| c.text.split_whitespace())
-            .collect();
-        assert_eq!(joined, text.split_whitespace().collect::<Vec<_>>());
-    }
-
-    #[test]
     fn subtitle_lines_fit_the_frame() {
         let settings = SettingsValues::default();
         // 9:16 is narrow: about 23 columns; 16:9 about 52; bigger text, fewer.
@@ -1311,6 +1273,7 @@ mod tests {
             start_ms: 500,
             end_ms: 2_250,
             text: "Hello".into(),
+            highlight: None,
         };
         assert_eq!(
             srt(&[(61_000, cue)]),
@@ -1329,6 +1292,7 @@ mod tests {
             audio_ms: audio.then_some(1000),
             planned_ms: 3000,
             font: DEJAVU,
+            words: None,
         };
         assert_eq!(missing(&[scene(true, true)]), None);
         assert_eq!(

@@ -336,6 +336,15 @@ pub fn validate(v: SettingsValues) -> Result<SettingsValues, AppError> {
             &v.subtitle_position,
             &["bottom", "middle", "top"],
         )?,
+        caption_style: validate::one_of(
+            "values.caption_style",
+            &v.caption_style,
+            &super::captions::STYLES,
+        )?,
+        caption_highlight_colour: colour(
+            "values.caption_highlight_colour",
+            &v.caption_highlight_colour,
+        )?,
         music_volume: validate::range_u32("values.music_volume", v.music_volume, 0, 100)?,
     })
 }

@@ -48,6 +48,8 @@ pub struct AppState {
     /// Becomes true when the server is asked to stop (SIGTERM, Ctrl-C): workers stop
     /// claiming, and running tasks get `TaskTiming::shutdown_grace` to finish.
     pub shutdown: Arc<tokio::sync::watch::Sender<bool>>,
+    /// espeak-ng's library, for narration with word timings (see `espeak`).
+    pub espeak: Arc<super::espeak::Espeak>,
     /// What each OpenAI-compatible server turned out to accept (see `openai::Learned`).
     pub learned: Arc<super::openai::Learned>,
     /// Set when tasks reach workers through QStash instead of the embedded workers.

@@ -27,6 +27,7 @@ both_databases!(
     a_storage_quota_refuses_new_media,
     a_data_dir_with_filter_syntax_in_its_name_renders,
     scripts_in_every_language_render_readable_cards_and_subtitles,
+    captions_follow_the_words_as_espeak_speaks_them,
 );
 
 /// Pause after each scene's narration (the default setting).
@@ -1450,4 +1451,90 @@ fn fontconfig_covers(c: char) -> bool {
         .output()
         .expect("fc-list runs");
     !output.stdout.is_empty()
+}
+
+/// With one word at a time, each word's cue in the `.srt` begins within 150 ms of where
+/// espeak-ng places that word (asked again here, from its library); with the highlight
+/// style, the spoken word is burned in in the highlight colour.
+async fn captions_follow_the_words_as_espeak_speaks_them(db: Db) {
+    let Some(app) = TestApp::spawn(db).await else {
+        return;
+    };
+    app.configure_llm_with(|v| {
+        v.caption_style = "word".into();
+        v.video_motion = false;
+        v.video_fade_ms = 0;
+        v.caption_highlight_colour = "#FF0000".into();
+    })
+    .await;
+    let content = content(&app, 3, "16:9").await;
+    let id = content["id"].as_i64().unwrap();
+    with_media(&app, &content).await;
+    render(&app, id).await;
+    let srt = String::from_utf8(file_of(&app, &format!("/api/contents/{id}/subtitles")).await).unwrap();
+    let cues = srt_cues(&srt);
+    let texts: Vec<&str> = srt
+        .split("\n\n")
+        .filter_map(|block| block.lines().nth(2))
+        .collect();
+
+    let espeak = app::ssr::espeak::Espeak::load();
+    let narrated = narration_ms(&app, id).await;
+    let mut expected = Vec::new();
+    let mut offset = 0i64;
+    for (i, scene) in content["scenes"].as_array().unwrap().iter().enumerate() {
+        let narration = scene["narration"].as_str().unwrap();
+        let spoken = espeak.speak("en", narration).expect("espeak-ng speaks");
+        let chars: Vec<char> = narration.chars().collect();
+        for word in &spoken.words {
+            let text: String = chars[word.char_start..word.char_start + word.char_len].iter().collect();
+            expected.push((text, offset + word.start_ms));
+        }
+        offset += (scene_length(narrated[i].unwrap()) * 1000.0).round() as i64;
+    }
+    assert_eq!(cues.len(), expected.len(), "{srt}");
+    for (((start, _), text), (word, at)) in cues.iter().zip(&texts).zip(&expected) {
+        assert_eq!(text, word, "{srt}");
+        assert!(
+            (start - at).abs() <= 150,
+            "{word:?} is spoken at {at} ms; its cue begins at {start} ms"
+        );
+    }
+
+    // Highlight: the lines, the spoken word in red, burned in.
+    app.configure_llm_with(|v| {
+        v.caption_style = "highlight".into();
+        v.video_motion = false;
+        v.video_fade_ms = 0;
+        v.caption_highlight_colour = "#FF0000".into();
+    })
+    .await;
+    render(&app, id).await;
+    let out = tempfile::tempdir().unwrap();
+    let video = save_video(&app, id, out.path(), "highlight.mp4").await;
+    let middle = narrated[0].unwrap() as f64 / 2000.0;
+    assert!(
+        red_pixels(&video, middle, (0.7, 1.0)) > 50,
+        "no highlighted word in the subtitle at {middle:.2} s"
+    );
+}
+
+/// How many strongly red pixels the frame at `at` s has in the band of rows (fractions).
+fn red_pixels(path: &std::path::Path, at: f64, rows: (f64, f64)) -> usize {
+    let output = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-ss", &format!("{at:.3}")])
+        .arg("-i")
+        .arg(path)
+        .args(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    assert!(output.status.success());
+    let probed = probe(path);
+    let w = probed["streams"][0]["width"].as_u64().unwrap() as usize;
+    let h = output.stdout.len() / 3 / w;
+    let (top, bottom) = ((rows.0 * h as f64) as usize, (rows.1 * h as f64) as usize);
+    output.stdout[top * w * 3..bottom * w * 3]
+        .chunks(3)
+        .filter(|p| p[0] > 180 && p[1] < 80 && p[2] < 80)
+        .count()
 }

@@ -1,0 +1,364 @@
+//! Captions: a narration's words as timed cues, in the admin's caption style.
+//!
+//! Cues follow the narration as spoken when the speech engine said where each word falls
+//! (espeak-ng's word events, `espeak::WordTime`); otherwise each cue's start is its share
+//! of the characters before it over the narration's duration. Lines wrap by Unicode's
+//! line-breaking rules (`text_layout::wrap`). Styles, as `caption_style` names them:
+//! - `lines`: up to two lines at a time;
+//! - `word`: one word at a time, as it is spoken;
+//! - `highlight`: the lines, with the word being spoken in the highlight colour (the
+//!   `.srt` then holds the plain lines).
+
+use unicode_segmentation::UnicodeSegmentation;
+
+use super::espeak::WordTime;
+
+/// One caption: shown from `start_ms` to `end_ms` (ms from the start of its scene).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cue {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    /// The words, lines separated by `\n`.
+    pub text: String,
+    /// Characters of `text` (from, to) drawn in the highlight colour.
+    pub highlight: Option<(usize, usize)>,
+}
+
+/// The caption styles `caption_style` may name.
+pub const STYLES: [&str; 3] = ["lines", "word", "highlight"];
+
+/// A scene's cues: for the `.srt` and for burning in (the same, except for `highlight`).
+pub struct Captions {
+    pub srt: Vec<Cue>,
+    pub burned: Vec<Cue>,
+}
+
+/// Where each non-space character of the narration is, and when it is spoken.
+struct Timeline<'a> {
+    /// The narration's characters.
+    chars: Vec<char>,
+    /// The char index of the n-th non-whitespace character.
+    visible: Vec<usize>,
+    words: Option<&'a [WordTime]>,
+    speech_ms: i64,
+}
+
+impl<'a> Timeline<'a> {
+    fn new(narration: &str, speech_ms: i64, words: Option<&'a [WordTime]>) -> Self {
+        let chars: Vec<char> = narration.chars().collect();
+        let visible = chars
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !c.is_whitespace())
+            .map(|(i, _)| i)
+            .collect();
+        Self {
+            chars,
+            visible,
+            words: words.filter(|w| !w.is_empty()),
+            speech_ms,
+        }
+    }
+
+    /// When the character at `index` is spoken: the start of the word holding it (or
+    /// the last word before it), else its share of the characters.
+    fn time_at(&self, index: usize) -> i64 {
+        match self.words {
+            Some(words) => words
+                .iter()
+                .take_while(|w| w.char_start <= index)
+                .last()
+                .map_or(0, |w| w.start_ms),
+            None => {
+                let before = self.visible.partition_point(|&i| i < index);
+                (self.speech_ms as f64 * before as f64 / self.visible.len().max(1) as f64).round()
+                    as i64
+            }
+        }
+        .clamp(0, self.speech_ms)
+    }
+
+    /// The spoken words as (first char, length), in order: the engine's, or the
+    /// narration's words by Unicode's word bounds.
+    fn word_spans(&self) -> Vec<(usize, usize)> {
+        if let Some(words) = self.words {
+            return words
+                .iter()
+                .filter(|w| w.char_start + w.char_len <= self.chars.len())
+                .map(|w| (w.char_start, w.char_len))
+                .collect();
+        }
+        let text: String = self.chars.iter().collect();
+        let mut spans = Vec::new();
+        let mut char_index = 0;
+        for piece in text.split_word_bounds() {
+            let len = piece.chars().count();
+            if piece.chars().any(char::is_alphanumeric) {
+                spans.push((char_index, len));
+            }
+            char_index += len;
+        }
+        spans
+    }
+}
+
+/// The cues of one scene's narration lasting `speech_ms`, lines of at most `columns`
+/// display columns, in `style` (an unknown style reads as `lines`).
+pub fn captions(
+    narration: &str,
+    speech_ms: i64,
+    columns: usize,
+    words: Option<&[WordTime]>,
+    style: &str,
+) -> Captions {
+    let timeline = Timeline::new(narration, speech_ms, words);
+    let lines = line_cues(narration, &timeline, columns);
+    match style {
+        "word" => {
+            let words = word_cues(&timeline);
+            Captions {
+                srt: words.clone(),
+                burned: words,
+            }
+        }
+        "highlight" => Captions {
+            burned: highlighted(&lines, &timeline),
+            srt: lines.into_iter().map(|(cue, _)| cue).collect(),
+        },
+        _ => {
+            let lines: Vec<Cue> = lines.into_iter().map(|(cue, _)| cue).collect();
+            Captions {
+                srt: lines.clone(),
+                burned: lines,
+            }
+        }
+    }
+}
+
+/// Cues of up to two lines, each with the index (in `timeline.visible`) of its first
+/// non-space character. A sentence end (Unicode's sentence bounds, so `。` and `।` too)
+/// closes a cue once it holds half a line, so cues follow the narration's rhythm.
+fn line_cues(narration: &str, timeline: &Timeline, columns: usize) -> Vec<(Cue, usize)> {
+    let mut chunks: Vec<Vec<String>> = Vec::new();
+    let mut pending = String::new();
+    let flush = |pending: &mut String, chunks: &mut Vec<Vec<String>>| {
+        let lines = super::text_layout::wrap(pending, columns);
+        chunks.extend(lines.chunks(2).map(<[String]>::to_vec));
+        pending.clear();
+    };
+    for sentence in narration.split_sentence_bounds() {
+        pending.push_str(sentence);
+        if super::text_layout::columns(pending.trim()) > columns / 2 {
+            flush(&mut pending, &mut chunks);
+        }
+    }
+    if !pending.trim().is_empty() {
+        flush(&mut pending, &mut chunks);
+    }
+    // Wrapping drops only whitespace, so the n-th visible character of the chunks is the
+    // n-th of the narration.
+    let mut first_visible = 0usize;
+    let starts: Vec<(i64, usize)> = chunks
+        .iter()
+        .map(|chunk| {
+            let at = first_visible;
+            first_visible += chunk
+                .iter()
+                .map(|l| l.chars().filter(|c| !c.is_whitespace()).count())
+                .sum::<usize>();
+            let start = match timeline.visible.get(at) {
+                Some(&index) if at > 0 => timeline.time_at(index),
+                _ => 0,
+            };
+            (start, at)
+        })
+        .collect();
+    chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, chunk)| {
+            let (start, at) = starts[i];
+            let end = starts
+                .get(i + 1)
+                .map_or(timeline.speech_ms, |next| next.0)
+                .max(start + 1);
+            (
+                Cue {
+                    start_ms: start,
+                    end_ms: end,
+                    text: chunk.join("\n"),
+                    highlight: None,
+                },
+                at,
+            )
+        })
+        .collect()
+}
+
+/// One cue per spoken word, from its start to the next word's.
+fn word_cues(timeline: &Timeline) -> Vec<Cue> {
+    let spans = timeline.word_spans();
+    let starts: Vec<i64> = spans.iter().map(|(at, _)| timeline.time_at(*at)).collect();
+    let mut cues: Vec<Cue> = Vec::new();
+    for (i, (at, len)) in spans.iter().enumerate() {
+        let start = match cues.last() {
+            // Never before the previous word, even if the engine says so.
+            Some(previous) => starts[i].max(previous.start_ms + 1),
+            None => 0,
+        };
+        if let Some(previous) = cues.last_mut() {
+            previous.end_ms = start;
+        }
+        cues.push(Cue {
+            start_ms: start,
+            end_ms: timeline.speech_ms.max(start + 1),
+            text: timeline.chars[*at..at + len].iter().collect(),
+            highlight: None,
+        });
+    }
+    cues
+}
+
+/// Each line cue once per word spoken during it, that word highlighted.
+fn highlighted(lines: &[(Cue, usize)], timeline: &Timeline) -> Vec<Cue> {
+    let spans = timeline.word_spans();
+    let mut out = Vec::new();
+    for (cue, first_visible) in lines {
+        // The cue's text with, for each visible character, its char index in the text.
+        let text_chars: Vec<char> = cue.text.chars().collect();
+        let text_visible: Vec<usize> = text_chars
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !c.is_whitespace())
+            .map(|(i, _)| i)
+            .collect();
+        let mut events: Vec<Cue> = Vec::new();
+        for &(at, len) in &spans {
+            // The word's visible characters, as indices into the cue's visible ones.
+            let from = timeline.visible.partition_point(|&i| i < at);
+            let to = timeline.visible.partition_point(|&i| i < at + len);
+            if from < *first_visible || from >= first_visible + text_visible.len() || to <= from {
+                continue;
+            }
+            let (a, b) = (from - first_visible, (to - first_visible).min(text_visible.len()));
+            let mut start = timeline.time_at(at).clamp(cue.start_ms, cue.end_ms - 1);
+            if let Some(previous) = events.last_mut() {
+                start = start.max(previous.start_ms + 1);
+                previous.end_ms = start;
+            }
+            events.push(Cue {
+                start_ms: if events.is_empty() { cue.start_ms } else { start },
+                end_ms: cue.end_ms,
+                text: cue.text.clone(),
+                highlight: Some((text_visible[a], text_visible[b - 1] + 1)),
+            });
+        }
+        if events.is_empty() {
+            out.push(cue.clone());
+        } else {
+            out.extend(events);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = "The first sentence is short. The second sentence is a good deal longer than the first one was, and it keeps going.";
+
+    fn lines(text: &str, ms: i64, columns: usize) -> Vec<Cue> {
+        captions(text, ms, columns, None, "lines").burned
+    }
+
+    #[test]
+    fn cues_cover_the_narration_in_order() {
+        let cues = lines(TEXT, 6_000, 42);
+        assert!(cues.len() >= 2);
+        assert_eq!(cues[0].start_ms, 0);
+        assert_eq!(cues.last().unwrap().end_ms, 6_000);
+        for pair in cues.windows(2) {
+            assert_eq!(pair[0].end_ms, pair[1].start_ms);
+        }
+        for cue in &cues {
+            let lines: Vec<&str> = cue.text.lines().collect();
+            assert!(
+                lines.len() <= 2 && lines.iter().all(|l| l.chars().count() <= 42),
+                "{cue:?}"
+            );
+        }
+        let joined: Vec<&str> = cues.iter().flat_map(|c| c.text.split_whitespace()).collect();
+        assert_eq!(joined, TEXT.split_whitespace().collect::<Vec<_>>());
+    }
+
+    /// Word timings as an engine would report them: word `i` at `i * 300` ms.
+    fn timed(text: &str) -> Vec<WordTime> {
+        let chars: Vec<char> = text.chars().collect();
+        let mut words = Vec::new();
+        let mut i = 0;
+        while i < chars.len() {
+            if chars[i].is_alphanumeric() {
+                let start = i;
+                while i < chars.len() && chars[i].is_alphanumeric() {
+                    i += 1;
+                }
+                words.push(WordTime {
+                    char_start: start,
+                    char_len: i - start,
+                    start_ms: words.len() as i64 * 300,
+                });
+            } else {
+                i += 1;
+            }
+        }
+        words
+    }
+
+    #[test]
+    fn word_cues_start_where_the_engine_placed_each_word() {
+        let words = timed(TEXT);
+        let cues = captions(TEXT, 7_000, 42, Some(&words), "word").srt;
+        assert_eq!(cues.len(), words.len());
+        for (cue, word) in cues.iter().zip(&words) {
+            assert_eq!(cue.start_ms, word.start_ms, "{cue:?}");
+            let said: String = TEXT.chars().skip(word.char_start).take(word.char_len).collect();
+            assert_eq!(cue.text, said);
+        }
+        assert_eq!(cues.last().unwrap().end_ms, 7_000);
+        // Lines start with their first word, not with their share of the letters.
+        let lines = captions(TEXT, 7_000, 42, Some(&words), "lines").srt;
+        let words_before = lines[0].text.split_whitespace().count();
+        assert_eq!(lines[1].start_ms, words_before as i64 * 300, "{lines:?}");
+    }
+
+    #[test]
+    fn highlight_walks_each_line_word_by_word() {
+        let words = timed(TEXT);
+        let captions = captions(TEXT, 7_000, 42, Some(&words), "highlight");
+        assert_eq!(captions.burned.len(), words.len());
+        for (cue, word) in captions.burned.iter().zip(&words) {
+            let (a, b) = cue.highlight.expect("a highlighted word");
+            let lit: String = cue.text.chars().skip(a).take(b - a).collect();
+            let said: String = TEXT.chars().skip(word.char_start).take(word.char_len).collect();
+            assert_eq!(lit, said);
+        }
+        for pair in captions.burned.windows(2) {
+            assert_eq!(pair[0].end_ms, pair[1].start_ms, "{pair:?}");
+        }
+        // The .srt keeps the plain lines.
+        assert!(captions.srt.iter().all(|c| c.highlight.is_none()));
+        assert!(captions.srt.len() < captions.burned.len());
+    }
+
+    #[test]
+    fn estimated_words_without_an_engine() {
+        let cues = captions("章鱼有三颗心脏。Two more words.", 3_000, 42, None, "word").srt;
+        let texts: Vec<&str> = cues.iter().map(|c| c.text.as_str()).collect();
+        assert_eq!(texts.last(), Some(&"words"));
+        assert_eq!(cues[0].start_ms, 0);
+        for pair in cues.windows(2) {
+            assert!(pair[0].start_ms < pair[1].start_ms);
+        }
+    }
+}
