@@ -244,6 +244,9 @@ pub struct SettingsView {
     /// The speech endpoint's own key, masked, as `image_api_key_masked`.
     #[serde(default)]
     pub tts_api_key_masked: Option<String>,
+    /// The transcription endpoint's own key, masked.
+    #[serde(default)]
+    pub transcription_api_key_masked: Option<String>,
 }
 
 /// Every non-secret setting. Stored as one JSON document; unknown keys from older
@@ -297,6 +300,12 @@ pub struct SettingsValues {
     /// The OpenAI-compatible endpoint for narration (e.g. a local Kokoro-FastAPI at
     /// `http://localhost:8880/v1`); empty: the script's, with its key.
     pub tts_base_url: String,
+    /// A transcription model with word timestamps (OpenAI's `whisper-1`, a local
+    /// faster-whisper server's model) to time captions of provider narration to its words;
+    /// empty: no transcription, captions take each word's share of the letters.
+    pub transcription_model: String,
+    /// The OpenAI-compatible endpoint for transcription; empty: the narration's.
+    pub transcription_base_url: String,
     pub tts_model: String,
     pub tts_speed: f64,
     pub tts_concurrency: u32,
@@ -371,6 +380,8 @@ impl Default for SettingsValues {
             image_per_minute: 0,
             tts_provider: "builtin".into(),
             tts_base_url: String::new(),
+            transcription_model: String::new(),
+            transcription_base_url: String::new(),
             tts_model: "gpt-4o-mini-tts".into(),
             tts_speed: 1.0,
             tts_concurrency: 4,
@@ -408,6 +419,9 @@ pub struct SettingsUpdate {
     /// The speech endpoint's own key, as `llm_api_key`.
     #[serde(default)]
     pub tts_api_key: Option<String>,
+    /// The transcription endpoint's own key, as `llm_api_key`.
+    #[serde(default)]
+    pub transcription_api_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -278,6 +278,10 @@ struct Inner {
     /// Every chat request body, in order.
     chat_bodies: Mutex<Vec<Value>>,
     speech_formats: Mutex<Vec<SpeechFormat>>,
+    /// What the fake said, and for how long: a transcription finds its words by length.
+    spoken: Mutex<Vec<(Duration, String)>>,
+    /// Every transcription answer since the last reset, in order.
+    transcripts: Mutex<Vec<Value>>,
     total: Counters,
     endpoints: [Counters; 3],
     /// Images answered by URL, by file name.
@@ -311,6 +315,7 @@ impl Inner {
     fn reset_counts(&self) {
         lock(&self.chat_bodies).clear();
         lock(&self.speech_formats).clear();
+        lock(&self.transcripts).clear();
         self.total.reset();
         for counters in &self.endpoints {
             counters.reset();
@@ -348,6 +353,8 @@ impl FakeOpenAi {
             last_body: Mutex::new(None),
             chat_bodies: Mutex::default(),
             speech_formats: Mutex::default(),
+            spoken: Mutex::default(),
+            transcripts: Mutex::default(),
             total: Counters::default(),
             endpoints: Default::default(),
             files: Mutex::default(),
@@ -360,6 +367,7 @@ impl FakeOpenAi {
             .route("/v1/models", get(models))
             .route("/v1/images/generations", post(images))
             .route("/v1/audio/speech", post(speech))
+            .route("/v1/audio/transcriptions", post(transcriptions))
             .route("/files/{name}", get(file))
             .route("/redirect/{target}/{name}", get(redirect))
             .route("/_fake/config", get(config_view).post(config_update))
@@ -587,6 +595,11 @@ impl FakeOpenAi {
     /// format was refused, in order.
     pub fn speech_formats(&self) -> Vec<SpeechFormat> {
         lock(&self.inner.speech_formats).clone()
+    }
+
+    /// Every transcription answer (`verbose_json`) since the last reset, in order.
+    pub fn transcripts(&self) -> Vec<Value> {
+        lock(&self.inner.transcripts).clone()
     }
 
     /// Answers from now on as `profile`'s server does ([`Profile::OpenAi`], the default,
@@ -1259,6 +1272,7 @@ async fn speech_answer(
         Some(body) => body.to_vec(),
         None => {
             let duration = speech_duration(&input, speed);
+            lock(&inner.spoken).push((duration, input.clone()));
             tokio::task::spawn_blocking(move || tone_wav(duration))
                 .await
                 .map_err(|_| server_error())?
@@ -1284,6 +1298,94 @@ async fn speech_answer(
     lock(&inner.counters(Endpoint::Speech).answered).push(input);
     record(Some(answered));
     Ok(response)
+}
+
+/// OpenAI's `/v1/audio/transcriptions` for the fake's own speech: the audio's length
+/// names what the fake said (the tone carries no words), and each word starts at its
+/// place among the words, as the fake's speech gives every word the same time. Only
+/// `verbose_json` with word timestamps is offered; other requests get OpenAI's 400.
+async fn transcriptions(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    mut form: axum::extract::Multipart,
+) -> Response {
+    let answer = async {
+        authorised(&inner, &headers)?;
+        let mut file = None;
+        let mut format = None;
+        let mut granularities = Vec::new();
+        while let Ok(Some(field)) = form.next_field().await {
+            let name = field.name().unwrap_or_default().to_owned();
+            let bytes = field.bytes().await.map_err(|_| invalid_request("invalid_file", "The upload was cut short."))?;
+            match name.as_str() {
+                "file" => file = Some(bytes),
+                "response_format" => format = Some(String::from_utf8_lossy(&bytes).into_owned()),
+                "timestamp_granularities[]" => granularities.push(String::from_utf8_lossy(&bytes).into_owned()),
+                _ => {}
+            }
+        }
+        let file = file.ok_or_else(|| invalid_request("missing_required_parameter", "Missing required parameter: 'file'.").on("file"))?;
+        if format.as_deref() != Some("verbose_json") || !granularities.iter().any(|g| g == "word") {
+            return Err(invalid_param(
+                "timestamp_granularities",
+                "The fake answers only verbose_json with word timestamps.",
+            ));
+        }
+        let Some(length) = wav_length(&file) else {
+            return Err(invalid_request("invalid_value", "Audio file might be corrupted or unsupported."));
+        };
+        // The closest length the fake spoke, within a frame of the re-encoding.
+        let spoken = lock(&inner.spoken)
+            .iter()
+            .min_by_key(|(d, _)| d.abs_diff(length))
+            .filter(|(d, _)| d.abs_diff(length) <= Duration::from_millis(100))
+            .cloned();
+        let (said, duration) = match spoken {
+            Some((duration, said)) => (said, duration),
+            None => (String::new(), length),
+        };
+        let words: Vec<&str> = said.split_whitespace().collect();
+        let per_word = duration.as_secs_f64() / words.len().max(1) as f64;
+        let answer = json!({
+            "task": "transcribe",
+            "language": "english",
+            "duration": length.as_secs_f64(),
+            "text": said,
+            "words": words.iter().enumerate().map(|(i, word)| json!({
+                "word": word,
+                "start": i as f64 * per_word,
+                "end": (i + 1) as f64 * per_word,
+            })).collect::<Vec<_>>(),
+            "segments": [],
+        });
+        lock(&inner.transcripts).push(answer.clone());
+        Ok::<_, ApiError>(Json(answer).into_response())
+    }
+    .await;
+    answer.into_response()
+}
+
+/// The length of a PCM WAV's sound, from its `fmt ` and `data` chunks.
+fn wav_length(wav: &[u8]) -> Option<Duration> {
+    if wav.len() < 12 || &wav[..4] != b"RIFF" || &wav[8..12] != b"WAVE" {
+        return None;
+    }
+    let mut at = 12;
+    let mut byte_rate = None;
+    while at + 8 <= wav.len() {
+        let id = &wav[at..at + 4];
+        let size = u32::from_le_bytes(wav[at + 4..at + 8].try_into().ok()?) as usize;
+        let body = at + 8;
+        if id == b"fmt " && body + 12 <= wav.len() {
+            byte_rate = Some(u32::from_le_bytes(wav[body + 8..body + 12].try_into().ok()?));
+        }
+        if id == b"data" {
+            let len = size.min(wav.len() - body);
+            return Some(Duration::from_secs_f64(len as f64 / f64::from(byte_rate?.max(1))));
+        }
+        at = body + size + size % 2;
+    }
+    None
 }
 
 async fn file(State(inner): State<Arc<Inner>>, Path(name): Path<String>) -> Response {

@@ -99,6 +99,7 @@ fn SettingsForm(initial: SettingsView) -> impl IntoView {
     let llm_key = KeyInput::new(initial.llm_api_key_masked.clone());
     let image_key = KeyInput::new(initial.image_api_key_masked.clone());
     let tts_key = KeyInput::new(initial.tts_api_key_masked.clone());
+    let transcription_key = KeyInput::new(initial.transcription_api_key_masked.clone());
 
     let save = Action::new(|update: &SettingsUpdate| {
         let update = update.clone();
@@ -110,6 +111,7 @@ fn SettingsForm(initial: SettingsView) -> impl IntoView {
         llm_key.reset(view.llm_api_key_masked);
         image_key.reset(view.image_api_key_masked);
         tts_key.reset(view.tts_api_key_masked);
+        transcription_key.reset(view.transcription_api_key_masked);
     };
     Effect::new(move |_| {
         if let Some(Ok(view)) = save.value().get() {
@@ -129,6 +131,7 @@ fn SettingsForm(initial: SettingsView) -> impl IntoView {
             llm_api_key: llm_key.update(),
             image_api_key: image_key.update(),
             tts_api_key: tts_key.update(),
+            transcription_api_key: transcription_key.update(),
         });
     };
     let error = move || {
@@ -185,6 +188,9 @@ fn SettingsForm(initial: SettingsView) -> impl IntoView {
                 {provider_select(values, "Narration", "tts_provider", |v| &v.tts_provider, |v, p| v.tts_provider = p)}
                 {text_field!(values, "Narration endpoint", tts_base_url, "Empty: the script's endpoint and key")}
                 {tts_key.view("tts_api_key", "Narration API key", "Only for an endpoint of its own; none is sent when empty")}
+                {text_field!(values, "Transcription model", transcription_model, "e.g. whisper-1: times captions of provider narration to its words; empty: off")}
+                {text_field!(values, "Transcription endpoint", transcription_base_url, "Empty: the narration's endpoint and key")}
+                {transcription_key.view("transcription_api_key", "Transcription API key", "Only for an endpoint of its own")}
                 {text_field!(values, "Speech model", tts_model, format!("Default {}", defaults.tts_model))}
                 {text_field!(values, "Speech speed", tts_speed, "0.25–4")}
                 {text_field!(values, "Narrations in flight", tts_concurrency, "1–64, across all servers")}

@@ -262,6 +262,76 @@ fn highlighted(lines: &[(Cue, usize)], timeline: &Timeline) -> Vec<Cue> {
     out
 }
 
+/// The narration's words timed by a transcript of its sound (`providers::transcribe`):
+/// narration and transcript words are matched in order by their letters (case and
+/// punctuation aside, looking a few words ahead, as a transcript may split, merge or
+/// miss words); a narration word without a match gets a time between its matched
+/// neighbours, by its letters. `None` when fewer than half match: a transcript that far
+/// off (another language, numbers written out) would mistime more than the estimate.
+pub fn align(narration: &str, heard: &[(String, i64)], speech_ms: i64) -> Option<Vec<WordTime>> {
+    let timeline = Timeline::new(narration, speech_ms, None);
+    let spans = timeline.word_spans();
+    if spans.is_empty() {
+        return None;
+    }
+    let key = |s: &str| -> String {
+        s.chars()
+            .filter(|c| c.is_alphanumeric())
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    let heard: Vec<(String, i64)> = heard
+        .iter()
+        .map(|(w, ms)| (key(w), *ms))
+        .filter(|(w, _)| !w.is_empty())
+        .collect();
+    const LOOK_AHEAD: usize = 4;
+    let mut next = 0;
+    let mut times: Vec<Option<i64>> = Vec::with_capacity(spans.len());
+    for &(at, len) in &spans {
+        let word: String = key(&timeline.chars[at..at + len].iter().collect::<String>());
+        let found = (next..heard.len().min(next + LOOK_AHEAD)).find(|&k| heard[k].0 == word);
+        match found {
+            Some(k) => {
+                times.push(Some(heard[k].1.clamp(0, speech_ms)));
+                next = k + 1;
+            }
+            None => times.push(None),
+        }
+    }
+    let matched = times.iter().filter(|t| t.is_some()).count();
+    if matched * 2 < spans.len() {
+        return None;
+    }
+    // Unmatched words: between the matched neighbours, by their position in the letters.
+    let mut out = Vec::with_capacity(spans.len());
+    for (i, &(at, len)) in spans.iter().enumerate() {
+        let start_ms = match times[i] {
+            Some(ms) => ms,
+            None => {
+                let before = (0..i).rev().find_map(|j| times[j].map(|t| (spans[j].0, t)));
+                let after = (i + 1..spans.len()).find_map(|j| times[j].map(|t| (spans[j].0, t)));
+                let (a_at, a_ms) = before.unwrap_or((0, 0));
+                let (b_at, b_ms) = after.unwrap_or((timeline.chars.len(), speech_ms));
+                let share = (at - a_at) as f64 / (b_at - a_at).max(1) as f64;
+                a_ms + ((b_ms - a_ms) as f64 * share).round() as i64
+            }
+        };
+        out.push(WordTime {
+            char_start: at,
+            char_len: len,
+            start_ms,
+        });
+    }
+    // Never backwards: a transcript's times are monotonic, and so must the result be.
+    for i in 1..out.len() {
+        if out[i].start_ms < out[i - 1].start_ms {
+            out[i].start_ms = out[i - 1].start_ms;
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,6 +419,32 @@ mod tests {
         // The .srt keeps the plain lines.
         assert!(captions.srt.iter().all(|c| c.highlight.is_none()));
         assert!(captions.srt.len() < captions.burned.len());
+    }
+
+    #[test]
+    fn transcripts_time_the_narration_s_words() {
+        let narration = "Octopuses have three hearts; two pump blood.";
+        // Heard: one word merged, one missing, punctuation and case of its own.
+        let heard: Vec<(String, i64)> = [
+            ("octopuses", 0),
+            ("Have", 600),
+            ("three", 900),
+            ("hearts,", 1300),
+            ("pump", 2200),
+            ("blood.", 2600),
+        ]
+        .iter()
+        .map(|(w, ms)| (w.to_string(), *ms))
+        .collect();
+        let words = align(narration, &heard, 3_200).expect("aligned");
+        let times: Vec<i64> = words.iter().map(|w| w.start_ms).collect();
+        // "two" was not heard: it falls between "hearts" and "pump".
+        assert_eq!(times[..4], [0, 600, 900, 1300]);
+        assert!(times[4] > 1300 && times[4] < 2200, "{times:?}");
+        assert_eq!(times[5..], [2200, 2600]);
+        // A transcript of something else is refused.
+        let other: Vec<(String, i64)> = vec![("completely".into(), 0), ("different".into(), 500)];
+        assert_eq!(align(narration, &other, 3_200), None);
     }
 
     #[test]

@@ -505,6 +505,7 @@ pub async fn scene_audio(state: &AppState, task: &ClaimedTask) -> Result<Output,
                 MAX_NARRATION_MS / 60_000
             )));
         }
+        let words = heard_words(state, &settings, &scene.narration, clean, duration).await;
         let mime = "audio/wav";
         return into_output(Made {
             kind: "audio",
@@ -514,7 +515,7 @@ pub async fn scene_audio(state: &AppState, task: &ClaimedTask) -> Result<Output,
             duration_ms: Some(duration),
             size: None,
             provider: format!("openai:{}", settings.tts_model),
-            words: None,
+            words,
         })
         .await;
     }
@@ -575,6 +576,36 @@ pub async fn scene_audio(state: &AppState, task: &ClaimedTask) -> Result<Output,
         words: None,
     })
     .await
+}
+
+/// Word timings of provider narration, from the transcription endpoint when the admin set
+/// a transcription model (JSON of `espeak::WordTime`s). Never fails the narration: without
+/// them captions take the estimate, and why is logged.
+async fn heard_words(
+    state: &AppState,
+    settings: &SettingsValues,
+    narration: &str,
+    wav: Vec<u8>,
+    duration_ms: i64,
+) -> Option<String> {
+    if settings.transcription_model.trim().is_empty() {
+        return None;
+    }
+    let (_, keys) = super::settings::for_tasks(state).await.ok()?;
+    let endpoint = super::settings::endpoint(settings, &keys, Capability::Transcription);
+    let heard = match providers::transcribe(state, settings, &endpoint, wav).await {
+        Ok(heard) => heard,
+        Err(why) => {
+            tracing::warn!(%why, "transcribing the narration failed; captions take the estimate");
+            return None;
+        }
+    };
+    let heard: Vec<(String, i64)> = heard.into_iter().map(|w| (w.word, w.start_ms)).collect();
+    let Some(words) = super::captions::align(narration, &heard, duration_ms) else {
+        tracing::warn!("the transcript does not match the narration; captions take the estimate");
+        return None;
+    };
+    serde_json::to_string(&words).ok()
 }
 
 /// Width and height from a PNG's header (what the Images API returns by default).

@@ -454,6 +454,82 @@ pub async fn speech(
     }
 }
 
+/// A word of a transcript and when it starts, in ms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeardWord {
+    pub word: String,
+    pub start_ms: i64,
+}
+
+/// Where each word falls in `wav`, by the OpenAI-compatible transcription endpoint
+/// (`/audio/transcriptions` with `response_format: verbose_json` and
+/// `timestamp_granularities[]: word`, OpenAI's API, which faster-whisper servers copy).
+/// Words are read from the answer's `words`, or from its `segments[].words` as some
+/// servers give them. Errors are for the log: captions then take the estimate.
+pub async fn transcribe(
+    state: &AppState,
+    settings: &SettingsValues,
+    endpoint: &Endpoint,
+    wav: Vec<u8>,
+) -> Result<Vec<HeardWord>, String> {
+    use async_openai::types::audio::{
+        AudioInput, AudioResponseFormat, CreateTranscriptionRequest, TimestampGranularity,
+    };
+    let timeout = Duration::from_secs(u64::from(settings.media_timeout_secs));
+    let limit = AnswerLimit {
+        what: "transcription answer",
+        max_bytes: openai::JSON_ANSWER_MAX_BYTES,
+    };
+    let (client, seen) =
+        openai::client(&state.http, &endpoint.base_url, &endpoint.api_key, timeout, limit);
+    let request = CreateTranscriptionRequest {
+        file: AudioInput::from_vec_u8("narration.wav".into(), wav),
+        model: settings.transcription_model.clone(),
+        response_format: Some(AudioResponseFormat::VerboseJson),
+        timestamp_granularities: Some(vec![TimestampGranularity::Word]),
+        ..Default::default()
+    };
+    let answer: Value = client
+        .audio()
+        .transcription()
+        .create_verbose_json_byot(request)
+        .await
+        .map_err(|e| match classify(e, seen.get(), &endpoint.api_key, "transcription") {
+            TaskError::Permanent(m) => m,
+            TaskError::Transient { message, .. } => message,
+            other => other.message().to_owned(),
+        })?;
+    let listed = |words: &Value| -> Vec<HeardWord> {
+        words
+            .as_array()
+            .map(|words| {
+                words
+                    .iter()
+                    .filter_map(|w| {
+                        Some(HeardWord {
+                            word: w.get("word")?.as_str()?.trim().to_owned(),
+                            start_ms: (w.get("start")?.as_f64()? * 1000.0).round() as i64,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut words = listed(&answer["words"]);
+    if words.is_empty() {
+        words = answer["segments"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|segment| listed(&segment["words"]))
+            .collect();
+    }
+    if words.is_empty() {
+        return Err("the transcription has no word timestamps".into());
+    }
+    Ok(words)
+}
+
 /// Transient: timeouts, connection failures, 408, 409, 429 (not quota), 5xx. Permanent:
 /// bad key, no quota, a refused prompt or an unknown model, with the provider's words.
 /// An answer over its cap is permanent too: asking again gets the same answer.

@@ -72,10 +72,18 @@ pub enum Capability {
     Script,
     Images,
     Speech,
+    /// Word timestamps of provider narration, for captions; defaults to the speech
+    /// endpoint rather than the script's.
+    Transcription,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 3] = [Capability::Script, Capability::Images, Capability::Speech];
+    pub const ALL: [Capability; 4] = [
+        Capability::Script,
+        Capability::Images,
+        Capability::Speech,
+        Capability::Transcription,
+    ];
 
     /// Where its sealed key is stored.
     fn secret(self) -> &'static str {
@@ -83,6 +91,7 @@ impl Capability {
             Capability::Script => LLM_KEY,
             Capability::Images => "secret.image_api_key",
             Capability::Speech => "secret.tts_api_key",
+            Capability::Transcription => "secret.transcription_api_key",
         }
     }
 
@@ -92,13 +101,14 @@ impl Capability {
             Capability::Script => &v.llm_base_url,
             Capability::Images => &v.image_base_url,
             Capability::Speech => &v.tts_base_url,
+            Capability::Transcription => &v.transcription_base_url,
         }
     }
 }
 
 /// The stored keys, decrypted, one per [`Capability`] (in `Capability::ALL`'s order).
 #[derive(Debug, Clone, Default)]
-pub struct Keys([Option<String>; 3]);
+pub struct Keys([Option<String>; 4]);
 
 impl Keys {
     fn get(&self, capability: Capability) -> Option<&str> {
@@ -123,6 +133,9 @@ pub struct Endpoint {
 /// the script's key only on the script's origin (a key is never sent to another host).
 pub fn endpoint(values: &SettingsValues, keys: &Keys, capability: Capability) -> Endpoint {
     let own = capability.own_base_url(values).trim();
+    if capability == Capability::Transcription && own.is_empty() {
+        return endpoint(values, keys, Capability::Speech);
+    }
     let script_key = keys.get(Capability::Script);
     if capability == Capability::Script || own.is_empty() {
         return Endpoint {
@@ -156,11 +169,12 @@ pub async fn for_tasks(state: &AppState) -> Result<(SettingsValues, Keys), AppEr
     }
     // One statement for all, so a key is never paired with another endpoint's settings.
     let rows: Vec<(String, String)> =
-        sqlx::query_as("SELECT key, value FROM settings WHERE key IN ($1, $2, $3, $4)")
+        sqlx::query_as("SELECT key, value FROM settings WHERE key IN ($1, $2, $3, $4, $5)")
             .bind(VALUES_KEY)
             .bind(Capability::Script.secret())
             .bind(Capability::Images.secret())
             .bind(Capability::Speech.secret())
+            .bind(Capability::Transcription.secret())
             .fetch_all(state.pool())
             .await
             .db("reading settings")?;
@@ -211,6 +225,7 @@ pub async fn view(state: &AppState) -> Result<SettingsView, AppError> {
         llm_api_key_masked: masked(stored_key(state, Capability::Script).await?),
         image_api_key_masked: masked(stored_key(state, Capability::Images).await?),
         tts_api_key_masked: masked(stored_key(state, Capability::Speech).await?),
+        transcription_api_key_masked: masked(stored_key(state, Capability::Transcription).await?),
     })
 }
 
@@ -299,6 +314,16 @@ pub fn validate(v: SettingsValues) -> Result<SettingsValues, AppError> {
         )?,
         tts_provider: validate::one_of("values.tts_provider", &v.tts_provider, &PROVIDERS)?,
         tts_base_url: optional_url("values.tts_base_url", &v.tts_base_url)?,
+        transcription_model: validate::text(
+            "values.transcription_model",
+            &v.transcription_model,
+            0,
+            short,
+        )?,
+        transcription_base_url: optional_url(
+            "values.transcription_base_url",
+            &v.transcription_base_url,
+        )?,
         tts_model: validate::text("values.tts_model", &v.tts_model, 1, short)?,
         tts_speed: validate::range_f64("values.tts_speed", v.tts_speed, 0.25, 4.0)?,
         tts_concurrency: validate::range_u32("values.tts_concurrency", v.tts_concurrency, 1, 64)?,
@@ -424,6 +449,7 @@ pub async fn update(state: &AppState, update: SettingsUpdate) -> Result<Settings
         Capability::Script => update.llm_api_key.as_deref(),
         Capability::Images => update.image_api_key.as_deref(),
         Capability::Speech => update.tts_api_key.as_deref(),
+        Capability::Transcription => update.transcription_api_key.as_deref(),
     };
     let mut key_changes = Vec::new();
     for capability in Capability::ALL {
@@ -458,6 +484,7 @@ pub async fn update(state: &AppState, update: SettingsUpdate) -> Result<Settings
 /// The URL a capability's own key is tied to: its own base URL, or the script's.
 fn endpoint_url(values: &SettingsValues, capability: Capability) -> String {
     match capability.own_base_url(values).trim() {
+        "" if capability == Capability::Transcription => endpoint_url(values, Capability::Speech),
         "" => values.llm_base_url.clone(),
         own => own.to_owned(),
     }

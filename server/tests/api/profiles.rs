@@ -11,11 +11,12 @@ use testkit::{Endpoint, FakeOpenAi, Knobs, Profile};
 use crate::both_databases;
 use app::model::SettingsUpdate;
 
-use crate::helpers::{start_job, Db, TestApp, TEST_KEY};
+use crate::helpers::{content_with_scenes, start_job, use_provider, Db, TestApp, TEST_KEY};
 
 both_databases!(
     every_server_profile_runs_the_whole_pipeline,
     speech_in_whatever_format_the_server_has,
+    provider_narration_captions_follow_its_transcript,
 );
 
 /// What the app had to do for one profile, from what the fakes saw.
@@ -253,5 +254,79 @@ async fn speech_in_whatever_format_the_server_has(db: Db) {
             .map(|f| f.requested.unwrap_or_default())
             .collect();
         assert!(!asked.is_empty() && asked.iter().all(|a| a == only), "{only}: {asked:?}");
+    }
+}
+
+/// Provider narration with a transcription model set: the narration is transcribed with
+/// word timestamps, and one-word-at-a-time captions begin within 150 ms of where the
+/// transcript places each word (the share of letters would put the long words' neighbours
+/// far off).
+async fn provider_narration_captions_follow_its_transcript(db: Db) {
+    let Some(app) = TestApp::spawn(db).await else {
+        return;
+    };
+    use_provider(&app, |v| {
+        v.image_provider = "builtin".into();
+        v.transcription_model = "whisper-1".into();
+        v.caption_style = "word".into();
+    })
+    .await;
+    app.start_workers();
+    let script = "I saw antidisestablishmentarianism and an incomprehensibilities list at a zoo.";
+    let content = content_with_scenes(&app, script, 1).await;
+    for path in ["/api/media/generate", "/api/tts/generate"] {
+        let job = start_job(&app, path, &content).await;
+        assert_eq!(app.wait_for_job(job).await["job"]["status"], "completed", "{path}");
+    }
+    let id = content["id"].as_i64().unwrap();
+    let (status, job) = app
+        .post(&format!("/api/contents/{id}/render"), &json!({}))
+        .await;
+    assert_eq!(status, 202, "{job}");
+    let detail = app.wait_for_job(job["data"]["id"].as_i64().unwrap()).await;
+    assert_eq!(detail["job"]["status"], "completed", "{detail}");
+
+    let transcripts = app.fake.transcripts();
+    assert_eq!(transcripts.len(), 1, "one narration, transcribed once");
+    let heard: Vec<(String, i64)> = transcripts[0]["words"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["word"].as_str().unwrap().trim_matches('.').to_owned(),
+                (w["start"].as_f64().unwrap() * 1000.0).round() as i64,
+            )
+        })
+        .collect();
+    let srt = app
+        .client
+        .get(app.url(&format!("/api/contents/{id}/subtitles")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let cues: Vec<(i64, String)> = srt
+        .split("\n\n")
+        .filter_map(|block| {
+            let mut lines = block.lines().skip(1);
+            let times = lines.next()?;
+            let text = lines.next()?.to_owned();
+            let start = times.split(" --> ").next()?;
+            let (hms, millis) = start.split_once(',')?;
+            let parts: Vec<i64> = hms.split(':').filter_map(|p| p.parse().ok()).collect();
+            let ms = ((parts[0] * 60 + parts[1]) * 60 + parts[2]) * 1000 + millis.parse::<i64>().ok()?;
+            Some((ms, text))
+        })
+        .collect();
+    assert_eq!(cues.len(), heard.len(), "{srt}");
+    for ((start, text), (word, at)) in cues.iter().zip(&heard) {
+        assert_eq!(text, word, "{srt}");
+        assert!(
+            (start - at).abs() <= 150,
+            "{word:?} is heard at {at} ms; its cue begins at {start} ms\n{srt}"
+        );
     }
 }
