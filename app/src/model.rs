@@ -334,7 +334,8 @@ pub struct SettingsValues {
     pub subtitle_position: String,
     /// `lines` (up to two lines at a time), `word` (one word at a time, as it is spoken)
     /// or `highlight` (the lines, the spoken word in `caption_highlight_colour`). Timed by
-    /// espeak-ng's word events for offline narration, else by the share of characters.
+    /// espeak-ng's word events for offline narration, by the transcription model's word
+    /// timestamps for provider narration when one is set, else by the share of letters.
     pub caption_style: String,
     /// `#RRGGBB`: the spoken word's colour in the `highlight` style.
     pub caption_highlight_colour: String,

@@ -179,7 +179,7 @@ fn SettingsForm(initial: SettingsView) -> impl IntoView {
             <div class="grid">
                 {provider_select(values, "Pictures", "image_provider", |v| &v.image_provider, |v, p| v.image_provider = p)}
                 {text_field!(values, "Pictures endpoint", image_base_url, "Empty: the script's endpoint and key")}
-                {image_key.view("image_api_key", "Pictures API key", "Only for an endpoint of its own; none is sent when empty")}
+                {image_key.view("image_api_key", "Pictures API key", "Only with an endpoint of its own; empty: the script's key on the script's host, else none")}
                 {text_field!(values, "Image model", image_model, format!("Default {}", defaults.image_model))}
                 {text_field!(values, "Image size", image_size, "auto (from the aspect ratio) or WxH")}
                 {text_field!(values, "Image quality", image_quality, "auto, low, medium, high (standard, hd for DALL·E)")}
@@ -187,10 +187,10 @@ fn SettingsForm(initial: SettingsView) -> impl IntoView {
                 {text_field!(values, "Images per minute", image_per_minute, "0 for no limit; your provider tier's limit")}
                 {provider_select(values, "Narration", "tts_provider", |v| &v.tts_provider, |v, p| v.tts_provider = p)}
                 {text_field!(values, "Narration endpoint", tts_base_url, "Empty: the script's endpoint and key")}
-                {tts_key.view("tts_api_key", "Narration API key", "Only for an endpoint of its own; none is sent when empty")}
+                {tts_key.view("tts_api_key", "Narration API key", "Only with an endpoint of its own; empty: the script's key on the script's host, else none")}
                 {text_field!(values, "Transcription model", transcription_model, "e.g. whisper-1: times captions of provider narration to its words; empty: off")}
                 {text_field!(values, "Transcription endpoint", transcription_base_url, "Empty: the narration's endpoint and key")}
-                {transcription_key.view("transcription_api_key", "Transcription API key", "Only for an endpoint of its own")}
+                {transcription_key.view("transcription_api_key", "Transcription API key", "Only with an endpoint of its own; empty: the narration's key on its host, else none")}
                 {text_field!(values, "Speech model", tts_model, format!("Default {}", defaults.tts_model))}
                 {text_field!(values, "Speech speed", tts_speed, "0.25–4")}
                 {text_field!(values, "Narrations in flight", tts_concurrency, "1–64, across all servers")}
@@ -216,7 +216,7 @@ fn SettingsForm(initial: SettingsView) -> impl IntoView {
                             <option value=*value selected=values.with_untracked(|v| v.caption_style == *value)>{*label}</option>
                         }).collect_view()}
                     </select>
-                    <small class="muted">"Timed to the words as espeak-ng speaks them; otherwise by the share of letters"</small></label>
+                    <small class="muted">"Timed to the words as espeak-ng speaks them, or by the transcription model for provider narration; otherwise by the share of letters"</small></label>
                 {text_field!(values, "Highlight colour", caption_highlight_colour, "#RRGGBB, for the spoken word")}
                 <label class="field"><span>"Subtitle position"</span>
                     <select name="subtitle_position"

@@ -1,8 +1,9 @@
 //! Captions: a narration's words as timed cues, in the admin's caption style.
 //!
-//! Cues follow the narration as spoken when the speech engine said where each word falls
-//! (espeak-ng's word events, `espeak::WordTime`); otherwise each cue's start is its share
-//! of the characters before it over the narration's duration. Lines wrap by Unicode's
+//! Cues follow the narration as spoken when its word timings are known (espeak-ng's word
+//! events, `espeak::WordTime`, or a transcript's word timestamps matched to the narration
+//! by [`align`]); otherwise each cue's start is its share of the characters before it
+//! over the narration's duration. Lines wrap by Unicode's
 //! line-breaking rules (`text_layout::wrap`). Styles, as `caption_style` names them:
 //! - `lines`: up to two lines at a time;
 //! - `word`: one word at a time, as it is spoken;

@@ -46,7 +46,16 @@ struct Event {
     audio_position: c_int,
     sample: c_int,
     user_data: *mut c_void,
-    id: u64,
+    id: EventId,
+}
+
+/// The event's `id` union (speak_lib.h): a number, a name, or 8 bytes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+union EventId {
+    number: c_int,
+    name: *const c_char,
+    string: [c_char; 8],
 }
 
 const EVENT_LIST_TERMINATED: c_int = 0;
@@ -55,6 +64,8 @@ const AUDIO_OUTPUT_SYNCHRONOUS: c_int = 2;
 const POS_CHARACTER: c_int = 1;
 const CHARS_UTF8: c_uint = 1;
 const EE_OK: c_int = 0;
+/// `espeakINITIALIZE_DONT_EXIT`: report a failed initialisation instead of exiting.
+const INITIALIZE_DONT_EXIT: c_int = 0x8000;
 
 type SynthCallback = unsafe extern "C" fn(*mut c_short, c_int, *mut Event) -> c_int;
 
@@ -136,18 +147,28 @@ unsafe fn open() -> Result<Api, String> {
     > = unsafe { library.get(b"espeak_Initialize\0") }.map_err(|e| e.to_string())?;
     let set_callback: libloading::Symbol<unsafe extern "C" fn(SynthCallback)> =
         unsafe { library.get(b"espeak_SetSynthCallback\0") }.map_err(|e| e.to_string())?;
-    let set_voice_by_name = *unsafe { library.get(b"espeak_SetVoiceByName\0") }
+    let set_voice_by_name: unsafe extern "C" fn(*const c_char) -> c_int =
+        *unsafe { library.get(b"espeak_SetVoiceByName\0") }
         .map_err(|e: libloading::Error| e.to_string())?;
     let synth = *unsafe { library.get(b"espeak_Synth\0") }
         .map_err(|e: libloading::Error| e.to_string())?;
     let synchronize = *unsafe { library.get(b"espeak_Synchronize\0") }
         .map_err(|e: libloading::Error| e.to_string())?;
-    // Returns the sample rate, or a negative error.
-    let rate = unsafe { initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, std::ptr::null(), 0) };
+    // Returns the sample rate, or a negative error. Without DONT_EXIT the library calls
+    // exit(1) when its data is missing or of another version: the server would die.
+    let rate = unsafe {
+        initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, std::ptr::null(), INITIALIZE_DONT_EXIT)
+    };
     if rate <= 0 {
         return Err(format!("espeak_Initialize failed ({rate})"));
     }
     unsafe { set_callback(collect) };
+    // With DONT_EXIT a missing data directory still returns a rate; only a voice tells.
+    let english = CString::new("en").map_err(|e| e.to_string())?;
+    let found = unsafe { set_voice_by_name(english.as_ptr()) };
+    if found != EE_OK {
+        return Err(format!("espeak-ng's data has no English voice ({found})"));
+    }
     Ok(Api {
         set_voice_by_name,
         synth,

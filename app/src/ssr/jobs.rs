@@ -664,9 +664,12 @@ pub async fn cancel(state: &AppState, user: &CurrentUser, id: i64) -> Result<Job
         ids.extend(one);
         ids.sort_unstable();
         ids.dedup();
+        let mut stopping = tokio::task::JoinSet::new();
         for content_id in ids {
-            super::render::stop_preparing(state, content_id).await;
+            let state = state.clone();
+            stopping.spawn(async move { super::render::stop_preparing(&state, content_id).await });
         }
+        while stopping.join_next().await.is_some() {}
     }
     get(state, user, id).await
 }

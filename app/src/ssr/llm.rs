@@ -114,10 +114,7 @@ const SHORT_WAIT: Duration = Duration::from_secs(5);
 
 /// The wait a 429 asks for, when it is short enough to wait out (not a spent quota).
 fn short_rate_limit(err: &OpenAIError, seen: Seen) -> Option<Duration> {
-    let status = match err {
-        OpenAIError::ApiError(api) => Some(api.status_code.as_u16()),
-        _ => seen.status,
-    };
+    let status = super::openai::failed_status(err, seen);
     let quota = matches!(err, OpenAIError::ApiError(api) if api.api_error.r#type.as_deref() == Some("insufficient_quota"));
     (status == Some(429) && !quota)
         .then_some(seen.retry_after)
@@ -171,21 +168,20 @@ pub async fn generate(state: &AppState, req: LlmRequest<'_>) -> Result<ScriptOut
                     tokio::time::sleep(wait).await;
                     continue;
                 }
-                let refused = refused_parameter(&err, seen_now);
-                match refused {
-                    Some(reason) if temperature.is_some() && reason.to_lowercase().contains("temperature") => {
-                        tracing::info!(model = %s.llm_model, "the model refuses temperature; asking without it");
-                        temperature = None;
-                        state.learned.update(&s.llm_base_url, &s.llm_model, |q| q.no_temperature = true);
-                    }
-                    Some(_) if format.weaker().is_some() => {
-                        let weaker = format.weaker().unwrap_or(ChatFormat::Prompt);
-                        tracing::info!(model = %s.llm_model, from = format.as_str(), to = weaker.as_str(),
-                            "the server refuses this response_format; asking with a weaker one");
-                        format = weaker;
-                    }
-                    Some(_) if temperature.is_some() => temperature = None,
-                    _ => return Err(map_error(err, seen_now, s, req.api_key)),
+                let refuses = |parameters: &[&str]| super::openai::refused(&err, seen_now, parameters);
+                if temperature.is_some() && refuses(&["temperature"]) {
+                    tracing::info!(model = %s.llm_model, "the model refuses temperature; asking without it");
+                    temperature = None;
+                    state.learned.update(&s.llm_base_url, &s.llm_model, |q| q.no_temperature = true);
+                } else if let Some(weaker) = format
+                    .weaker()
+                    .filter(|_| refuses(&["response_format", "json_schema", "json_object", "structured output", "json mode"]))
+                {
+                    tracing::info!(model = %s.llm_model, from = format.as_str(), to = weaker.as_str(),
+                        "the server refuses this response_format; asking with a weaker one");
+                    format = weaker;
+                } else {
+                    return Err(map_error(err, seen_now, s, req.api_key));
                 }
                 continue;
             }
@@ -194,9 +190,6 @@ pub async fn generate(state: &AppState, req: LlmRequest<'_>) -> Result<ScriptOut
             // Only a fallback is worth remembering: the admin's own choice is tried
             // first anyway, and a changed choice is honoured at once.
             q.chat_format = (format != preferred).then_some(format);
-            if temperature.is_none() && s.llm_temperature.is_some() {
-                q.no_temperature = true;
-            }
         });
         let content = answer_text(&response, req.api_key)?;
         match parse_script(&content, req.presets, req.topic) {
@@ -252,19 +245,6 @@ fn request_body(
         ChatFormat::Prompt => {}
     }
     body
-}
-
-/// The reason a server gave for refusing the request as sent (400 or 422): a parameter it
-/// does not take, most often. `None` for any other failure.
-fn refused_parameter(err: &OpenAIError, seen: Seen) -> Option<String> {
-    let status = match err {
-        OpenAIError::ApiError(api) => Some(api.status_code.as_u16()),
-        _ => seen.status,
-    };
-    if !matches!(status, Some(400 | 422)) {
-        return None;
-    }
-    Some(super::openai::error_reason(err))
 }
 
 /// The text of the model's answer: the message's content (a string, or an array of text
@@ -396,10 +376,7 @@ fn map_error(
             ),
         );
     }
-    let status = match &err {
-        OpenAIError::ApiError(api) => Some(api.status_code.as_u16()),
-        _ => seen.status.filter(|code| *code >= 400),
-    };
+    let status = super::openai::failed_status(&err, seen);
     // Providers echo parts of a bad key in their messages; keep every trace of it out.
     let reason = scrub(&clip(&super::openai::error_reason(&err), 500), key);
     let with_reason = |text: String| {
@@ -411,9 +388,12 @@ fn map_error(
     };
     let quota = matches!(&err, OpenAIError::ApiError(api) if api.api_error.r#type.as_deref() == Some("insufficient_quota"));
     match (status, &err) {
-        (Some(401 | 403), _) => AppError::new(
+        (Some(code @ (401 | 403)), _) => AppError::new(
             ErrorCode::ProviderAuth,
-            format!("The provider at {} rejected the API key. Check the key in Settings.", s.llm_base_url),
+            with_reason(format!(
+                "The provider at {} rejected the API key for scripts, or its access to the model ({code}; check the key and model in Settings)",
+                s.llm_base_url
+            )),
         ),
         (Some(429), _) if quota => AppError::new(
             ErrorCode::ProviderAuth,

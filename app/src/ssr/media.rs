@@ -1,6 +1,8 @@
 //! Scene media: pictures from an OpenAI-compatible Images API or a scene card made offline
-//! (the scene's words over a palette, at the content's aspect ratio, drawn by ffmpeg with a
-//! DejaVu font); narration from an OpenAI-compatible speech API or espeak-ng. Each result
+//! (the scene's words over a palette, at the content's aspect ratio, drawn by libass in the
+//! language's font); narration from an OpenAI-compatible speech API (timed to its words by
+//! a transcription endpoint when one is set) or espeak-ng (timed by its own word events).
+//! Each result
 //! becomes an asset with its measured size or duration; the scene keeps its previous asset
 //! until the engine commits the new one.
 
@@ -99,6 +101,8 @@ pub fn speech_container(bytes: &[u8], asked: SpeechFormat) -> &'static str {
         [b'O', b'g', b'g', b'S', ..] => "ogg",
         [b'f', b'L', b'a', b'C', ..] => "flac",
         [b'I', b'D', b'3', ..] => "mp3",
+        // Raw samples start with anything, a frame sync included (-1 is FF FF).
+        _ if asked == SpeechFormat::Pcm => "pcm",
         // An MPEG audio frame sync: layer bits 00 are AAC's ADTS, others MP3.
         [0xFF, b, ..] if b & 0xF6 == 0xF0 => "aac",
         [0xFF, b, ..] if b & 0xE0 == 0xE0 => "mp3",
@@ -290,15 +294,14 @@ async fn scene_info(state: &AppState, task: &ClaimedTask) -> Result<SceneInfo, T
 
 /// The settings and key an OpenAI-compatible call needs; a missing key fails the task
 /// with a message the creator can act on, not after five attempts.
+/// The settings and the keys, read together (`settings::for_tasks`), so an endpoint is
+/// only ever paired with the key stored for it.
 async fn provider_setup(
     state: &AppState,
-    capability: Capability,
-) -> Result<(SettingsValues, Endpoint), TaskError> {
-    let (settings, keys) = super::settings::for_tasks(state)
+) -> Result<(SettingsValues, super::settings::Keys), TaskError> {
+    super::settings::for_tasks(state)
         .await
-        .map_err(|e| transient(e.message))?;
-    let endpoint = super::settings::endpoint(&settings, &keys, capability);
-    Ok((settings, endpoint))
+        .map_err(|e| transient(e.message))
 }
 
 /// Where a task's output goes: unique per task and attempt, so two runs never share a file.
@@ -360,8 +363,9 @@ pub(crate) async fn new_asset(made: Made<'_>) -> Result<NewAsset, TaskError> {
 
 pub async fn scene_image(state: &AppState, task: &ClaimedTask) -> Result<Output, TaskError> {
     let scene = scene_info(state, task).await?;
-    let (settings, endpoint) = provider_setup(state, Capability::Images).await?;
+    let (settings, keys) = provider_setup(state).await?;
     if settings.image_provider == "openai" {
+        let endpoint = super::settings::endpoint(&settings, &keys, Capability::Images);
         let prompt = image_prompt(&scene);
         let image =
             providers::image(state, &settings, &endpoint, &prompt, &scene.aspect_ratio).await?;
@@ -449,8 +453,9 @@ pub async fn scene_audio(state: &AppState, task: &ClaimedTask) -> Result<Output,
             "the scene has no words to narrate; it is shown silently".into(),
         ));
     }
-    let (settings, endpoint) = provider_setup(state, Capability::Speech).await?;
+    let (settings, keys) = provider_setup(state).await?;
     if settings.tts_provider == "openai" {
+        let endpoint = super::settings::endpoint(&settings, &keys, Capability::Speech);
         let speech =
             providers::speech(state, &settings, &endpoint, &scene.narration, &scene.voice).await?;
         let bytes = speech.bytes;
@@ -505,7 +510,8 @@ pub async fn scene_audio(state: &AppState, task: &ClaimedTask) -> Result<Output,
                 MAX_NARRATION_MS / 60_000
             )));
         }
-        let words = heard_words(state, &settings, &scene.narration, clean, duration).await;
+        let transcription = super::settings::endpoint(&settings, &keys, Capability::Transcription);
+        let words = heard_words(state, &settings, &transcription, &scene.narration, clean, duration).await;
         let mime = "audio/wav";
         return into_output(Made {
             kind: "audio",
@@ -584,6 +590,7 @@ pub async fn scene_audio(state: &AppState, task: &ClaimedTask) -> Result<Output,
 async fn heard_words(
     state: &AppState,
     settings: &SettingsValues,
+    endpoint: &Endpoint,
     narration: &str,
     wav: Vec<u8>,
     duration_ms: i64,
@@ -591,9 +598,7 @@ async fn heard_words(
     if settings.transcription_model.trim().is_empty() {
         return None;
     }
-    let (_, keys) = super::settings::for_tasks(state).await.ok()?;
-    let endpoint = super::settings::endpoint(settings, &keys, Capability::Transcription);
-    let heard = match providers::transcribe(state, settings, &endpoint, wav).await {
+    let heard = match providers::transcribe(state, settings, endpoint, wav).await {
         Ok(heard) => heard,
         Err(why) => {
             tracing::warn!(%why, "transcribing the narration failed; captions take the estimate");
@@ -1081,6 +1086,20 @@ mod tests {
         assert_eq!(demuxer_for(Path::new("music-1.M4A")), Some("mov"));
         assert_eq!(demuxer_for(Path::new("list.m3u8")), None);
         assert_eq!(demuxer_for(Path::new("no-extension")), None);
+    }
+
+    #[test]
+    fn speech_answers_are_known_by_their_first_bytes() {
+        use SpeechFormat::*;
+        assert_eq!(speech_container(b"RIFF....WAVE", Pcm), "wav");
+        assert_eq!(speech_container(b"ID3\x04", Wav), "mp3");
+        assert_eq!(speech_container(&[0xFF, 0xFB, 0x90, 0x64], Wav), "mp3");
+        assert_eq!(speech_container(&[0xFF, 0xF1, 0x50, 0x80], Mp3), "aac");
+        assert_eq!(speech_container(b"OggS\0\x02", Opus), "ogg");
+        // Raw samples may begin like a frame sync: -1, -1 is FF FF FF FF.
+        assert_eq!(speech_container(&[0xFF, 0xFF, 0xFF, 0xFF], Pcm), "pcm");
+        assert_eq!(speech_container(&[0x01, 0x00, 0x02, 0x00], Pcm), "pcm");
+        assert_eq!(speech_container(&[0x01, 0x00], Flac), "flac");
     }
 
     #[test]

@@ -212,6 +212,36 @@ pub fn reason_in(value: &serde_json::Value) -> Option<String> {
     }
 }
 
+/// Whether a failed request was refused for one of `parameters`: a 400 or 422 whose
+/// `param` or reason names one of them (OpenAI: "Unknown parameter: 'response_format'.";
+/// FastAPI servers: `body.response_format: Input should be …`; DeepSeek: "This
+/// response_format type is unavailable now"). Any other refusal (a context too long, an
+/// unknown model) is the server's answer to pass on, not a reason to ask differently.
+pub fn refused(err: &OpenAIError, seen: Seen, parameters: &[&str]) -> bool {
+    let (status, param) = match err {
+        OpenAIError::ApiError(api) => (Some(api.status_code.as_u16()), api.api_error.param.clone()),
+        OpenAIError::JSONDeserialize(..) => (seen.status, None),
+        _ => (None, None),
+    };
+    if !matches!(status, Some(400 | 422)) {
+        return false;
+    }
+    let reason = error_reason(err).to_lowercase();
+    parameters
+        .iter()
+        .any(|p| param.as_deref() == Some(*p) || reason.contains(p))
+}
+
+/// The HTTP status of a failed request: the API error's, or (for an answer whose body
+/// was not OpenAI's error object) the one the transport saw for this very request.
+pub fn failed_status(err: &OpenAIError, seen: Seen) -> Option<u16> {
+    match err {
+        OpenAIError::ApiError(api) => Some(api.status_code.as_u16()),
+        OpenAIError::JSONDeserialize(..) => seen.status.filter(|code| *code >= 400),
+        _ => None,
+    }
+}
+
 /// The longest wait a provider's `Retry-After` is taken at: one hour. A date far ahead
 /// (a clock set wrong) must not park a task for days.
 pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(3600);
@@ -376,6 +406,11 @@ pub fn client(
             async move {
                 let mut request = factory.build().await?;
                 *request.timeout_mut() = Some(timeout);
+                // What was seen belongs to this request only: a timeout must never be
+                // read with the status of the answer before it.
+                if let Ok(mut seen) = seen.0.lock() {
+                    *seen = Seen::default();
+                }
                 let response = http.execute(request).await.map_err(OpenAIError::Reqwest)?;
                 let retry_after = retry_after(response.headers());
                 if let Ok(mut seen) = seen.0.lock() {

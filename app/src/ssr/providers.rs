@@ -148,15 +148,9 @@ pub async fn image(
     Ok(ImageFile { bytes, ext, mime })
 }
 
-/// Whether the server refused a `response_format` it was sent: a 400 or 422 whose reason
-/// names a format (OpenAI: "Unknown parameter: 'response_format'."; FastAPI servers:
-/// `body.response_format: Input should be …`).
+/// Whether the server refused the `response_format` it was sent (see `openai::refused`).
 fn refuses_format(err: &OpenAIError, seen: Seen) -> bool {
-    let status = match err {
-        OpenAIError::ApiError(api) => Some(api.status_code.as_u16()),
-        _ => seen.status,
-    };
-    matches!(status, Some(400 | 422)) && openai::error_reason(err).to_lowercase().contains("format")
+    openai::refused(err, seen, &["response_format"])
 }
 
 /// How many redirects an image URL may take; each target is checked as the first was.
@@ -537,10 +531,7 @@ fn classify(err: OpenAIError, seen: Seen, key: &str, what: &str) -> TaskError {
     if let Some(too_large) = TooLarge::of(&err) {
         return TaskError::Permanent(too_large.to_string());
     }
-    let status = match &err {
-        OpenAIError::ApiError(api) => Some(api.status_code.as_u16()),
-        _ => seen.status.filter(|code| *code >= 400),
-    };
+    let status = openai::failed_status(&err, seen);
     // Shown to the creator: short, and never with a trace of the key. (Scrubbing a whole
     // HTML error page would also cost seconds of CPU; `error_reason` clips it first.)
     let message = scrub(&openai::error_reason(&err), key);
@@ -556,9 +547,11 @@ fn classify(err: OpenAIError, seen: Seen, key: &str, what: &str) -> TaskError {
         retry_after: Some(seen.retry_after.unwrap_or(Duration::from_secs(20))),
     };
     match (status, &err) {
-        (Some(401 | 403), _) => TaskError::Permanent(
-            "The provider rejected the API key. An admin can check it in Settings.".into(),
-        ),
+        (Some(code @ (401 | 403)), _) => TaskError::Permanent(if message.is_empty() {
+            format!("The provider rejected the API key for {what}, or its access to the model ({code}). An admin can check them in Settings.")
+        } else {
+            format!("The provider rejected the API key for {what}, or its access to the model ({code}): {message}. An admin can check them in Settings.")
+        }),
         (Some(429), _) if quota => TaskError::Permanent(
             "The provider account has no quota left. Check its billing, or use another key in Settings.".into(),
         ),

@@ -27,7 +27,6 @@ use super::text_layout::{Font, DEJAVU};
 use crate::model::SettingsValues;
 
 const FPS: u32 = 30;
-/// Subtitle cue size: two lines of at most this many characters.
 
 /// A scene as the render needs it.
 #[derive(Debug, Clone)]
@@ -1043,7 +1042,9 @@ pub fn prepare_ahead(state: &AppState, content_id: i64) {
 /// still expected, and returns once the preparation has ended (its ffmpeg killed and
 /// waited for), or after 10 s.
 pub async fn stop_preparing(state: &AppState, content_id: i64) {
-    if render_expected(state, content_id).await.unwrap_or(true) {
+    // Only a job still waiting to render keeps it going: an out-of-date video alone does
+    // not, or cancelling a re-render would never stop its encoding.
+    if render_job_active(state, content_id).await.unwrap_or(true) {
         return;
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -1077,10 +1078,15 @@ async fn render_expected(state: &AppState, content_id: i64) -> Result<bool, sqlx
             .fetch_optional(state.pool())
             .await?;
     match has_video {
-        None => return Ok(false),
-        Some(Some(_)) => return Ok(true),
-        Some(None) => {}
+        None => Ok(false),
+        Some(Some(_)) => Ok(true),
+        Some(None) => render_job_active(state, content_id).await,
     }
+}
+
+/// Whether a queued or running job will render the content: a render, or a job that
+/// renders when its scenes are ready.
+async fn render_job_active(state: &AppState, content_id: i64) -> Result<bool, sqlx::Error> {
     let active: Vec<(String, Option<i64>, String, String)> = sqlx::query_as(
         "SELECT kind, content_id, content_ids, options FROM jobs WHERE status IN ('queued', 'processing') \
          AND (kind = 'render' OR options LIKE '%render_after\":true%')",

@@ -123,8 +123,8 @@ pub struct Endpoint {
     /// Empty when none applies: requests then carry an empty bearer token, which local
     /// servers (Ollama, Kokoro-FastAPI, LocalAI) ignore.
     pub api_key: String,
-    /// Whether the key is missing although the endpoint is the script's (which always
-    /// needs one) or has none of its own: the task says so instead of asking.
+    /// The endpoint is the script's and no key is stored for it (the script's endpoint
+    /// always needs one): the task says so instead of asking.
     pub key_missing: bool,
 }
 
@@ -456,8 +456,22 @@ pub async fn update(state: &AppState, update: SettingsUpdate) -> Result<Settings
         let field = capability.secret().trim_start_matches("secret.");
         let old_url = endpoint_url(&current, capability);
         let new_url = endpoint_url(&new_values, capability);
+        let own_url = capability.own_base_url(&new_values).trim().is_empty();
         let change = match given(capability).map(str::trim) {
             Some("") => Some(None),
+            // It would never be used: without an endpoint of its own, the capability
+            // uses the script's (or, for transcription, the narration's) key.
+            Some(_) if capability != Capability::Script && own_url => {
+                let base = match capability {
+                    Capability::Images => "image_base_url",
+                    Capability::Speech => "tts_base_url",
+                    _ => "transcription_base_url",
+                };
+                return Err(AppError::validation(
+                    field,
+                    format!("{field} is used only with an endpoint of its own: set values.{base} too"),
+                ));
+            }
             Some(k) => Some(Some(validate::text(field, k, 1, 500)?)),
             None if origin(&new_url) != origin(&old_url) => Some(None),
             None => None,

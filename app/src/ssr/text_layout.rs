@@ -83,6 +83,7 @@ const LANGUAGES: &[Language] = &[
     Language { names: &["English", "en", "eng"], espeak: "en", font: DEFAULT_FONT },
     Language { names: &["Chinese", "Mandarin", "中文", "汉语", "普通话", "zh", "cmn", "zh-cn"], espeak: "cmn", font: NOTO_CJK_SC },
     Language { names: &["Cantonese", "粵語", "yue", "zh-hk"], espeak: "yue", font: NOTO_CJK_TC },
+    Language { names: &["Traditional Chinese", "繁體中文", "zh-tw", "zh-hant"], espeak: "cmn", font: NOTO_CJK_TC },
     Language { names: &["Japanese", "日本語", "ja", "jpn"], espeak: "ja", font: NOTO_CJK_JP },
     Language { names: &["Korean", "한국어", "ko", "kor"], espeak: "ko", font: NOTO_CJK_KR },
     Language { names: &["Arabic", "العربية", "ar", "ara"], espeak: "ar", font: NOTO_ARABIC },
@@ -121,13 +122,14 @@ const LANGUAGES: &[Language] = &[
 
 fn find(language: &str) -> Option<&'static Language> {
     let wanted = language.trim();
-    // "pt-BR", "en_US": the language part decides.
-    let base = wanted.split(['-', '_']).next().unwrap_or(wanted);
-    LANGUAGES.iter().find(|l| {
-        l.names
+    let named = |name: &str| {
+        LANGUAGES
             .iter()
-            .any(|n| n.eq_ignore_ascii_case(wanted) || n.eq_ignore_ascii_case(base))
-    })
+            .find(|l| l.names.iter().any(|n| n.eq_ignore_ascii_case(name)))
+    };
+    // A full tag first ("zh-HK" is Cantonese), then its language part ("pt-BR", "en_US").
+    let base = wanted.split(['-', '_']).next().unwrap_or(wanted);
+    named(wanted).or_else(|| named(base))
 }
 
 /// The espeak-ng voice for a language name or code; English when unknown.
@@ -189,6 +191,8 @@ mod tests {
         assert_eq!(espeak_voice("Chinese"), "cmn");
         assert_eq!(espeak_voice("日本語"), "ja");
         assert_eq!(espeak_voice("pt-BR"), "pt");
+        assert_eq!(espeak_voice("zh-HK"), "yue");
+        assert_eq!(font_for("zh-TW").family, "Noto Sans CJK TC");
         assert_eq!(espeak_voice("ar"), "ar");
         assert_eq!(espeak_voice("Klingon"), "en");
         assert_eq!(font_for("Japanese").family, "Noto Sans CJK JP");

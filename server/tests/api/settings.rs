@@ -10,7 +10,8 @@ use crate::helpers::{Db, TestApp, Who, TEST_KEY};
 both_databases!(
     update_validate_and_reset,
     keys_are_encrypted_and_masked,
-    status_reports_each_dependency
+    status_reports_each_dependency,
+    each_capability_keeps_its_own_key,
 );
 
 async fn update_validate_and_reset(db: Db) {
@@ -43,6 +44,10 @@ async fn update_validate_and_reset(db: Db) {
         ("subtitle_colour", json!("white")),
         ("subtitle_position", json!("left")),
         ("music_volume", json!(150)),
+        ("image_base_url", json!("not a url")),
+        ("tts_base_url", json!("file:///etc/passwd")),
+        ("caption_style", json!("karaoke")),
+        ("caption_highlight_colour", json!("red")),
     ] {
         let mut bad = values.clone();
         bad[field] = value;
@@ -258,4 +263,42 @@ async fn status_reports_each_dependency(db: Db) {
         .as_str()
         .unwrap()
         .contains("rejects the API key"));
+}
+
+/// Pictures, narration and transcription each take a key of their own only with an
+/// endpoint of their own; it is masked, dropped when that endpoint moves to another host,
+/// and the script's key is kept apart.
+async fn each_capability_keeps_its_own_key(db: Db) {
+    let Some(app) = TestApp::spawn(db).await else {
+        return;
+    };
+    app.configure_llm().await;
+    let put = |body: serde_json::Value| {
+        let app = &app;
+        async move {
+            app.call(Who::Admin, Method::PUT, "/api/settings", Some(&body))
+                .await
+        }
+    };
+    // A key for an endpoint that is not there would never be used: refused, by name.
+    let (status, body) = put(json!({ "values": {}, "tts_api_key": "kokoro-key-123" })).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["field"], "tts_api_key", "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("tts_base_url"), "{body}");
+
+    let (status, body) = put(json!({
+        "values": { "tts_base_url": "http://127.0.0.1:8880/v1" },
+        "tts_api_key": "kokoro-key-123",
+    }))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["tts_api_key_masked"], "kok…-123");
+    assert_eq!(body["data"]["llm_api_key_masked"], "sk-…wxyz");
+    assert_eq!(body["data"]["image_api_key_masked"], serde_json::Value::Null);
+    assert!(!body.to_string().contains("kokoro-key-123"));
+    let (_, body) = put(json!({ "values": { "tts_base_url": "http://127.0.0.1:8880/v1/" } })).await;
+    assert_eq!(body["data"]["tts_api_key_masked"], "kok…-123", "same host: kept");
+    let (_, body) = put(json!({ "values": { "tts_base_url": "https://elsewhere.example/v1" } })).await;
+    assert_eq!(body["data"]["tts_api_key_masked"], serde_json::Value::Null, "another host: dropped");
+    assert_eq!(body["data"]["llm_api_key_masked"], "sk-…wxyz", "the script's key is apart");
 }
