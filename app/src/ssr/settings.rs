@@ -156,17 +156,29 @@ pub fn endpoint(values: &SettingsValues, keys: &Keys, capability: Capability) ->
     }
 }
 
+/// `for_tasks`'s copy of the settings and keys: when it was read, and a generation that
+/// every change made here advances.
+#[derive(Default)]
+pub struct TaskSettingsCache {
+    generation: u64,
+    read: Option<(std::time::Instant, SettingsValues, Keys)>,
+}
+
 /// Settings and keys as background tasks see them: read from the database at most once a
 /// second per process (a task would otherwise read them for every scene). A change made
 /// here is seen at once; one made by another process within a second.
 pub async fn for_tasks(state: &AppState) -> Result<(SettingsValues, Keys), AppError> {
-    if let Ok(cache) = state.task_settings.lock() {
-        if let Some((read, values, keys)) = cache.as_ref() {
-            if read.elapsed() < std::time::Duration::from_secs(1) {
-                return Ok((values.clone(), keys.clone()));
+    let generation = match state.task_settings.lock() {
+        Ok(cache) => {
+            if let Some((read, values, keys)) = cache.read.as_ref() {
+                if read.elapsed() < std::time::Duration::from_secs(1) {
+                    return Ok((values.clone(), keys.clone()));
+                }
             }
+            cache.generation
         }
-    }
+        Err(_) => 0,
+    };
     // One statement for all, so a key is never paired with another endpoint's settings.
     let rows: Vec<(String, String)> =
         sqlx::query_as("SELECT key, value FROM settings WHERE key IN ($1, $2, $3, $4, $5)")
@@ -186,14 +198,19 @@ pub async fn for_tasks(state: &AppState) -> Result<(SettingsValues, Keys), AppEr
     let values = parse(find(VALUES_KEY));
     let keys = Keys(Capability::ALL.map(|c| find(c.secret()).and_then(|sealed| state.secrets.open(sealed))));
     if let Ok(mut cache) = state.task_settings.lock() {
-        *cache = Some((std::time::Instant::now(), values.clone(), keys.clone()));
+        // A change made while this read was under way may not be in it: keeping it would
+        // hide that change for a second.
+        if cache.generation == generation {
+            cache.read = Some((std::time::Instant::now(), values.clone(), keys.clone()));
+        }
     }
     Ok((values, keys))
 }
 
 fn forget_cached(state: &AppState) {
     if let Ok(mut cache) = state.task_settings.lock() {
-        *cache = None;
+        cache.generation += 1;
+        cache.read = None;
     }
 }
 

@@ -41,8 +41,8 @@ pub struct AppState {
     /// Names this process's claims (leases) on tasks.
     pub worker_id: Arc<str>,
     pub timing: TaskTiming,
-    /// `settings::for_tasks`'s copy: when it was read, the values, the keys.
-    pub task_settings: Arc<std::sync::Mutex<Option<TaskSettings>>>,
+    /// `settings::for_tasks`'s copy of the settings and keys.
+    pub task_settings: Arc<std::sync::Mutex<super::settings::TaskSettingsCache>>,
     /// Video segments being encoded or prepared ahead in this process.
     pub segments: Arc<super::render::SegmentWork>,
     /// Becomes true when the server is asked to stop (SIGTERM, Ctrl-C): workers stop
@@ -56,11 +56,6 @@ pub struct AppState {
     pub qstash: Option<Arc<super::qstash::QStash>>,
 }
 
-pub type TaskSettings = (
-    std::time::Instant,
-    crate::model::SettingsValues,
-    super::settings::Keys,
-);
 
 #[derive(Debug, Clone, Copy)]
 pub struct TaskTiming {
