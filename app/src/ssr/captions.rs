@@ -65,11 +65,27 @@ impl<'a> Timeline<'a> {
     /// the last word before it), else its share of the characters.
     fn time_at(&self, index: usize) -> i64 {
         match self.words {
-            Some(words) => words
-                .iter()
-                .take_while(|w| w.char_start <= index)
-                .last()
-                .map_or(0, |w| w.start_ms),
+            // Inside a word, between its start and the next word's by its letters: a
+            // line that begins mid-word (a 300-letter word cut into lines) gets its own
+            // time, not its word's.
+            Some(words) => {
+                let at = words.partition_point(|w| w.char_start <= index);
+                match at.checked_sub(1).map(|i| (&words[i], words.get(i + 1))) {
+                    None => 0,
+                    Some((word, next)) => {
+                        let next_ms = next.map_or(self.speech_ms, |n| n.start_ms);
+                        let into = index - word.char_start;
+                        if into == 0 || into >= word.char_len {
+                            word.start_ms
+                        } else {
+                            word.start_ms
+                                + ((next_ms - word.start_ms) as f64 * into as f64
+                                    / word.char_len as f64)
+                                    .round() as i64
+                        }
+                    }
+                }
+            }
             None => {
                 let before = self.visible.partition_point(|&i| i < index);
                 (self.speech_ms as f64 * before as f64 / self.visible.len().max(1) as f64).round()
@@ -220,8 +236,16 @@ fn word_cues(timeline: &Timeline) -> Vec<Cue> {
     cues
 }
 
-/// Each line cue once per word spoken during it, that word highlighted.
+/// Each line cue once per word spoken during it, that word highlighted. Right-to-left
+/// text keeps its plain lines: libass lays out each side of an override tag as its own
+/// run, which reorders Arabic and Hebrew words around the highlighted one.
 fn highlighted(lines: &[(Cue, usize)], timeline: &Timeline) -> Vec<Cue> {
+    let right_to_left = timeline.chars.iter().any(|c| {
+        matches!(*c as u32, 0x0590..=0x08FF | 0xFB1D..=0xFDFF | 0xFE70..=0xFEFF)
+    });
+    if right_to_left {
+        return lines.iter().map(|(cue, _)| cue.clone()).collect();
+    }
     let spans = timeline.word_spans();
     let mut out = Vec::new();
     for (cue, first_visible) in lines {
@@ -446,6 +470,25 @@ mod tests {
         // A transcript of something else is refused.
         let other: Vec<(String, i64)> = vec![("completely".into(), 0), ("different".into(), 500)];
         assert_eq!(align(narration, &other, 3_200), None);
+    }
+
+    #[test]
+    fn a_long_word_cut_into_lines_gets_times_within_it() {
+        let long = "x".repeat(120);
+        let text = format!("Short {long} end.");
+        let words = timed(&text);
+        let cues = captions(&text, 3_000, 42, Some(&words), "lines").srt;
+        for pair in cues.windows(2) {
+            assert!(pair[1].start_ms - pair[0].start_ms >= 50, "{cues:?}");
+        }
+    }
+
+    #[test]
+    fn right_to_left_lines_are_not_split_by_highlights() {
+        let text = "للأخطبوط ثلاثة قلوب.";
+        let words = timed(text);
+        let captions = captions(text, 2_000, 42, Some(&words), "highlight");
+        assert!(captions.burned.iter().all(|c| c.highlight.is_none()));
     }
 
     #[test]

@@ -414,7 +414,7 @@ pub async fn scene_image(state: &AppState, task: &ClaimedTask) -> Result<Output,
     ffmpeg
         .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i"])
         .arg(format!("color=c={colour}:s={w}x{h}"))
-        .args(["-vf", &format!("ass={script_name}"), "-frames:v", "1", "-update", "1"]);
+        .args(["-vf", &format!("ass=filename={script_name}:shaping=complex"), "-frames:v", "1", "-update", "1"]);
     ffmpeg.arg(&path);
     let result = run_tool(ffmpeg, None, "ffmpeg").await;
     let _ = tokio::fs::remove_file(&script_path).await;

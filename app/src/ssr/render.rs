@@ -469,7 +469,9 @@ fn segment_command(
         ));
     }
     if has_subtitles {
-        video.push_str(&format!(",subtitles=filename=scene-{index}.ass"));
+        // The `ass` filter with complex shaping: `subtitles` shapes simply, which breaks
+        // Arabic ligatures and Indic vowel signs (cards are drawn the same way).
+        video.push_str(&format!(",ass=filename=scene-{index}.ass:shaping=complex"));
     }
     let mut command = ffmpeg_in(dir);
     let scene = index + 1;

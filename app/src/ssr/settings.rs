@@ -489,6 +489,13 @@ pub async fn update(state: &AppState, update: SettingsUpdate) -> Result<Settings
                     format!("{field} is used only with an endpoint of its own: set values.{base} too"),
                 ));
             }
+            // A line break or other control character cannot go into an HTTP header.
+            Some(k) if k.chars().any(char::is_control) => {
+                return Err(AppError::validation(
+                    field,
+                    format!("{field} must not contain line breaks, tabs or other control characters"),
+                ))
+            }
             Some(k) => Some(Some(validate::text(field, k, 1, 500)?)),
             None if origin(&new_url) != origin(&old_url) => Some(None),
             None => None,

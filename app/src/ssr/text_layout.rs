@@ -151,10 +151,31 @@ pub fn canonical(language: &str) -> String {
 /// The language `text` is written in, when `whatlang` is confident of it and CREVID has a
 /// voice for it; `None` otherwise (the default language applies).
 pub fn detect(text: &str) -> Option<&'static str> {
-    let info = whatlang::detect(text).filter(|i| i.is_reliable())?;
-    let code = info.lang().code();
-    // whatlang names languages by ISO 639-3 codes, which the table lists.
-    find(code).map(|l| l.names[0])
+    let info = whatlang::detect(text)?;
+    if info.is_reliable() {
+        // whatlang names languages by ISO 639-3 codes, which the table lists.
+        if let Some(language) = find(info.lang().code()) {
+            return Some(language.names[0]);
+        }
+    }
+    // Not sure of the language, but sure of the writing: its main language reads it far
+    // better than an English voice spelling letters.
+    use whatlang::Script;
+    let by_script = match info.script() {
+        Script::Devanagari => "Hindi",
+        Script::Cyrillic => "Russian",
+        Script::Arabic => "Arabic",
+        Script::Hebrew => "Hebrew",
+        Script::Hangul => "Korean",
+        Script::Hiragana | Script::Katakana => "Japanese",
+        Script::Mandarin => "Chinese",
+        Script::Thai => "Thai",
+        Script::Greek => "Greek",
+        Script::Bengali => "Bengali",
+        Script::Tamil => "Tamil",
+        _ => return None,
+    };
+    Some(by_script)
 }
 
 #[cfg(test)]
@@ -208,5 +229,8 @@ mod tests {
         assert_eq!(detect("Los pulpos tienen tres corazones. Dos bombean sangre a las branquias y el tercero al resto del cuerpo."), Some("Spanish"));
         assert_eq!(detect("Kraken haben drei Herzen. Zwei pumpen das Blut durch die Kiemen, das dritte versorgt den Körper."), Some("German"));
         assert_eq!(detect("ok"), None);
+        // Not reliable as a language, but plainly in its writing system.
+        assert_eq!(detect("ऑक्टोपस के तीन दिल होते हैं। उनमें से दो गलफड़ों में खून पंप करते हैं।"), Some("Hindi"));
+        assert_eq!(detect("У осьминога три сердца. Два из них качают кровь через жабры."), Some("Russian"));
     }
 }

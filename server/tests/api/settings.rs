@@ -280,6 +280,11 @@ async fn each_capability_keeps_its_own_key(db: Db) {
                 .await
         }
     };
+    // A line break cannot go into the Authorization header: refused when saved, not a
+    // panic when used.
+    let (status, body) = put(json!({ "values": {}, "llm_api_key": "sk-abc\ndef-ghijkl" })).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["field"], "llm_api_key", "{body}");
     // A key for an endpoint that is not there would never be used: refused, by name.
     let (status, body) = put(json!({ "values": {}, "tts_api_key": "kokoro-key-123" })).await;
     assert_eq!(status, 422, "{body}");
