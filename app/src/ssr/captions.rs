@@ -214,22 +214,56 @@ fn line_cues(narration: &str, timeline: &Timeline, columns: usize) -> Vec<(Cue, 
 
 /// One cue per spoken word, from its start to the next word's.
 fn word_cues(timeline: &Timeline) -> Vec<Cue> {
-    let spans = timeline.word_spans();
-    let starts: Vec<i64> = spans.iter().map(|(at, _)| timeline.time_at(*at)).collect();
+    /// Words spoken closer together than this share a cue: a cue too short to read
+    /// (engines report pieces of a Thai or Japanese word, or of a number, as words).
+    const SHORTEST_MS: i64 = 50;
+    // Whole grapheme clusters only: a Thai tone mark or a Hindi vowel sign belongs to
+    // the letter before it, and a cue must never start or end between them.
+    let text: String = timeline.chars.iter().collect();
+    let mut bounds = vec![false; timeline.chars.len() + 1];
+    let mut index = 0;
+    for grapheme in text.graphemes(true) {
+        bounds[index] = true;
+        index += grapheme.chars().count();
+    }
+    bounds[index] = true;
+    let snap_down = |mut i: usize| {
+        while i > 0 && !bounds[i] {
+            i -= 1;
+        }
+        i
+    };
+    let snap_up = |mut i: usize| {
+        while i < timeline.chars.len() && !bounds[i] {
+            i += 1;
+        }
+        i
+    };
+    // (first char, end char, start ms), in order, overlaps and near neighbours merged.
+    let mut spans: Vec<(usize, usize, i64)> = Vec::new();
+    for (at, len) in timeline.word_spans() {
+        let (from, to) = (snap_down(at), snap_up(at + len));
+        let start = if spans.is_empty() { 0 } else { timeline.time_at(at) };
+        match spans.last_mut() {
+            Some(last) if from < last.1 || start - last.2 < SHORTEST_MS => {
+                last.1 = last.1.max(to);
+            }
+            _ => spans.push((from, to, start)),
+        }
+    }
     let mut cues: Vec<Cue> = Vec::new();
-    for (i, (at, len)) in spans.iter().enumerate() {
-        let start = match cues.last() {
-            // Never before the previous word, even if the engine says so.
-            Some(previous) => starts[i].max(previous.start_ms + 1),
-            None => 0,
-        };
+    for (from, to, start) in spans {
+        let words: String = timeline.chars[from..to].iter().collect();
+        if words.trim().is_empty() {
+            continue;
+        }
         if let Some(previous) = cues.last_mut() {
             previous.end_ms = start;
         }
         cues.push(Cue {
             start_ms: start,
             end_ms: timeline.speech_ms.max(start + 1),
-            text: timeline.chars[*at..at + len].iter().collect(),
+            text: words.trim().to_owned(),
             highlight: None,
         });
     }
@@ -489,6 +523,29 @@ mod tests {
         let words = timed(text);
         let captions = captions(text, 2_000, 42, Some(&words), "highlight");
         assert!(captions.burned.iter().all(|c| c.highlight.is_none()));
+    }
+
+    #[test]
+    fn word_cues_keep_whole_clusters_and_readable_lengths() {
+        // An engine reporting a Thai word in pieces, the second starting inside a
+        // cluster (before its tone mark), 20 ms after the first.
+        let text = "ปลาหมึกยักษ์ มีหัวใจ";
+        let chars: Vec<char> = text.chars().collect();
+        let mark = chars.iter().position(|c| *c == '์').unwrap();
+        let words = vec![
+            WordTime { char_start: 0, char_len: mark - 1, start_ms: 0 },
+            WordTime { char_start: mark - 1, char_len: 1, start_ms: 20 },
+            WordTime { char_start: mark + 2, char_len: chars.len() - mark - 2, start_ms: 900 },
+        ];
+        let cues = captions(text, 1_500, 42, Some(&words), "word").srt;
+        let texts: Vec<&str> = cues.iter().map(|c| c.text.as_str()).collect();
+        assert_eq!(texts, ["ปลาหมึกยักษ์", "มีหัวใจ"]);
+        assert_eq!((cues[1].start_ms, cues[1].end_ms), (900, 1_500));
+        // The same sentence reported again and again is one cue, not many 1 ms ones.
+        let repeated: Vec<WordTime> = (0..5)
+            .map(|i| WordTime { char_start: 0, char_len: chars.len(), start_ms: i })
+            .collect();
+        assert_eq!(captions(text, 1_500, 42, Some(&repeated), "word").srt.len(), 1);
     }
 
     #[test]
