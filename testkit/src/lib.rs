@@ -1316,15 +1316,26 @@ async fn transcriptions(
         let mut granularities = Vec::new();
         while let Ok(Some(field)) = form.next_field().await {
             let name = field.name().unwrap_or_default().to_owned();
-            let bytes = field.bytes().await.map_err(|_| invalid_request("invalid_file", "The upload was cut short."))?;
+            let bytes = field
+                .bytes()
+                .await
+                .map_err(|_| invalid_request("invalid_file", "The upload was cut short."))?;
             match name.as_str() {
                 "file" => file = Some(bytes),
                 "response_format" => format = Some(String::from_utf8_lossy(&bytes).into_owned()),
-                "timestamp_granularities[]" => granularities.push(String::from_utf8_lossy(&bytes).into_owned()),
+                "timestamp_granularities[]" => {
+                    granularities.push(String::from_utf8_lossy(&bytes).into_owned())
+                }
                 _ => {}
             }
         }
-        let file = file.ok_or_else(|| invalid_request("missing_required_parameter", "Missing required parameter: 'file'.").on("file"))?;
+        let file = file.ok_or_else(|| {
+            invalid_request(
+                "missing_required_parameter",
+                "Missing required parameter: 'file'.",
+            )
+            .on("file")
+        })?;
         if format.as_deref() != Some("verbose_json") || !granularities.iter().any(|g| g == "word") {
             return Err(invalid_param(
                 "timestamp_granularities",
@@ -1332,7 +1343,10 @@ async fn transcriptions(
             ));
         }
         let Some(length) = wav_length(&file) else {
-            return Err(invalid_request("invalid_value", "Audio file might be corrupted or unsupported."));
+            return Err(invalid_request(
+                "invalid_value",
+                "Audio file might be corrupted or unsupported.",
+            ));
         };
         // The closest length the fake spoke, within a frame of the re-encoding.
         let spoken = lock(&inner.spoken)
@@ -1377,11 +1391,15 @@ fn wav_length(wav: &[u8]) -> Option<Duration> {
         let size = u32::from_le_bytes(wav[at + 4..at + 8].try_into().ok()?) as usize;
         let body = at + 8;
         if id == b"fmt " && body + 12 <= wav.len() {
-            byte_rate = Some(u32::from_le_bytes(wav[body + 8..body + 12].try_into().ok()?));
+            byte_rate = Some(u32::from_le_bytes(
+                wav[body + 8..body + 12].try_into().ok()?,
+            ));
         }
         if id == b"data" {
             let len = size.min(wav.len() - body);
-            return Some(Duration::from_secs_f64(len as f64 / f64::from(byte_rate?.max(1))));
+            return Some(Duration::from_secs_f64(
+                len as f64 / f64::from(byte_rate?.max(1)),
+            ));
         }
         at = body + size + size % 2;
     }

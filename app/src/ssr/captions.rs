@@ -243,7 +243,11 @@ fn word_cues(timeline: &Timeline) -> Vec<Cue> {
     let mut spans: Vec<(usize, usize, i64)> = Vec::new();
     for (at, len) in timeline.word_spans() {
         let (from, to) = (snap_down(at), snap_up(at + len));
-        let start = if spans.is_empty() { 0 } else { timeline.time_at(at) };
+        let start = if spans.is_empty() {
+            0
+        } else {
+            timeline.time_at(at)
+        };
         match spans.last_mut() {
             Some(last) if from < last.1 || start - last.2 < SHORTEST_MS => {
                 last.1 = last.1.max(to);
@@ -274,9 +278,10 @@ fn word_cues(timeline: &Timeline) -> Vec<Cue> {
 /// text keeps its plain lines: libass lays out each side of an override tag as its own
 /// run, which reorders Arabic and Hebrew words around the highlighted one.
 fn highlighted(lines: &[(Cue, usize)], timeline: &Timeline) -> Vec<Cue> {
-    let right_to_left = timeline.chars.iter().any(|c| {
-        matches!(*c as u32, 0x0590..=0x08FF | 0xFB1D..=0xFDFF | 0xFE70..=0xFEFF)
-    });
+    let right_to_left = timeline
+        .chars
+        .iter()
+        .any(|c| matches!(*c as u32, 0x0590..=0x08FF | 0xFB1D..=0xFDFF | 0xFE70..=0xFEFF));
     if right_to_left {
         return lines.iter().map(|(cue, _)| cue.clone()).collect();
     }
@@ -299,14 +304,21 @@ fn highlighted(lines: &[(Cue, usize)], timeline: &Timeline) -> Vec<Cue> {
             if from < *first_visible || from >= first_visible + text_visible.len() || to <= from {
                 continue;
             }
-            let (a, b) = (from - first_visible, (to - first_visible).min(text_visible.len()));
+            let (a, b) = (
+                from - first_visible,
+                (to - first_visible).min(text_visible.len()),
+            );
             let mut start = timeline.time_at(at).clamp(cue.start_ms, cue.end_ms - 1);
             if let Some(previous) = events.last_mut() {
                 start = start.max(previous.start_ms + 1);
                 previous.end_ms = start;
             }
             events.push(Cue {
-                start_ms: if events.is_empty() { cue.start_ms } else { start },
+                start_ms: if events.is_empty() {
+                    cue.start_ms
+                } else {
+                    start
+                },
                 end_ms: cue.end_ms,
                 text: cue.text.clone(),
                 highlight: Some((text_visible[a], text_visible[b - 1] + 1)),
@@ -417,7 +429,10 @@ mod tests {
                 "{cue:?}"
             );
         }
-        let joined: Vec<&str> = cues.iter().flat_map(|c| c.text.split_whitespace()).collect();
+        let joined: Vec<&str> = cues
+            .iter()
+            .flat_map(|c| c.text.split_whitespace())
+            .collect();
         assert_eq!(joined, TEXT.split_whitespace().collect::<Vec<_>>());
     }
 
@@ -451,7 +466,11 @@ mod tests {
         assert_eq!(cues.len(), words.len());
         for (cue, word) in cues.iter().zip(&words) {
             assert_eq!(cue.start_ms, word.start_ms, "{cue:?}");
-            let said: String = TEXT.chars().skip(word.char_start).take(word.char_len).collect();
+            let said: String = TEXT
+                .chars()
+                .skip(word.char_start)
+                .take(word.char_len)
+                .collect();
             assert_eq!(cue.text, said);
         }
         assert_eq!(cues.last().unwrap().end_ms, 7_000);
@@ -469,7 +488,11 @@ mod tests {
         for (cue, word) in captions.burned.iter().zip(&words) {
             let (a, b) = cue.highlight.expect("a highlighted word");
             let lit: String = cue.text.chars().skip(a).take(b - a).collect();
-            let said: String = TEXT.chars().skip(word.char_start).take(word.char_len).collect();
+            let said: String = TEXT
+                .chars()
+                .skip(word.char_start)
+                .take(word.char_len)
+                .collect();
             assert_eq!(lit, said);
         }
         for pair in captions.burned.windows(2) {
@@ -533,9 +556,21 @@ mod tests {
         let chars: Vec<char> = text.chars().collect();
         let mark = chars.iter().position(|c| *c == '์').unwrap();
         let words = vec![
-            WordTime { char_start: 0, char_len: mark - 1, start_ms: 0 },
-            WordTime { char_start: mark - 1, char_len: 1, start_ms: 20 },
-            WordTime { char_start: mark + 2, char_len: chars.len() - mark - 2, start_ms: 900 },
+            WordTime {
+                char_start: 0,
+                char_len: mark - 1,
+                start_ms: 0,
+            },
+            WordTime {
+                char_start: mark - 1,
+                char_len: 1,
+                start_ms: 20,
+            },
+            WordTime {
+                char_start: mark + 2,
+                char_len: chars.len() - mark - 2,
+                start_ms: 900,
+            },
         ];
         let cues = captions(text, 1_500, 42, Some(&words), "word").srt;
         let texts: Vec<&str> = cues.iter().map(|c| c.text.as_str()).collect();
@@ -543,9 +578,16 @@ mod tests {
         assert_eq!((cues[1].start_ms, cues[1].end_ms), (900, 1_500));
         // The same sentence reported again and again is one cue, not many 1 ms ones.
         let repeated: Vec<WordTime> = (0..5)
-            .map(|i| WordTime { char_start: 0, char_len: chars.len(), start_ms: i })
+            .map(|i| WordTime {
+                char_start: 0,
+                char_len: chars.len(),
+                start_ms: i,
+            })
             .collect();
-        assert_eq!(captions(text, 1_500, 42, Some(&repeated), "word").srt.len(), 1);
+        assert_eq!(
+            captions(text, 1_500, 42, Some(&repeated), "word").srt.len(),
+            1
+        );
     }
 
     #[test]

@@ -149,15 +149,20 @@ unsafe fn open() -> Result<Api, String> {
         unsafe { library.get(b"espeak_SetSynthCallback\0") }.map_err(|e| e.to_string())?;
     let set_voice_by_name: unsafe extern "C" fn(*const c_char) -> c_int =
         *unsafe { library.get(b"espeak_SetVoiceByName\0") }
-        .map_err(|e: libloading::Error| e.to_string())?;
-    let synth = *unsafe { library.get(b"espeak_Synth\0") }
-        .map_err(|e: libloading::Error| e.to_string())?;
+            .map_err(|e: libloading::Error| e.to_string())?;
+    let synth =
+        *unsafe { library.get(b"espeak_Synth\0") }.map_err(|e: libloading::Error| e.to_string())?;
     let synchronize = *unsafe { library.get(b"espeak_Synchronize\0") }
         .map_err(|e: libloading::Error| e.to_string())?;
     // Returns the sample rate, or a negative error. Without DONT_EXIT the library calls
     // exit(1) when its data is missing or of another version: the server would die.
     let rate = unsafe {
-        initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, std::ptr::null(), INITIALIZE_DONT_EXIT)
+        initialize(
+            AUDIO_OUTPUT_SYNCHRONOUS,
+            0,
+            std::ptr::null(),
+            INITIALIZE_DONT_EXIT,
+        )
     };
     if rate <= 0 {
         return Err(format!("espeak_Initialize failed ({rate})"));
@@ -246,7 +251,9 @@ impl Espeak {
                 }
             }
         };
-        let collected = COLLECTED.with(|slot| slot.borrow_mut().take()).unwrap_or_default();
+        let collected = COLLECTED
+            .with(|slot| slot.borrow_mut().take())
+            .unwrap_or_default();
         result?;
         if collected.samples.is_empty() {
             return Err("espeak-ng made no sound".into());
@@ -297,7 +304,10 @@ mod tests {
     #[test]
     fn words_fall_in_order_inside_the_sound() {
         let espeak = Espeak::load();
-        assert!(espeak.available(), "libespeak-ng.so.1 (Debian's espeak-ng) is installed");
+        assert!(
+            espeak.available(),
+            "libespeak-ng.so.1 (Debian's espeak-ng) is installed"
+        );
         for (voice, text) in [
             ("en", "Hello world, this is café time."),
             ("cmn", "章鱼有三颗心脏。"),
@@ -318,7 +328,11 @@ mod tests {
                 let said: Vec<String> = spoken
                     .words
                     .iter()
-                    .map(|w| chars[w.char_start..w.char_start + w.char_len].iter().collect())
+                    .map(|w| {
+                        chars[w.char_start..w.char_start + w.char_len]
+                            .iter()
+                            .collect()
+                    })
                     .collect();
                 assert_eq!(said, ["Hello", "world", "this", "is", "café", "time"]);
             }

@@ -71,11 +71,12 @@ pub struct LlmRequest<'a> {
 }
 
 fn system_prompt(format: ChatFormat) -> String {
-    let mut prompt = "You write scripts for short narrated videos. Answer with one JSON object that matches \
+    let mut prompt =
+        "You write scripts for short narrated videos. Answer with one JSON object that matches \
      the given schema and nothing else. Each scene has the narrator's words, a visual prompt \
      an image model can draw (no text in the image), and its planned duration in seconds. \
      Write the narration, title, hook, description and hashtags in the requested language."
-        .to_owned();
+            .to_owned();
     // Without structured output the schema must be in the words; JSON mode also requires
     // the word "JSON" in the prompt (OpenAI's docs), which this keeps.
     if format != ChatFormat::JsonSchema {
@@ -129,7 +130,8 @@ pub async fn generate(state: &AppState, req: LlmRequest<'_>) -> Result<ScriptOut
         what: "chat answer",
         max_bytes: super::openai::JSON_ANSWER_MAX_BYTES,
     };
-    let (client, seen) = super::openai::client(&state.http, &s.llm_base_url, req.api_key, timeout, limit);
+    let (client, seen) =
+        super::openai::client(&state.http, &s.llm_base_url, req.api_key, timeout, limit);
     let learned = state.learned.get(&s.llm_base_url, &s.llm_model);
     let preferred = if s.llm_json_schema {
         ChatFormat::JsonSchema
@@ -164,19 +166,30 @@ pub async fn generate(state: &AppState, req: LlmRequest<'_>) -> Result<ScriptOut
                 // a longer one is theirs to decide on.
                 if let Some(wait) = short_rate_limit(&err, seen_now).filter(|_| waits < MAX_WAITS) {
                     waits += 1;
-                    tracing::info!(wait_ms = wait.as_millis() as u64, "rate limited; waiting as the provider asks");
+                    tracing::info!(
+                        wait_ms = wait.as_millis() as u64,
+                        "rate limited; waiting as the provider asks"
+                    );
                     tokio::time::sleep(wait).await;
                     continue;
                 }
-                let refuses = |parameters: &[&str]| super::openai::refused(&err, seen_now, parameters);
+                let refuses =
+                    |parameters: &[&str]| super::openai::refused(&err, seen_now, parameters);
                 if temperature.is_some() && refuses(&["temperature"]) {
                     tracing::info!(model = %s.llm_model, "the model refuses temperature; asking without it");
                     temperature = None;
-                    state.learned.update(&s.llm_base_url, &s.llm_model, |q| q.no_temperature = true);
-                } else if let Some(weaker) = format
-                    .weaker()
-                    .filter(|_| refuses(&["response_format", "json_schema", "json_object", "structured output", "json mode"]))
-                {
+                    state
+                        .learned
+                        .update(&s.llm_base_url, &s.llm_model, |q| q.no_temperature = true);
+                } else if let Some(weaker) = format.weaker().filter(|_| {
+                    refuses(&[
+                        "response_format",
+                        "json_schema",
+                        "json_object",
+                        "structured output",
+                        "json mode",
+                    ])
+                }) {
                     tracing::info!(model = %s.llm_model, from = format.as_str(), to = weaker.as_str(),
                         "the server refuses this response_format; asking with a weaker one");
                     format = weaker;
@@ -256,7 +269,10 @@ fn answer_text(response: &Value, key: &str) -> Result<String, AppError> {
         let reason = super::openai::reason_in(error).unwrap_or_else(|| error.to_string());
         return Err(AppError::new(
             ErrorCode::ProviderUnavailable,
-            format!("The provider reported an error: {}", scrub(&clip(&reason, 500), key)),
+            format!(
+                "The provider reported an error: {}",
+                scrub(&clip(&reason, 500), key)
+            ),
         ));
     }
     let Some(choice) = response.get("choices").and_then(|c| c.get(0)) else {
@@ -266,7 +282,11 @@ fn answer_text(response: &Value, key: &str) -> Result<String, AppError> {
         ));
     };
     let message = choice.get("message").unwrap_or(&Value::Null);
-    if let Some(refusal) = message.get("refusal").and_then(Value::as_str).filter(|r| !r.trim().is_empty()) {
+    if let Some(refusal) = message
+        .get("refusal")
+        .and_then(Value::as_str)
+        .filter(|r| !r.trim().is_empty())
+    {
         return Err(AppError::new(
             ErrorCode::ProviderRefused,
             format!("The model declined to write this script: {refusal}"),
@@ -339,7 +359,10 @@ pub fn parse_script(content: &str, presets: &Presets, topic: &str) -> Result<Scr
         .unwrap_or_else(|| topic.to_owned());
     Ok(ScriptOut {
         title: clip(title.trim(), limits::TITLE_MAX_CHARS),
-        hook: clip(answer::text(object, &["hook"]).trim(), limits::NARRATION_MAX_CHARS),
+        hook: clip(
+            answer::text(object, &["hook"]).trim(),
+            limits::NARRATION_MAX_CHARS,
+        ),
         scenes: drafts,
         description: clip(
             answer::text(object, &["description"]).trim(),
@@ -520,20 +543,36 @@ mod tests {
     #[test]
     fn reads_the_answer_text_in_every_shape() {
         let answer = |message: Value| {
-            answer_text(&json!({ "choices": [{ "message": message, "finish_reason": "stop" }] }), "")
+            answer_text(
+                &json!({ "choices": [{ "message": message, "finish_reason": "stop" }] }),
+                "",
+            )
         };
         assert_eq!(answer(json!({ "content": "x" })).unwrap(), "x");
         assert_eq!(
             answer(json!({ "content": [{ "type": "text", "text": "a" }, { "type": "text", "text": "b" }] })).unwrap(),
             "ab"
         );
-        assert_eq!(answer(json!({ "content": "", "reasoning_content": "r" })).unwrap(), "r");
-        assert_eq!(answer(json!({ "content": null, "refusal": null })).unwrap(), "");
+        assert_eq!(
+            answer(json!({ "content": "", "reasoning_content": "r" })).unwrap(),
+            "r"
+        );
+        assert_eq!(
+            answer(json!({ "content": null, "refusal": null })).unwrap(),
+            ""
+        );
         let refused = answer(json!({ "content": null, "refusal": "No." })).unwrap_err();
         assert!(refused.message.contains("No."), "{}", refused.message);
-        let in_band = answer_text(&json!({ "error": { "message": "Upstream overloaded", "code": 502 } }), "")
-            .unwrap_err();
-        assert!(in_band.message.contains("Upstream overloaded"), "{}", in_band.message);
+        let in_band = answer_text(
+            &json!({ "error": { "message": "Upstream overloaded", "code": 502 } }),
+            "",
+        )
+        .unwrap_err();
+        assert!(
+            in_band.message.contains("Upstream overloaded"),
+            "{}",
+            in_band.message
+        );
     }
 
     #[test]

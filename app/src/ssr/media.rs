@@ -397,9 +397,12 @@ pub async fn scene_image(state: &AppState, task: &ClaimedTask) -> Result<Output,
     // whichever installed font has it, where drawtext has one font and no shaping.
     let script_path = path.with_extension("ass");
     let colour = PALETTE[scene.position.rem_euclid(PALETTE.len() as i64) as usize];
-    tokio::fs::write(&script_path, card_script(&scene.narration, &scene.language, (w, h)))
-        .await
-        .map_err(|e| server_fault("the card's words could not be saved", e, true))?;
+    tokio::fs::write(
+        &script_path,
+        card_script(&scene.narration, &scene.language, (w, h)),
+    )
+    .await
+    .map_err(|e| server_fault("the card's words could not be saved", e, true))?;
     // The filter names the script relative to ffmpeg's working directory: a data
     // directory's `'`, `:` or `,` would otherwise be read as filter syntax. The file name
     // is ours (`scene-…-….ass`) and holds none of them.
@@ -412,9 +415,24 @@ pub async fn scene_image(state: &AppState, task: &ClaimedTask) -> Result<Output,
     let mut ffmpeg = Command::new("ffmpeg");
     ffmpeg.current_dir(card_dir);
     ffmpeg
-        .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i"])
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+        ])
         .arg(format!("color=c={colour}:s={w}x{h}"))
-        .args(["-vf", &format!("ass=filename={script_name}:shaping=complex"), "-frames:v", "1", "-update", "1"]);
+        .args([
+            "-vf",
+            &format!("ass=filename={script_name}:shaping=complex"),
+            "-frames:v",
+            "1",
+            "-update",
+            "1",
+        ]);
     ffmpeg.arg(&path);
     let result = run_tool(ffmpeg, None, "ffmpeg").await;
     let _ = tokio::fs::remove_file(&script_path).await;
@@ -511,7 +529,15 @@ pub async fn scene_audio(state: &AppState, task: &ClaimedTask) -> Result<Output,
             )));
         }
         let transcription = super::settings::endpoint(&settings, &keys, Capability::Transcription);
-        let words = heard_words(state, &settings, &transcription, &scene.narration, clean, duration).await;
+        let words = heard_words(
+            state,
+            &settings,
+            &transcription,
+            &scene.narration,
+            clean,
+            duration,
+        )
+        .await;
         let mime = "audio/wav";
         return into_output(Made {
             kind: "audio",
@@ -561,10 +587,7 @@ pub async fn scene_audio(state: &AppState, task: &ClaimedTask) -> Result<Output,
         }
     }
     let mut espeak = Command::new("espeak-ng");
-    espeak
-        .args(["-v", voice, "-w"])
-        .arg(&path)
-        .arg("--stdin");
+    espeak.args(["-v", voice, "-w"]).arg(&path).arg("--stdin");
     run_tool(espeak, Some(&scene.narration), "espeak-ng").await?;
     let bytes = tokio::fs::read(&path)
         .await

@@ -164,13 +164,21 @@ pub fn error_reason(err: &OpenAIError) -> String {
             if !e.message.trim().is_empty() {
                 reason_in_text(&e.message)
             } else {
-                e.code.clone().or_else(|| e.r#type.clone()).unwrap_or_default()
+                e.code
+                    .clone()
+                    .or_else(|| e.r#type.clone())
+                    .unwrap_or_default()
             }
         }
         OpenAIError::JSONDeserialize(_, content) => reason_in_text(content),
         _ => String::new(),
     };
-    reason.chars().take(300).collect::<String>().trim().to_owned()
+    reason
+        .chars()
+        .take(300)
+        .collect::<String>()
+        .trim()
+        .to_owned()
 }
 
 /// A body's reason: from its JSON when it is JSON (a 5xx body reaches us as text, and
@@ -195,11 +203,21 @@ pub fn reason_in(value: &serde_json::Value) -> Option<String> {
             let parts: Vec<String> = items
                 .iter()
                 .filter_map(|item| {
-                    let msg = item.get("msg").and_then(Value::as_str).map(str::to_owned).or_else(|| reason_in(item))?;
-                    let loc = item
-                        .get("loc")
-                        .and_then(Value::as_array)
-                        .map(|l| l.iter().filter_map(|p| p.as_str().map(str::to_owned).or_else(|| Some(p.to_string()))).collect::<Vec<_>>().join("."));
+                    let msg = item
+                        .get("msg")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                        .or_else(|| reason_in(item))?;
+                    let loc = item.get("loc").and_then(Value::as_array).map(|l| {
+                        l.iter()
+                            .filter_map(|p| {
+                                p.as_str()
+                                    .map(str::to_owned)
+                                    .or_else(|| Some(p.to_string()))
+                            })
+                            .collect::<Vec<_>>()
+                            .join(".")
+                    });
                     Some(match loc {
                         Some(loc) if !loc.is_empty() => format!("{loc}: {msg}"),
                         _ => msg,
@@ -252,7 +270,12 @@ pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(3600);
 /// fractions), or `Retry-After` as an HTTP date (RFC 9110 §10.2.3). Capped at
 /// [`RETRY_AFTER_MAX`]; `None` when absent or unreadable.
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
     let from_number = |text: &str, unit_secs: f64| {
         text.parse::<f64>()
             .ok()
@@ -265,7 +288,10 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
             let value = header("retry-after")?;
             from_number(value, 1.0).or_else(|| {
                 let at = httpdate::parse_http_date(value).ok()?;
-                Some(at.duration_since(std::time::SystemTime::now()).unwrap_or_default())
+                Some(
+                    at.duration_since(std::time::SystemTime::now())
+                        .unwrap_or_default(),
+                )
             })
         })?;
     Some(wait.min(RETRY_AFTER_MAX))
@@ -373,7 +399,10 @@ impl Learned {
 
     pub fn update(&self, base_url: &str, model: &str, change: impl FnOnce(&mut Quirks)) {
         if let Ok(mut map) = self.0.lock() {
-            change(map.entry((base_url.to_owned(), model.to_owned())).or_default());
+            change(
+                map.entry((base_url.to_owned(), model.to_owned()))
+                    .or_default(),
+            );
         }
     }
 }
@@ -476,20 +505,38 @@ mod tests {
             }
             retry_after(&headers)
         };
-        assert_eq!(wait(&[("retry-after", "7".into())]), Some(Duration::from_secs(7)));
-        assert_eq!(wait(&[("retry-after", "0.5".into())]), Some(Duration::from_millis(500)));
-        assert_eq!(wait(&[("retry-after-ms", "250".into())]), Some(Duration::from_millis(250)));
+        assert_eq!(
+            wait(&[("retry-after", "7".into())]),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            wait(&[("retry-after", "0.5".into())]),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(
+            wait(&[("retry-after-ms", "250".into())]),
+            Some(Duration::from_millis(250))
+        );
         // The millisecond form is the more precise; it wins over the seconds.
         assert_eq!(
-            wait(&[("retry-after", "1".into()), ("retry-after-ms", "1500".into())]),
+            wait(&[
+                ("retry-after", "1".into()),
+                ("retry-after-ms", "1500".into())
+            ]),
             Some(Duration::from_millis(1500))
         );
         let at = std::time::SystemTime::now() + Duration::from_secs(30);
         let from_date = wait(&[("retry-after", httpdate::fmt_http_date(at))]).expect("a wait");
         assert!((28..=30).contains(&from_date.as_secs()), "{from_date:?}");
         let past = std::time::SystemTime::now() - Duration::from_secs(30);
-        assert_eq!(wait(&[("retry-after", httpdate::fmt_http_date(past))]), Some(Duration::ZERO));
-        assert_eq!(wait(&[("retry-after", "99999999".into())]), Some(RETRY_AFTER_MAX));
+        assert_eq!(
+            wait(&[("retry-after", httpdate::fmt_http_date(past))]),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            wait(&[("retry-after", "99999999".into())]),
+            Some(RETRY_AFTER_MAX)
+        );
         assert_eq!(wait(&[("retry-after", "soon".into())]), None);
         assert_eq!(wait(&[("retry-after", "-3".into())]), None);
         assert_eq!(wait(&[]), None);
@@ -498,14 +545,27 @@ mod tests {
     #[test]
     fn reasons_in_every_error_shape() {
         let reason = |text: &str| reason_in_text(text);
-        assert_eq!(reason(r#"{"error":{"message":"Unknown parameter: 'response_format'.","param":"response_format"}}"#), "Unknown parameter: 'response_format'.");
-        assert_eq!(reason(r#"{"error":"model 'llama9' not found"}"#), "model 'llama9' not found");
         assert_eq!(
-            reason(r#"{"detail":[{"loc":["body","response_format"],"msg":"Input should be 'mp3', 'wav' or 'pcm'","type":"literal_error"}]}"#),
+            reason(
+                r#"{"error":{"message":"Unknown parameter: 'response_format'.","param":"response_format"}}"#
+            ),
+            "Unknown parameter: 'response_format'."
+        );
+        assert_eq!(
+            reason(r#"{"error":"model 'llama9' not found"}"#),
+            "model 'llama9' not found"
+        );
+        assert_eq!(
+            reason(
+                r#"{"detail":[{"loc":["body","response_format"],"msg":"Input should be 'mp3', 'wav' or 'pcm'","type":"literal_error"}]}"#
+            ),
             "body.response_format: Input should be 'mp3', 'wav' or 'pcm'"
         );
         assert_eq!(reason(r#"{"detail":"Voice not found"}"#), "Voice not found");
-        assert_eq!(reason("<html>\n<h1>502   Bad Gateway</h1></html>"), "<html> <h1>502 Bad Gateway</h1></html>");
+        assert_eq!(
+            reason("<html>\n<h1>502   Bad Gateway</h1></html>"),
+            "<html> <h1>502 Bad Gateway</h1></html>"
+        );
     }
 
     #[test]

@@ -76,8 +76,13 @@ pub async fn image(
         what: "image answer",
         max_bytes: openai::IMAGE_ANSWER_MAX_BYTES,
     };
-    let (client, seen) =
-        openai::client(&state.http, &endpoint.base_url, &endpoint.api_key, timeout, limit);
+    let (client, seen) = openai::client(
+        &state.http,
+        &endpoint.base_url,
+        &endpoint.api_key,
+        timeout,
+        limit,
+    );
     let model = settings.image_model.as_str();
     let learned = state.learned.get(&endpoint.base_url, model);
     let mut ask_base64 = !learned.image_no_response_format && !model.starts_with("gpt-image");
@@ -97,9 +102,14 @@ pub async fn image(
         match client.images().generate_byot::<Value, Value>(body).await {
             Ok(response) => break response,
             Err(e) if ask_base64 && refuses_format(&e, seen.get()) => {
-                tracing::info!(model, "the images endpoint refuses response_format; asking without it");
+                tracing::info!(
+                    model,
+                    "the images endpoint refuses response_format; asking without it"
+                );
                 ask_base64 = false;
-                state.learned.update(&endpoint.base_url, model, |q| q.image_no_response_format = true);
+                state.learned.update(&endpoint.base_url, model, |q| {
+                    q.image_no_response_format = true
+                });
             }
             Err(e) => return Err(classify(e, seen.get(), &endpoint.api_key, "image")),
         }
@@ -107,12 +117,20 @@ pub async fn image(
     if let Some(error) = response.get("error").filter(|e| !e.is_null()) {
         let reason = openai::reason_in(error).unwrap_or_else(|| error.to_string());
         return Err(TaskError::Transient {
-            message: format!("The provider reported an error: {}", scrub(&super::llm::clip(&reason, 500), &endpoint.api_key)),
+            message: format!(
+                "The provider reported an error: {}",
+                scrub(&super::llm::clip(&reason, 500), &endpoint.api_key)
+            ),
             retry_after: None,
         });
     }
     let first = response.get("data").and_then(|d| d.get(0));
-    let text = |field: &str| first.and_then(|f| f.get(field)).and_then(Value::as_str).filter(|s| !s.is_empty());
+    let text = |field: &str| {
+        first
+            .and_then(|f| f.get(field))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
     let bytes = match (text("b64_json"), text("url")) {
         (Some(b64), _) => base64::engine::general_purpose::STANDARD
             .decode(b64.trim().as_bytes())
@@ -120,7 +138,8 @@ pub async fn image(
         (None, Some(url)) => fetch_image_url(&endpoint.base_url, url, timeout).await?,
         (None, None) => {
             return Err(TaskError::Permanent(
-                "the provider's answer holds no image (neither data[0].b64_json nor data[0].url)".into(),
+                "the provider's answer holds no image (neither data[0].b64_json nor data[0].url)"
+                    .into(),
             ))
         }
     };
@@ -405,8 +424,13 @@ pub async fn speech(
         what: "speech answer",
         max_bytes: openai::SPEECH_MAX_BYTES,
     };
-    let (client, seen) =
-        openai::client(&state.http, &endpoint.base_url, &endpoint.api_key, timeout, limit);
+    let (client, seen) = openai::client(
+        &state.http,
+        &endpoint.base_url,
+        &endpoint.api_key,
+        timeout,
+        limit,
+    );
     let model = settings.tts_model.as_str();
     let mut format = state
         .learned
@@ -431,7 +455,9 @@ pub async fn speech(
         };
         match client.audio().speech().create(request).await {
             Ok(answer) => {
-                state.learned.update(&endpoint.base_url, model, |q| q.speech_format = Some(format));
+                state.learned.update(&endpoint.base_url, model, |q| {
+                    q.speech_format = Some(format)
+                });
                 return Ok(Speech {
                     bytes: answer.bytes.to_vec(),
                     format,
@@ -439,8 +465,12 @@ pub async fn speech(
             }
             Err(e) if refuses_format(&e, seen.get()) && format.next().is_some() => {
                 let next = format.next().unwrap_or(SpeechFormat::Pcm);
-                tracing::info!(model, from = format.as_str(), to = next.as_str(),
-                    "the speech endpoint refuses this format; asking for the next");
+                tracing::info!(
+                    model,
+                    from = format.as_str(),
+                    to = next.as_str(),
+                    "the speech endpoint refuses this format; asking for the next"
+                );
                 format = next;
             }
             Err(e) => return Err(classify(e, seen.get(), &endpoint.api_key, "speech")),
@@ -474,8 +504,13 @@ pub async fn transcribe(
         what: "transcription answer",
         max_bytes: openai::JSON_ANSWER_MAX_BYTES,
     };
-    let (client, seen) =
-        openai::client(&state.http, &endpoint.base_url, &endpoint.api_key, timeout, limit);
+    let (client, seen) = openai::client(
+        &state.http,
+        &endpoint.base_url,
+        &endpoint.api_key,
+        timeout,
+        limit,
+    );
     let request = CreateTranscriptionRequest {
         file: AudioInput::from_vec_u8("narration.wav".into(), wav),
         model: settings.transcription_model.clone(),
@@ -488,11 +523,13 @@ pub async fn transcribe(
         .transcription()
         .create_verbose_json_byot(request)
         .await
-        .map_err(|e| match classify(e, seen.get(), &endpoint.api_key, "transcription") {
-            TaskError::Permanent(m) => m,
-            TaskError::Transient { message, .. } => message,
-            other => other.message().to_owned(),
-        })?;
+        .map_err(
+            |e| match classify(e, seen.get(), &endpoint.api_key, "transcription") {
+                TaskError::Permanent(m) => m,
+                TaskError::Transient { message, .. } => message,
+                other => other.message().to_owned(),
+            },
+        )?;
     let listed = |words: &Value| -> Vec<HeardWord> {
         words
             .as_array()

@@ -97,7 +97,17 @@ pub async fn scenes(
     Ok(rows
         .into_iter()
         .map(
-            |(narration, image_id, image_key, audio_id, audio_key, audio_ms, planned, language, words)| {
+            |(
+                narration,
+                image_id,
+                image_key,
+                audio_id,
+                audio_key,
+                audio_ms,
+                planned,
+                language,
+                words,
+            )| {
                 RenderScene {
                     narration,
                     image_key,
@@ -257,7 +267,13 @@ pub fn ass(cues: &[(i64, Cue)], settings: &SettingsValues, portrait: bool, font:
         let text = match cue.highlight {
             Some((from, to)) => {
                 let chars: Vec<char> = cue.text.chars().collect();
-                let part = |a: usize, b: usize| ass_text(&chars[a.min(chars.len())..b.min(chars.len())].iter().collect::<String>());
+                let part = |a: usize, b: usize| {
+                    ass_text(
+                        &chars[a.min(chars.len())..b.min(chars.len())]
+                            .iter()
+                            .collect::<String>(),
+                    )
+                };
                 // Our own override tags around the escaped words: `\r` returns to the style.
                 format!(
                     "{}{{\\c&H{highlight}&}}{}{{\\r}}{}",
@@ -858,8 +874,8 @@ async fn ensure_segment(
     )
     .burned
     .into_iter()
-        .map(|c| (0, c))
-        .collect();
+    .map(|c| (0, c))
+    .collect();
     let subtitles = ass(&local, settings, size.0 < size.1, scene.font);
     let name = segment_name(scene, frames, size, settings, &subtitles);
     let file = format!("{name}.mp4");
@@ -1238,7 +1254,10 @@ mod tests {
         assert_eq!(subtitle_columns(&settings, (720, 1280)), 22);
         assert_eq!(subtitle_columns(&settings, (1080, 1920)), 22);
         assert_eq!(subtitle_columns(&settings, (1280, 720)), 52);
-        let big = SettingsValues { subtitle_size: 200, ..SettingsValues::default() };
+        let big = SettingsValues {
+            subtitle_size: 200,
+            ..SettingsValues::default()
+        };
         assert_eq!(subtitle_columns(&big, (1280, 720)), 26);
     }
 

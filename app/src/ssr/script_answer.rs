@@ -277,7 +277,6 @@ mod tests {
 
     const SCRIPT: &str = r#"{"title":"T","hook":"h","scenes":[{"narration":"a","visual_prompt":"b","seconds":3}],"description":"d","hashtags":["x"]}"#;
 
-
     #[test]
     fn finds_the_script_however_it_is_wrapped() {
         for wrapped in [
@@ -288,7 +287,9 @@ mod tests {
             format!("<think>\nThe user wants {{a script}}. Let me plan.\n</think>\n\n{SCRIPT}"),
             format!("<think>plan</think>```json\n{SCRIPT}\n```"),
             format!("Here is your script:\n\n{SCRIPT}\n\nEnjoy!"),
-            SCRIPT.replace("3}],", "3,},],").replace("\"x\"]", "\"x\",]"),
+            SCRIPT
+                .replace("3}],", "3,},],")
+                .replace("\"x\"]", "\"x\",]"),
             format!(r#"{{"script": {SCRIPT}}}"#),
             format!("Sure! {{\"note\": \"first\"}} and then {SCRIPT}"),
         ] {

@@ -196,7 +196,9 @@ pub async fn for_tasks(state: &AppState) -> Result<(SettingsValues, Keys), AppEr
             .map(|(_, v)| v.as_str())
     };
     let values = parse(find(VALUES_KEY));
-    let keys = Keys(Capability::ALL.map(|c| find(c.secret()).and_then(|sealed| state.secrets.open(sealed))));
+    let keys = Keys(
+        Capability::ALL.map(|c| find(c.secret()).and_then(|sealed| state.secrets.open(sealed))),
+    );
     if let Ok(mut cache) = state.task_settings.lock() {
         // A change made while this read was under way may not be in it: keeping it would
         // hide that change for a second.
@@ -486,14 +488,18 @@ pub async fn update(state: &AppState, update: SettingsUpdate) -> Result<Settings
                 };
                 return Err(AppError::validation(
                     field,
-                    format!("{field} is used only with an endpoint of its own: set values.{base} too"),
+                    format!(
+                        "{field} is used only with an endpoint of its own: set values.{base} too"
+                    ),
                 ));
             }
             // A line break or other control character cannot go into an HTTP header.
             Some(k) if k.chars().any(char::is_control) => {
                 return Err(AppError::validation(
                     field,
-                    format!("{field} must not contain line breaks, tabs or other control characters"),
+                    format!(
+                        "{field} must not contain line breaks, tabs or other control characters"
+                    ),
                 ))
             }
             Some(k) => Some(Some(validate::text(field, k, 1, 500)?)),
@@ -542,7 +548,9 @@ pub async fn reset(state: &AppState) -> Result<SettingsView, AppError> {
     let mut tx = state.pool().begin().await.db("starting a transaction")?;
     remove(&mut *tx, VALUES_KEY).await?;
     for capability in Capability::ALL {
-        if origin(&endpoint_url(&current, capability)) != origin(&endpoint_url(&defaults, capability)) {
+        if origin(&endpoint_url(&current, capability))
+            != origin(&endpoint_url(&defaults, capability))
+        {
             remove(&mut *tx, capability.secret()).await?;
         }
     }

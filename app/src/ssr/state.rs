@@ -56,7 +56,6 @@ pub struct AppState {
     pub qstash: Option<Arc<super::qstash::QStash>>,
 }
 
-
 #[derive(Debug, Clone, Copy)]
 pub struct TaskTiming {
     /// How long a claim lasts without a heartbeat.

@@ -53,17 +53,50 @@ impl Font {
 
 /// The heights are read from the fonts Debian's packages install (`fonts-dejavu-core`,
 /// `fonts-noto-core`, `fonts-noto-cjk`), bold faces.
-pub const DEJAVU: Font = Font { family: "DejaVu Sans", height_em: 1.164 };
-const NOTO_CJK_SC: Font = Font { family: "Noto Sans CJK SC", height_em: 1.448 };
-const NOTO_CJK_TC: Font = Font { family: "Noto Sans CJK TC", height_em: 1.448 };
-const NOTO_CJK_JP: Font = Font { family: "Noto Sans CJK JP", height_em: 1.448 };
-const NOTO_CJK_KR: Font = Font { family: "Noto Sans CJK KR", height_em: 1.448 };
-const NOTO_ARABIC: Font = Font { family: "Noto Sans Arabic", height_em: 2.112 };
-const NOTO_HEBREW: Font = Font { family: "Noto Sans Hebrew", height_em: 1.36 };
-const NOTO_DEVANAGARI: Font = Font { family: "Noto Sans Devanagari", height_em: 1.304 };
-const NOTO_BENGALI: Font = Font { family: "Noto Sans Bengali", height_em: 1.325 };
-const NOTO_TAMIL: Font = Font { family: "Noto Sans Tamil", height_em: 1.24 };
-const NOTO_THAI: Font = Font { family: "Noto Sans Thai", height_em: 1.511 };
+pub const DEJAVU: Font = Font {
+    family: "DejaVu Sans",
+    height_em: 1.164,
+};
+const NOTO_CJK_SC: Font = Font {
+    family: "Noto Sans CJK SC",
+    height_em: 1.448,
+};
+const NOTO_CJK_TC: Font = Font {
+    family: "Noto Sans CJK TC",
+    height_em: 1.448,
+};
+const NOTO_CJK_JP: Font = Font {
+    family: "Noto Sans CJK JP",
+    height_em: 1.448,
+};
+const NOTO_CJK_KR: Font = Font {
+    family: "Noto Sans CJK KR",
+    height_em: 1.448,
+};
+const NOTO_ARABIC: Font = Font {
+    family: "Noto Sans Arabic",
+    height_em: 2.112,
+};
+const NOTO_HEBREW: Font = Font {
+    family: "Noto Sans Hebrew",
+    height_em: 1.36,
+};
+const NOTO_DEVANAGARI: Font = Font {
+    family: "Noto Sans Devanagari",
+    height_em: 1.304,
+};
+const NOTO_BENGALI: Font = Font {
+    family: "Noto Sans Bengali",
+    height_em: 1.325,
+};
+const NOTO_TAMIL: Font = Font {
+    family: "Noto Sans Tamil",
+    height_em: 1.24,
+};
+const NOTO_THAI: Font = Font {
+    family: "Noto Sans Thai",
+    height_em: 1.511,
+};
 
 /// A language as creators name it: in English or in itself, or an ISO 639-1 or 639-3
 /// code. The first entry is its canonical name; `espeak` its espeak-ng voice
@@ -80,44 +113,205 @@ const DEFAULT_FONT: Font = DEJAVU;
 /// and Korean, so each gets its Noto CJK family; Arabic-script and Indic text needs
 /// shaping fonts, which Noto has and DejaVu lacks.
 const LANGUAGES: &[Language] = &[
-    Language { names: &["English", "en", "eng"], espeak: "en", font: DEFAULT_FONT },
-    Language { names: &["Chinese", "Mandarin", "中文", "汉语", "普通话", "zh", "cmn", "zh-cn"], espeak: "cmn", font: NOTO_CJK_SC },
-    Language { names: &["Cantonese", "粵語", "yue", "zh-hk"], espeak: "yue", font: NOTO_CJK_TC },
-    Language { names: &["Traditional Chinese", "繁體中文", "zh-tw", "zh-hant"], espeak: "cmn", font: NOTO_CJK_TC },
-    Language { names: &["Japanese", "日本語", "ja", "jpn"], espeak: "ja", font: NOTO_CJK_JP },
-    Language { names: &["Korean", "한국어", "ko", "kor"], espeak: "ko", font: NOTO_CJK_KR },
-    Language { names: &["Arabic", "العربية", "ar", "ara"], espeak: "ar", font: NOTO_ARABIC },
-    Language { names: &["Persian", "Farsi", "فارسی", "fa", "pes"], espeak: "fa", font: NOTO_ARABIC },
-    Language { names: &["Urdu", "اردو", "ur", "urd"], espeak: "ur", font: NOTO_ARABIC },
-    Language { names: &["Hebrew", "עברית", "he", "heb"], espeak: "he", font: NOTO_HEBREW },
-    Language { names: &["Hindi", "हिन्दी", "हिंदी", "hi", "hin"], espeak: "hi", font: NOTO_DEVANAGARI },
-    Language { names: &["Marathi", "मराठी", "mr", "mar"], espeak: "mr", font: NOTO_DEVANAGARI },
-    Language { names: &["Nepali", "नेपाली", "ne", "nep"], espeak: "ne", font: NOTO_DEVANAGARI },
-    Language { names: &["Bengali", "Bangla", "বাংলা", "bn", "ben"], espeak: "bn", font: NOTO_BENGALI },
-    Language { names: &["Tamil", "தமிழ்", "ta", "tam"], espeak: "ta", font: NOTO_TAMIL },
-    Language { names: &["Thai", "ไทย", "th", "tha"], espeak: "th", font: NOTO_THAI },
-    Language { names: &["Vietnamese", "Tiếng Việt", "vi", "vie"], espeak: "vi", font: DEFAULT_FONT },
-    Language { names: &["Indonesian", "Bahasa Indonesia", "id", "ind"], espeak: "id", font: DEFAULT_FONT },
-    Language { names: &["Malay", "Bahasa Melayu", "ms", "msa"], espeak: "ms", font: DEFAULT_FONT },
-    Language { names: &["French", "Français", "fr", "fra"], espeak: "fr", font: DEFAULT_FONT },
-    Language { names: &["Spanish", "Español", "es", "spa"], espeak: "es", font: DEFAULT_FONT },
-    Language { names: &["German", "Deutsch", "de", "deu"], espeak: "de", font: DEFAULT_FONT },
-    Language { names: &["Portuguese", "Português", "pt", "por"], espeak: "pt", font: DEFAULT_FONT },
-    Language { names: &["Italian", "Italiano", "it", "ita"], espeak: "it", font: DEFAULT_FONT },
-    Language { names: &["Dutch", "Nederlands", "nl", "nld"], espeak: "nl", font: DEFAULT_FONT },
-    Language { names: &["Swedish", "Svenska", "sv", "swe"], espeak: "sv", font: DEFAULT_FONT },
-    Language { names: &["Danish", "Dansk", "da", "dan"], espeak: "da", font: DEFAULT_FONT },
-    Language { names: &["Norwegian", "Norsk", "nb", "no", "nob"], espeak: "nb", font: DEFAULT_FONT },
-    Language { names: &["Finnish", "Suomi", "fi", "fin"], espeak: "fi", font: DEFAULT_FONT },
-    Language { names: &["Polish", "Polski", "pl", "pol"], espeak: "pl", font: DEFAULT_FONT },
-    Language { names: &["Czech", "Čeština", "cs", "ces"], espeak: "cs", font: DEFAULT_FONT },
-    Language { names: &["Turkish", "Türkçe", "tr", "tur"], espeak: "tr", font: DEFAULT_FONT },
-    Language { names: &["Greek", "Ελληνικά", "el", "ell"], espeak: "el", font: DEFAULT_FONT },
-    Language { names: &["Russian", "Русский", "ru", "rus"], espeak: "ru", font: DEFAULT_FONT },
-    Language { names: &["Ukrainian", "Українська", "uk", "ukr"], espeak: "uk", font: DEFAULT_FONT },
-    Language { names: &["Romanian", "Română", "ro", "ron"], espeak: "ro", font: DEFAULT_FONT },
-    Language { names: &["Hungarian", "Magyar", "hu", "hun"], espeak: "hu", font: DEFAULT_FONT },
-    Language { names: &["Swahili", "Kiswahili", "sw", "swa"], espeak: "sw", font: DEFAULT_FONT },
+    Language {
+        names: &["English", "en", "eng"],
+        espeak: "en",
+        font: DEFAULT_FONT,
+    },
+    Language {
+        names: &[
+            "Chinese",
+            "Mandarin",
+            "中文",
+            "汉语",
+            "普通话",
+            "zh",
+            "cmn",
+            "zh-cn",
+        ],
+        espeak: "cmn",
+        font: NOTO_CJK_SC,
+    },
+    Language {
+        names: &["Cantonese", "粵語", "yue", "zh-hk"],
+        espeak: "yue",
+        font: NOTO_CJK_TC,
+    },
+    Language {
+        names: &["Traditional Chinese", "繁體中文", "zh-tw", "zh-hant"],
+        espeak: "cmn",
+        font: NOTO_CJK_TC,
+    },
+    Language {
+        names: &["Japanese", "日本語", "ja", "jpn"],
+        espeak: "ja",
+        font: NOTO_CJK_JP,
+    },
+    Language {
+        names: &["Korean", "한국어", "ko", "kor"],
+        espeak: "ko",
+        font: NOTO_CJK_KR,
+    },
+    Language {
+        names: &["Arabic", "العربية", "ar", "ara"],
+        espeak: "ar",
+        font: NOTO_ARABIC,
+    },
+    Language {
+        names: &["Persian", "Farsi", "فارسی", "fa", "pes"],
+        espeak: "fa",
+        font: NOTO_ARABIC,
+    },
+    Language {
+        names: &["Urdu", "اردو", "ur", "urd"],
+        espeak: "ur",
+        font: NOTO_ARABIC,
+    },
+    Language {
+        names: &["Hebrew", "עברית", "he", "heb"],
+        espeak: "he",
+        font: NOTO_HEBREW,
+    },
+    Language {
+        names: &["Hindi", "हिन्दी", "हिंदी", "hi", "hin"],
+        espeak: "hi",
+        font: NOTO_DEVANAGARI,
+    },
+    Language {
+        names: &["Marathi", "मराठी", "mr", "mar"],
+        espeak: "mr",
+        font: NOTO_DEVANAGARI,
+    },
+    Language {
+        names: &["Nepali", "नेपाली", "ne", "nep"],
+        espeak: "ne",
+        font: NOTO_DEVANAGARI,
+    },
+    Language {
+        names: &["Bengali", "Bangla", "বাংলা", "bn", "ben"],
+        espeak: "bn",
+        font: NOTO_BENGALI,
+    },
+    Language {
+        names: &["Tamil", "தமிழ்", "ta", "tam"],
+        espeak: "ta",
+        font: NOTO_TAMIL,
+    },
+    Language {
+        names: &["Thai", "ไทย", "th", "tha"],
+        espeak: "th",
+        font: NOTO_THAI,
+    },
+    Language {
+        names: &["Vietnamese", "Tiếng Việt", "vi", "vie"],
+        espeak: "vi",
+        font: DEFAULT_FONT,
+    },
+    Language {
+        names: &["Indonesian", "Bahasa Indonesia", "id", "ind"],
+        espeak: "id",
+        font: DEFAULT_FONT,
+    },
+    Language {
+        names: &["Malay", "Bahasa Melayu", "ms", "msa"],
+        espeak: "ms",
+        font: DEFAULT_FONT,
+    },
+    Language {
+        names: &["French", "Français", "fr", "fra"],
+        espeak: "fr",
+        font: DEFAULT_FONT,
+    },
+    Language {
+        names: &["Spanish", "Español", "es", "spa"],
+        espeak: "es",
+        font: DEFAULT_FONT,
+    },
+    Language {
+        names: &["German", "Deutsch", "de", "deu"],
+        espeak: "de",
+        font: DEFAULT_FONT,
+    },
+    Language {
+        names: &["Portuguese", "Português", "pt", "por"],
+        espeak: "pt",
+        font: DEFAULT_FONT,
+    },
+    Language {
+        names: &["Italian", "Italiano", "it", "ita"],
+        espeak: "it",
+        font: DEFAULT_FONT,
+    },
+    Language {
+        names: &["Dutch", "Nederlands", "nl", "nld"],
+        espeak: "nl",
+        font: DEFAULT_FONT,
+    },
+    Language {
+        names: &["Swedish", "Svenska", "sv", "swe"],
+        espeak: "sv",
+        font: DEFAULT_FONT,
+    },
+    Language {
+        names: &["Danish", "Dansk", "da", "dan"],
+        espeak: "da",
+        font: DEFAULT_FONT,
+    },
+    Language {
+        names: &["Norwegian", "Norsk", "nb", "no", "nob"],
+        espeak: "nb",
+        font: DEFAULT_FONT,
+    },
+    Language {
+        names: &["Finnish", "Suomi", "fi", "fin"],
+        espeak: "fi",
+        font: DEFAULT_FONT,
+    },
+    Language {
+        names: &["Polish", "Polski", "pl", "pol"],
+        espeak: "pl",
+        font: DEFAULT_FONT,
+    },
+    Language {
+        names: &["Czech", "Čeština", "cs", "ces"],
+        espeak: "cs",
+        font: DEFAULT_FONT,
+    },
+    Language {
+        names: &["Turkish", "Türkçe", "tr", "tur"],
+        espeak: "tr",
+        font: DEFAULT_FONT,
+    },
+    Language {
+        names: &["Greek", "Ελληνικά", "el", "ell"],
+        espeak: "el",
+        font: DEFAULT_FONT,
+    },
+    Language {
+        names: &["Russian", "Русский", "ru", "rus"],
+        espeak: "ru",
+        font: DEFAULT_FONT,
+    },
+    Language {
+        names: &["Ukrainian", "Українська", "uk", "ukr"],
+        espeak: "uk",
+        font: DEFAULT_FONT,
+    },
+    Language {
+        names: &["Romanian", "Română", "ro", "ron"],
+        espeak: "ro",
+        font: DEFAULT_FONT,
+    },
+    Language {
+        names: &["Hungarian", "Magyar", "hu", "hun"],
+        espeak: "hu",
+        font: DEFAULT_FONT,
+    },
+    Language {
+        names: &["Swahili", "Kiswahili", "sw", "swa"],
+        espeak: "sw",
+        font: DEFAULT_FONT,
+    },
 ];
 
 fn find(language: &str) -> Option<&'static Language> {
@@ -225,12 +419,23 @@ mod tests {
 
     #[test]
     fn detects_the_language_of_a_script() {
-        assert_eq!(detect("章鱼有三颗心脏。两颗把血液泵过鳃，第三颗供应全身。它们的血是蓝色的，因为含铜。"), Some("Chinese"));
+        assert_eq!(
+            detect(
+                "章鱼有三颗心脏。两颗把血液泵过鳃，第三颗供应全身。它们的血是蓝色的，因为含铜。"
+            ),
+            Some("Chinese")
+        );
         assert_eq!(detect("Los pulpos tienen tres corazones. Dos bombean sangre a las branquias y el tercero al resto del cuerpo."), Some("Spanish"));
         assert_eq!(detect("Kraken haben drei Herzen. Zwei pumpen das Blut durch die Kiemen, das dritte versorgt den Körper."), Some("German"));
         assert_eq!(detect("ok"), None);
         // Not reliable as a language, but plainly in its writing system.
-        assert_eq!(detect("ऑक्टोपस के तीन दिल होते हैं। उनमें से दो गलफड़ों में खून पंप करते हैं।"), Some("Hindi"));
-        assert_eq!(detect("У осьминога три сердца. Два из них качают кровь через жабры."), Some("Russian"));
+        assert_eq!(
+            detect("ऑक्टोपस के तीन दिल होते हैं। उनमें से दो गलफड़ों में खून पंप करते हैं।"),
+            Some("Hindi")
+        );
+        assert_eq!(
+            detect("У осьминога три сердца. Два из них качают кровь через жабры."),
+            Some("Russian")
+        );
     }
 }

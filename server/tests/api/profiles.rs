@@ -47,7 +47,11 @@ fn fallbacks(fake: &FakeOpenAi) -> String {
             )
         })
         .collect();
-    format!("chat [{}]; speech [{}]", formats.join(", "), speech.join(", "))
+    format!(
+        "chat [{}]; speech [{}]",
+        formats.join(", "),
+        speech.join(", ")
+    )
 }
 
 async fn every_server_profile_runs_the_whole_pipeline(db: Db) {
@@ -144,9 +148,7 @@ async fn every_server_profile_runs_the_whole_pipeline(db: Db) {
             .post(&format!("/api/contents/{id}/render"), &json!({}))
             .await;
         assert_eq!(status, 202, "{}: {job}", profile.name());
-        let detail = app
-            .wait_for_job(job["data"]["id"].as_i64().unwrap())
-            .await;
+        let detail = app.wait_for_job(job["data"]["id"].as_i64().unwrap()).await;
         assert_eq!(
             detail["job"]["status"],
             "completed",
@@ -226,7 +228,10 @@ async fn speech_in_whatever_format_the_server_has(db: Db) {
             .into_iter()
             .filter_map(|f| f.answered)
             .collect();
-        assert!(!answered.is_empty() && answered.iter().all(|a| *a == formats[0].1.name()), "{only}: {answered:?}");
+        assert!(
+            !answered.is_empty() && answered.iter().all(|a| *a == formats[0].1.name()),
+            "{only}: {answered:?}"
+        );
         // Each narration lasts what the fake spoke, measured from the converted samples.
         let scenes = content["scenes"].as_array().unwrap();
         for scene in scenes {
@@ -241,7 +246,10 @@ async fn speech_in_whatever_format_the_server_has(db: Db) {
             .unwrap();
             let ms = ms.unwrap_or_default();
             // Lossy encoders pad a frame or two at the edges.
-            assert!((ms - expected).abs() <= 120, "{only}: {ms} ms, spoken {expected} ms");
+            assert!(
+                (ms - expected).abs() <= 120,
+                "{only}: {ms} ms, spoken {expected} ms"
+            );
         }
         // Learned: the next job asks for the one format first, and only for it.
         app.fake.reset_counts();
@@ -253,7 +261,10 @@ async fn speech_in_whatever_format_the_server_has(db: Db) {
             .into_iter()
             .map(|f| f.requested.unwrap_or_default())
             .collect();
-        assert!(!asked.is_empty() && asked.iter().all(|a| a == only), "{only}: {asked:?}");
+        assert!(
+            !asked.is_empty() && asked.iter().all(|a| a == only),
+            "{only}: {asked:?}"
+        );
     }
 }
 
@@ -276,7 +287,11 @@ async fn provider_narration_captions_follow_its_transcript(db: Db) {
     let content = content_with_scenes(&app, script, 1).await;
     for path in ["/api/media/generate", "/api/tts/generate"] {
         let job = start_job(&app, path, &content).await;
-        assert_eq!(app.wait_for_job(job).await["job"]["status"], "completed", "{path}");
+        assert_eq!(
+            app.wait_for_job(job).await["job"]["status"],
+            "completed",
+            "{path}"
+        );
     }
     let id = content["id"].as_i64().unwrap();
     let (status, job) = app
@@ -317,7 +332,8 @@ async fn provider_narration_captions_follow_its_transcript(db: Db) {
             let start = times.split(" --> ").next()?;
             let (hms, millis) = start.split_once(',')?;
             let parts: Vec<i64> = hms.split(':').filter_map(|p| p.parse().ok()).collect();
-            let ms = ((parts[0] * 60 + parts[1]) * 60 + parts[2]) * 1000 + millis.parse::<i64>().ok()?;
+            let ms =
+                ((parts[0] * 60 + parts[1]) * 60 + parts[2]) * 1000 + millis.parse::<i64>().ok()?;
             Some((ms, text))
         })
         .collect();

@@ -1398,7 +1398,10 @@ async fn scripts_in_every_language_render_readable_cards_and_subtitles(db: Db) {
             )
             .await;
         assert_eq!(status, 200, "{generated}");
-        assert_eq!(generated["data"]["presets"]["language"], *language, "{script}");
+        assert_eq!(
+            generated["data"]["presets"]["language"], *language,
+            "{script}"
+        );
         let (status, saved) = app
             .post(
                 "/api/contents",
@@ -1416,10 +1419,15 @@ async fn scripts_in_every_language_render_readable_cards_and_subtitles(db: Db) {
             .filter(|c| !c.is_whitespace() && !fontconfig_covers(*c))
             .collect();
         uncovered.dedup();
-        assert!(uncovered.is_empty(), "{language}: no installed font has {uncovered:?}");
+        assert!(
+            uncovered.is_empty(),
+            "{language}: no installed font has {uncovered:?}"
+        );
 
         let (_, detail) = app.get(&format!("/api/contents/{id}")).await;
-        let asset = detail["data"]["scenes"][0]["image_asset_id"].as_i64().unwrap();
+        let asset = detail["data"]["scenes"][0]["image_asset_id"]
+            .as_i64()
+            .unwrap();
         let card = out.path().join(format!("card-{id}.png"));
         std::fs::write(&card, file_of(&app, &format!("/api/assets/{asset}")).await).unwrap();
         // 9:16 at 720: 720×1280.
@@ -1471,7 +1479,8 @@ async fn captions_follow_the_words_as_espeak_speaks_them(db: Db) {
     let id = content["id"].as_i64().unwrap();
     with_media(&app, &content).await;
     render(&app, id).await;
-    let srt = String::from_utf8(file_of(&app, &format!("/api/contents/{id}/subtitles")).await).unwrap();
+    let srt =
+        String::from_utf8(file_of(&app, &format!("/api/contents/{id}/subtitles")).await).unwrap();
     let cues = srt_cues(&srt);
     let texts: Vec<&str> = srt
         .split("\n\n")
@@ -1487,7 +1496,9 @@ async fn captions_follow_the_words_as_espeak_speaks_them(db: Db) {
         let spoken = espeak.speak("en", narration).expect("espeak-ng speaks");
         let chars: Vec<char> = narration.chars().collect();
         for word in &spoken.words {
-            let text: String = chars[word.char_start..word.char_start + word.char_len].iter().collect();
+            let text: String = chars[word.char_start..word.char_start + word.char_len]
+                .iter()
+                .collect();
             expected.push((text, offset + word.start_ms));
         }
         offset += (scene_length(narrated[i].unwrap()) * 1000.0).round() as i64;
@@ -1522,7 +1533,13 @@ async fn captions_follow_the_words_as_espeak_speaks_them(db: Db) {
 /// How many strongly red pixels the frame at `at` s has in the band of rows (fractions).
 fn red_pixels(path: &std::path::Path, at: f64, rows: (f64, f64)) -> usize {
     let output = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-ss", &format!("{at:.3}")])
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-ss",
+            &format!("{at:.3}"),
+        ])
         .arg("-i")
         .arg(path)
         .args(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])

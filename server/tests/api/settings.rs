@@ -289,7 +289,13 @@ async fn each_capability_keeps_its_own_key(db: Db) {
     let (status, body) = put(json!({ "values": {}, "tts_api_key": "kokoro-key-123" })).await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["error"]["field"], "tts_api_key", "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("tts_base_url"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tts_base_url"),
+        "{body}"
+    );
 
     let (status, body) = put(json!({
         "values": { "tts_base_url": "http://127.0.0.1:8880/v1" },
@@ -299,11 +305,25 @@ async fn each_capability_keeps_its_own_key(db: Db) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["tts_api_key_masked"], "kok…-123");
     assert_eq!(body["data"]["llm_api_key_masked"], "sk-…wxyz");
-    assert_eq!(body["data"]["image_api_key_masked"], serde_json::Value::Null);
+    assert_eq!(
+        body["data"]["image_api_key_masked"],
+        serde_json::Value::Null
+    );
     assert!(!body.to_string().contains("kokoro-key-123"));
     let (_, body) = put(json!({ "values": { "tts_base_url": "http://127.0.0.1:8880/v1/" } })).await;
-    assert_eq!(body["data"]["tts_api_key_masked"], "kok…-123", "same host: kept");
-    let (_, body) = put(json!({ "values": { "tts_base_url": "https://elsewhere.example/v1" } })).await;
-    assert_eq!(body["data"]["tts_api_key_masked"], serde_json::Value::Null, "another host: dropped");
-    assert_eq!(body["data"]["llm_api_key_masked"], "sk-…wxyz", "the script's key is apart");
+    assert_eq!(
+        body["data"]["tts_api_key_masked"], "kok…-123",
+        "same host: kept"
+    );
+    let (_, body) =
+        put(json!({ "values": { "tts_base_url": "https://elsewhere.example/v1" } })).await;
+    assert_eq!(
+        body["data"]["tts_api_key_masked"],
+        serde_json::Value::Null,
+        "another host: dropped"
+    );
+    assert_eq!(
+        body["data"]["llm_api_key_masked"], "sk-…wxyz",
+        "the script's key is apart"
+    );
 }
