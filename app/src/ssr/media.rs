@@ -554,7 +554,8 @@ pub async fn scene_audio(state: &AppState, task: &ClaimedTask) -> Result<Output,
     let key = output_key(task, "wav");
     let path = prepare(state, &key).await?;
     let voice = super::text_layout::espeak_voice(&scene.language);
-    if state.espeak.available() {
+    // espeak-ng's library also says where each word falls; the command is the fallback.
+    let from_library = if state.espeak.available() {
         let espeak = state.espeak.clone();
         let (voice_name, text) = (voice.to_owned(), scene.narration.clone());
         let spoken = tokio::task::spawn_blocking(move || espeak.speak(&voice_name, &text))
@@ -562,33 +563,27 @@ pub async fn scene_audio(state: &AppState, task: &ClaimedTask) -> Result<Output,
             .map_err(|e| server_fault("the narration could not be made", e, true))?;
         match spoken {
             Ok(spoken) => {
-                let duration = wav_duration_ms(&spoken.wav).ok_or_else(|| {
-                    TaskError::Permanent("espeak-ng made no readable sound".into())
-                })?;
                 tokio::fs::write(&path, &spoken.wav)
                     .await
                     .map_err(|e| server_fault("the narration could not be saved", e, true))?;
                 let words = serde_json::to_string(&spoken.words)
                     .map_err(|e| server_fault("the word timings could not be written", e, false))?;
-                return into_output(Made {
-                    kind: "audio",
-                    key,
-                    path,
-                    mime: "audio/wav",
-                    duration_ms: Some(duration),
-                    size: None,
-                    provider: "builtin:espeak-ng".into(),
-                    words: Some(words),
-                })
-                .await;
+                Some(words)
             }
             // The command may still manage (another voice file, another build).
-            Err(e) => tracing::warn!(error = %e, "espeak-ng's library failed; using the command"),
+            Err(e) => {
+                tracing::warn!(error = %e, "espeak-ng's library failed; using the command");
+                None
+            }
         }
+    } else {
+        None
+    };
+    if from_library.is_none() {
+        let mut espeak = Command::new("espeak-ng");
+        espeak.args(["-v", voice, "-w"]).arg(&path).arg("--stdin");
+        run_tool(espeak, Some(&scene.narration), "espeak-ng").await?;
     }
-    let mut espeak = Command::new("espeak-ng");
-    espeak.args(["-v", voice, "-w"]).arg(&path).arg("--stdin");
-    run_tool(espeak, Some(&scene.narration), "espeak-ng").await?;
     let bytes = tokio::fs::read(&path)
         .await
         .map_err(|e| server_fault("the narration could not be read back", e, true))?;
@@ -602,7 +597,7 @@ pub async fn scene_audio(state: &AppState, task: &ClaimedTask) -> Result<Output,
         duration_ms: Some(duration),
         size: None,
         provider: "builtin:espeak-ng".into(),
-        words: None,
+        words: from_library,
     })
     .await
 }
