@@ -5,7 +5,8 @@
 #   2. the pinned wasm-bindgen CLI → target/site/pkg/crevid.{js,wasm},
 #   3. release only: npm's wasm-opt -Oz (binaryen; Debian's is too old),
 #   4. style/main.css → target/site/pkg/crevid.css, public/ → target/site/, and a brotli
-#      (.br) and gzip (.gz) copy of the WASM, JS and CSS for the server to send,
+#      (.br) and gzip (.gz) copy of the WASM, JS and CSS for the server to send, each
+#      named after its content (crevid.<hash>.wasm, listed in pkg/hash.txt),
 #   5. the `crevid` server binary (unless --frontend-only).
 #   scripts/build.sh [--release] [--frontend-only]
 # The server finds target/site beside target/{debug,release}/crevid on its own.
@@ -82,6 +83,18 @@ node -e '
       [zlib.constants.BROTLI_PARAM_SIZE_HINT]: data.length,
     } }));
   }' "$quality" "$staging/$name.wasm" "$staging/$name.js" "$staging/$name.css"
+
+# Each file named after its content (16 hex digits of its SHA-256) and listed in hash.txt
+# as cargo-leptos's hash-files option does: Leptos's HydrationScripts and HashedStylesheet
+# then name these files in the page, and the server lets browsers keep them for a year.
+: > "$staging/hash.txt"
+for ext in js wasm css; do
+  hash=$(sha256sum "$staging/$name.$ext" | cut -c1-16)
+  for suffix in "" .br .gz; do
+    mv "$staging/$name.$ext$suffix" "$staging/$name.$hash.$ext$suffix"
+  done
+  echo "$ext: $hash" >> "$staging/hash.txt"
+done
 
 mkdir -p "$site"
 cp -R public/. "$site/"

@@ -12,7 +12,7 @@ mod pages;
 pub mod ssr;
 
 use leptos::prelude::*;
-use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_meta::{provide_meta_context, HashedStylesheet, MetaTags, Title};
 use leptos_router::components::{Route, Router, Routes, A};
 use leptos_router::{path, SsrMode};
 
@@ -45,6 +45,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
                 <link rel="icon" href="/favicon.svg" type="image/svg+xml"/>
                 <AutoReload options=options.clone()/>
+                <HashedStylesheet options=options.clone() id="leptos"/>
                 <HydrationScripts options/>
                 <MetaTags/>
             </head>
@@ -67,7 +68,6 @@ pub fn App() -> impl IntoView {
     });
     let me = Resource::new(|| (), |_| api::me());
     view! {
-        <Stylesheet id="leptos" href="/pkg/crevid.css"/>
         <Title formatter=|page: String| if page.is_empty() { "CREVID".to_owned() } else { format!("{page} · CREVID") }/>
         <Router>
             <header class="topbar">

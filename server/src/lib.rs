@@ -1,5 +1,6 @@
 //! The `crevid` server: it only starts things. Everything it serves lives in `app`.
 
 pub mod config;
+pub mod site;
 pub mod startup;
 pub mod telemetry;

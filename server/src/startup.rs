@@ -28,6 +28,7 @@ use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
 
 use crate::config::Config;
+use crate::site::Fingerprints;
 
 pub struct Application {
     listener: TcpListener,
@@ -58,6 +59,10 @@ pub async fn open_database(config: &Config) -> anyhow::Result<Database> {
 pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
     let db = open_database(config).await?;
     let secrets = SecretBox::load(config.secret_key.as_deref(), &config.data_dir)?;
+    let fingerprints = Fingerprints::read(
+        &config.site_root.join(&config.site_pkg_dir),
+        &config.output_name,
+    );
     let leptos_options = LeptosOptions::builder()
         .output_name(config.output_name.clone())
         .site_root(config.site_root.display().to_string())
@@ -69,6 +74,11 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         })
         .site_addr(config.site_addr)
         .reload_port(config.reload_port)
+        .hash_files(fingerprints.hash_file.is_some())
+        .hash_file(fingerprints.hash_file.map_or_else(
+            || "hash.txt".into(),
+            |path| path.display().to_string().into(),
+        ))
         .build();
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
@@ -232,10 +242,13 @@ pub fn router(state: AppState, secure_cookies: bool) -> Router {
         let options = state.leptos_options.clone();
         move || shell(options.clone())
     };
+    let pkg = std::path::Path::new(&*state.leptos_options.site_root)
+        .join(&*state.leptos_options.site_pkg_dir);
+    let fingerprints = Fingerprints::read(&pkg, &state.leptos_options.output_name);
     Router::new()
         .nest_service(
             &format!("/{}", state.leptos_options.site_pkg_dir),
-            static_files(&state),
+            crate::site::static_files(&pkg, &fingerprints),
         )
         .merge(app::ssr::rest::router())
         .merge(app::ssr::qstash::router())
@@ -280,37 +293,6 @@ pub fn router(state: AppState, secure_cookies: bool) -> Router {
         ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
-}
-
-/// The WASM, JS and CSS under `/pkg`: the brotli or gzip copy `scripts/build.sh` made
-/// beside each file when the browser accepts it (`Content-Encoding`, and `Vary:
-/// Accept-Encoding` so caches between keep them apart), else the file itself. The names
-/// do not change between builds, so browsers revalidate (`no-cache` with
-/// `Last-Modified`: a 304 costs a few hundred bytes) instead of keeping an old build.
-fn static_files(
-    state: &AppState,
-) -> tower_http::set_header::SetResponseHeader<
-    tower_http::set_header::SetResponseHeader<
-        tower_http::services::ServeDir,
-        axum::http::HeaderValue,
-    >,
-    axum::http::HeaderValue,
-> {
-    use tower_http::set_header::SetResponseHeader;
-    let dir = std::path::Path::new(&*state.leptos_options.site_root)
-        .join(&*state.leptos_options.site_pkg_dir);
-    let files = tower_http::services::ServeDir::new(dir)
-        .precompressed_br()
-        .precompressed_gzip();
-    SetResponseHeader::overriding(
-        SetResponseHeader::if_not_present(
-            files,
-            axum::http::header::CACHE_CONTROL,
-            axum::http::HeaderValue::from_static("no-cache"),
-        ),
-        axum::http::header::VARY,
-        axum::http::HeaderValue::from_static("accept-encoding"),
-    )
 }
 
 /// Answers a declared oversized body with the API's JSON error before anything reads it;

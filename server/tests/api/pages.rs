@@ -5,7 +5,8 @@ use crate::helpers::{Db, TestApp, Who};
 
 both_databases!(
     pages_render_on_the_server,
-    the_front_end_is_served_compressed
+    the_front_end_is_served_compressed,
+    a_hashed_build_is_named_in_the_page_and_kept_for_a_year
 );
 
 async fn html(app: &TestApp, path: &str) -> (u16, String) {
@@ -108,4 +109,79 @@ async fn the_front_end_is_served_compressed(db: Db) {
             .unwrap();
         assert_eq!(again.status(), 304, "a warm cache costs no body");
     }
+}
+
+/// A build whose files are named after their content: the page names those files and
+/// browsers may keep them for a year; anything else is revalidated. A hash file naming
+/// files that are not there (a `cargo leptos watch` build over an old one) is ignored.
+async fn a_hashed_build_is_named_in_the_page_and_kept_for_a_year(db: Db) {
+    use crevid_server::site::IMMUTABLE;
+    let (js, wasm, css) = (
+        "crevid.00112233aabbccdd.js",
+        "crevid.8899aabbccddeeff.wasm",
+        "crevid.0123456789abcdef.css",
+    );
+    let site = tempfile::tempdir().unwrap();
+    let pkg = site.path().join("pkg");
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::write(
+        pkg.join("hash.txt"),
+        "js: 00112233aabbccdd\nwasm: 8899aabbccddeeff\ncss: 0123456789abcdef\n",
+    )
+    .unwrap();
+    for name in [js, wasm, css, "crevid.wasm"] {
+        std::fs::write(pkg.join(name), name).unwrap();
+    }
+    std::fs::write(pkg.join(format!("{wasm}.br")), b"brotli bytes").unwrap();
+    let root = site.path().to_owned();
+    let Some(app) = TestApp::spawn_configured(db, move |c| c.site_root = root).await else {
+        return;
+    };
+    let (status, body) = html(&app, "/").await;
+    assert_eq!(status, 200);
+    for name in [js, wasm, css] {
+        assert!(
+            body.contains(&format!("/pkg/{name}")),
+            "the page names {name}: {body}"
+        );
+    }
+    assert!(!body.contains("/pkg/crevid.js"), "{body}");
+    let client = reqwest::Client::builder()
+        .no_gzip()
+        .no_brotli()
+        .build()
+        .unwrap();
+    for (name, status, cache, encoding) in [
+        (wasm, 200, IMMUTABLE, Some("br")),
+        (js, 200, IMMUTABLE, None),
+        (css, 200, IMMUTABLE, None),
+        ("crevid.wasm", 200, "no-cache", None),
+        ("crevid.ffffffffffffffff.wasm", 404, "no-cache", None),
+    ] {
+        let response = client
+            .get(app.url(&format!("/pkg/{name}")))
+            .header("accept-encoding", "br")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{name}");
+        let headers = response.headers();
+        assert_eq!(headers["cache-control"], cache, "{name}");
+        assert_eq!(
+            headers.get("content-encoding").map(|v| v.to_str().unwrap()),
+            encoding,
+            "{name}"
+        );
+    }
+    drop(app);
+
+    std::fs::remove_file(pkg.join(css)).unwrap();
+    let root = site.path().to_owned();
+    let Some(app) = TestApp::spawn_configured(db, move |c| c.site_root = root).await else {
+        return;
+    };
+    let (_, body) = html(&app, "/").await;
+    assert!(body.contains("/pkg/crevid.js"), "{body}");
+    assert!(body.contains("/pkg/crevid.css"), "{body}");
+    assert!(!body.contains(js), "{body}");
 }
