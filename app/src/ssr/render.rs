@@ -17,6 +17,7 @@ use std::process::Stdio;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
+use futures::{StreamExt, TryStreamExt};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::Command;
 
@@ -299,6 +300,7 @@ fn clock(ms: i64) -> String {
 }
 
 /// Writes "Rendering 0:42 / 1:30" (and the share done) to the job, at most twice a second.
+/// Shared by the segments being encoded at once.
 struct Progress<'a> {
     /// Turns true when the job is cancelled: ffmpeg is then killed and waited for.
     stop: tokio::sync::watch::Receiver<bool>,
@@ -306,26 +308,65 @@ struct Progress<'a> {
     /// None while segments are prepared ahead, for no job.
     job_id: Option<i64>,
     total_ms: i64,
-    last: Option<Instant>,
-    /// Never goes back (the music mix counts from 0 again).
-    shown_ms: i64,
+    shown: tokio::sync::Mutex<Shown>,
 }
 
-impl Progress<'_> {
-    async fn report(&mut self, done_ms: i64, force: bool) {
+#[derive(Default)]
+struct Shown {
+    last: Option<Instant>,
+    /// Never goes back (the music mix counts from 0 again).
+    ms: i64,
+    /// How much of each scene's segment is encoded, in ms.
+    scenes: HashMap<usize, i64>,
+}
+
+/// What one ffmpeg run makes: a scene's segment (several are encoded at once) or the
+/// whole video.
+#[derive(Clone, Copy)]
+enum Part {
+    Scene(usize),
+    Whole,
+}
+
+impl<'a> Progress<'a> {
+    fn new(
+        state: &'a AppState,
+        job_id: Option<i64>,
+        total_ms: i64,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            stop,
+            state,
+            job_id,
+            total_ms,
+            shown: Default::default(),
+        }
+    }
+
+    /// `done_ms` of `part` is made.
+    async fn report(&self, part: Part, done_ms: i64, force: bool) {
         let Some(job_id) = self.job_id else {
             return;
         };
+        let mut shown = self.shown.lock().await;
+        let done_ms = match part {
+            Part::Scene(index) => {
+                shown.scenes.insert(index, done_ms);
+                shown.scenes.values().sum()
+            }
+            Part::Whole => done_ms,
+        };
         if !force
-            && self
+            && shown
                 .last
                 .is_some_and(|t| t.elapsed() < Duration::from_millis(500))
         {
             return;
         }
-        self.last = Some(Instant::now());
-        let done_ms = done_ms.clamp(0, self.total_ms).max(self.shown_ms);
-        self.shown_ms = done_ms;
+        shown.last = Some(Instant::now());
+        let done_ms = done_ms.clamp(0, self.total_ms).max(shown.ms);
+        shown.ms = done_ms;
         let _ = sqlx::query(
             "UPDATE jobs SET stage = 'rendering', stage_message = $1, progress = $2, updated_at = $3 \
              WHERE id = $4 AND status = 'processing'",
@@ -341,8 +382,8 @@ impl Progress<'_> {
     }
 }
 
-/// Runs ffmpeg with `-progress` on stdout, reporting each `out_time_us` (offset by where
-/// this run starts in the whole video); a failure keeps the last lines of stderr.
+/// Runs ffmpeg with `-progress` on stdout, reporting each `out_time_us` as done of `part`;
+/// a failure keeps the last lines of stderr.
 /// How long an ffmpeg run making `media_ms` of video may take: two minutes to start plus
 /// 30 times real time, far beyond this machine's 2× real time at 1080p. A run past it is
 /// stuck (a hung filter, a file that never ends) and is killed and tried again.
@@ -350,11 +391,24 @@ fn deadline_for(media_ms: i64) -> Duration {
     Duration::from_secs(120) + Duration::from_millis(media_ms.max(0) as u64) * 30
 }
 
+/// How many scene segments a render encodes at once, and x264's threads for each: two
+/// where there are two cores or more, sharing the cores. An ffmpeg's filter chain (scale,
+/// zoompan, fades, subtitles) runs on one thread beside x264's, so one encode at a time
+/// leaves a core idle part of the time: on 2 cores, two at once with one x264 thread
+/// each take 0.82× the time of one at a time (bench/render-candidates.sh).
+fn segments_at_once() -> (usize, usize) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores < 2 {
+        return (1, 0);
+    }
+    (2, cores / 2)
+}
+
 async fn ffmpeg(
     mut command: Command,
     what: &str,
-    progress: &mut Progress<'_>,
-    (offset_ms, media_ms): (i64, i64),
+    progress: &Progress<'_>,
+    (part, media_ms): (Part, i64),
 ) -> Result<(), TaskError> {
     let deadline = deadline_for(media_ms);
     command
@@ -393,7 +447,7 @@ async fn ffmpeg(
                     .strip_prefix("out_time_us=")
                     .and_then(|v| v.parse::<i64>().ok())
                 {
-                    progress.report(offset_ms + us / 1000, false).await;
+                    progress.report(part, us / 1000, false).await;
                 }
             }
         }
@@ -447,6 +501,8 @@ struct Segment<'a> {
     index: usize,
     frames: u32,
     subtitles: bool,
+    /// x264's threads; 0 leaves the choice to ffmpeg.
+    threads: usize,
     out: &'a Path,
 }
 
@@ -462,21 +518,28 @@ fn segment_command(
         index,
         frames,
         subtitles: has_subtitles,
+        threads,
         out,
     } = segment;
     let seconds = f64::from(frames) / f64::from(FPS);
-    // zoompan makes all of a scene's frames from its one decoded picture; z=1 holds still.
-    let zoom = if settings.video_motion {
-        format!("min(1+0.08*on/{frames},1.08)")
+    let mut video = if settings.video_motion {
+        // zoompan makes all of a scene's frames from its one decoded picture, scaled to
+        // twice the frame first so the slow zoom moves by half pixels, not whole ones.
+        format!(
+            "[0:v]scale={sw}:{sh}:force_original_aspect_ratio=increase,crop={sw}:{sh},setsar=1,\
+             zoompan=z='min(1+0.08*on/{frames},1.08)':x='iw/2-(iw/zoom/2)':y='ih/2-(ih/zoom/2)':d={frames}:s={w}x{h}:fps={FPS},format=yuv420p",
+            sw = w * 2,
+            sh = h * 2,
+        )
     } else {
-        "1".to_owned()
+        // A still: the picture scaled once and its frame repeated, at half zoompan's cost
+        // (bench/render-candidates.sh).
+        format!(
+            "[0:v]scale={w}:{h}:force_original_aspect_ratio=increase,crop={w}:{h},setsar=1,\
+             loop=loop={repeats}:size=1:start=0,setpts=N/{FPS}/TB,format=yuv420p",
+            repeats = frames.saturating_sub(1),
+        )
     };
-    let mut video = format!(
-        "[0:v]scale={sw}:{sh}:force_original_aspect_ratio=increase,crop={sw}:{sh},setsar=1,\
-         zoompan=z='{zoom}':x='iw/2-(iw/zoom/2)':y='ih/2-(ih/zoom/2)':d={frames}:s={w}x{h}:fps={FPS},format=yuv420p",
-        sw = w * 2,
-        sh = h * 2,
-    );
     if settings.video_fade_ms > 0 {
         let fade = (f64::from(settings.video_fade_ms) / 1000.0).min(seconds / 3.0);
         video.push_str(&format!(
@@ -514,6 +577,8 @@ fn segment_command(
             "veryfast",
             "-crf",
             "22",
+            "-threads",
+            &threads.to_string(),
             "-r",
             &FPS.to_string(),
             "-c:a",
@@ -735,15 +800,8 @@ async fn render_in(
         .map(|s| frames(s.sound_ms(), settings.video_pause_ms))
         .collect();
     let total_ms: i64 = lengths.iter().map(|f| ms_of_frames(*f)).sum();
-    let mut progress = Progress {
-        stop,
-        state,
-        job_id: Some(task.job_id),
-        total_ms,
-        last: None,
-        shown_ms: 0,
-    };
-    progress.report(0, true).await;
+    let progress = Progress::new(state, Some(task.job_id), total_ms, stop);
+    progress.report(Part::Whole, 0, true).await;
     let mut all_cues = Vec::new();
     let mut offset = 0i64;
     let mut list = String::new();
@@ -754,6 +812,8 @@ async fn render_in(
         .map_err(|e| server_fault("the media directory could not be written", e, true))?;
     let mut used = Vec::new();
     let tag = format!("{}-{}", task.id, task.attempt);
+    let mut places = Vec::with_capacity(scenes.len());
+    let (at_once, threads) = segments_at_once();
     for (index, (scene, frames)) in scenes.iter().zip(&lengths).enumerate() {
         let scene_cues = super::captions::captions(
             &scene.narration,
@@ -769,20 +829,25 @@ async fn render_in(
             frames: *frames,
             size,
             tag: &tag,
+            threads,
         };
-        let name = ensure_segment(
-            state,
-            (media_dir, &segments, work),
-            scene,
-            place,
-            settings,
-            &mut progress,
-            offset,
-        )
+        places.push((scene, place));
+        offset += ms_of_frames(*frames);
+    }
+    let dirs = (media_dir, segments.as_path(), work);
+    // Collected first: a stream over a lazy `map` makes the render's future not provably
+    // `Send` (rust-lang/rust#102211).
+    let encodes: Vec<_> = places
+        .into_iter()
+        .map(|(scene, place)| ensure_segment(state, dirs, scene, place, settings, &progress))
+        .collect();
+    let names: Vec<String> = futures::stream::iter(encodes)
+        .buffered(at_once)
+        .try_collect()
         .await?;
+    for name in names {
         list.push_str(&format!("file {}\n", quoted(&segments.join(&name))));
         used.push(name);
-        offset += ms_of_frames(*frames);
     }
     write(&work.join("list.txt"), &list).await?;
     let stem = format!(
@@ -826,14 +891,20 @@ async fn render_in(
     join.args(["-movflags", "+faststart", "-f", "mp4"])
         .arg(&partial);
     let total_ms = progress.total_ms;
-    ffmpeg(join, "joining the scenes", &mut progress, (0, total_ms)).await?;
+    ffmpeg(
+        join,
+        "joining the scenes",
+        &progress,
+        (Part::Whole, total_ms),
+    )
+    .await?;
     // Only a complete file gets the name that is served.
     tokio::fs::rename(&partial, media_dir.join(&video_key))
         .await
         .map_err(|e| server_fault("the video could not be saved", e, true))?;
     write(&media_dir.join(&srt_key), &srt(&all_cues)).await?;
     prune(state, &segments, &used, started).await;
-    progress.report(total_ms, true).await;
+    progress.report(Part::Whole, total_ms, true).await;
     Ok((video_key, srt_key, total_ms))
 }
 
@@ -844,6 +915,8 @@ struct Place<'a> {
     frames: u32,
     size: (u32, u32),
     tag: &'a str,
+    /// x264's threads for this encode; 0 leaves the choice to ffmpeg.
+    threads: usize,
 }
 
 /// Makes sure a scene's segment exists (encoding it unless a render or an earlier
@@ -855,14 +928,14 @@ async fn ensure_segment(
     scene: &RenderScene,
     place: Place<'_>,
     settings: &SettingsValues,
-    progress: &mut Progress<'_>,
-    offset: i64,
+    progress: &Progress<'_>,
 ) -> Result<String, TaskError> {
     let Place {
         index,
         frames,
         size,
         tag,
+        threads,
     } = place;
     let what = format!("scene {}", index + 1);
     let local: Vec<(i64, Cue)> = super::captions::captions(
@@ -886,7 +959,9 @@ async fn ensure_segment(
         Ok(_) = stop.wait_for(|s| *s) => return Err(TaskError::Cancelled),
     };
     if tokio::fs::try_exists(&done).await.unwrap_or(false) {
-        progress.report(offset + ms_of_frames(frames), false).await;
+        progress
+            .report(Part::Scene(index), ms_of_frames(frames), false)
+            .await;
         return Ok(file);
     }
     write(&work.join(format!("scene-{index}.ass")), &subtitles).await?;
@@ -912,6 +987,7 @@ async fn ensure_segment(
         index,
         frames,
         subtitles: settings.video_subtitles && !local.is_empty(),
+        threads,
         out: &partial,
     };
     let command = segment_command(work, segment, size, settings)?;
@@ -920,7 +996,8 @@ async fn ensure_segment(
         ahead = progress.job_id.is_none(),
         "encoding a segment"
     );
-    if let Err(e) = ffmpeg(command, &what, progress, (offset, ms_of_frames(frames))).await {
+    let part = (Part::Scene(index), ms_of_frames(frames));
+    if let Err(e) = ffmpeg(command, &what, progress, part).await {
         let _ = tokio::fs::remove_file(&partial).await;
         return Err(e);
     }
@@ -1146,14 +1223,7 @@ async fn prepare(
     tokio::fs::create_dir_all(&segments)
         .await
         .map_err(|e| server_fault("the media directory could not be written", e, true))?;
-    let mut progress = Progress {
-        stop,
-        state,
-        job_id: None,
-        total_ms: 0,
-        last: None,
-        shown_ms: 0,
-    };
+    let progress = Progress::new(state, None, 0, stop);
     let mut result = Ok(());
     for (index, scene) in scenes.iter().enumerate() {
         if !scene.ready() {
@@ -1164,10 +1234,11 @@ async fn prepare(
             frames: frames(scene.sound_ms(), settings.video_pause_ms),
             size,
             tag: &tag,
+            // One segment at a time, as narration comes in: all of x264's threads.
+            threads: 0,
         };
         let dirs = (media_dir.as_path(), segments.as_path(), work.as_path());
-        if let Err(e) = ensure_segment(state, dirs, scene, place, &settings, &mut progress, 0).await
-        {
+        if let Err(e) = ensure_segment(state, dirs, scene, place, &settings, &progress).await {
             result = Err(e);
             break;
         }
