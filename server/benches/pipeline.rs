@@ -160,6 +160,7 @@ async fn main() {
     let latencies = Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
     let errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (ticks_before, wall) = (cpu_ticks(server.pid()).unwrap_or_default(), Instant::now());
+    let peaks = support::RssPeaks::start(server.pid());
     let mut pollers = Vec::new();
     for i in 0..DASHBOARDS {
         let (client, url) = (server.client.clone(), url.clone());
@@ -194,6 +195,7 @@ async fn main() {
     finished(&server, job).await;
     let seconds = wall.elapsed().as_secs_f64();
     let ticks = cpu_ticks(server.pid()).unwrap_or_default() - ticks_before;
+    let (peak_kib, _) = peaks.stop();
     running.store(false, std::sync::atomic::Ordering::SeqCst);
     for poller in pollers {
         let _ = poller.await;
@@ -212,6 +214,10 @@ async fn main() {
         percentile(&samples, 0.99),
         samples.last().copied().unwrap_or_default(),
         ticks as f64 / seconds
+    );
+    println!(
+        "  server peak RSS while polled: {:.1} MiB",
+        peak_kib as f64 / 1024.0
     );
 }
 

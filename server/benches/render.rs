@@ -367,6 +367,7 @@ async fn main() {
     let (mut single, mut full, mut one) = (Vec::new(), Vec::new(), Vec::new());
     let mut tails = vec![Vec::new(); SPEECH_LATENCIES_MS.len()];
     let (mut segment, mut tail_length) = (Vec::new(), 0.0);
+    let (mut peak_alone, mut peak_with_ffmpeg) = (0u64, 0u64);
     for round in 0..ROUNDS {
         for (pace, latency) in SPEECH_LATENCIES_MS.iter().enumerate() {
             fake.set_speech_latency(std::time::Duration::from_millis(*latency));
@@ -377,7 +378,11 @@ async fn main() {
         segment.push(one_segment(&media, content.id, &narrations[0], work.path()));
         single.push(single_command(&media, content.id, &narrations, work.path()));
         let _ = std::fs::remove_dir_all(&segments);
+        let peaks = support::RssPeaks::start(std::process::id());
         full.push(render(&state, &user, content.id).await);
+        let (alone, with_ffmpeg) = peaks.stop();
+        peak_alone = peak_alone.max(alone);
+        peak_with_ffmpeg = peak_with_ffmpeg.max(with_ffmpeg);
         // One scene's narration changes (a new file, the same length): only it is encoded.
         let scene = &content.scenes[round % SCENES];
         attach(
@@ -408,6 +413,11 @@ async fn main() {
     );
     println!("  CREVID full render (no kept segments): median {f:>6.2} s = {:.2}x realtime   (runs: {}), {:.2}x the single command", length / f, runs(&full), f / s);
     println!("  CREVID re-render, one scene changed:  median {o:>6.2} s   (runs: {}), {:.2}x a full render", runs(&one), o / f);
+    println!(
+        "  peak RSS during a full render: {:.1} MiB the server (this process), {:.1} MiB with its ffmpeg children",
+        peak_alone as f64 / 1024.0,
+        peak_with_ffmpeg as f64 / 1024.0
+    );
     println!("  tail with render when ready ({tail_length:.2} s video), last narration in -> MP4 ready; one segment's encode alone: median {g:.2} s");
     for (latency, samples) in SPEECH_LATENCIES_MS.iter().zip(&tails) {
         let t = median(samples);

@@ -29,6 +29,61 @@ pub fn proc_status(pid: u32, key: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The highest resident set size of a process, and of it with its children (ffmpeg,
+/// espeak-ng) together, sampled every 20 ms from /proc between `start` and `stop`; KiB.
+pub struct RssPeaks {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sampler: std::thread::JoinHandle<(u64, u64)>,
+}
+
+impl RssPeaks {
+    pub fn start(pid: u32) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let sampler = std::thread::spawn(move || {
+            let (mut alone, mut with_children) = (0, 0);
+            loop {
+                let own = proc_status(pid, "VmRSS:").unwrap_or_default();
+                alone = alone.max(own);
+                with_children = with_children.max(own + children_rss(pid));
+                if stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                    return (alone, with_children);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        });
+        Self { stop, sampler }
+    }
+
+    /// (the process alone, the process and its children), in KiB.
+    pub fn stop(self) -> (u64, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.sampler.join().unwrap_or_default()
+    }
+}
+
+/// The summed RSS of `pid`'s direct children, in KiB.
+fn children_rss(pid: u32) -> u64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // The parent's pid is the second field after the parenthesised name.
+                    let rest = &stat[stat.rfind(')')? + 2..];
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .map(|child| proc_status(child, "VmRSS:").unwrap_or_default())
+        .sum()
+}
+
 /// User + system CPU time of a process, in clock ticks (1/100 s).
 pub fn cpu_ticks(pid: u32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
