@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use app::model::SettingsValues;
 use app::ssr::auth::CurrentUser;
-use app::ssr::render::{cues, srt};
+use app::ssr::render::{srt, subtitle_columns};
 
 mod support;
 use support::median;
@@ -152,8 +152,11 @@ fn scene_frames() -> (u32, f64) {
 
 /// Writes `work/scene-{i}.srt`, the scene's own cues.
 fn write_srt(work: &Path, i: usize, narration: &str) {
-    let local: Vec<(i64, app::ssr::render::Cue)> = cues(narration, SPEECH_MS)
-        .into_iter()
+    let columns = subtitle_columns(&SettingsValues::default(), (1080, 1920));
+    let local: Vec<(i64, app::ssr::render::Cue)> =
+        app::ssr::captions::captions(narration, SPEECH_MS, columns, None, "lines")
+            .srt
+            .into_iter()
         .map(|c| (0, c))
         .collect();
     std::fs::write(work.join(format!("scene-{i}.srt")), srt(&local)).expect("srt");
