@@ -208,7 +208,7 @@ fn claim_sql(backend: Backend) -> String {
     // The limits are part of the same statement, so on SQLite (one writer at a time) the
     // check and the claim cannot be split by another claim; Postgres serialises claims of a
     // kind with an advisory lock first.
-    format!(
+    let claim = format!(
         "UPDATE tasks SET status = 'running', attempt = attempt + 1, locked_until = $1, worker_id = $2, updated_at = $3, \
          started_at = COALESCE(started_at, $3) \
          WHERE id = (SELECT t.id FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE {due_t} \
@@ -224,6 +224,20 @@ fn claim_sql(backend: Backend) -> String {
          RETURNING id, job_id, kind, content_id, scene_id, attempt, max_attempts",
         due_t = due("t", "j"),
         due_o = due("ot", "oj"),
+    );
+    if backend != Backend::Postgres {
+        return claim;
+    }
+    // On Postgres the job is marked started and the start counted for the rate limit in
+    // the same statement (one round trip, not four). SQLite cannot modify data in a WITH.
+    format!(
+        "WITH claimed AS ({claim}), \
+         started AS (UPDATE jobs SET {started} \
+           FROM claimed WHERE jobs.id = claimed.job_id AND jobs.status = 'queued'), \
+         counted AS (INSERT INTO task_starts (kind, started_at) SELECT kind, $3 FROM claimed WHERE $6 > 0), \
+         pruned AS (DELETE FROM task_starts WHERE kind = $4 AND started_at < $8 AND $6 > 0 AND EXISTS (SELECT 1 FROM claimed)) \
+         SELECT * FROM claimed",
+        started = jobs::started_set("$3"),
     )
 }
 
@@ -242,21 +256,28 @@ pub async fn claim(
             .await
             .db("locking the queue")?;
     }
-    let row = sqlx::query(&claim_sql(state.db.backend))
+    let sql = claim_sql(state.db.backend);
+    let mut query = sqlx::query(&sql)
         .bind(now + state.timing.lease_ms)
         .bind(&*state.worker_id)
         .bind(now)
         .bind(kind)
         .bind(limits.concurrency)
         .bind(limits.per_window)
-        .bind(now - rate_window_ms(state))
-        .fetch_optional(&mut *tx)
-        .await
-        .db("claiming a task")?;
+        .bind(now - rate_window_ms(state));
+    let postgres = state.db.backend == Backend::Postgres;
+    if postgres {
+        query = query.bind(now - 2 * rate_window_ms(state));
+    }
+    let row = query.fetch_optional(&mut *tx).await.db("claiming a task")?;
     let Some(row) = row else {
         tx.commit().await.db("claiming a task")?;
         return Ok(None);
     };
+    if postgres {
+        tx.commit().await.db("claiming a task")?;
+        return Ok(Some(ClaimedTask::from_row(&row)?));
+    }
     let job_id: i64 = row.try_get("job_id").db("decoding a task")?;
     jobs::mark_started(&mut tx, job_id).await?;
     if limits.per_window > 0 {
@@ -527,17 +548,26 @@ async fn finish(
     let mut discard = None;
     let mut superseded = Vec::new();
     let mut succeeded = false;
+    let mut render_expected = false;
     match result {
         Ok(output) => {
             let mut ids = Vec::new();
             for asset in std::iter::once(&output.primary).chain(&output.also) {
                 ids.push(insert_asset(&mut tx, task, asset, now).await?);
             }
-            // Succeeded, or cancelled when the job was cancelled meanwhile.
-            let status: Option<String> = sqlx::query_scalar(&format!(
+            // Succeeded, or cancelled when the job was cancelled meanwhile. Whether a render
+            // is expected comes along (the content has a video to bring up to date, or a
+            // render or this job will make one), so that segments are prepared ahead only
+            // then; a render encodes whatever was not prepared.
+            let outcome: Option<(String, i64)> = sqlx::query_as(&format!(
                 "UPDATE tasks SET status = CASE WHEN EXISTS (SELECT 1 FROM jobs WHERE id = $5 AND status = 'cancelled') \
                  THEN 'cancelled' ELSE 'succeeded' END, output_asset_id = $1, locked_until = NULL, finished_at = $4, \
-                 updated_at = $4 WHERE {guard} RETURNING status"
+                 updated_at = $4 WHERE {guard} RETURNING status, CAST(CASE WHEN \
+                 (EXISTS (SELECT 1 FROM contents c WHERE c.id = tasks.content_id AND c.video_asset_id IS NOT NULL) \
+                  OR EXISTS (SELECT 1 FROM jobs r WHERE r.content_id = tasks.content_id AND r.kind = 'render' \
+                    AND r.status IN ('queued', 'processing')) \
+                  OR EXISTS (SELECT 1 FROM jobs o WHERE o.id = tasks.job_id AND o.options LIKE '%\"render_after\":true%')) \
+                 THEN 1 ELSE 0 END AS BIGINT)"
             ))
             .bind(ids[0])
             .bind(task.id)
@@ -547,9 +577,10 @@ async fn finish(
             .fetch_optional(&mut *tx)
             .await
             .db("completing a task")?;
-            match status.as_deref() {
+            match outcome.as_ref().map(|(status, _)| status.as_str()) {
                 Some("succeeded") => {
                     succeeded = true;
+                    render_expected = outcome.as_ref().is_some_and(|(_, r)| *r == 1);
                     let assets = std::iter::once(&output.primary).chain(&output.also);
                     for (asset, id) in assets.zip(&ids) {
                         make_current(&mut tx, task, asset.kind, *id, &output, now).await?;
@@ -636,7 +667,7 @@ async fn finish(
             }
         }
     }
-    jobs::refresh_in(&mut tx, task.job_id).await?;
+    let job_status = jobs::refresh_in(&mut tx, task.job_id).await?;
     tx.commit().await.db("committing a task")?;
     if let Some(output) = discard {
         for key in output.keys() {
@@ -649,10 +680,12 @@ async fn finish(
     wake(state, Some(&task.kind)).await;
     if task.kind != RENDER {
         // The job may have just completed with "render when ready".
-        if let Err(e) = jobs::render_when_ready(state, task.job_id).await {
-            tracing::warn!(error = %e.message, "starting a render when ready failed");
+        if job_status == Some("completed") {
+            if let Err(e) = jobs::render_when_ready(state, task.job_id).await {
+                tracing::warn!(error = %e.message, "starting a render when ready failed");
+            }
         }
-        if succeeded {
+        if succeeded && render_expected {
             super::render::prepare_ahead(state, task.content_id);
         }
     }
@@ -841,6 +874,9 @@ async fn listen(state: AppState) {
 
 async fn worker_loop(state: AppState, kind: &'static str) {
     let slots = Arc::new(Semaphore::new(PROCESS_SLOTS));
+    // Tasks of the kind running in this process: at the kind's limit, a claim could only
+    // find it full, so the loop waits for one of them to finish instead of asking.
+    let running = Arc::new(std::sync::atomic::AtomicI64::new(0));
     loop {
         if state.is_shutting_down() {
             // No more claims; the tasks running here finish or are put back within the
@@ -867,14 +903,28 @@ async fn worker_loop(state: AppState, kind: &'static str) {
                 continue;
             }
         };
+        if running.load(std::sync::atomic::Ordering::SeqCst) >= current.concurrency {
+            drop(permit);
+            tokio::select! {
+                _ = &mut announced => {}
+                _ = tokio::time::sleep(FULL_RECHECK) => {}
+                () = state.shutting_down() => {}
+            }
+            continue;
+        }
         match claim(&state, kind, current).await {
             Ok(Some(task)) => {
                 let state = state.clone();
+                let running = running.clone();
+                running.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 tokio::spawn(async move {
                     if let Err(e) = run_claimed(&state, task).await {
                         tracing::error!(error = %e.message, "recording a task's outcome failed");
                     }
+                    running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                     drop(permit);
+                    // The outcome's own wake came before the count went down.
+                    wake_here(&state, kind);
                 });
             }
             Ok(None) => {

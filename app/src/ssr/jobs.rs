@@ -732,17 +732,25 @@ pub async fn mark_started(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     job_id: i64,
 ) -> Result<(), AppError> {
-    sqlx::query(
-        "UPDATE jobs SET status = 'processing', stage = 'processing', \
-         stage_message = CASE WHEN kind = 'render' THEN 'Rendering' ELSE '0 of ' || total_tasks || ' scenes done' END, started_at = COALESCE(started_at, $1), \
-         updated_at = $1 WHERE id = $2 AND status = 'queued'",
-    )
+    sqlx::query(&format!(
+        "UPDATE jobs SET {} WHERE id = $2 AND status = 'queued'",
+        started_set("$1")
+    ))
     .bind(now_ms())
     .bind(job_id)
     .execute(&mut **tx)
     .await
     .db("starting a job")?;
     Ok(())
+}
+
+/// The `SET` list of a job that starts now (`now`: the placeholder of the time in ms).
+pub fn started_set(now: &str) -> String {
+    format!(
+        "status = 'processing', stage = 'processing', \
+         stage_message = CASE WHEN jobs.kind = 'render' THEN 'Rendering' ELSE '0 of ' || jobs.total_tasks || ' scenes done' END, \
+         started_at = COALESCE(jobs.started_at, {now}), updated_at = {now}"
+    )
 }
 
 /// Recomputes a job's counts, progress, status and stage message from its tasks, so the
@@ -754,11 +762,12 @@ pub async fn refresh(pool: &sqlx::AnyPool, job_id: i64) -> Result<(), AppError> 
 }
 
 /// `refresh` inside the caller's transaction, after its own writes to the job's tasks:
-/// a task's outcome and its job's counts then commit together.
+/// a task's outcome and its job's counts then commit together. Returns the job's new
+/// status (None when the job is gone).
 pub async fn refresh_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     job_id: i64,
-) -> Result<(), AppError> {
+) -> Result<Option<&'static str>, AppError> {
     // Lock the job row (a write, so SQLite takes its write lock too): concurrent refreshes
     // then run one after another, and the last one counts every finished task. Without it
     // a slower refresh could write stale counts over a newer one.
@@ -770,7 +779,7 @@ pub async fn refresh_in(
             .await
             .db("locking a job")?;
     let Some((current, kind)) = current else {
-        return Ok(());
+        return Ok(None);
     };
     let render = kind == JobKind::Render.as_str();
     if current == "cancelled" {
@@ -907,7 +916,7 @@ pub async fn refresh_in(
     .execute(&mut **tx)
     .await
     .db("updating a job")?;
-    Ok(())
+    Ok(Some(status))
 }
 
 fn failed_suffix(failed: i64) -> String {
