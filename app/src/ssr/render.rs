@@ -391,14 +391,14 @@ fn deadline_for(media_ms: i64) -> Duration {
     Duration::from_secs(120) + Duration::from_millis(media_ms.max(0) as u64) * 30
 }
 
-/// How many scene segments a render encodes at once, and x264's threads for each: two
-/// where there are two cores or more, sharing the cores. An ffmpeg's filter chain (scale,
+/// How many of `missing` scene segments a render encodes at once, and x264's threads for
+/// each (0: ffmpeg's choice): two where there are two cores or more, sharing the cores. An ffmpeg's filter chain (scale,
 /// zoompan, fades, subtitles) runs on one thread beside x264's, so one encode at a time
 /// leaves a core idle part of the time: on 2 cores, two at once with one x264 thread
 /// each take 0.82× the time of one at a time (bench/render-candidates.sh).
-fn segments_at_once() -> (usize, usize) {
+fn segments_at_once(missing: usize) -> (usize, usize) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cores < 2 {
+    if cores < 2 || missing < 2 {
         return (1, 0);
     }
     (2, cores / 2)
@@ -813,7 +813,6 @@ async fn render_in(
     let mut used = Vec::new();
     let tag = format!("{}-{}", task.id, task.attempt);
     let mut places = Vec::with_capacity(scenes.len());
-    let (at_once, threads) = segments_at_once();
     for (index, (scene, frames)) in scenes.iter().zip(&lengths).enumerate() {
         let scene_cues = super::captions::captions(
             &scene.narration,
@@ -829,10 +828,26 @@ async fn render_in(
             frames: *frames,
             size,
             tag: &tag,
-            threads,
+            threads: 0,
         };
         places.push((scene, place));
         offset += ms_of_frames(*frames);
+    }
+    // Two encodes share the cores only when two or more segments are missing: a lone one
+    // (a re-render, the tail after narration) gets every thread.
+    let mut missing = 0;
+    for (scene, place) in &places {
+        let name = plan_segment(scene, place.frames, size, settings).name;
+        if !tokio::fs::try_exists(segments.join(format!("{name}.mp4")))
+            .await
+            .unwrap_or(false)
+        {
+            missing += 1;
+        }
+    }
+    let (at_once, threads) = segments_at_once(missing);
+    for (_, place) in &mut places {
+        place.threads = threads;
     }
     let dirs = (media_dir, segments.as_path(), work);
     // Collected first: a stream over a lazy `map` makes the render's future not provably
@@ -919,6 +934,40 @@ struct Place<'a> {
     threads: usize,
 }
 
+/// A scene's segment as it would be encoded: its burned-in cues, their ASS script, and
+/// its name (made from everything that goes into it).
+struct SegmentPlan {
+    local: Vec<(i64, Cue)>,
+    subtitles: String,
+    name: String,
+}
+
+fn plan_segment(
+    scene: &RenderScene,
+    frames: u32,
+    size: (u32, u32),
+    settings: &SettingsValues,
+) -> SegmentPlan {
+    let local: Vec<(i64, Cue)> = super::captions::captions(
+        &scene.narration,
+        scene.sound_ms(),
+        subtitle_columns(settings, size),
+        scene.words.as_deref(),
+        &settings.caption_style,
+    )
+    .burned
+    .into_iter()
+    .map(|c| (0, c))
+    .collect();
+    let subtitles = ass(&local, settings, size.0 < size.1, scene.font);
+    let name = segment_name(scene, frames, size, settings, &subtitles);
+    SegmentPlan {
+        local,
+        subtitles,
+        name,
+    }
+}
+
 /// Makes sure a scene's segment exists (encoding it unless a render or an earlier
 /// preparation kept it) and returns its file name in `segments`. When this process is
 /// already encoding that very segment, this waits for it instead of encoding it twice.
@@ -938,19 +987,11 @@ async fn ensure_segment(
         threads,
     } = place;
     let what = format!("scene {}", index + 1);
-    let local: Vec<(i64, Cue)> = super::captions::captions(
-        &scene.narration,
-        scene.sound_ms(),
-        subtitle_columns(settings, size),
-        scene.words.as_deref(),
-        &settings.caption_style,
-    )
-    .burned
-    .into_iter()
-    .map(|c| (0, c))
-    .collect();
-    let subtitles = ass(&local, settings, size.0 < size.1, scene.font);
-    let name = segment_name(scene, frames, size, settings, &subtitles);
+    let SegmentPlan {
+        local,
+        subtitles,
+        name,
+    } = plan_segment(scene, frames, size, settings);
     let file = format!("{name}.mp4");
     let done = segments.join(&file);
     let mut stop = progress.stop.clone();
