@@ -21,7 +21,7 @@ segment() {
     video="scale=$sw:$sh:force_original_aspect_ratio=increase,crop=$sw:$sh,setsar=1,zoompan=z='min(1+0.08*on/135,1.08)':x='iw/2-(iw/zoom/2)':y='ih/2-(ih/zoom/2)':d=135:s=1080x1920:fps=30"
   else
     # The still fast path: the picture scaled once, then the same frame repeated.
-    video="scale=1080:1920:force_original_aspect_ratio=increase,crop=1080:1920,setsar=1,loop=loop=134:size=1:start=0,fps=30"
+    video="scale=1080:1920:force_original_aspect_ratio=increase,crop=1080:1920,setsar=1,loop=loop=134:size=1:start=0,settb=1/30,setpts=N"
   fi
   ffmpeg -hide_banner -loglevel error -y -i picture.png -i narration.wav -filter_complex \
     "[0:v]$video,format=yuv420p,fade=t=in:st=0:d=0.25,fade=t=out:st=4.25:d=0.25[v];[1:a]aresample=48000,apad,atrim=0:4.5[a]" \

@@ -533,10 +533,12 @@ fn segment_command(
         )
     } else {
         // A still: the picture scaled once and its frame repeated, at half zoompan's cost
-        // (bench/render-candidates.sh).
+        // (bench/render-candidates.sh). The repeats are timed in the output's time base:
+        // in the picture's own (1/25 s) two frames would round to one time and a fade
+        // would step.
         format!(
             "[0:v]scale={w}:{h}:force_original_aspect_ratio=increase,crop={w}:{h},setsar=1,\
-             loop=loop={repeats}:size=1:start=0,setpts=N/{FPS}/TB,format=yuv420p",
+             loop=loop={repeats}:size=1:start=0,settb=1/{FPS},setpts=N,format=yuv420p",
             repeats = frames.saturating_sub(1),
         )
     };
@@ -1022,6 +1024,7 @@ async fn ensure_segment(
         }
     }
     let partial = segments.join(format!("{name}.partial-{tag}.mp4"));
+    let mut unfinished = Unfinished(Some(&partial));
     let segment = Segment {
         image: &image,
         audio: audio.as_deref(),
@@ -1038,14 +1041,25 @@ async fn ensure_segment(
         "encoding a segment"
     );
     let part = (Part::Scene(index), ms_of_frames(frames));
-    if let Err(e) = ffmpeg(command, &what, progress, part).await {
-        let _ = tokio::fs::remove_file(&partial).await;
-        return Err(e);
-    }
+    ffmpeg(command, &what, progress, part).await?;
     tokio::fs::rename(&partial, &done)
         .await
         .map_err(|e| server_fault(format!("{what}'s segment could not be saved"), e, true))?;
+    unfinished.0 = None;
     Ok(file)
+}
+
+/// A segment's partial file, removed unless its encode got to rename it: it failed, or
+/// was dropped because the encode beside it failed or the render was cancelled (its
+/// ffmpeg is killed with it).
+struct Unfinished<'a>(Option<&'a Path>);
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if let Some(path) = self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// The segments this process is encoding, by name, and the contents whose segments it is

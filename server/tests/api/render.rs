@@ -28,6 +28,7 @@ both_databases!(
     a_data_dir_with_filter_syntax_in_its_name_renders,
     scripts_in_every_language_render_readable_cards_and_subtitles,
     captions_follow_the_words_as_espeak_speaks_them,
+    a_still_picture_fades_in_frame_by_frame,
 );
 
 /// Pause after each scene's narration (the default setting).
@@ -448,6 +449,11 @@ async fn cancel_stops_ffmpeg(db: Db) {
     assert_eq!(ended["job"]["status"], "cancelled", "{ended}");
     assert_eq!(ended["tasks"][0]["status"], "cancelled");
     assert_eq!(ffmpeg_for(&app, id), 0, "no ffmpeg left behind");
+    let partial: Vec<String> = segments(&app, id)
+        .into_iter()
+        .filter(|name| name.contains(".partial-"))
+        .collect();
+    assert!(partial.is_empty(), "no partial segment left: {partial:?}");
     let (_, after) = app.get(&format!("/api/contents/{id}")).await;
     assert!(
         after["data"]["video_asset_id"].is_null(),
@@ -807,7 +813,7 @@ async fn a_corrupt_picture_names_its_scene(db: Db) {
     let Some(app) = TestApp::spawn(db).await else {
         return;
     };
-    let (_, path) = render_with_a_corrupt_picture(&app, 3, "1:1", 1).await;
+    let (key, path) = render_with_a_corrupt_picture(&app, 3, "1:1", 1).await;
     let (_, detail) = app.get(&path).await;
     let job = &detail["data"]["job"];
     assert_eq!(job["status"], "failed", "{detail}");
@@ -817,6 +823,19 @@ async fn a_corrupt_picture_names_its_scene(db: Db) {
         detail["data"]["tasks"][0]["attempt"], 1,
         "not retried: the file will not change"
     );
+    // Scene 1 was being encoded beside scene 2 and was stopped with it: nothing of
+    // either encode is left behind.
+    let segments = app.state.data_dir.join("media").join(&key);
+    let segments = segments.parent().unwrap().join("segments");
+    let left: Vec<String> = std::fs::read_dir(&segments)
+        .map(|dir| {
+            dir.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.contains(".partial-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "partial segments left: {left:?}");
 }
 
 /// Average luma (16–235) of the frame at `at` seconds.
@@ -1554,4 +1573,50 @@ fn red_pixels(path: &std::path::Path, at: f64, rows: (f64, f64)) -> usize {
         .chunks(3)
         .filter(|p| p[0] > 180 && p[1] < 80 && p[2] < 80)
         .count()
+}
+
+/// With motion off a scene's picture is one still frame repeated: each frame still gets a
+/// time of its own, so a fade brightens on every frame (a picture read at 25 fps once
+/// gave pairs of frames the same time, and the fade stepped).
+async fn a_still_picture_fades_in_frame_by_frame(db: Db) {
+    let Some(app) = TestApp::spawn(db).await else {
+        return;
+    };
+    app.configure_llm_with(|v| {
+        v.video_motion = false;
+        v.video_fade_ms = 500;
+    })
+    .await;
+    let content = content(&app, 1, "16:9").await;
+    let id = content["id"].as_i64().unwrap();
+    with_media(&app, &content).await;
+    render(&app, id).await;
+    let out = tempfile::tempdir().unwrap();
+    let path = save_video(&app, id, out.path(), "video.mp4").await;
+    let output = Command::new("ffmpeg")
+        .args(["-hide_banner", "-i"])
+        .arg(&path)
+        .args([
+            "-frames:v",
+            "15",
+            "-vf",
+            "signalstats,metadata=print:key=lavfi.signalstats.YAVG",
+            "-f",
+            "null",
+            "-",
+        ])
+        .output()
+        .expect("ffmpeg runs");
+    let log = String::from_utf8_lossy(&output.stderr);
+    let brightness: Vec<f64> = log
+        .lines()
+        .filter_map(|l| l.split("lavfi.signalstats.YAVG=").nth(1))
+        .filter_map(|v| v.trim().parse().ok())
+        .take(15)
+        .collect();
+    assert_eq!(brightness.len(), 15, "{log}");
+    assert!(
+        brightness.windows(2).all(|w| w[1] > w[0] + 0.01),
+        "every frame of the 500 ms fade-in is brighter than the one before: {brightness:?}"
+    );
 }
