@@ -252,11 +252,17 @@ pub(crate) fn tool_failed(what: &str, status: std::process::ExitStatus, stderr: 
 /// runs no clean-up, so without this its ffmpeg, ffprobe and espeak-ng would live on as
 /// orphans writing into files a retry is about to clear.
 pub(crate) fn die_with_server(command: &mut Command) {
-    // SAFETY: prctl is async-signal-safe and touches only the forked child.
+    let server = std::process::id() as libc::pid_t;
+    // SAFETY: prctl and getppid are async-signal-safe and touch only the forked child.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
                 return Err(std::io::Error::last_os_error());
+            }
+            // A server killed between the fork and the prctl sends no signal: the child
+            // sees it has another parent already and never starts (prctl(2)).
+            if libc::getppid() != server {
+                return Err(std::io::Error::other("the server is gone"));
             }
             Ok(())
         });
