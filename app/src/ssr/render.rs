@@ -392,10 +392,11 @@ fn deadline_for(media_ms: i64) -> Duration {
 }
 
 /// How many of `missing` scene segments a render encodes at once, and x264's threads for
-/// each (0: ffmpeg's choice): two where there are two cores or more, sharing the cores. An ffmpeg's filter chain (scale,
-/// zoompan, fades, subtitles) runs on one thread beside x264's, so one encode at a time
-/// leaves a core idle part of the time: on 2 cores, two at once with one x264 thread
-/// each take 0.82× the time of one at a time (bench/render-candidates.sh).
+/// each (0: ffmpeg's choice): two where there are two cores or more, sharing the cores.
+/// An ffmpeg's filter chain (scale, zoompan, fades, subtitles) runs on one thread beside
+/// x264's, so one encode at a time leaves a core idle part of the time: on 2 cores, two
+/// at once with one x264 thread each take 0.82× the time of one at a time
+/// (bench/render-candidates.sh).
 fn segments_at_once(missing: usize) -> (usize, usize) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     if cores < 2 || missing < 2 {
