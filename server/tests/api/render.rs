@@ -840,12 +840,17 @@ async fn a_corrupt_picture_names_its_scene(db: Db) {
 
 /// Average luma (16–235) of the frame at `at` seconds.
 fn luma(path: &std::path::Path, at: f64) -> f64 {
+    lumas(path, at, 1)[0]
+}
+
+/// Average luma (16–235) of `frames` frames from `at` seconds on.
+fn lumas(path: &std::path::Path, at: f64, frames: usize) -> Vec<f64> {
     let output = Command::new("ffmpeg")
         .args(["-hide_banner", "-ss", &format!("{at:.3}"), "-i"])
         .arg(path)
         .args([
             "-frames:v",
-            "1",
+            &frames.to_string(),
             "-vf",
             "signalstats,metadata=print:key=lavfi.signalstats.YAVG",
             "-f",
@@ -855,10 +860,14 @@ fn luma(path: &std::path::Path, at: f64) -> f64 {
         .output()
         .expect("ffmpeg runs");
     let log = String::from_utf8_lossy(&output.stderr);
-    log.lines()
-        .find_map(|l| l.split("lavfi.signalstats.YAVG=").nth(1))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no luma in {log}"))
+    let values: Vec<f64> = log
+        .lines()
+        .filter_map(|l| l.split("lavfi.signalstats.YAVG=").nth(1))
+        .filter_map(|v| v.trim().parse().ok())
+        .take(frames)
+        .collect();
+    assert_eq!(values.len(), frames, "no luma in {log}");
+    values
 }
 
 /// A newcomer's default data directory is relative (`./data`); ffmpeg runs in a work
@@ -1593,28 +1602,7 @@ async fn a_still_picture_fades_in_frame_by_frame(db: Db) {
     render(&app, id).await;
     let out = tempfile::tempdir().unwrap();
     let path = save_video(&app, id, out.path(), "video.mp4").await;
-    let output = Command::new("ffmpeg")
-        .args(["-hide_banner", "-i"])
-        .arg(&path)
-        .args([
-            "-frames:v",
-            "15",
-            "-vf",
-            "signalstats,metadata=print:key=lavfi.signalstats.YAVG",
-            "-f",
-            "null",
-            "-",
-        ])
-        .output()
-        .expect("ffmpeg runs");
-    let log = String::from_utf8_lossy(&output.stderr);
-    let brightness: Vec<f64> = log
-        .lines()
-        .filter_map(|l| l.split("lavfi.signalstats.YAVG=").nth(1))
-        .filter_map(|v| v.trim().parse().ok())
-        .take(15)
-        .collect();
-    assert_eq!(brightness.len(), 15, "{log}");
+    let brightness = lumas(&path, 0.0, 15);
     assert!(
         brightness.windows(2).all(|w| w[1] > w[0] + 0.01),
         "every frame of the 500 ms fade-in is brighter than the one before: {brightness:?}"
