@@ -27,6 +27,27 @@ pub struct ImageFile {
     pub mime: &'static str,
 }
 
+/// A client for one media request to `endpoint`, within the admin's media timeout
+/// (`media_timeout_secs`) and with answers cut off at `max_bytes`, named `what` in errors.
+fn media_client(
+    state: &AppState,
+    settings: &SettingsValues,
+    endpoint: &Endpoint,
+    what: &'static str,
+    max_bytes: u64,
+) -> (
+    async_openai::Client<async_openai::config::OpenAIConfig>,
+    openai::LastAnswer,
+) {
+    openai::client(
+        &state.http,
+        &endpoint.base_url,
+        &endpoint.api_key,
+        Duration::from_secs(u64::from(settings.media_timeout_secs)),
+        AnswerLimit { what, max_bytes },
+    )
+}
+
 fn require_key(endpoint: &Endpoint, what: &str) -> Result<(), TaskError> {
     if endpoint.key_missing {
         return Err(TaskError::Permanent(format!(
@@ -71,17 +92,12 @@ pub async fn image(
     aspect_ratio: &str,
 ) -> Result<ImageFile, TaskError> {
     require_key(endpoint, "Pictures")?;
-    let timeout = Duration::from_secs(u64::from(settings.media_timeout_secs));
-    let limit = AnswerLimit {
-        what: "image answer",
-        max_bytes: openai::IMAGE_ANSWER_MAX_BYTES,
-    };
-    let (client, seen) = openai::client(
-        &state.http,
-        &endpoint.base_url,
-        &endpoint.api_key,
-        timeout,
-        limit,
+    let (client, seen) = media_client(
+        state,
+        settings,
+        endpoint,
+        "image answer",
+        openai::IMAGE_ANSWER_MAX_BYTES,
     );
     let model = settings.image_model.as_str();
     let learned = state.learned.get(&endpoint.base_url, model);
@@ -135,7 +151,14 @@ pub async fn image(
         (Some(b64), _) => base64::engine::general_purpose::STANDARD
             .decode(b64.trim().as_bytes())
             .map_err(|_| TaskError::Permanent("the provider's image is not valid base64".into()))?,
-        (None, Some(url)) => fetch_image_url(&endpoint.base_url, url, timeout).await?,
+        (None, Some(url)) => {
+            fetch_image_url(
+                &endpoint.base_url,
+                url,
+                Duration::from_secs(u64::from(settings.media_timeout_secs)),
+            )
+            .await?
+        }
         (None, None) => {
             return Err(TaskError::Permanent(
                 "the provider's answer holds no image (neither data[0].b64_json nor data[0].url)"
@@ -419,17 +442,12 @@ pub async fn speech(
     voice: &str,
 ) -> Result<Speech, TaskError> {
     require_key(endpoint, "Narration")?;
-    let timeout = Duration::from_secs(u64::from(settings.media_timeout_secs));
-    let limit = AnswerLimit {
-        what: "speech answer",
-        max_bytes: openai::SPEECH_MAX_BYTES,
-    };
-    let (client, seen) = openai::client(
-        &state.http,
-        &endpoint.base_url,
-        &endpoint.api_key,
-        timeout,
-        limit,
+    let (client, seen) = media_client(
+        state,
+        settings,
+        endpoint,
+        "speech answer",
+        openai::SPEECH_MAX_BYTES,
     );
     let model = settings.tts_model.as_str();
     let mut format = state
@@ -499,17 +517,12 @@ pub async fn transcribe(
     use async_openai::types::audio::{
         AudioInput, AudioResponseFormat, CreateTranscriptionRequest, TimestampGranularity,
     };
-    let timeout = Duration::from_secs(u64::from(settings.media_timeout_secs));
-    let limit = AnswerLimit {
-        what: "transcription answer",
-        max_bytes: openai::JSON_ANSWER_MAX_BYTES,
-    };
-    let (client, seen) = openai::client(
-        &state.http,
-        &endpoint.base_url,
-        &endpoint.api_key,
-        timeout,
-        limit,
+    let (client, seen) = media_client(
+        state,
+        settings,
+        endpoint,
+        "transcription answer",
+        openai::JSON_ANSWER_MAX_BYTES,
     );
     let request = CreateTranscriptionRequest {
         file: AudioInput::from_vec_u8("narration.wav".into(), wav),
