@@ -833,15 +833,15 @@ async fn render_in(
             tag: &tag,
             threads: 0,
         };
-        places.push((scene, place));
+        let plan = plan_segment(scene, *frames, size, settings);
+        places.push((scene, place, plan));
         offset += ms_of_frames(*frames);
     }
     // Two encodes share the cores only when two or more segments are missing: a lone one
     // (a re-render, the tail after narration) gets every thread.
     let mut missing = 0;
-    for (scene, place) in &places {
-        let name = plan_segment(scene, place.frames, size, settings).name;
-        if !tokio::fs::try_exists(segments.join(format!("{name}.mp4")))
+    for (_, _, plan) in &places {
+        if !tokio::fs::try_exists(segments.join(format!("{}.mp4", plan.name)))
             .await
             .unwrap_or(false)
         {
@@ -849,7 +849,7 @@ async fn render_in(
         }
     }
     let (at_once, threads) = segments_at_once(missing);
-    for (_, place) in &mut places {
+    for (_, place, _) in &mut places {
         place.threads = threads;
     }
     let dirs = (media_dir, segments.as_path(), work);
@@ -857,7 +857,9 @@ async fn render_in(
     // `Send` (rust-lang/rust#102211).
     let encodes: Vec<_> = places
         .into_iter()
-        .map(|(scene, place)| ensure_segment(state, dirs, scene, place, settings, &progress))
+        .map(|(scene, place, plan)| {
+            ensure_segment(state, dirs, (scene, plan), place, settings, &progress)
+        })
         .collect();
     let names: Vec<String> = futures::stream::iter(encodes)
         .buffered(at_once)
@@ -977,7 +979,7 @@ fn plan_segment(
 async fn ensure_segment(
     state: &AppState,
     (media_dir, segments, work): (&Path, &Path, &Path),
-    scene: &RenderScene,
+    (scene, plan): (&RenderScene, SegmentPlan),
     place: Place<'_>,
     settings: &SettingsValues,
     progress: &Progress<'_>,
@@ -994,7 +996,7 @@ async fn ensure_segment(
         local,
         subtitles,
         name,
-    } = plan_segment(scene, frames, size, settings);
+    } = plan;
     let file = format!("{name}.mp4");
     let done = segments.join(&file);
     let mut stop = progress.stop.clone();
@@ -1294,7 +1296,10 @@ async fn prepare(
             threads: 0,
         };
         let dirs = (media_dir.as_path(), segments.as_path(), work.as_path());
-        if let Err(e) = ensure_segment(state, dirs, scene, place, &settings, &progress).await {
+        let plan = plan_segment(scene, place.frames, size, &settings);
+        if let Err(e) =
+            ensure_segment(state, dirs, (scene, plan), place, &settings, &progress).await
+        {
             result = Err(e);
             break;
         }
