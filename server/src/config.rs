@@ -270,17 +270,29 @@ impl Config {
                     whole("CREVID_QSTASH_CLOCK_TOLERANCE_SECS", 0, 5)?,
                     60,
                 )?;
-                Some(app::ssr::qstash::QStashConfig::new(
-                    &url,
-                    token,
-                    current,
-                    env("QSTASH_NEXT_SIGNING_KEY"),
-                    (
-                        retries as u32,
-                        std::time::Duration::from_secs(timeout),
-                        std::time::Duration::from_secs(tolerance),
-                    ),
-                ))
+                let keep_dead_letters = match env("CREVID_QSTASH_DLQ").as_deref() {
+                    None | Some("delete") => false,
+                    Some("keep") => true,
+                    Some(other) => {
+                        return Err(ConfigError(format!(
+                            "CREVID_QSTASH_DLQ must be delete or keep (got {other:?})"
+                        )))
+                    }
+                };
+                Some(
+                    app::ssr::qstash::QStashConfig::new(
+                        &url,
+                        token,
+                        current,
+                        env("QSTASH_NEXT_SIGNING_KEY"),
+                        (
+                            retries as u32,
+                            std::time::Duration::from_secs(timeout),
+                            std::time::Duration::from_secs(tolerance),
+                        ),
+                    )
+                    .keeping_dead_letters(keep_dead_letters),
+                )
             }
         };
         Ok(Config {

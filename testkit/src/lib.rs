@@ -36,6 +36,7 @@
 
 mod media;
 pub mod profiles;
+pub mod proxy;
 pub mod qstash;
 
 use std::collections::HashMap;

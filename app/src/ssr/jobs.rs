@@ -650,8 +650,18 @@ pub async fn cancel(state: &AppState, user: &CurrentUser, id: i64) -> Result<Job
         .execute(&mut *tx)
         .await
         .db("cancelling a job")?;
+    // What the relay has not published yet never goes out.
+    sqlx::query(
+        "DELETE FROM outbox WHERE published_at IS NULL AND task_id IN \
+         (SELECT id FROM tasks WHERE job_id = $1 AND status = 'cancelled')",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await
+    .db("cancelling publications")?;
     refresh_in(&mut tx, id).await?;
     tx.commit().await.db("committing a cancel")?;
+    super::qstash::cancel_job(state, id).await;
     // Segments encoded ahead for a render that is no longer coming are stopped too.
     let contents: Option<(Option<i64>, String)> =
         sqlx::query_as("SELECT content_id, content_ids FROM jobs WHERE id = $1")

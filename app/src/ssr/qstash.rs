@@ -6,6 +6,7 @@
 //! 489 with `Upstash-NonRetryable-Error` give up. When QStash gives up it calls
 //! `/api/workers/failed`, which records the failure on the task.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ use serde_json::json;
 use super::db::{now_ms, Backend};
 use super::engine::{self, ClaimedTask, KindLimits};
 use super::error::DbResultExt;
-use super::jobs::{RENDER, SCENE_AUDIO};
+use super::jobs::{RENDER, SCENE_AUDIO, SCENE_IMAGE};
 use super::state::AppState;
 use crate::error::AppError;
 
@@ -41,6 +42,10 @@ pub struct QStashConfig {
     pub timeout: Duration,
     /// Clock difference allowed on a signature's `exp` and `nbf`.
     pub tolerance: Duration,
+    /// Leave a message QStash gave up on in its dead-letter queue after the failure
+    /// callback recorded it (`CREVID_QSTASH_DLQ=keep`), for an admin to look at in the
+    /// Upstash console; by default it is deleted there (`DELETE /v2/dlq/{dlqId}`).
+    pub keep_dead_letters: bool,
 }
 
 impl QStashConfig {
@@ -59,7 +64,14 @@ impl QStashConfig {
             retries,
             timeout,
             tolerance,
+            keep_dead_letters: false,
         }
+    }
+
+    /// See [`QStashConfig::keep_dead_letters`].
+    pub fn keeping_dead_letters(mut self, keep: bool) -> Self {
+        self.keep_dead_letters = keep;
+        self
     }
 }
 
@@ -78,6 +90,13 @@ pub struct QStash {
 struct Seen {
     last_delivery_ms: Option<i64>,
     last_publish_ms: Option<i64>,
+    /// The most retries QStash accepted after refusing `QStashConfig::retries` as above
+    /// the account's plan; `None` while nothing was refused.
+    retries_cap: Option<u32>,
+    /// The flow-control limits this process last pinned, per task kind.
+    pinned: HashMap<&'static str, FlowLimits>,
+    /// Why the last pin failed; cleared by the next that succeeds.
+    pin_error: Option<String>,
 }
 
 /// The transport's health, for the status page.
@@ -165,6 +184,40 @@ pub fn deduplication_id(install: &str, task_id: i64, outbox_id: i64) -> String {
 /// deliveries only (the latest publish under a key sets the key's limits).
 pub fn flow_control_key(install: &str, kind: &str) -> String {
     format!("crevid-{install}-{kind}")
+}
+
+/// The task kinds QStash carries, each under its own flow-control key.
+pub const KINDS: [&str; 3] = [SCENE_IMAGE, SCENE_AUDIO, RENDER];
+
+/// The `Upstash-Label` every message of this installation carries: the status page counts
+/// the installation's dead letters by it.
+pub fn install_label(install: &str) -> String {
+    format!("crevid-{install}")
+}
+
+/// The `Upstash-Label` of a job's messages: cancelling the job cancels them by it.
+pub fn job_label(install: &str, job_id: i64) -> String {
+    format!("crevid-{install}-job-{job_id}")
+}
+
+/// A message's `Upstash-Label` list: the installation, the job and the kind (dots become
+/// dashes, as labels are safest in `[A-Za-z0-9_-]`), so that the Upstash console's logs
+/// and DLQ can be filtered by each.
+pub fn labels(install: &str, job_id: i64, kind: &str) -> String {
+    format!(
+        "{},{},crevid-{install}-{}",
+        install_label(install),
+        job_label(install, job_id),
+        kind.replace('.', "-")
+    )
+}
+
+/// `Upstash-Retry-Delay`: QStash's wait before retry number `retried + 1` when a delivery
+/// got no answer with a `Retry-After` (a timeout, a restarting server, a proxy's 502), in
+/// milliseconds. It is the embedded queue's backoff without the jitter (`engine`), instead
+/// of QStash's default of 12 s, 2.5 min, 30 min, 6 h.
+pub fn retry_delay(retry_base_ms: u64) -> String {
+    format!("min(300000, {retry_base_ms} * pow(2, retried + 1))")
 }
 
 /// The seeds' worker route names.
@@ -419,6 +472,7 @@ pub fn nudge(state: &AppState) {
 struct Pending {
     id: i64,
     task_id: i64,
+    job_id: i64,
     kind: String,
     batch: bool,
     attempts: i64,
@@ -454,11 +508,11 @@ async fn claim_pending(state: &AppState) -> Result<Vec<Pending>, AppError> {
     // What each message needs, in one read (an outbox row goes with its task).
     let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
     let sql = format!(
-        "SELECT o.id, o.task_id, o.attempts, t.kind, j.content_id FROM outbox o JOIN tasks t ON t.id = o.task_id \
+        "SELECT o.id, o.task_id, o.attempts, t.kind, t.job_id, j.content_id FROM outbox o JOIN tasks t ON t.id = o.task_id \
          JOIN jobs j ON j.id = t.job_id WHERE o.id IN ({}) ORDER BY o.id",
         placeholders.join(", ")
     );
-    let mut query = sqlx::query_as::<_, (i64, i64, i64, String, Option<i64>)>(&sql);
+    let mut query = sqlx::query_as::<_, (i64, i64, i64, String, i64, Option<i64>)>(&sql);
     for id in &ids {
         query = query.bind(id);
     }
@@ -468,32 +522,159 @@ async fn claim_pending(state: &AppState) -> Result<Vec<Pending>, AppError> {
         .db("reading the outbox")?;
     let pending = rows
         .into_iter()
-        .map(|(id, task_id, attempts, kind, content_id)| Pending {
-            id,
-            task_id,
-            attempts,
-            kind,
-            batch: content_id.is_none(),
-        })
+        .map(
+            |(id, task_id, attempts, kind, job_id, content_id)| Pending {
+                id,
+                task_id,
+                job_id,
+                attempts,
+                kind,
+                batch: content_id.is_none(),
+            },
+        )
         .collect();
     Ok(pending)
 }
 
-/// `Upstash-Flow-Control-Value` for a kind: the admin's concurrency and per-window limits.
-fn flow_control(state: &AppState, limits: KindLimits) -> String {
-    let mut value = format!("parallelism={}", limits.concurrency);
-    if limits.per_window > 0 {
-        value.push_str(&format!(
-            ", rate={}, period={}s",
-            limits.per_window,
-            state.limits.window().as_secs().max(1)
-        ));
+/// A kind's flow-control limits: the admin's concurrency, and starts per rate window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FlowLimits {
+    parallelism: i64,
+    /// Starts per `period` seconds, when the kind has a rate limit.
+    rate: Option<(i64, u64)>,
+}
+
+impl FlowLimits {
+    fn of(state: &AppState, limits: KindLimits) -> Self {
+        Self {
+            parallelism: limits.concurrency,
+            rate: (limits.per_window > 0)
+                .then(|| (limits.per_window, state.limits.window().as_secs().max(1))),
+        }
     }
-    value
+
+    /// `Upstash-Flow-Control-Value`.
+    fn value(self) -> String {
+        let mut value = format!("parallelism={}", self.parallelism);
+        if let Some((rate, period)) = self.rate {
+            value.push_str(&format!(", rate={rate}, period={period}s"));
+        }
+        value
+    }
+}
+
+/// Pins each kind's flow-control key to the admin's current limits
+/// (`POST /v2/flowControl/{key}/pin`), so that a lowered limit holds at once: without a
+/// pin, QStash applies the highest value among the messages already published under the
+/// key until they drain. A kind without a rate limit has its rate unpinned. Only limits
+/// that changed since this process last pinned them are sent.
+pub async fn sync_flow_control(state: &AppState) {
+    let Some(q) = &state.qstash else {
+        return;
+    };
+    match pin_flow_control(state, q).await {
+        Ok(()) => q.seen().pin_error = None,
+        Err(error) => {
+            tracing::warn!(%error, "could not pin QStash's flow-control limits; will try again");
+            q.seen().pin_error = Some(error);
+        }
+    }
+}
+
+async fn pin_flow_control(state: &AppState, q: &QStash) -> Result<(), String> {
+    let (settings, _) = super::settings::for_tasks(state)
+        .await
+        .map_err(|e| e.message)?;
+    let install = install_id(state).await.map_err(|e| e.message)?;
+    for kind in KINDS {
+        let want = FlowLimits::of(state, KindLimits::of(&settings, kind));
+        if q.seen().pinned.get(kind) == Some(&want) {
+            continue;
+        }
+        let base = format!(
+            "{}/v2/flowControl/{}",
+            q.config.url,
+            percent_encode(&flow_control_key(&install, kind))
+        );
+        let mut pin = format!("{base}/pin?parallelism={}", want.parallelism);
+        if let Some((rate, period)) = want.rate {
+            pin.push_str(&format!("&rate={rate}&period={period}"));
+        }
+        qstash_call(state, q, reqwest::Method::POST, &pin).await?;
+        if want.rate.is_none() {
+            let unpin = format!("{base}/unpin?rate=true");
+            match qstash_call(state, q, reqwest::Method::POST, &unpin).await {
+                Ok(_) => {}
+                // A key whose rate was never pinned may have nothing to unpin.
+                Err(e) if e.contains(" with 404") => {}
+                Err(e) => return Err(e),
+            }
+        }
+        q.seen().pinned.insert(kind, want);
+    }
+    Ok(())
+}
+
+/// One call to QStash's API with the token; the answer's body, or what went wrong.
+async fn qstash_call(
+    state: &AppState,
+    q: &QStash,
+    method: reqwest::Method,
+    url: &str,
+) -> Result<String, String> {
+    let response = state
+        .http
+        .request(method.clone(), url)
+        .bearer_auth(q.config.token.expose_secret())
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| format!("QStash is unreachable: {e}"))?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    if status.is_success() {
+        Ok(text)
+    } else {
+        let path = url.strip_prefix(&q.config.url).unwrap_or(url);
+        let path = path.split('?').next().unwrap_or(path);
+        let text: String = text.chars().take(300).collect();
+        Err(format!(
+            "QStash answered {method} {path} with {} {text}",
+            status.as_u16()
+        ))
+    }
+}
+
+/// The retries messages are published with: `CREVID_QSTASH_RETRIES`, or less when QStash
+/// refused that many as above the account's plan.
+fn retries(q: &QStash) -> u32 {
+    match q.seen().retries_cap {
+        Some(cap) => cap.min(q.config.retries),
+        None => q.config.retries,
+    }
+}
+
+/// The retries to try after QStash refused `tried` as above the plan: the plan's maximum
+/// when the refusal names it (the largest number in it below `tried`), else the next step
+/// down Upstash's plans (Pro 20, pay as you go 5, free 3), and 0 last.
+fn lower_retries(refusal: &str, tried: u32) -> u32 {
+    let named = refusal
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse::<u32>().ok())
+        .filter(|n| *n < tried)
+        .max();
+    named.unwrap_or_else(|| [20, 5, 3, 0].into_iter().find(|n| *n < tried).unwrap_or(0))
+}
+
+/// Whether QStash refused a publish for its `Upstash-Retries`.
+fn refuses_retries(status: StatusCode, text: &str) -> bool {
+    status == StatusCode::BAD_REQUEST && text.to_ascii_lowercase().contains("retries")
 }
 
 /// Publishes a batch: each message's id, or why QStash refused that one; Err when the
-/// batch as a whole did not go through.
+/// batch as a whole did not go through. When QStash refuses the retries as above the
+/// account's plan, the batch goes again with fewer (`lower_retries`), and the status page
+/// says so.
 async fn publish(
     state: &AppState,
     q: &QStash,
@@ -503,40 +684,60 @@ async fn publish(
         .await
         .map_err(|e| e.message)?;
     let install = install_id(state).await.map_err(|e| e.message)?;
-    let messages: Vec<serde_json::Value> = pending
-        .iter()
-        .map(|p| {
-            let limits = KindLimits::of(&settings, &p.kind);
-            json!({
-                "destination": q.worker_url(route_of(&p.kind, p.batch)),
-                "body": serde_json::to_string(&Delivery { task_id: p.task_id }).unwrap_or_default(),
-                "headers": {
-                    "Content-Type": "application/json",
-                    "Upstash-Retries": q.config.retries.to_string(),
-                    "Upstash-Deduplication-Id": deduplication_id(&install, p.task_id, p.id),
-                    "Upstash-Failure-Callback": q.worker_url(FAILED_ROUTE),
-                    "Upstash-Flow-Control-Key": flow_control_key(&install, &p.kind),
-                    "Upstash-Flow-Control-Value": flow_control(state, limits),
-                    "Upstash-Timeout": format!("{}s", q.config.timeout.as_secs()),
-                },
+    let delay = retry_delay(state.timing.retry_base_ms);
+    let response = loop {
+        let retries = retries(q);
+        let messages: Vec<serde_json::Value> = pending
+            .iter()
+            .map(|p| {
+                let limits = FlowLimits::of(state, KindLimits::of(&settings, &p.kind));
+                json!({
+                    "destination": q.worker_url(route_of(&p.kind, p.batch)),
+                    "body": serde_json::to_string(&Delivery { task_id: p.task_id }).unwrap_or_default(),
+                    "headers": {
+                        "Content-Type": "application/json",
+                        "Upstash-Retries": retries.to_string(),
+                        "Upstash-Retry-Delay": delay,
+                        "Upstash-Deduplication-Id": deduplication_id(&install, p.task_id, p.id),
+                        "Upstash-Failure-Callback": q.worker_url(FAILED_ROUTE),
+                        "Upstash-Flow-Control-Key": flow_control_key(&install, &p.kind),
+                        "Upstash-Flow-Control-Value": limits.value(),
+                        "Upstash-Timeout": format!("{}s", q.config.timeout.as_secs()),
+                        "Upstash-Label": labels(&install, p.job_id, &p.kind),
+                        // The body names only a task, but it is CREVID's, not the console's.
+                        "Upstash-Redact-Fields": "body",
+                    },
+                })
             })
-        })
-        .collect();
-    let response = state
-        .http
-        .post(format!("{}/v2/batch", q.config.url))
-        .bearer_auth(q.config.token.expose_secret())
-        .timeout(Duration::from_secs(30))
-        .json(&messages)
-        .send()
-        .await
-        .map_err(|e| format!("QStash is unreachable: {e}"))?;
-    let status = response.status();
-    if !status.is_success() {
+            .collect();
+        let response = state
+            .http
+            .post(format!("{}/v2/batch", q.config.url))
+            .bearer_auth(q.config.token.expose_secret())
+            .timeout(Duration::from_secs(30))
+            .json(&messages)
+            .send()
+            .await
+            .map_err(|e| format!("QStash is unreachable: {e}"))?;
+        let status = response.status();
+        if status.is_success() {
+            break response;
+        }
         let text = response.text().await.unwrap_or_default();
         let text: String = text.chars().take(300).collect();
+        if refuses_retries(status, &text) && retries > 0 {
+            let lower = lower_retries(&text, retries);
+            tracing::warn!(
+                refused = retries,
+                now = lower,
+                answer = %text,
+                "QStash refused the retries as above the account's plan; publishing with fewer"
+            );
+            q.seen().retries_cap = Some(lower);
+            continue;
+        }
         return Err(format!("QStash answered {status}: {text}"));
-    }
+    };
     let answers: Vec<serde_json::Value> = response
         .json()
         .await
@@ -581,6 +782,7 @@ pub async fn relay_once(state: &AppState) -> Result<usize, AppError> {
         return Ok(0);
     };
     let mut published = 0;
+    sync_flow_control(state).await;
     republish_stalled(state, &q).await?;
     loop {
         let pending = claim_pending(state).await?;
@@ -591,9 +793,10 @@ pub async fn relay_once(state: &AppState) -> Result<usize, AppError> {
         match publish(state, &q, &pending).await {
             Ok(results) => {
                 let mut tx = state.pool().begin().await.db("starting a transaction")?;
+                let mut orphans = Vec::new();
                 for (p, result) in pending.iter().zip(&results) {
                     if let Ok(message) = result {
-                        sqlx::query(
+                        let recorded = sqlx::query(
                             "UPDATE outbox SET published_at = $1, message_id = $2, last_error = NULL, locked_until = NULL WHERE id = $3",
                         )
                         .bind(now)
@@ -602,10 +805,17 @@ pub async fn relay_once(state: &AppState) -> Result<usize, AppError> {
                         .execute(&mut *tx)
                         .await
                         .db("recording a publication")?;
+                        if recorded.rows_affected() == 0 {
+                            // The job was cancelled while this row was being published.
+                            orphans.push(message.clone());
+                        }
                         published += 1;
                     }
                 }
                 tx.commit().await.db("recording publications")?;
+                if !orphans.is_empty() {
+                    cancel_messages(state, &q, &orphans).await;
+                }
                 q.seen().last_publish_ms = Some(now);
                 // Only the refused ones wait; the rest went out.
                 let mut refused = None;
@@ -636,6 +846,54 @@ pub async fn relay_once(state: &AppState) -> Result<usize, AppError> {
                 ));
             }
         }
+    }
+}
+
+/// Cancels in QStash the messages of a job just cancelled (`DELETE /v2/messages?label=`
+/// with the job's label), so that QStash stops delivering, and billing, what would only
+/// be answered "already cancelled". Unpublished rows were deleted with the cancel. When
+/// QStash cannot be reached the cancel still holds: each remaining delivery is answered
+/// 2xx without running anything.
+pub async fn cancel_job(state: &AppState, job_id: i64) {
+    let Some(q) = &state.qstash else {
+        return;
+    };
+    let install = match install_id(state).await {
+        Ok(install) => install,
+        Err(e) => {
+            tracing::warn!(error = %e.message, job_id, "could not cancel a job's QStash messages");
+            return;
+        }
+    };
+    let url = format!(
+        "{}/v2/messages?label={}",
+        q.config.url,
+        percent_encode(&job_label(&install, job_id))
+    );
+    match qstash_call(state, q, reqwest::Method::DELETE, &url).await {
+        Ok(answer) => {
+            let cancelled = serde_json::from_str::<serde_json::Value>(&answer)
+                .ok()
+                .and_then(|a| a["cancelled"].as_i64());
+            tracing::info!(job_id, ?cancelled, "cancelled the job's QStash messages");
+        }
+        Err(error) => tracing::warn!(
+            %error,
+            job_id,
+            "could not cancel the job's QStash messages; their deliveries will run nothing"
+        ),
+    }
+}
+
+/// Cancels the given messages in QStash (`DELETE /v2/messages?messageIds=`).
+async fn cancel_messages(state: &AppState, q: &QStash, ids: &[String]) {
+    let query: Vec<String> = ids
+        .iter()
+        .map(|id| format!("messageIds={}", percent_encode(id)))
+        .collect();
+    let url = format!("{}/v2/messages?{}", q.config.url, query.join("&"));
+    if let Err(error) = qstash_call(state, q, reqwest::Method::DELETE, &url).await {
+        tracing::warn!(%error, "could not cancel messages of a cancelled job");
     }
 }
 
@@ -723,27 +981,174 @@ pub async fn status(state: &AppState) -> Result<Option<TransportStatus>, AppErro
     }))
 }
 
-/// Checks the token against QStash (it lists the dead-letter queue, which any valid token
-/// may read).
-pub async fn check_token(state: &AppState) -> Result<(), String> {
+/// What the status page learns from the QStash account itself.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountStatus {
+    /// This installation's messages in QStash's dead-letter queue (counted up to
+    /// `DLQ_COUNT_LIMIT`; `dead_letters_more` says there are more).
+    pub dead_letters: usize,
+    pub dead_letters_more: bool,
+    /// How the configured signing keys compare with the account's (`GET /v2/keys`).
+    pub keys: KeyCheck,
+    /// Per task kind with a flow-control key in QStash: messages waiting for a slot and
+    /// the parallelism QStash applies.
+    pub flows: Vec<FlowStatus>,
+    /// Retries QStash accepted after refusing `CREVID_QSTASH_RETRIES` as above the plan.
+    pub retries_cap: Option<u32>,
+    /// Why pinning the flow-control limits last failed, if it did.
+    pub pin_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyCheck {
+    /// The account's current and next keys are the configured ones.
+    Match,
+    /// The account rolled its keys: its current key is the configured next one.
+    /// Deliveries still verify, with the next key, until the next roll.
+    Rolled,
+    /// The account's current key is neither configured key: deliveries are refused.
+    Mismatch,
+    /// QSTASH_NEXT_SIGNING_KEY is not set: after a roll, deliveries would be refused.
+    NoNextKey,
+    /// QSTASH_NEXT_SIGNING_KEY is not the account's next key: after the next roll,
+    /// deliveries would be refused.
+    WrongNext,
+    /// The token may not read the keys.
+    Unknown,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FlowStatus {
+    pub kind: &'static str,
+    pub wait_list: i64,
+    pub parallelism: Option<i64>,
+    pub pinned: bool,
+}
+
+/// DLQ pages of 100 read at most, for the count on the status page.
+const DLQ_PAGES: usize = 10;
+
+/// Asks QStash about this installation's messages: the token (every call needs it), the
+/// dead-letter queue (`GET /v2/dlq?label=`), the signing keys (`GET /v2/keys`) and each
+/// kind's flow-control key (`GET /v2/flowControl/{key}`). Err says why QStash could not be
+/// asked at all.
+pub async fn account(state: &AppState) -> Result<Option<AccountStatus>, String> {
     let Some(q) = &state.qstash else {
-        return Ok(());
+        return Ok(None);
     };
-    let response = state
-        .http
-        .get(format!("{}/v2/dlq", q.config.url))
-        .bearer_auth(q.config.token.expose_secret())
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .map_err(|e| format!("QStash is unreachable at {}: {e}", q.config.url))?;
-    match response.status() {
-        s if s.is_success() => Ok(()),
+    let install = install_id(state).await.map_err(|e| e.message)?;
+    let get = |path: String| {
+        state
+            .http
+            .get(format!("{}{path}", q.config.url))
+            .bearer_auth(q.config.token.expose_secret())
+            .timeout(Duration::from_secs(10))
+            .send()
+    };
+    let refused = |s: StatusCode| match s {
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-            Err("QStash refused QSTASH_TOKEN".to_owned())
+            "QStash refused QSTASH_TOKEN".to_owned()
         }
-        s => Err(format!("QStash answered {s}")),
+        s => format!("QStash answered {s}"),
+    };
+    let unreachable = |e: reqwest::Error| format!("QStash is unreachable at {}: {e}", q.config.url);
+
+    let mut dead_letters = 0;
+    let mut dead_letters_more = false;
+    let mut cursor: Option<String> = None;
+    for page in 0..DLQ_PAGES {
+        let mut path = format!(
+            "/v2/dlq?count=100&label={}",
+            percent_encode(&install_label(&install))
+        );
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={}", percent_encode(c)));
+        }
+        let response = get(path).await.map_err(unreachable)?;
+        if !response.status().is_success() {
+            return Err(refused(response.status()));
+        }
+        let list: serde_json::Value = response
+            .json()
+            .await
+            .map_err(|e| format!("QStash's dead-letter list was not understood: {e}"))?;
+        dead_letters += list["messages"].as_array().map_or(0, Vec::len);
+        cursor = list["cursor"]
+            .as_str()
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned);
+        if cursor.is_none() {
+            break;
+        }
+        dead_letters_more = page + 1 == DLQ_PAGES;
     }
+
+    let keys = match get("/v2/keys".to_owned()).await.map_err(unreachable)? {
+        r if r.status().is_success() => {
+            let keys: serde_json::Value = r.json().await.unwrap_or_default();
+            compare_keys(
+                &q.config,
+                keys["current"].as_str().unwrap_or_default(),
+                keys["next"].as_str().unwrap_or_default(),
+            )
+        }
+        _ => KeyCheck::Unknown,
+    };
+
+    let mut flows = Vec::new();
+    for kind in KINDS {
+        let key = flow_control_key(&install, kind);
+        let response = get(format!("/v2/flowControl/{}", percent_encode(&key)))
+            .await
+            .map_err(unreachable)?;
+        if !response.status().is_success() {
+            // No such key yet (nothing of this kind published or pinned).
+            continue;
+        }
+        let flow: serde_json::Value = response.json().await.unwrap_or_default();
+        flows.push(FlowStatus {
+            kind,
+            wait_list: flow["waitListSize"]
+                .as_i64()
+                .or_else(|| flow["waitlistSize"].as_i64())
+                .unwrap_or(0),
+            parallelism: flow["parallelismMax"].as_i64(),
+            pinned: flow["isPinnedParallelism"].as_bool().unwrap_or(false),
+        });
+    }
+    let seen = q.seen().clone();
+    Ok(Some(AccountStatus {
+        dead_letters,
+        dead_letters_more,
+        keys,
+        flows,
+        retries_cap: seen.retries_cap,
+        pin_error: seen.pin_error,
+    }))
+}
+
+/// The configured signing keys against the account's.
+fn compare_keys(config: &QStashConfig, current: &str, next: &str) -> KeyCheck {
+    let configured_next = config.next_key.as_ref().map(|k| k.expose_secret());
+    if current.is_empty() {
+        KeyCheck::Unknown
+    } else if current == config.current_key.expose_secret() {
+        match configured_next {
+            None => KeyCheck::NoNextKey,
+            Some(n) if n == next => KeyCheck::Match,
+            Some(_) => KeyCheck::WrongNext,
+        }
+    } else if configured_next == Some(current) {
+        KeyCheck::Rolled
+    } else {
+        KeyCheck::Mismatch
+    }
+}
+
+/// A query-string value, percent-encoded.
+fn percent_encode(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1068,6 +1473,9 @@ struct Failure {
     source_message_id: Option<String>,
     #[serde(default)]
     retried: Option<i64>,
+    /// Where QStash keeps the message in its dead-letter queue.
+    #[serde(default)]
+    dlq_id: Option<String>,
 }
 
 async fn failed(
@@ -1089,9 +1497,18 @@ async fn failed(
             .ok()
             .map(|b| String::from_utf8_lossy(&b).into_owned())
     };
-    let Some(delivery) =
-        decode(&failure.source_body).and_then(|text| serde_json::from_str::<Delivery>(&text).ok())
-    else {
+    // The body names the task; should QStash ever redact it here too, the outbox knows
+    // which task each message was published for.
+    let task_id = match decode(&failure.source_body)
+        .and_then(|text| serde_json::from_str::<Delivery>(&text).ok())
+    {
+        Some(delivery) => Some(delivery.task_id),
+        None => match task_of_message(&state, failure.source_message_id.as_deref()).await {
+            Ok(task) => task,
+            Err(e) => return again(Duration::from_secs(5), &e.message),
+        },
+    };
+    let Some(task_id) = task_id else {
         return give_up("the failure callback names no task");
     };
     let last = failure
@@ -1115,16 +1532,50 @@ async fn failed(
         if last.is_empty() { "" } else { ": " },
         last.chars().take(300).collect::<String>()
     );
-    match mark_failed(
+    if let Err(e) = mark_failed(
         &state,
-        delivery.task_id,
+        task_id,
         failure.source_message_id.as_deref(),
         &message,
     )
     .await
     {
-        Ok(()) => answer(StatusCode::OK, "recorded"),
-        Err(e) => again(Duration::from_secs(5), &e.message),
+        return again(Duration::from_secs(5), &e.message);
+    }
+    if let (Some(q), Some(dlq_id)) = (&state.qstash, failure.dlq_id.as_deref()) {
+        if !q.config.keep_dead_letters && !dlq_id.is_empty() {
+            delete_dead_letter(&state, q, dlq_id).await;
+        }
+    }
+    answer(StatusCode::OK, "recorded")
+}
+
+/// The task a published message was for, from the outbox.
+async fn task_of_message(
+    state: &AppState,
+    message_id: Option<&str>,
+) -> Result<Option<i64>, AppError> {
+    let Some(id) = message_id.filter(|id| !id.is_empty()) else {
+        return Ok(None);
+    };
+    sqlx::query_scalar("SELECT task_id FROM outbox WHERE message_id = $1 LIMIT 1")
+        .bind(id)
+        .fetch_optional(state.pool())
+        .await
+        .db("finding the task of a message")
+}
+
+/// Deletes a message QStash gave up on from its dead-letter queue once the task records
+/// the failure (`DELETE /v2/dlq/{dlqId}`): the task keeps the reason, and the DLQ keeps
+/// only what nobody has looked at. A failed delete leaves it there; the status page counts
+/// it.
+async fn delete_dead_letter(state: &AppState, q: &QStash, dlq_id: &str) {
+    let url = format!("{}/v2/dlq/{}", q.config.url, percent_encode(dlq_id));
+    match qstash_call(state, q, reqwest::Method::DELETE, &url).await {
+        Ok(_) => tracing::debug!(dlq_id, "deleted a recorded failure from QStash's DLQ"),
+        Err(error) => {
+            tracing::warn!(%error, dlq_id, "could not delete a message from QStash's DLQ")
+        }
     }
 }
 
@@ -1219,5 +1670,91 @@ mod tests {
         assert_eq!(route_of(SCENE_AUDIO, true), BATCH_ROUTE);
         assert_eq!(route_of(SCENE_IMAGE, true), BATCH_ROUTE);
         assert_eq!(route_of(RENDER, false), RENDER_ROUTE);
+    }
+
+    #[test]
+    fn labels_name_the_installation_the_job_and_the_kind() {
+        assert_eq!(
+            labels("0a1b", 42, SCENE_IMAGE),
+            "crevid-0a1b,crevid-0a1b-job-42,crevid-0a1b-scene-image"
+        );
+        assert_eq!(job_label("0a1b", 42), "crevid-0a1b-job-42");
+    }
+
+    #[test]
+    fn the_retry_delay_is_the_embedded_backoff() {
+        assert_eq!(retry_delay(1000), "min(300000, 1000 * pow(2, retried + 1))");
+    }
+
+    #[test]
+    fn refused_retries_step_down_to_what_the_plan_allows() {
+        let refusal = "invalid Upstash-Retries 8: your plan allows at most 3 retries";
+        assert!(refuses_retries(StatusCode::BAD_REQUEST, refusal));
+        assert!(!refuses_retries(
+            StatusCode::BAD_REQUEST,
+            "invalid Upstash-Timeout"
+        ));
+        assert!(!refuses_retries(StatusCode::UNAUTHORIZED, refusal));
+        assert_eq!(lower_retries(refusal, 8), 3);
+        // A number at or above what was tried is not the plan's maximum.
+        assert_eq!(lower_retries("maxRetries 8 is above the limit", 8), 5);
+        assert_eq!(lower_retries("too many retries", 30), 20);
+        assert_eq!(lower_retries("too many retries", 5), 3);
+        assert_eq!(lower_retries("too many retries", 3), 0);
+    }
+
+    fn config(next: Option<&str>) -> QStashConfig {
+        QStashConfig::new(
+            "http://127.0.0.1:8080",
+            "token".into(),
+            "sig_current".into(),
+            next.map(str::to_owned),
+            (3, Duration::from_secs(300), Duration::from_secs(5)),
+        )
+    }
+
+    #[test]
+    fn signing_keys_are_compared_with_the_account() {
+        let both = config(Some("sig_next"));
+        assert_eq!(
+            compare_keys(&both, "sig_current", "sig_next"),
+            KeyCheck::Match
+        );
+        assert_eq!(
+            compare_keys(&both, "sig_next", "sig_newer"),
+            KeyCheck::Rolled
+        );
+        assert_eq!(
+            compare_keys(&both, "sig_other", "sig_next"),
+            KeyCheck::Mismatch
+        );
+        assert_eq!(
+            compare_keys(&both, "sig_current", "sig_other"),
+            KeyCheck::WrongNext
+        );
+        assert_eq!(compare_keys(&both, "", ""), KeyCheck::Unknown);
+        let current_only = config(None);
+        assert_eq!(
+            compare_keys(&current_only, "sig_current", "sig_next"),
+            KeyCheck::NoNextKey
+        );
+        assert_eq!(
+            compare_keys(&current_only, "sig_next", "sig_newer"),
+            KeyCheck::Mismatch
+        );
+    }
+
+    #[test]
+    fn flow_control_values() {
+        let limited = FlowLimits {
+            parallelism: 2,
+            rate: Some((10, 60)),
+        };
+        assert_eq!(limited.value(), "parallelism=2, rate=10, period=60s");
+        let open = FlowLimits {
+            parallelism: 4,
+            rate: None,
+        };
+        assert_eq!(open.value(), "parallelism=4");
     }
 }

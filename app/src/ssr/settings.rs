@@ -522,6 +522,8 @@ pub async fn update(state: &AppState, update: SettingsUpdate) -> Result<Settings
     }
     tx.commit().await.db("committing settings")?;
     forget_cached(state);
+    // A lowered limit holds in QStash at once, not only for messages published from now.
+    super::qstash::sync_flow_control(state).await;
     view(state).await
 }
 
@@ -556,5 +558,7 @@ pub async fn reset(state: &AppState) -> Result<SettingsView, AppError> {
     }
     tx.commit().await.db("committing settings")?;
     forget_cached(state);
+    // A lowered limit holds in QStash at once, not only for messages published from now.
+    super::qstash::sync_flow_control(state).await;
     view(state).await
 }

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::qstash::{AccountStatus, KeyCheck};
 use super::settings;
 use super::state::AppState;
 use crate::error::AppError;
@@ -202,10 +203,8 @@ async fn transport(state: &AppState) -> StatusCheck {
         Some(at) => format!("{} s ago", (super::db::now_ms() - at).max(0) / 1000),
         None => "none yet".to_owned(),
     };
-    let (token, outbox) = tokio::join!(
-        super::qstash::check_token(state),
-        super::qstash::status(state)
-    );
+    let (account, outbox) =
+        tokio::join!(super::qstash::account(state), super::qstash::status(state));
     let outbox = match outbox {
         Ok(Some(o)) => o,
         _ => {
@@ -217,7 +216,7 @@ async fn transport(state: &AppState) -> StatusCheck {
             )
         }
     };
-    let summary = format!(
+    let mut summary = format!(
         "QStash at {} calling {}/api/workers/…; outbox: {} waiting to be published; last publish {}; last delivery {}.",
         q.config.url,
         q.base,
@@ -225,11 +224,73 @@ async fn transport(state: &AppState) -> StatusCheck {
         ago(outbox.last_publish_ms),
         ago(outbox.last_delivery_ms),
     );
+    let account = match account {
+        Ok(Some(account)) => account,
+        Ok(None) => return check(name, Verdict::Ok, summary, started),
+        Err(e) => {
+            return check(
+                name,
+                Verdict::Error,
+                format!("{e}. {summary} Tasks wait in the outbox until QStash answers."),
+                started,
+            )
+        }
+    };
+    summary.push_str(&account_summary(&account, q.config.keep_dead_letters));
+    // The worst finding speaks first; every one is said.
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    match account.keys {
+        KeyCheck::Match | KeyCheck::Unknown => {}
+        KeyCheck::Mismatch => errors.push(
+            "QStash's current signing key is neither QSTASH_CURRENT_SIGNING_KEY nor QSTASH_NEXT_SIGNING_KEY: \
+             every delivery is refused. Copy both keys from the Upstash console and restart."
+                .to_owned(),
+        ),
+        KeyCheck::Rolled => warnings.push(
+            "QStash rolled its signing keys: its current key is your QSTASH_NEXT_SIGNING_KEY, so deliveries \
+             still verify, but after the next roll they will not. Copy both keys from the Upstash console and restart."
+                .to_owned(),
+        ),
+        KeyCheck::WrongNext => warnings.push(
+            "QSTASH_NEXT_SIGNING_KEY is not QStash's next signing key: after the next key roll every delivery \
+             would be refused. Copy it from the Upstash console."
+                .to_owned(),
+        ),
+        KeyCheck::NoNextKey => warnings.push(
+            "QSTASH_NEXT_SIGNING_KEY is not set: after QStash rolls its keys every delivery would be refused."
+                .to_owned(),
+        ),
+    }
+    if let Some(cap) = account.retries_cap {
+        warnings.push(format!(
+            "QStash refused CREVID_QSTASH_RETRIES={} as above the account's plan: messages are published with \
+             {cap} retries{}.",
+            q.config.retries,
+            if cap + 1 < 5 {
+                ", fewer deliveries than a task's 5 attempts, so a task may fail sooner than on the embedded queue"
+            } else {
+                ""
+            }
+        ));
+    }
+    if let Some(error) = &account.pin_error {
+        warnings.push(format!(
+            "The flow-control limits could not be pinned in QStash ({error}): a lowered limit holds only for \
+             messages published from now."
+        ));
+    }
+    if let Some(error) = outbox
+        .last_publish_error
+        .filter(|_| outbox.outbox_depth > 0)
+    {
+        warnings.push(format!("Publishing is being retried: {error}."));
+    }
     // Published, yet no delivery came within the lease: QStash is refusing to deliver or
     // its deliveries are refused here (signing keys, clock), or they wait their turn under
     // flow control. The relay publishes them again and finally fails them; say so now.
-    let stuck = (outbox.stuck_tasks > 0).then(|| {
-        format!(
+    if outbox.stuck_tasks > 0 {
+        warnings.push(format!(
             "{} task(s) published to QStash but not delivered within the lease of {} s; the oldest has waited {} s. \
              If this stays, deliveries are being refused: check QSTASH_CURRENT_SIGNING_KEY, QSTASH_NEXT_SIGNING_KEY \
              and the server clock (refused deliveries are logged as \"refused a QStash delivery\"); a large job under \
@@ -237,31 +298,56 @@ async fn transport(state: &AppState) -> StatusCheck {
             outbox.stuck_tasks,
             state.timing.lease_ms / 1000,
             outbox.oldest_stuck_ms.unwrap_or(0) / 1000,
-        )
-    });
-    match (token, outbox.last_publish_error) {
-        (Err(e), _) => check(
-            name,
-            Verdict::Error,
-            format!("{e}. {summary} Tasks wait in the outbox until QStash answers."),
-            started,
-        ),
-        (Ok(()), Some(error)) if outbox.outbox_depth > 0 => check(
-            name,
-            Verdict::Warning,
-            format!("Publishing is being retried: {error}. {summary}"),
-            started,
-        ),
-        _ => match stuck {
-            Some(stuck) => check(
-                name,
-                Verdict::Warning,
-                format!("{stuck} {summary}"),
-                started,
-            ),
-            None => check(name, Verdict::Ok, summary, started),
-        },
+        ));
     }
+    let (verdict, findings) = if !errors.is_empty() {
+        (Verdict::Error, [errors, warnings].concat())
+    } else if !warnings.is_empty() {
+        (Verdict::Warning, warnings)
+    } else {
+        (Verdict::Ok, Vec::new())
+    };
+    let mut message = findings.join(" ");
+    if !message.is_empty() {
+        message.push(' ');
+    }
+    message.push_str(&summary);
+    check(name, verdict, message, started)
+}
+
+/// The account's side, in a sentence or two: flow-control wait lists and the DLQ.
+fn account_summary(account: &AccountStatus, keep_dead_letters: bool) -> String {
+    let flows: Vec<String> = account
+        .flows
+        .iter()
+        .map(|f| {
+            format!(
+                "{} {} waiting{}",
+                f.kind,
+                f.wait_list,
+                match (f.parallelism, f.pinned) {
+                    (Some(p), true) => format!(" (at most {p} at a time, pinned)"),
+                    (Some(p), false) => format!(" (at most {p} at a time)"),
+                    (None, _) => String::new(),
+                }
+            )
+        })
+        .collect();
+    let mut out = String::new();
+    if !flows.is_empty() {
+        out.push_str(&format!(" Flow control: {}.", flows.join(", ")));
+    }
+    out.push_str(&format!(
+        " Dead-letter queue: {}{} of this installation's messages ({}).",
+        account.dead_letters,
+        if account.dead_letters_more { "+" } else { "" },
+        if keep_dead_letters {
+            "kept for you to look at, CREVID_QSTASH_DLQ=keep"
+        } else {
+            "each is deleted once its task records the failure"
+        }
+    ));
+    out
 }
 
 pub async fn report(state: &AppState) -> Result<StatusReport, AppError> {

@@ -599,8 +599,8 @@ pub fn qstash_config(
     app::ssr::qstash::QStashConfig::new(
         &qstash.base_url(),
         qstash.token().to_owned(),
-        qstash.current_key().to_owned(),
-        Some(qstash.next_key().to_owned()),
+        qstash.current_key(),
+        Some(qstash.next_key()),
         (retries, Duration::from_secs(300), Duration::from_secs(5)),
     )
 }

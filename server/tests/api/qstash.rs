@@ -27,6 +27,12 @@ both_databases!(
     a_task_whose_worker_died_is_published_again,
     two_installs_on_one_qstash_account_each_get_their_deliveries,
     a_task_qstash_never_delivers_is_published_again_then_failed,
+    a_delivery_meeting_a_restarting_server_is_retried_after_crevid_s_delay,
+    cancelling_a_job_cancels_its_messages_in_qstash,
+    a_lowered_limit_holds_in_qstash_at_once,
+    a_permanent_failure_leaves_qstash_s_dlq_clean_unless_kept,
+    retries_above_the_plan_are_clamped_and_said,
+    the_status_page_notices_a_signing_key_roll,
 );
 
 /// Waits are scaled down a hundredfold: QStash's first retry (12 s) comes after 120 ms.
@@ -189,7 +195,7 @@ async fn only_signed_deliveries_run(db: Db) {
     let task = first_task(&app, job).await;
     let url = app.url("/api/workers/media-generation");
     let body = serde_json::to_vec(&json!({ "task_id": task })).unwrap();
-    let current = qstash.current_key().to_owned();
+    let current = qstash.current_key();
     let edited = |edit: &dyn Fn(&mut Value)| {
         let mut c = claims(&url, &body);
         edit(&mut c);
@@ -285,7 +291,7 @@ async fn only_signed_deliveries_run(db: Db) {
         .anonymous
         .post(&url)
         .header("content-type", "application/json")
-        .header("upstash-signature", token(qstash.next_key(), &padded))
+        .header("upstash-signature", token(&qstash.next_key(), &padded))
         .body(body.clone())
         .send()
         .await
@@ -381,9 +387,11 @@ async fn nothing_is_lost_while_qstash_is_away(db: Db) {
 }
 
 /// The server is killed with SIGKILL while a worker route runs a task; the server comes
-/// back on the same address and QStash's redelivery finishes the task there.
+/// back on the same address and QStash's redelivery finishes the task there. QStash keeps
+/// real time here and the binaries CREVID's default backoff (`Upstash-Retry-Delay`: 2 s,
+/// 4 s, 8 s …), so its retries span the restart as they would in production.
 async fn a_killed_server_s_task_is_finished_by_redelivery(db: Db) {
-    let qstash = QStash::start_with(stand_in_options()).await;
+    let qstash = QStash::start_with(QStashOptions::scaled(1.0)).await;
     // This test's own app queues the job; only the real binary publishes and works.
     let Some(app) = TestApp::spawn_with_qstash(db, &qstash).await else {
         return;
@@ -393,6 +401,7 @@ async fn a_killed_server_s_task_is_finished_by_redelivery(db: Db) {
     let job = one_picture_job(&app).await;
     let mut env = qstash.env().into_iter().collect::<Vec<_>>();
     env.push(("CREVID_QSTASH_RETRIES", "5".into()));
+    env.push(("CREVID_RETRY_BASE_MS", "1000".into()));
     let mut first = spawn_binary(&app, "warn,crevid=info", &env);
     let line = first.wait_for_log("CREVID listening on", 1).await;
     let addr = line
@@ -483,8 +492,15 @@ async fn qstash_giving_up_fails_the_task(db: Db) {
         error.starts_with("QStash gave up after 2 deliveries"),
         "{error}"
     );
-    assert_eq!(qstash.dead_letters().len(), 1);
+    // The callback's call is logged once its answer came back.
+    qstash.wait_for_failure_callbacks(1).await;
     assert_eq!(qstash.failure_callbacks().len(), 1);
+    // Recorded on the task, the failure is deleted from QStash's dead-letter queue.
+    assert!(
+        qstash.dead_letters().is_empty(),
+        "{:?}",
+        qstash.dead_letters()
+    );
 }
 
 /// The worker holding a task died and no delivery will come back for it (its message was
@@ -664,11 +680,14 @@ async fn a_task_qstash_never_delivers_is_published_again_then_failed(db: Db) {
         published().await >= 2
     })
     .await;
+    // The status page names the cause (the account's keys are not the configured ones)
+    // and the symptom.
     let check = background_check(&app).await;
-    assert_eq!(check["verdict"], "warning", "{check}");
+    assert_eq!(check["verdict"], "error", "{check}");
     let message = check["message"].as_str().unwrap();
     assert!(
-        message.contains("1 task(s) published to QStash but not delivered within the lease"),
+        message.contains("QStash's current signing key is neither")
+            && message.contains("1 task(s) published to QStash but not delivered within the lease"),
         "{message}"
     );
     let detail = app.wait_for_job(job).await;
@@ -691,7 +710,272 @@ async fn a_task_qstash_never_delivers_is_published_again_then_failed(db: Db) {
     .expect("QStash called the failure callback");
     let log = qstash.delivery_log();
     assert!(log.iter().all(|d| d.status == Some(401)), "{log:?}");
-    // A failed task is no longer stuck.
+    // A failed task is no longer stuck; the keys still differ.
     let check = background_check(&app).await;
-    assert_eq!(check["verdict"], "ok", "{check}");
+    assert_eq!(check["verdict"], "error", "{check}");
+    let message = check["message"].as_str().unwrap();
+    assert!(
+        message.contains("QStash's current signing key is neither")
+            && !message.contains("not delivered within the lease"),
+        "{message}"
+    );
+}
+
+/// Creator A's job `job` cancelled through the REST API.
+async fn cancel_job(app: &TestApp, job: i64) -> Value {
+    let (status, body) = app
+        .post(&format!("/api/jobs/{job}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["data"].clone()
+}
+
+/// The server behind the public URL is restarting when QStash first calls: the connection
+/// closes unanswered, so no `Retry-After` speaks, and QStash waits what
+/// `Upstash-Retry-Delay` says (CREVID's backoff: 2 × 20 ms here) instead of its own 12 s.
+async fn a_delivery_meeting_a_restarting_server_is_retried_after_crevid_s_delay(db: Db) {
+    let qstash = QStash::start_with(stand_in_options()).await;
+    let front = testkit::proxy::Front::start().await.unwrap();
+    front.drop_next(1);
+    let config = qstash_config(&qstash, 5);
+    let public: url::Url = front.url().parse().unwrap();
+    let Some(app) = TestApp::spawn_configured(db, |c| {
+        c.qstash = Some(config);
+        c.public_url = Some(public);
+    })
+    .await
+    else {
+        return;
+    };
+    front.forward_to(app.base.trim_start_matches("http://").parse().unwrap());
+    use_provider(&app, |_| {}).await;
+    app.start_workers();
+    let job = one_picture_job(&app).await;
+    let detail = app.wait_for_job(job).await;
+    assert_eq!(detail["job"]["status"], "completed", "{detail}");
+    assert_eq!(front.dropped(), 1);
+    let message = qstash
+        .messages()
+        .into_iter()
+        .find(|m| m.url.ends_with("/api/workers/media-generation"))
+        .expect("the picture's message");
+    assert_eq!(
+        message.retry_delay_expression.as_deref(),
+        Some("min(300000, 20 * pow(2, retried + 1))")
+    );
+    assert_eq!(message.retried, 1, "{message:?}");
+    // 40 ms of CREVID's backoff at the stand-in's time scale of 0.01 is 0.4 ms; QStash's
+    // own first retry would have been 12.18 s × 0.01.
+    let waited = message.retry_delays[0].as_secs_f64();
+    assert!((waited - 0.0004).abs() < 1e-6, "{:?}", message.retry_delays);
+}
+
+/// A 20-scene picture job cancelled midway: QStash cancels its remaining messages (by the
+/// job's label) and delivers none of them; only deliveries already in flight finish.
+async fn cancelling_a_job_cancels_its_messages_in_qstash(db: Db) {
+    let qstash = QStash::start_with(stand_in_options()).await;
+    let Some(app) = TestApp::spawn_with_qstash(db, &qstash).await else {
+        return;
+    };
+    use_provider(&app, |v| v.image_concurrency = 2).await;
+    app.fake.set_image_latency(Duration::from_millis(200));
+    app.start_workers();
+    let content = content_with_scenes(&app, &twenty_sentences(), 20).await;
+    let job = start(&app, "/api/media/generate", &content).await;
+    qstash
+        .wait_for_deliveries_to("/api/workers/media-generation", 3)
+        .await;
+    let detail = cancel_job(&app, job).await;
+    assert_eq!(detail["job"]["status"], "cancelled", "{detail}");
+    let at_cancel = qstash.stats();
+    assert!(at_cancel.canceled > 0, "{at_cancel:?}");
+    qstash.wait_until(|q| q.stats().pending == 0).await;
+    let after = qstash.stats();
+    assert!(
+        after.deliveries <= at_cancel.deliveries + at_cancel.in_flight,
+        "deliveries started after the cancel: {at_cancel:?} then {after:?}"
+    );
+    assert_eq!(after.delivered + after.canceled, 20, "{after:?}");
+    // Every message carries the installation's, the job's and the kind's labels, and
+    // the console shows its body redacted.
+    let install = install_id(&app).await.unwrap();
+    let message = qstash.messages().into_iter().next().unwrap();
+    assert_eq!(
+        message.labels,
+        [
+            format!("crevid-{install}"),
+            format!("crevid-{install}-job-{job}"),
+            format!("crevid-{install}-scene-image")
+        ]
+    );
+    assert_eq!(message.redact_fields, ["body"]);
+    let shown: Value = reqwest::Client::new()
+        .get(format!("{}/v2/messages/{}", qstash.base_url(), message.id))
+        .bearer_auth(qstash.token())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        shown["body"].as_str().unwrap().starts_with("REDACTED:"),
+        "{shown}"
+    );
+}
+
+/// An admin lowers the picture limit from 4 to 1 while 20 messages are published: the
+/// flow-control key is pinned at once, so no delivery granted after the change runs
+/// beside another.
+async fn a_lowered_limit_holds_in_qstash_at_once(db: Db) {
+    let qstash = QStash::start_with(stand_in_options()).await;
+    let Some(app) = TestApp::spawn_with_qstash(db, &qstash).await else {
+        return;
+    };
+    use_provider(&app, |v| v.image_concurrency = 4).await;
+    app.fake.set_image_latency(Duration::from_millis(100));
+    app.start_workers();
+    let content = content_with_scenes(&app, &twenty_sentences(), 20).await;
+    let job = start(&app, "/api/media/generate", &content).await;
+    qstash
+        .wait_for_deliveries_to("/api/workers/media-generation", 4)
+        .await;
+    use_provider(&app, |v| v.image_concurrency = 1).await;
+    let changed = qstash.slots_granted();
+    let detail = app.wait_for_job(job).await;
+    assert_eq!(detail["job"]["status"], "completed", "{detail}");
+    let key = flow_key(&qstash, "/api/workers/media-generation");
+    let before: Vec<_> = qstash
+        .delivery_log()
+        .into_iter()
+        .filter(|d| d.slot.is_some_and(|s| s <= changed) && d.url.ends_with("media-generation"))
+        .collect();
+    assert!(
+        before.iter().any(|d| d.flow_in_flight > Some(1)),
+        "4 ran at once before the change: {before:?}"
+    );
+    let after: Vec<_> = qstash
+        .delivery_log()
+        .into_iter()
+        .filter(|d| d.slot.is_some_and(|s| s > changed) && d.url.ends_with("media-generation"))
+        .collect();
+    assert!(after.len() >= 8, "{after:?}");
+    assert!(
+        after.iter().all(|d| d.flow_in_flight == Some(1)),
+        "a delivery granted after the change ran beside another: {after:?}"
+    );
+    let flow = qstash.flow(&key).expect("the key's flow");
+    assert_eq!(flow.pinned_parallelism, Some(1), "{flow:?}");
+    let check = background_check(&app).await;
+    let message = check["message"].as_str().unwrap();
+    assert!(
+        message.contains("scene.image 0 waiting (at most 1 at a time, pinned)"),
+        "{message}"
+    );
+}
+
+/// A provider refusing a prompt for good: the task fails with the provider's words, QStash
+/// dead-letters the message and calls the failure route, and the app deletes the dead
+/// letter; with `keep_dead_letters` it stays for the admin and the status page counts it.
+async fn a_permanent_failure_leaves_qstash_s_dlq_clean_unless_kept(db: Db) {
+    let qstash = QStash::start_with(stand_in_options()).await;
+    for keep in [false, true] {
+        let config = qstash_config(&qstash, 5).keeping_dead_letters(keep);
+        let Some(app) = TestApp::spawn_configured(db, |c| c.qstash = Some(config)).await else {
+            return;
+        };
+        use_provider(&app, |_| {}).await;
+        app.fake.set_faults(Faults {
+            permanent_marker: Some("only one scene".into()),
+            ..Faults::default()
+        });
+        app.start_workers();
+        let callbacks = qstash.failure_callbacks().len();
+        let content = content_with_scenes(&app, "This content has only one scene in it.", 1).await;
+        let job = start(&app, "/api/tts/generate", &content).await;
+        let detail = app.wait_for_job(job).await;
+        assert_eq!(detail["job"]["status"], "failed", "{detail}");
+        let error = detail["tasks"][0]["last_error"].as_str().unwrap();
+        assert!(
+            error.contains("(400)") && error.contains("safety system"),
+            "the provider's words: {error}"
+        );
+        qstash.wait_for_failure_callbacks(callbacks + 1).await;
+        let install = install_id(&app).await.unwrap();
+        let ours: Vec<_> = qstash
+            .dead_letters()
+            .into_iter()
+            .filter(|d| d.labels.contains(&format!("crevid-{install}")))
+            .collect();
+        let check = background_check(&app).await;
+        let message = check["message"].as_str().unwrap().to_owned();
+        if keep {
+            assert_eq!(ours.len(), 1, "{ours:?}");
+            assert!(message.contains("Dead-letter queue: 1 of"), "{message}");
+        } else {
+            assert!(ours.is_empty(), "{ours:?}");
+            assert!(message.contains("Dead-letter queue: 0 of"), "{message}");
+        }
+    }
+}
+
+/// The account's plan allows 3 retries and CREVID is set to 8: QStash refuses the first
+/// publish, the relay publishes again with 3, and the status page says so.
+async fn retries_above_the_plan_are_clamped_and_said(db: Db) {
+    let qstash = QStash::start_with(stand_in_options()).await;
+    qstash.set_plan_max_retries(Some(3));
+    let config = qstash_config(&qstash, 8);
+    let Some(app) = TestApp::spawn_configured(db, |c| c.qstash = Some(config)).await else {
+        return;
+    };
+    use_provider(&app, |_| {}).await;
+    app.start_workers();
+    let job = one_picture_job(&app).await;
+    let detail = app.wait_for_job(job).await;
+    assert_eq!(detail["job"]["status"], "completed", "{detail}");
+    let messages = qstash.messages();
+    assert!(!messages.is_empty());
+    assert!(messages.iter().all(|m| m.max_retries == 3), "{messages:?}");
+    let check = background_check(&app).await;
+    assert_eq!(check["verdict"], "warning", "{check}");
+    let message = check["message"].as_str().unwrap();
+    assert!(
+        message.contains("CREVID_QSTASH_RETRIES=8") && message.contains("3 retries"),
+        "{message}"
+    );
+}
+
+/// QStash rolls its signing keys: deliveries still verify with the next key, and the status
+/// page says to copy the new ones; after a second roll it says every delivery is refused.
+async fn the_status_page_notices_a_signing_key_roll(db: Db) {
+    let qstash = QStash::start_with(stand_in_options()).await;
+    let Some(app) = TestApp::spawn_with_qstash(db, &qstash).await else {
+        return;
+    };
+    assert_eq!(background_check(&app).await["verdict"], "ok");
+    qstash.rotate_keys();
+    let check = background_check(&app).await;
+    assert_eq!(check["verdict"], "warning", "{check}");
+    assert!(
+        check["message"]
+            .as_str()
+            .unwrap()
+            .contains("rolled its signing keys"),
+        "{check}"
+    );
+    use_provider(&app, |_| {}).await;
+    app.start_workers();
+    let job = one_picture_job(&app).await;
+    let detail = app.wait_for_job(job).await;
+    assert_eq!(detail["job"]["status"], "completed", "{detail}");
+    qstash.rotate_keys();
+    let check = background_check(&app).await;
+    assert_eq!(check["verdict"], "error", "{check}");
+    assert!(
+        check["message"]
+            .as_str()
+            .unwrap()
+            .contains("every delivery is refused"),
+        "{check}"
+    );
 }
