@@ -283,6 +283,20 @@ impl Setup {
         self.call(Method::DELETE, path, None).await
     }
 
+    /// A call to the control API (`/_fake/...`, no token); answers the status and the
+    /// JSON body (`Null` if none).
+    async fn control(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.qstash.control_url()));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("reaches the control API");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     /// An API call with the token; answers the status and the JSON body (`Null` if none).
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut request = self
@@ -1024,89 +1038,54 @@ async fn signing_with_the_next_key_for_rotation() {
 #[tokio::test]
 async fn the_control_api_configures_reports_and_resets() {
     let s = setup(1.0).await;
-    let control = s.qstash.control_url();
-    let config: Value = s
-        .http
-        .post(format!("{control}/config"))
-        .json(&json!({ "time_scale": 0.001, "duplicate_next": 1 }))
-        .send()
-        .await
-        .expect("config")
-        .json()
-        .await
-        .expect("JSON");
+    let (_, config) = s
+        .control(
+            Method::POST,
+            "/config",
+            Some(json!({ "time_scale": 0.001, "duplicate_next": 1 })),
+        )
+        .await;
     assert_eq!(config["time_scale"], 0.001);
     assert_eq!(config["duplicate_next"], 1);
     assert_eq!(s.qstash.time_scale(), 0.001);
     for bad in [json!({ "time_scale": -1 }), json!({ "speed": 2 })] {
-        let response = s
-            .http
-            .post(format!("{control}/config"))
-            .json(&bad)
-            .send()
-            .await
-            .expect("config");
-        assert_eq!(response.status(), 400, "{bad}");
+        let (response, _) = s.control(Method::POST, "/config", Some(bad.clone())).await;
+        assert_eq!(response, 400, "{bad}");
     }
 
-    let response = s
-        .http
-        .post(format!("{control}/config"))
-        .json(&json!({ "unreachable": true }))
-        .send()
-        .await
-        .expect("config");
-    assert_eq!(response.status(), 200);
+    let (response, _) = s
+        .control(
+            Method::POST,
+            "/config",
+            Some(json!({ "unreachable": true })),
+        )
+        .await;
+    assert_eq!(response, 200);
     assert_eq!(s.publish(&s.receiver.url("/c"), "x", &[]).await.status, 503);
     s.qstash.set_unreachable(false);
 
     let id = s.publish_ok(&s.receiver.url("/c"), "x", &[]).await;
     within(s.qstash.wait_idle()).await;
-    let stats: Value = s
-        .http
-        .get(format!("{control}/stats"))
-        .send()
-        .await
-        .expect("stats")
-        .json()
-        .await
-        .expect("JSON");
+    let (_, stats) = s.control(Method::GET, "/stats", None).await;
     assert_eq!(stats["published"], 1);
     assert_eq!(stats["deliveries"], 2, "duplicated once");
     assert_eq!(stats["delivered"], 1);
     assert_eq!(stats["pending"], 0);
 
-    let redelivered: Value = s
-        .http
-        .post(format!("{control}/redeliver/{id}"))
-        .send()
-        .await
-        .expect("redeliver")
-        .json()
-        .await
-        .expect("JSON");
+    let (_, redelivered) = s
+        .control(Method::POST, &format!("/redeliver/{id}"), None)
+        .await;
     assert_eq!(redelivered["status"], 200);
     assert_eq!(redelivered["redelivery"], true);
 
-    let reset: Value = s
-        .http
-        .post(format!("{control}/reset"))
-        .send()
-        .await
-        .expect("reset")
-        .json()
-        .await
-        .expect("JSON");
+    let (_, reset) = s.control(Method::POST, "/reset", None).await;
     assert_eq!(reset["published"], 0);
     assert_eq!(reset["deliveries"], 0);
     assert!(s.qstash.message(&id).is_none());
-    let gone = s
-        .http
-        .post(format!("{control}/redeliver/{id}"))
-        .send()
-        .await
-        .expect("redeliver");
-    assert_eq!(gone.status(), 404);
+    let (gone, _) = s
+        .control(Method::POST, &format!("/redeliver/{id}"), None)
+        .await;
+    assert_eq!(gone, 404);
 
     // After a reset, a delayed message is forgotten and never delivered.
     s.qstash.set_time_scale(1.0);
@@ -1118,13 +1097,8 @@ async fn the_control_api_configures_reports_and_resets() {
     .await;
     s.qstash.reset();
     within(s.qstash.wait_idle()).await;
-    let release = s
-        .http
-        .post(format!("{control}/release"))
-        .send()
-        .await
-        .expect("release");
-    assert_eq!(release.status(), 204);
+    let (release, _) = s.control(Method::POST, "/release", None).await;
+    assert_eq!(release, 204);
     assert!(s.receiver.received("/forgotten").is_empty());
 }
 
@@ -1411,50 +1385,35 @@ async fn the_plan_cap_refuses_retries_above_it_and_lowers_the_default() {
     let default = s.publish_ok(&url, "x", &[]).await;
     assert_eq!(s.qstash.message(&default).expect("message").max_retries, 1);
 
-    let control = s.qstash.control_url();
-    let config: Value = s
-        .http
-        .post(format!("{control}/config"))
-        .json(&json!({ "plan_max_retries": null }))
-        .send()
-        .await
-        .expect("config")
-        .json()
-        .await
-        .expect("JSON");
+    let (_, config) = s
+        .control(
+            Method::POST,
+            "/config",
+            Some(json!({ "plan_max_retries": null })),
+        )
+        .await;
     assert_eq!(config["plan_max_retries"], Value::Null);
     s.publish_ok(&url, "x", &[("Upstash-Retries", "50")]).await;
-    let config: Value = s
-        .http
-        .post(format!("{control}/config"))
-        .json(&json!({ "plan_max_retries": 2 }))
-        .send()
-        .await
-        .expect("config")
-        .json()
-        .await
-        .expect("JSON");
+    let (_, config) = s
+        .control(
+            Method::POST,
+            "/config",
+            Some(json!({ "plan_max_retries": 2 })),
+        )
+        .await;
     assert_eq!(config["plan_max_retries"], 2);
-    let seen: Value = s
-        .http
-        .get(format!("{control}/config"))
-        .send()
-        .await
-        .expect("config")
-        .json()
-        .await
-        .expect("JSON");
+    let (_, seen) = s.control(Method::GET, "/config", None).await;
     assert_eq!(seen["plan_max_retries"], 2);
     let default = s.publish_ok(&url, "x", &[]).await;
     assert_eq!(s.qstash.message(&default).expect("message").max_retries, 2);
-    let bad = s
-        .http
-        .post(format!("{control}/config"))
-        .json(&json!({ "plan_max_retries": -1 }))
-        .send()
-        .await
-        .expect("config");
-    assert_eq!(bad.status(), 400);
+    let (bad, _) = s
+        .control(
+            Method::POST,
+            "/config",
+            Some(json!({ "plan_max_retries": -1 })),
+        )
+        .await;
+    assert_eq!(bad, 400);
     within(s.qstash.wait_idle()).await;
 }
 
