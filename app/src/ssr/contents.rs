@@ -463,18 +463,9 @@ pub async fn update(
 #[tracing::instrument(name = "contents.delete", skip_all, fields(content_id = id))]
 pub async fn delete(state: &AppState, user: &CurrentUser, id: i64) -> Result<(), AppError> {
     let pool = state.pool();
-    // Its unfinished jobs' messages in QStash are cancelled after the rows are gone.
-    let unfinished: Vec<i64> = if state.qstash.is_some() {
-        sqlx::query_scalar(
-            "SELECT id FROM jobs WHERE content_id = $1 AND status IN ('queued', 'processing')",
-        )
-        .bind(id)
-        .fetch_all(pool)
-        .await
-        .db("reading a content's jobs")?
-    } else {
-        Vec::new()
-    };
+    // QStash's messages for its unfinished tasks (batch jobs' too) are cancelled once
+    // the rows are gone.
+    let messages = super::qstash::messages_of_content(state, id).await?;
     // Scenes, assets and jobs go with the row (ON DELETE CASCADE).
     let deleted = sqlx::query("DELETE FROM contents WHERE id = $1 AND ($2 = 1 OR owner_id = $3)")
         .bind(id)
@@ -489,8 +480,6 @@ pub async fn delete(state: &AppState, user: &CurrentUser, id: i64) -> Result<(),
     // Every file of the content lives in its own directory: assets, cached segments,
     // anything half-made.
     super::media::remove_content_files(state, id).await;
-    for job in unfinished {
-        super::qstash::cancel_job(state, job).await;
-    }
+    super::qstash::cancel_messages(state, messages);
     Ok(())
 }

@@ -650,10 +650,10 @@ pub async fn cancel(state: &AppState, user: &CurrentUser, id: i64) -> Result<Job
         .execute(&mut *tx)
         .await
         .db("cancelling a job")?;
-    // What the relay has not published yet never goes out.
+    // Rows the relay has not published yet are dropped, a running task's too (it stops at
+    // its next heartbeat); a relay publishing one right now cancels what it published.
     sqlx::query(
-        "DELETE FROM outbox WHERE published_at IS NULL AND task_id IN \
-         (SELECT id FROM tasks WHERE job_id = $1 AND status = 'cancelled')",
+        "DELETE FROM outbox WHERE published_at IS NULL AND task_id IN (SELECT id FROM tasks WHERE job_id = $1)",
     )
     .bind(id)
     .execute(&mut *tx)

@@ -84,19 +84,23 @@ pub struct QStash {
     status: Mutex<Seen>,
     /// This installation's id (`install_id`), read once from the database.
     install: std::sync::OnceLock<String>,
+    /// Held while this process pins flow-control limits (`sync_flow_control`).
+    pin_lock: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug, Clone, Default)]
 struct Seen {
     last_delivery_ms: Option<i64>,
     last_publish_ms: Option<i64>,
-    /// The most retries QStash accepted after refusing `QStashConfig::retries` as above
-    /// the account's plan; `None` while nothing was refused.
+    /// The retries publishing steps down to after QStash refused `QStashConfig::retries`
+    /// as above the account's plan; `None` while nothing was refused.
     retries_cap: Option<u32>,
     /// The flow-control limits this process last pinned, per task kind.
     pinned: HashMap<&'static str, FlowLimits>,
     /// Why the last pin failed; cleared by the next that succeeds.
     pin_error: Option<String>,
+    /// When a relay may try a failed pin again (ms since the epoch).
+    pin_retry_at: Option<i64>,
 }
 
 /// The transport's health, for the status page.
@@ -121,6 +125,7 @@ impl QStash {
             relay: tokio::sync::Notify::new(),
             status: Mutex::new(Seen::default()),
             install: std::sync::OnceLock::new(),
+            pin_lock: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -214,10 +219,15 @@ pub fn labels(install: &str, job_id: i64, kind: &str) -> String {
 
 /// `Upstash-Retry-Delay`: QStash's wait before retry number `retried + 1` when a delivery
 /// got no answer with a `Retry-After` (a timeout, a restarting server, a proxy's 502), in
-/// milliseconds. It is the embedded queue's backoff without the jitter (`engine`), instead
-/// of QStash's default of 12 s, 2.5 min, 30 min, 6 h.
+/// milliseconds. The first retries follow the embedded queue's backoff without the jitter
+/// (`engine`: 2, 4, 8, 16, 32 s with the default base), instead of QStash's default 12 s
+/// and 2.5 min while a creator watches; from the sixth on, QStash's own long tail
+/// (`e^(2.5·(retried − 3))` s: 2.5 min, 30 min, 6 h) takes over, so that an outage longer
+/// than a restart still ends in a delivery rather than a dead letter.
 pub fn retry_delay(retry_base_ms: u64) -> String {
-    format!("min(300000, {retry_base_ms} * pow(2, retried + 1))")
+    format!(
+        "max(min(300000, {retry_base_ms} * pow(2, retried + 1)), 1000 * exp(2.5 * (retried - 3)))"
+    )
 }
 
 /// The seeds' worker route names.
@@ -401,7 +411,7 @@ async fn held(state: &AppState, q: &QStash, message_id: Option<&str>) -> Result<
     };
     let response = state
         .http
-        .get(format!("{}/v2/messages/{id}", q.config.url))
+        .get(api_url(&q.config.url, &["v2", "messages", id], &[]))
         .bearer_auth(q.config.token.expose_secret())
         .timeout(Duration::from_secs(10))
         .send()
@@ -566,82 +576,205 @@ impl FlowLimits {
 /// Pins each kind's flow-control key to the admin's current limits
 /// (`POST /v2/flowControl/{key}/pin`), so that a lowered limit holds at once: without a
 /// pin, QStash applies the highest value among the messages already published under the
-/// key until they drain. A kind without a rate limit has its rate unpinned. Only limits
-/// that changed since this process last pinned them are sent.
+/// key until they drain. A kind without a rate limit has its rate unpinned.
+///
+/// A pin restarts the key's rate period, so a key is pinned only when QStash's own view
+/// (`GET /v2/flowControl/{key}`) differs from the limits: a process starting, or a second
+/// replica, does not let a burst through a provider's per-minute limit. Bounded by
+/// `PIN_TIMEOUT` so that saving settings never waits on QStash for long; a kind that
+/// could not be pinned is tried again by the relay after `PIN_RETRY`. Saving settings
+/// calls it; so does each relay pass, which finds limits changed by another process.
 pub async fn sync_flow_control(state: &AppState) {
     let Some(q) = &state.qstash else {
         return;
     };
-    match pin_flow_control(state, q).await {
-        Ok(()) => q.seen().pin_error = None,
+    let _syncing = q.pin_lock.lock().await;
+    pin_within(state, q).await;
+}
+
+/// The relay's pass at `sync_flow_control`: skipped while another runs, and after a
+/// failure until `PIN_RETRY` has passed.
+async fn sync_flow_control_when_due(state: &AppState, q: &QStash) {
+    let Ok(_syncing) = q.pin_lock.try_lock() else {
+        return;
+    };
+    if q.seen().pin_retry_at.is_some_and(|at| now_ms() < at) {
+        return;
+    }
+    pin_within(state, q).await;
+}
+
+async fn pin_within(state: &AppState, q: &QStash) {
+    let outcome = tokio::time::timeout(PIN_TIMEOUT, pin_flow_control(state, q))
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "QStash did not answer within {} s",
+                PIN_TIMEOUT.as_secs()
+            ))
+        });
+    let mut seen = q.seen();
+    match outcome {
+        Ok(()) => {
+            seen.pin_error = None;
+            seen.pin_retry_at = None;
+        }
         Err(error) => {
             tracing::warn!(%error, "could not pin QStash's flow-control limits; will try again");
-            q.seen().pin_error = Some(error);
+            seen.pin_error = Some(error);
+            seen.pin_retry_at = Some(now_ms() + PIN_RETRY.as_millis() as i64);
         }
     }
 }
+
+/// How long saving settings may wait for QStash to take the new limits.
+const PIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// When a relay tries again a pin that failed.
+const PIN_RETRY: Duration = Duration::from_secs(60);
 
 async fn pin_flow_control(state: &AppState, q: &QStash) -> Result<(), String> {
     let (settings, _) = super::settings::for_tasks(state)
         .await
         .map_err(|e| e.message)?;
     let install = install_id(state).await.map_err(|e| e.message)?;
+    let mut failures = Vec::new();
     for kind in KINDS {
         let want = FlowLimits::of(state, KindLimits::of(&settings, kind));
         if q.seen().pinned.get(kind) == Some(&want) {
             continue;
         }
-        let base = format!(
-            "{}/v2/flowControl/{}",
-            q.config.url,
-            percent_encode(&flow_control_key(&install, kind))
-        );
-        let mut pin = format!("{base}/pin?parallelism={}", want.parallelism);
-        if let Some((rate, period)) = want.rate {
-            pin.push_str(&format!("&rate={rate}&period={period}"));
-        }
-        qstash_call(state, q, reqwest::Method::POST, &pin).await?;
-        if want.rate.is_none() {
-            let unpin = format!("{base}/unpin?rate=true");
-            match qstash_call(state, q, reqwest::Method::POST, &unpin).await {
-                Ok(_) => {}
-                // A key whose rate was never pinned may have nothing to unpin.
-                Err(e) if e.contains(" with 404") => {}
-                Err(e) => return Err(e),
+        match pin_kind(state, q, &flow_control_key(&install, kind), want).await {
+            Ok(()) => {
+                q.seen().pinned.insert(kind, want);
             }
+            // The other kinds are still worth pinning.
+            Err(e) => failures.push(format!("{kind}: {e}")),
         }
-        q.seen().pinned.insert(kind, want);
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("; "))
+    }
+}
+
+/// Pins one key to `want` unless QStash already applies exactly that, pinned.
+async fn pin_kind(
+    state: &AppState,
+    q: &QStash,
+    key: &str,
+    want: FlowLimits,
+) -> Result<(), ApiFailure> {
+    let url = |action: Option<&str>, query: &[(&str, String)]| {
+        let mut segments = vec!["v2", "flowControl", key];
+        segments.extend(action);
+        api_url(&q.config.url, &segments, query)
+    };
+    let current = match qstash_call(state, q, reqwest::Method::GET, &url(None, &[])).await {
+        Ok(body) => serde_json::from_str::<serde_json::Value>(&body).ok(),
+        // Nothing published or pinned under it yet.
+        Err(ApiFailure::Status(StatusCode::NOT_FOUND, _)) => None,
+        Err(e) => return Err(e),
+    };
+    if current.as_ref().is_some_and(|c| applies(c, want)) {
+        return Ok(());
+    }
+    let mut query = vec![("parallelism", want.parallelism.to_string())];
+    if let Some((rate, period)) = want.rate {
+        query.push(("rate", rate.to_string()));
+        query.push(("period", period.to_string()));
+    }
+    qstash_call(state, q, reqwest::Method::POST, &url(Some("pin"), &query)).await?;
+    let rate_pinned = current
+        .as_ref()
+        .is_some_and(|c| c["isPinnedRate"].as_bool() == Some(true));
+    if want.rate.is_none() && rate_pinned {
+        let unpin = url(Some("unpin"), &[("rate", "true".to_owned())]);
+        qstash_call(state, q, reqwest::Method::POST, &unpin).await?;
     }
     Ok(())
 }
 
-/// One call to QStash's API with the token; the answer's body, or what went wrong.
+/// Whether a key as `GET /v2/flowControl/{key}` describes it is pinned to `want`.
+fn applies(key: &serde_json::Value, want: FlowLimits) -> bool {
+    let pinned_parallelism = key["isPinnedParallelism"].as_bool() == Some(true)
+        && key["parallelismMax"].as_i64() == Some(want.parallelism);
+    let rate = match want.rate {
+        Some((rate, period)) => {
+            key["isPinnedRate"].as_bool() == Some(true)
+                && key["rateMax"].as_i64() == Some(rate)
+                && key["ratePeriod"].as_u64() == Some(period)
+        }
+        None => key["isPinnedRate"].as_bool() != Some(true),
+    };
+    pinned_parallelism && rate
+}
+
+/// Why a call to QStash's API did not succeed.
+#[derive(Debug)]
+enum ApiFailure {
+    /// No answer: connection refused, timed out.
+    Unreachable(String),
+    /// An answer other than 2xx, with the start of its body.
+    Status(StatusCode, String),
+}
+
+impl std::fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiFailure::Unreachable(e) => write!(f, "QStash is unreachable: {e}"),
+            ApiFailure::Status(status, text) if text.is_empty() => {
+                write!(f, "QStash answered {status}")
+            }
+            ApiFailure::Status(status, text) => write!(f, "QStash answered {status}: {text}"),
+        }
+    }
+}
+
+impl From<ApiFailure> for String {
+    fn from(failure: ApiFailure) -> Self {
+        failure.to_string()
+    }
+}
+
+/// A URL of QStash's API: `base` and the path segments (each percent-encoded as a path
+/// segment), then the query pairs (form-encoded).
+fn api_url(base: &str, segments: &[&str], query: &[(&str, String)]) -> String {
+    let Ok(mut url) = url::Url::parse(base) else {
+        return base.to_owned();
+    };
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty();
+        path.extend(segments);
+    }
+    if !query.is_empty() {
+        url.query_pairs_mut()
+            .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+    }
+    url.into()
+}
+
+/// One call to QStash's API with the token (10 s at most); the answer's body.
 async fn qstash_call(
     state: &AppState,
     q: &QStash,
     method: reqwest::Method,
     url: &str,
-) -> Result<String, String> {
+) -> Result<String, ApiFailure> {
     let response = state
         .http
-        .request(method.clone(), url)
+        .request(method, url)
         .bearer_auth(q.config.token.expose_secret())
         .timeout(Duration::from_secs(10))
         .send()
         .await
-        .map_err(|e| format!("QStash is unreachable: {e}"))?;
+        .map_err(|e| ApiFailure::Unreachable(e.to_string()))?;
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
     if status.is_success() {
         Ok(text)
     } else {
-        let path = url.strip_prefix(&q.config.url).unwrap_or(url);
-        let path = path.split('?').next().unwrap_or(path);
-        let text: String = text.chars().take(300).collect();
-        Err(format!(
-            "QStash answered {method} {path} with {} {text}",
-            status.as_u16()
-        ))
+        Err(ApiFailure::Status(status, text.chars().take(300).collect()))
     }
 }
 
@@ -666,9 +799,15 @@ fn lower_retries(refusal: &str, tried: u32) -> u32 {
     named.unwrap_or_else(|| [20, 5, 3, 0].into_iter().find(|n| *n < tried).unwrap_or(0))
 }
 
-/// Whether QStash refused a publish for its `Upstash-Retries`.
+/// Whether QStash refused a publish for its `Upstash-Retries` being above what the plan
+/// allows: a 400 that speaks of retries and of a limit.
 fn refuses_retries(status: StatusCode, text: &str) -> bool {
-    status == StatusCode::BAD_REQUEST && text.to_ascii_lowercase().contains("retries")
+    let text = text.to_ascii_lowercase();
+    status == StatusCode::BAD_REQUEST
+        && text.contains("retries")
+        && ["plan", "at most", "maximum", "exceed", "limit", "allowed"]
+            .iter()
+            .any(|limit| text.contains(limit))
 }
 
 /// Publishes a batch: each message's id, or why QStash refused that one; Err when the
@@ -782,7 +921,7 @@ pub async fn relay_once(state: &AppState) -> Result<usize, AppError> {
         return Ok(0);
     };
     let mut published = 0;
-    sync_flow_control(state).await;
+    sync_flow_control_when_due(state, &q).await;
     republish_stalled(state, &q).await?;
     loop {
         let pending = claim_pending(state).await?;
@@ -813,9 +952,7 @@ pub async fn relay_once(state: &AppState) -> Result<usize, AppError> {
                     }
                 }
                 tx.commit().await.db("recording publications")?;
-                if !orphans.is_empty() {
-                    cancel_messages(state, &q, &orphans).await;
-                }
+                cancel_messages(state, orphans);
                 q.seen().last_publish_ms = Some(now);
                 // Only the refused ones wait; the rest went out.
                 let mut refused = None;
@@ -851,11 +988,13 @@ pub async fn relay_once(state: &AppState) -> Result<usize, AppError> {
 
 /// Cancels in QStash the messages of a job just cancelled (`DELETE /v2/messages?label=`
 /// with the job's label), so that QStash stops delivering, and billing, what would only
-/// be answered "already cancelled". Unpublished rows were deleted with the cancel. When
-/// QStash cannot be reached the cancel still holds: each remaining delivery is answered
-/// 2xx without running anything.
+/// be answered "already cancelled". The first try is bounded by `CANCEL_WAIT` so the
+/// creator's cancel answers promptly; it is repeated in the background after
+/// `CANCEL_AGAIN`, because QStash stops a bulk cancel at a message it cannot cancel (one
+/// being delivered), which may be back in its retry queue a moment later. Whatever still
+/// comes is answered 2xx without running anything.
 pub async fn cancel_job(state: &AppState, job_id: i64) {
-    let Some(q) = &state.qstash else {
+    let Some(q) = state.qstash.clone() else {
         return;
     };
     let install = match install_id(state).await {
@@ -865,36 +1004,100 @@ pub async fn cancel_job(state: &AppState, job_id: i64) {
             return;
         }
     };
-    let url = format!(
-        "{}/v2/messages?label={}",
-        q.config.url,
-        percent_encode(&job_label(&install, job_id))
+    let url = api_url(
+        &q.config.url,
+        &["v2", "messages"],
+        &[("label", job_label(&install, job_id))],
     );
-    match qstash_call(state, q, reqwest::Method::DELETE, &url).await {
+    let first = tokio::time::timeout(CANCEL_WAIT, cancel_by(state, &q, &url, job_id)).await;
+    if first.is_err() {
+        tracing::warn!(
+            job_id,
+            "QStash did not answer a cancel within {} s; trying again in the background",
+            CANCEL_WAIT.as_secs()
+        );
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        for wait in CANCEL_AGAIN {
+            tokio::time::sleep(wait).await;
+            if cancel_by(&state, &q, &url, job_id).await == Some(0) {
+                break;
+            }
+        }
+    });
+}
+
+/// How long a creator's cancel waits for QStash.
+const CANCEL_WAIT: Duration = Duration::from_secs(3);
+/// When a job's messages are cancelled again, after the first try.
+const CANCEL_AGAIN: [Duration; 3] = [
+    Duration::from_secs(2),
+    Duration::from_secs(10),
+    Duration::from_secs(60),
+];
+
+/// One bulk cancel; how many messages QStash cancelled, or None when it failed.
+async fn cancel_by(state: &AppState, q: &QStash, url: &str, job_id: i64) -> Option<i64> {
+    match qstash_call(state, q, reqwest::Method::DELETE, url).await {
         Ok(answer) => {
             let cancelled = serde_json::from_str::<serde_json::Value>(&answer)
                 .ok()
-                .and_then(|a| a["cancelled"].as_i64());
-            tracing::info!(job_id, ?cancelled, "cancelled the job's QStash messages");
+                .and_then(|a| a["cancelled"].as_i64())
+                .unwrap_or(0);
+            tracing::info!(job_id, cancelled, "cancelled the job's QStash messages");
+            Some(cancelled)
         }
-        Err(error) => tracing::warn!(
-            %error,
-            job_id,
-            "could not cancel the job's QStash messages; their deliveries will run nothing"
-        ),
+        Err(error) => {
+            tracing::warn!(
+                %error,
+                job_id,
+                "could not cancel the job's QStash messages; their deliveries will run nothing"
+            );
+            None
+        }
     }
 }
 
-/// Cancels the given messages in QStash (`DELETE /v2/messages?messageIds=`).
-async fn cancel_messages(state: &AppState, q: &QStash, ids: &[String]) {
-    let query: Vec<String> = ids
-        .iter()
-        .map(|id| format!("messageIds={}", percent_encode(id)))
-        .collect();
-    let url = format!("{}/v2/messages?{}", q.config.url, query.join("&"));
-    if let Err(error) = qstash_call(state, q, reqwest::Method::DELETE, &url).await {
-        tracing::warn!(%error, "could not cancel messages of a cancelled job");
+/// Cancels the given messages in QStash (`DELETE /v2/messages?messageIds=`), in the
+/// background: the caller (a relay pass, a content being deleted) does not wait for it.
+pub fn cancel_messages(state: &AppState, ids: Vec<String>) {
+    let Some(q) = state.qstash.clone() else {
+        return;
+    };
+    if ids.is_empty() {
+        return;
     }
+    let state = state.clone();
+    tokio::spawn(async move {
+        for chunk in ids.chunks(100) {
+            let query: Vec<(&str, String)> =
+                chunk.iter().map(|id| ("messageIds", id.clone())).collect();
+            let url = api_url(&q.config.url, &["v2", "messages"], &query);
+            if let Err(error) = qstash_call(&state, &q, reqwest::Method::DELETE, &url).await {
+                tracing::warn!(%error, "could not cancel messages no task needs any more");
+            }
+        }
+    });
+}
+
+/// The QStash messages of a content's unfinished tasks (batch jobs' included), read
+/// before the content's deletion takes their rows, for `cancel_messages` afterwards.
+pub async fn messages_of_content(
+    state: &AppState,
+    content_id: i64,
+) -> Result<Vec<String>, AppError> {
+    if state.qstash.is_none() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_scalar(
+        "SELECT o.message_id FROM outbox o JOIN tasks t ON t.id = o.task_id \
+         WHERE t.content_id = $1 AND t.status IN ('queued', 'running') AND o.message_id IS NOT NULL",
+    )
+    .bind(content_id)
+    .fetch_all(state.pool())
+    .await
+    .db("reading a content's QStash messages")
 }
 
 /// The relay: publishes as soon as it is nudged, retries failed publications when they
@@ -982,25 +1185,24 @@ pub async fn status(state: &AppState) -> Result<Option<TransportStatus>, AppErro
 }
 
 /// What the status page learns from the QStash account itself.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct AccountStatus {
-    /// This installation's messages in QStash's dead-letter queue (counted up to
-    /// `DLQ_COUNT_LIMIT`; `dead_letters_more` says there are more).
-    pub dead_letters: usize,
-    pub dead_letters_more: bool,
+    /// This installation's messages in QStash's dead-letter queue, counted up to
+    /// `DLQ_PAGES` pages of 100 (`true`: there are more), or why they could not be.
+    pub dead_letters: Result<(usize, bool), String>,
     /// How the configured signing keys compare with the account's (`GET /v2/keys`).
     pub keys: KeyCheck,
     /// Per task kind with a flow-control key in QStash: messages waiting for a slot and
-    /// the parallelism QStash applies.
-    pub flows: Vec<FlowStatus>,
-    /// Retries QStash accepted after refusing `CREVID_QSTASH_RETRIES` as above the plan.
+    /// the parallelism QStash applies; or why they could not be read.
+    pub flows: Result<Vec<FlowStatus>, String>,
+    /// The retries messages are published with after QStash refused
+    /// `CREVID_QSTASH_RETRIES` as above the account's plan.
     pub retries_cap: Option<u32>,
     /// Why pinning the flow-control limits last failed, if it did.
     pub pin_error: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyCheck {
     /// The account's current and next keys are the configured ones.
     Match,
@@ -1014,118 +1216,129 @@ pub enum KeyCheck {
     /// QSTASH_NEXT_SIGNING_KEY is not the account's next key: after the next roll,
     /// deliveries would be refused.
     WrongNext,
-    /// The token may not read the keys.
+    /// QStash's answer named no keys.
     Unknown,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct FlowStatus {
     pub kind: &'static str,
     pub wait_list: i64,
+    /// The parallelism QStash applies, when it has one.
     pub parallelism: Option<i64>,
     pub pinned: bool,
 }
 
 /// DLQ pages of 100 read at most, for the count on the status page.
 const DLQ_PAGES: usize = 10;
+/// How long the status page waits for QStash in all.
+const ACCOUNT_WAIT: Duration = Duration::from_secs(8);
 
-/// Asks QStash about this installation's messages: the token (every call needs it), the
-/// dead-letter queue (`GET /v2/dlq?label=`), the signing keys (`GET /v2/keys`) and each
-/// kind's flow-control key (`GET /v2/flowControl/{key}`). Err says why QStash could not be
-/// asked at all.
+/// Asks QStash about this installation: the token and signing keys (`GET /v2/keys`), the
+/// dead-letter queue (`GET /v2/dlq?label=`) and each kind's flow-control key
+/// (`GET /v2/flowControl/{key}`), all at once and within `ACCOUNT_WAIT`. Err says why
+/// QStash could not be asked at all (unreachable, or the token refused); the DLQ and the
+/// flow-control keys failing are reported in their fields.
 pub async fn account(state: &AppState) -> Result<Option<AccountStatus>, String> {
     let Some(q) = &state.qstash else {
         return Ok(None);
     };
     let install = install_id(state).await.map_err(|e| e.message)?;
-    let get = |path: String| {
-        state
-            .http
-            .get(format!("{}{path}", q.config.url))
-            .bearer_auth(q.config.token.expose_secret())
-            .timeout(Duration::from_secs(10))
-            .send()
-    };
-    let refused = |s: StatusCode| match s {
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-            "QStash refused QSTASH_TOKEN".to_owned()
+    let asked = tokio::time::timeout(ACCOUNT_WAIT, async {
+        tokio::join!(
+            signing_keys(state, q),
+            dead_letters(state, q, &install),
+            flows(state, q, &install)
+        )
+    })
+    .await
+    .map_err(|_| {
+        format!(
+            "QStash at {} did not answer within {} s",
+            q.config.url,
+            ACCOUNT_WAIT.as_secs()
+        )
+    })?;
+    let (keys, dead_letters, flows) = asked;
+    let keys = match keys {
+        Ok(keys) => keys,
+        Err(ApiFailure::Status(StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _)) => {
+            return Err("QStash refused QSTASH_TOKEN".to_owned())
         }
-        s => format!("QStash answered {s}"),
+        Err(ApiFailure::Unreachable(e)) => {
+            return Err(format!("QStash is unreachable at {}: {e}", q.config.url))
+        }
+        Err(e @ ApiFailure::Status(..)) => return Err(e.into()),
     };
-    let unreachable = |e: reqwest::Error| format!("QStash is unreachable at {}: {e}", q.config.url);
+    let seen = q.seen().clone();
+    Ok(Some(AccountStatus {
+        dead_letters: dead_letters.map_err(String::from),
+        keys,
+        flows: flows.map_err(String::from),
+        retries_cap: seen.retries_cap,
+        pin_error: seen.pin_error,
+    }))
+}
 
-    let mut dead_letters = 0;
-    let mut dead_letters_more = false;
+async fn signing_keys(state: &AppState, q: &QStash) -> Result<KeyCheck, ApiFailure> {
+    let url = api_url(&q.config.url, &["v2", "keys"], &[]);
+    let answer = qstash_call(state, q, reqwest::Method::GET, &url).await?;
+    let keys: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
+    Ok(compare_keys(
+        &q.config,
+        keys["current"].as_str().unwrap_or_default(),
+        keys["next"].as_str().unwrap_or_default(),
+    ))
+}
+
+async fn dead_letters(
+    state: &AppState,
+    q: &QStash,
+    install: &str,
+) -> Result<(usize, bool), ApiFailure> {
+    let mut count = 0;
     let mut cursor: Option<String> = None;
-    for page in 0..DLQ_PAGES {
-        let mut path = format!(
-            "/v2/dlq?count=100&label={}",
-            percent_encode(&install_label(&install))
-        );
-        if let Some(c) = &cursor {
-            path.push_str(&format!("&cursor={}", percent_encode(c)));
-        }
-        let response = get(path).await.map_err(unreachable)?;
-        if !response.status().is_success() {
-            return Err(refused(response.status()));
-        }
-        let list: serde_json::Value = response
-            .json()
-            .await
-            .map_err(|e| format!("QStash's dead-letter list was not understood: {e}"))?;
-        dead_letters += list["messages"].as_array().map_or(0, Vec::len);
-        cursor = list["cursor"]
+    for _ in 0..DLQ_PAGES {
+        let mut query = vec![
+            ("count", "100".to_owned()),
+            ("label", install_label(install)),
+        ];
+        query.extend(cursor.take().map(|c| ("cursor", c)));
+        let url = api_url(&q.config.url, &["v2", "dlq"], &query);
+        let answer = qstash_call(state, q, reqwest::Method::GET, &url).await?;
+        let page: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
+        count += page["messages"].as_array().map_or(0, Vec::len);
+        cursor = page["cursor"]
             .as_str()
             .filter(|c| !c.is_empty())
             .map(str::to_owned);
         if cursor.is_none() {
-            break;
+            return Ok((count, false));
         }
-        dead_letters_more = page + 1 == DLQ_PAGES;
     }
+    Ok((count, true))
+}
 
-    let keys = match get("/v2/keys".to_owned()).await.map_err(unreachable)? {
-        r if r.status().is_success() => {
-            let keys: serde_json::Value = r.json().await.unwrap_or_default();
-            compare_keys(
-                &q.config,
-                keys["current"].as_str().unwrap_or_default(),
-                keys["next"].as_str().unwrap_or_default(),
-            )
-        }
-        _ => KeyCheck::Unknown,
-    };
-
+async fn flows(state: &AppState, q: &QStash, install: &str) -> Result<Vec<FlowStatus>, ApiFailure> {
     let mut flows = Vec::new();
     for kind in KINDS {
-        let key = flow_control_key(&install, kind);
-        let response = get(format!("/v2/flowControl/{}", percent_encode(&key)))
-            .await
-            .map_err(unreachable)?;
-        if !response.status().is_success() {
-            // No such key yet (nothing of this kind published or pinned).
-            continue;
-        }
-        let flow: serde_json::Value = response.json().await.unwrap_or_default();
+        let key = flow_control_key(install, kind);
+        let url = api_url(&q.config.url, &["v2", "flowControl", &key], &[]);
+        let answer = match qstash_call(state, q, reqwest::Method::GET, &url).await {
+            Ok(answer) => answer,
+            // Nothing of this kind published or pinned yet.
+            Err(ApiFailure::Status(StatusCode::NOT_FOUND, _)) => continue,
+            Err(e) => return Err(e),
+        };
+        let flow: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
         flows.push(FlowStatus {
             kind,
-            wait_list: flow["waitListSize"]
-                .as_i64()
-                .or_else(|| flow["waitlistSize"].as_i64())
-                .unwrap_or(0),
-            parallelism: flow["parallelismMax"].as_i64(),
+            wait_list: flow["waitListSize"].as_i64().unwrap_or(0),
+            parallelism: flow["parallelismMax"].as_i64().filter(|p| *p > 0),
             pinned: flow["isPinnedParallelism"].as_bool().unwrap_or(false),
         });
     }
-    let seen = q.seen().clone();
-    Ok(Some(AccountStatus {
-        dead_letters,
-        dead_letters_more,
-        keys,
-        flows,
-        retries_cap: seen.retries_cap,
-        pin_error: seen.pin_error,
-    }))
+    Ok(flows)
 }
 
 /// The configured signing keys against the account's.
@@ -1144,11 +1357,6 @@ fn compare_keys(config: &QStashConfig, current: &str, next: &str) -> KeyCheck {
     } else {
         KeyCheck::Mismatch
     }
-}
-
-/// A query-string value, percent-encoded.
-fn percent_encode(value: &str) -> String {
-    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1532,22 +1740,33 @@ async fn failed(
         if last.is_empty() { "" } else { ": " },
         last.chars().take(300).collect::<String>()
     );
-    if let Err(e) = mark_failed(
-        &state,
-        task_id,
-        failure.source_message_id.as_deref(),
-        &message,
-    )
-    .await
-    {
-        return again(Duration::from_secs(5), &e.message);
-    }
+    // The last try reached no CREVID server (no answer at all, or a proxy's 502/504 in
+    // front of one that was down): the task is not at fault. It is left as it is; once
+    // its lease has run out the relay publishes it again (`republish_stalled`), and fails
+    // it only after `UNDELIVERED_MESSAGES` messages no delivery reached.
+    let unanswered = matches!(failure.status, None | Some(0) | Some(502) | Some(504));
+    let outcome = if unanswered {
+        tracing::warn!(task_id, %message, "QStash gave up on a message no server answered; the relay publishes the task again");
+        "left for the relay: no server answered"
+    } else {
+        if let Err(e) = mark_failed(
+            &state,
+            task_id,
+            failure.source_message_id.as_deref(),
+            &message,
+        )
+        .await
+        {
+            return again(Duration::from_secs(5), &e.message);
+        }
+        "recorded"
+    };
     if let (Some(q), Some(dlq_id)) = (&state.qstash, failure.dlq_id.as_deref()) {
         if !q.config.keep_dead_letters && !dlq_id.is_empty() {
             delete_dead_letter(&state, q, dlq_id).await;
         }
     }
-    answer(StatusCode::OK, "recorded")
+    answer(StatusCode::OK, outcome)
 }
 
 /// The task a published message was for, from the outbox.
@@ -1567,12 +1786,15 @@ async fn task_of_message(
 
 /// Deletes a message QStash gave up on from its dead-letter queue once the task records
 /// the failure (`DELETE /v2/dlq/{dlqId}`): the task keeps the reason, and the DLQ keeps
-/// only what nobody has looked at. A failed delete leaves it there; the status page counts
-/// it.
+/// only what nobody has seen. Done before the callback is answered (QStash waits for the
+/// answer as long as `Upstash-Timeout`), so a retried callback finds it gone: a 404. A
+/// failed delete leaves it there, and the status page counts it.
 async fn delete_dead_letter(state: &AppState, q: &QStash, dlq_id: &str) {
-    let url = format!("{}/v2/dlq/{}", q.config.url, percent_encode(dlq_id));
+    let url = api_url(&q.config.url, &["v2", "dlq", dlq_id], &[]);
     match qstash_call(state, q, reqwest::Method::DELETE, &url).await {
-        Ok(_) => tracing::debug!(dlq_id, "deleted a recorded failure from QStash's DLQ"),
+        Ok(_) | Err(ApiFailure::Status(StatusCode::NOT_FOUND, _)) => {
+            tracing::debug!(dlq_id, "deleted a recorded failure from QStash's DLQ")
+        }
         Err(error) => {
             tracing::warn!(%error, dlq_id, "could not delete a message from QStash's DLQ")
         }
@@ -1683,7 +1905,10 @@ mod tests {
 
     #[test]
     fn the_retry_delay_is_the_embedded_backoff() {
-        assert_eq!(retry_delay(1000), "min(300000, 1000 * pow(2, retried + 1))");
+        assert_eq!(
+            retry_delay(1000),
+            "max(min(300000, 1000 * pow(2, retried + 1)), 1000 * exp(2.5 * (retried - 3)))"
+        );
     }
 
     #[test]
@@ -1695,6 +1920,15 @@ mod tests {
             "invalid Upstash-Timeout"
         ));
         assert!(!refuses_retries(StatusCode::UNAUTHORIZED, refusal));
+        // A 400 about retries that speaks of no limit is not the plan's.
+        assert!(!refuses_retries(
+            StatusCode::BAD_REQUEST,
+            "invalid Upstash-Retries \"x\": not a number"
+        ));
+        assert!(refuses_retries(
+            StatusCode::BAD_REQUEST,
+            "maxRetries exceeds the limit of your plan"
+        ));
         assert_eq!(lower_retries(refusal, 8), 3);
         // A number at or above what was tried is not the plan's maximum.
         assert_eq!(lower_retries("maxRetries 8 is above the limit", 8), 5);

@@ -236,7 +236,7 @@ async fn transport(state: &AppState) -> StatusCheck {
             )
         }
     };
-    summary.push_str(&account_summary(&account, q.config.keep_dead_letters));
+    summary.push_str(&account_summary(&account));
     // The worst finding speaks first; every one is said.
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
@@ -263,21 +263,41 @@ async fn transport(state: &AppState) -> StatusCheck {
         ),
     }
     if let Some(cap) = account.retries_cap {
+        let deliveries = i64::from(cap) + 1;
         warnings.push(format!(
-            "QStash refused CREVID_QSTASH_RETRIES={} as above the account's plan: messages are published with \
-             {cap} retries{}.",
+            "QStash refused CREVID_QSTASH_RETRIES={} as more than the account's plan allows: messages are \
+             published with {cap} retries{}. After upgrading the plan, restart to use {} again.",
             q.config.retries,
-            if cap + 1 < 5 {
-                ", fewer deliveries than a task's 5 attempts, so a task may fail sooner than on the embedded queue"
+            if deliveries < super::jobs::MAX_ATTEMPTS {
+                format!(
+                    ", so QStash delivers a task {deliveries} times at most, fewer than its {} attempts",
+                    super::jobs::MAX_ATTEMPTS
+                )
             } else {
-                ""
-            }
+                String::new()
+            },
+            q.config.retries,
         ));
     }
     if let Some(error) = &account.pin_error {
         warnings.push(format!(
-            "The flow-control limits could not be pinned in QStash ({error}): a lowered limit holds only for \
-             messages published from now."
+            "The limits per kind could not be pinned in QStash ({error}): a lowered limit holds only for \
+             work queued from now."
+        ));
+    }
+    match &account.dead_letters {
+        Ok((n, _)) if *n > 0 && !q.config.keep_dead_letters => warnings.push(format!(
+            "QStash's dead-letter queue holds {n} message(s) of this installation whose failure CREVID did not \
+             record: the failure callback ({}/api/workers/failed) was not reached or was refused. Look at them in \
+             the Upstash console.",
+            q.base
+        )),
+        Ok(_) => {}
+        Err(e) => warnings.push(format!("The dead-letter queue could not be read: {e}.")),
+    }
+    if let Err(e) = &account.flows {
+        warnings.push(format!(
+            "The flow-control wait lists could not be read: {e}."
         ));
     }
     if let Some(error) = outbox
@@ -315,38 +335,48 @@ async fn transport(state: &AppState) -> StatusCheck {
     check(name, verdict, message, started)
 }
 
-/// The account's side, in a sentence or two: flow-control wait lists and the DLQ.
-fn account_summary(account: &AccountStatus, keep_dead_letters: bool) -> String {
-    let flows: Vec<String> = account
-        .flows
-        .iter()
-        .map(|f| {
-            format!(
-                "{} {} waiting{}",
-                f.kind,
-                f.wait_list,
-                match (f.parallelism, f.pinned) {
-                    (Some(p), true) => format!(" (at most {p} at a time, pinned)"),
-                    (Some(p), false) => format!(" (at most {p} at a time)"),
-                    (None, _) => String::new(),
-                }
-            )
-        })
-        .collect();
-    let mut out = String::new();
-    if !flows.is_empty() {
-        out.push_str(&format!(" Flow control: {}.", flows.join(", ")));
+/// What a kind of task is, in an admin's words.
+fn kind_name(kind: &str) -> &'static str {
+    match kind {
+        super::jobs::SCENE_IMAGE => "pictures",
+        super::jobs::SCENE_AUDIO => "narration",
+        _ => "renders",
     }
-    out.push_str(&format!(
-        " Dead-letter queue: {}{} of this installation's messages ({}).",
-        account.dead_letters,
-        if account.dead_letters_more { "+" } else { "" },
-        if keep_dead_letters {
-            "kept for you to look at, CREVID_QSTASH_DLQ=keep"
-        } else {
-            "each is deleted once its task records the failure"
+}
+
+/// The account's side, in a sentence or two: what waits under flow control, and the
+/// dead-letter queue.
+fn account_summary(account: &AccountStatus) -> String {
+    let mut out = String::new();
+    if let Ok(flows) = &account.flows {
+        let flows: Vec<String> = flows
+            .iter()
+            .map(|f| {
+                format!(
+                    "{} {} waiting{}",
+                    kind_name(f.kind),
+                    f.wait_list,
+                    match (f.parallelism, f.pinned) {
+                        (Some(p), true) => format!(" (at most {p} at once, pinned)"),
+                        (Some(p), false) => format!(" (at most {p} at once)"),
+                        (None, _) => String::new(),
+                    }
+                )
+            })
+            .collect();
+        if !flows.is_empty() {
+            out.push_str(&format!(
+                " Waiting for their turn in QStash: {}.",
+                flows.join(", ")
+            ));
         }
-    ));
+    }
+    if let Ok((n, more)) = account.dead_letters {
+        out.push_str(&format!(
+            " In QStash's dead-letter queue: {n}{} message(s) of this installation.",
+            if more { "+" } else { "" }
+        ));
+    }
     out
 }
 

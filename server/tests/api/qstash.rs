@@ -33,6 +33,8 @@ both_databases!(
     a_permanent_failure_leaves_qstash_s_dlq_clean_unless_kept,
     retries_above_the_plan_are_clamped_and_said,
     the_status_page_notices_a_signing_key_roll,
+    with_qstash_away_a_cancel_still_holds_and_the_status_page_says_why,
+    qstash_giving_up_on_a_server_that_never_answered_leaves_the_task_to_the_relay,
 );
 
 /// Waits are scaled down a hundredfold: QStash's first retry (12 s) comes after 120 ms.
@@ -761,7 +763,7 @@ async fn a_delivery_meeting_a_restarting_server_is_retried_after_crevid_s_delay(
         .expect("the picture's message");
     assert_eq!(
         message.retry_delay_expression.as_deref(),
-        Some("min(300000, 20 * pow(2, retried + 1))")
+        Some("max(min(300000, 20 * pow(2, retried + 1)), 1000 * exp(2.5 * (retried - 3)))")
     );
     assert_eq!(message.retried, 1, "{message:?}");
     // 40 ms of CREVID's backoff at the stand-in's time scale of 0.01 is 0.4 ms; QStash's
@@ -869,7 +871,7 @@ async fn a_lowered_limit_holds_in_qstash_at_once(db: Db) {
     let check = background_check(&app).await;
     let message = check["message"].as_str().unwrap();
     assert!(
-        message.contains("scene.image 0 waiting (at most 1 at a time, pinned)"),
+        message.contains("pictures 0 waiting (at most 1 at once, pinned)"),
         "{message}"
     );
 }
@@ -879,7 +881,9 @@ async fn a_lowered_limit_holds_in_qstash_at_once(db: Db) {
 /// letter; with `keep_dead_letters` it stays for the admin and the status page counts it.
 async fn a_permanent_failure_leaves_qstash_s_dlq_clean_unless_kept(db: Db) {
     let qstash = QStash::start_with(stand_in_options()).await;
-    for keep in [false, true] {
+    // Kept first: the second installation's count then shows the DLQ is counted by its
+    // own label, not the whole account's.
+    for keep in [true, false] {
         let config = qstash_config(&qstash, 5).keeping_dead_letters(keep);
         let Some(app) = TestApp::spawn_configured(db, |c| c.qstash = Some(config)).await else {
             return;
@@ -911,10 +915,19 @@ async fn a_permanent_failure_leaves_qstash_s_dlq_clean_unless_kept(db: Db) {
         let message = check["message"].as_str().unwrap().to_owned();
         if keep {
             assert_eq!(ours.len(), 1, "{ours:?}");
-            assert!(message.contains("Dead-letter queue: 1 of"), "{message}");
+            assert_eq!(check["verdict"], "ok", "{check}");
+            assert!(
+                message.contains("In QStash's dead-letter queue: 1 message(s)"),
+                "{message}"
+            );
         } else {
             assert!(ours.is_empty(), "{ours:?}");
-            assert!(message.contains("Dead-letter queue: 0 of"), "{message}");
+            assert_eq!(qstash.dead_letters().len(), 1, "the first installation's");
+            assert_eq!(check["verdict"], "ok", "{check}");
+            assert!(
+                message.contains("In QStash's dead-letter queue: 0 message(s)"),
+                "{message}"
+            );
         }
     }
 }
@@ -978,4 +991,70 @@ async fn the_status_page_notices_a_signing_key_roll(db: Db) {
             .contains("every delivery is refused"),
         "{check}"
     );
+}
+
+/// QStash answers 503 to everything: a creator's cancel still answers at once and holds,
+/// and the status page says QStash cannot be asked.
+async fn with_qstash_away_a_cancel_still_holds_and_the_status_page_says_why(db: Db) {
+    let qstash = QStash::start_with(stand_in_options()).await;
+    let Some(app) = TestApp::spawn_with_qstash(db, &qstash).await else {
+        return;
+    };
+    use_provider(&app, |_| {}).await;
+    qstash.set_unreachable(true);
+    let job = one_picture_job(&app).await;
+    let detail = cancel_job(&app, job).await;
+    assert_eq!(detail["job"]["status"], "cancelled", "{detail}");
+    let check = background_check(&app).await;
+    assert_eq!(check["verdict"], "error", "{check}");
+    assert!(
+        check["message"].as_str().unwrap().contains("503"),
+        "{check}"
+    );
+    // Nothing of the cancelled job is published once QStash is back.
+    let outbox: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
+        .fetch_one(app.state.pool())
+        .await
+        .unwrap();
+    assert_eq!(outbox, 0);
+    qstash.set_unreachable(false);
+    app::ssr::qstash::relay_once(&app.state).await.unwrap();
+    assert_eq!(qstash.stats().published, 0);
+}
+
+/// Every delivery of a message meets the server down (the front drops the connection) and
+/// QStash gives up: the failure callback, which does get through, does not fail the task
+/// (no server ever answered), and the relay publishes it again after its lease.
+async fn qstash_giving_up_on_a_server_that_never_answered_leaves_the_task_to_the_relay(db: Db) {
+    let qstash = QStash::start_with(stand_in_options()).await;
+    let front = testkit::proxy::Front::start().await.unwrap();
+    // One retry: the first delivery and the retry are dropped; the callback gets through.
+    front.drop_next(2);
+    let config = qstash_config(&qstash, 1);
+    let public: url::Url = front.url().parse().unwrap();
+    let Some(app) = TestApp::spawn_configured(db, |c| {
+        c.qstash = Some(config);
+        c.public_url = Some(public);
+    })
+    .await
+    else {
+        return;
+    };
+    front.forward_to(app.base.trim_start_matches("http://").parse().unwrap());
+    use_provider(&app, |_| {}).await;
+    app.start_workers();
+    let job = one_picture_job(&app).await;
+    let detail = app.wait_for_job(job).await;
+    assert_eq!(detail["job"]["status"], "completed", "{detail}");
+    assert_eq!(front.dropped(), 2);
+    let callbacks = qstash.failure_callbacks();
+    assert_eq!(callbacks.len(), 1, "{callbacks:?}");
+    assert_eq!(callbacks[0].body["status"], 0, "no answer: {callbacks:?}");
+    assert_eq!(detail["tasks"][0]["attempt"], 1, "{detail}");
+    let published: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE published_at IS NOT NULL")
+            .fetch_one(app.state.pool())
+            .await
+            .unwrap();
+    assert_eq!(published, 2, "published again once");
 }
