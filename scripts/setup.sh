@@ -30,6 +30,9 @@ command -v cc >/dev/null || apt_missing+=(gcc libc6-dev)
 command -v pkg-config >/dev/null || apt_missing+=(pkg-config)
 if [ "$for_tests" = 1 ]; then
   command -v chromium >/dev/null || apt_missing+=(chromium)
+  # Python with venv for the test tools from PyPI (scripts/test-requirements.txt).
+  command -v python3 >/dev/null || apt_missing+=(python3)
+  python3 -c 'import venv, ensurepip' 2>/dev/null || apt_missing+=(python3-venv)
 fi
 if [ ${#apt_missing[@]} -gt 0 ]; then
   step "apt-get install ${apt_missing[*]}"
@@ -63,4 +66,17 @@ fi
 if [ ! -x node_modules/.bin/wasm-opt ] || [ ! -d node_modules/playwright-core ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   step "npm ci"
   npm ci --no-audit --no-fund --loglevel=error
+fi
+
+# PyPI, for the tests only: the Prometheus text parser that reads /metrics back, in a
+# virtual environment of the project's own (target/pytools), never the system's Python.
+if [ "$for_tests" = 1 ]; then
+  stamp=target/pytools/.requirements
+  if [ ! -x target/pytools/bin/python ] || ! cmp -s scripts/test-requirements.txt "$stamp"; then
+    step "python3 -m venv target/pytools; pip install -r scripts/test-requirements.txt"
+    mkdir -p target
+    python3 -m venv target/pytools
+    target/pytools/bin/python -m pip install --quiet --disable-pip-version-check -r scripts/test-requirements.txt
+    cp scripts/test-requirements.txt "$stamp"
+  fi
 fi

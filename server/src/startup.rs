@@ -14,7 +14,7 @@ use app::ssr::limits::Limits;
 use app::ssr::security;
 use app::ssr::state::AppState;
 use app::{shell, App};
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::header::CONTENT_LENGTH;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -106,6 +106,7 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         espeak: Arc::default(),
         segments: Arc::default(),
         qstash: None,
+        metrics: Arc::default(),
         shutdown: Arc::new(tokio::sync::watch::channel(false).0),
         timing: app::ssr::state::TaskTiming {
             lease_ms: config.task_lease_ms as i64,
@@ -291,8 +292,32 @@ pub fn router(state: AppState, secure_cookies: bool) -> Router {
             state.clone(),
             security::hosts,
         ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Counts each answered request under its route pattern (`MatchedPath`, which a
+/// `Router::layer` middleware sees once the route is matched), so that ids in paths do not
+/// make a series each; what matched no route counts as `unmatched`.
+async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    state.metrics.http_request(
+        &route,
+        method.as_str(),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
 }
 
 /// Answers a declared oversized body with the API's JSON error before anything reads it;

@@ -19,6 +19,7 @@ use super::db::{now_ms, Backend};
 use super::error::DbResultExt;
 use super::jobs::{self, RENDER, SCENE_AUDIO, SCENE_IMAGE};
 use super::media;
+use super::metrics::TaskOutcome;
 use super::state::AppState;
 use crate::error::AppError;
 use crate::model::SettingsValues;
@@ -77,6 +78,8 @@ pub struct ClaimedTask {
     pub scene_id: Option<i64>,
     pub attempt: i64,
     pub max_attempts: i64,
+    /// When this process claimed it, for the task's duration in the metrics.
+    pub claimed_at: std::time::Instant,
 }
 
 impl ClaimedTask {
@@ -91,6 +94,7 @@ impl ClaimedTask {
                 scene_id: row.try_get("scene_id")?,
                 attempt: row.try_get("attempt")?,
                 max_attempts: row.try_get("max_attempts")?,
+                claimed_at: std::time::Instant::now(),
             })
         })()
         .db("decoding a task")
@@ -549,8 +553,13 @@ async fn finish(
     let mut superseded = Vec::new();
     let mut succeeded = false;
     let mut render_expected = false;
+    // What the metrics count of this run (another worker holding the task now returns
+    // before anything is counted).
+    let counted;
+    let mut video_ms = None;
     match result {
         Ok(output) => {
+            video_ms = output.primary.duration_ms;
             let mut ids = Vec::new();
             for asset in std::iter::once(&output.primary).chain(&output.also) {
                 ids.push(insert_asset(&mut tx, task, asset, now).await?);
@@ -580,6 +589,7 @@ async fn finish(
             match outcome.as_ref().map(|(status, _)| status.as_str()) {
                 Some("succeeded") => {
                     succeeded = true;
+                    counted = Some(TaskOutcome::Succeeded);
                     render_expected = outcome.as_ref().is_some_and(|(_, r)| *r == 1);
                     let assets = std::iter::once(&output.primary).chain(&output.also);
                     for (asset, id) in assets.zip(&ids) {
@@ -589,6 +599,7 @@ async fn finish(
                     superseded = media::drop_unowned(&mut tx, task.content_id).await?;
                 }
                 Some(_) => {
+                    counted = Some(TaskOutcome::Cancelled);
                     sqlx::query("UPDATE tasks SET output_asset_id = NULL WHERE id = $1")
                         .bind(task.id)
                         .execute(&mut *tx)
@@ -614,6 +625,7 @@ async fn finish(
             }
         }
         Err(TaskError::Cancelled) => {
+            counted = Some(TaskOutcome::Cancelled);
             sqlx::query(&format!(
                 "UPDATE tasks SET status = 'cancelled', locked_until = NULL, finished_at = $1, updated_at = $1 WHERE {guard}"
             ))
@@ -628,6 +640,11 @@ async fn finish(
             let retry = error.is_transient() && task.attempt < task.max_attempts;
             let message = error.message().to_owned();
             let detail = error.detail().map(str::to_owned);
+            counted = Some(if retry {
+                TaskOutcome::Retried
+            } else {
+                TaskOutcome::Failed
+            });
             if retry {
                 let wait = match &error {
                     TaskError::Transient { retry_after, .. } => {
@@ -669,6 +686,15 @@ async fn finish(
     }
     let job_status = jobs::refresh_in(&mut tx, task.job_id).await?;
     tx.commit().await.db("committing a task")?;
+    if let Some(outcome) = counted {
+        let took = task.claimed_at.elapsed();
+        state.metrics.task(&task.kind, outcome, took);
+        if task.kind == RENDER && outcome == TaskOutcome::Succeeded {
+            if let Some(ms) = video_ms.filter(|ms| *ms > 0) {
+                state.metrics.render(Duration::from_millis(ms as u64), took);
+            }
+        }
+    }
     if let Some(output) = discard {
         for key in output.keys() {
             media::remove_file(state, key).await;

@@ -373,8 +373,16 @@ pub async fn scene_image(state: &AppState, task: &ClaimedTask) -> Result<Output,
     if settings.image_provider == "openai" {
         let endpoint = super::settings::endpoint(&settings, &keys, Capability::Images);
         let prompt = image_prompt(&scene);
+        let asked = std::time::Instant::now();
         let image =
-            providers::image(state, &settings, &endpoint, &prompt, &scene.aspect_ratio).await?;
+            providers::image(state, &settings, &endpoint, &prompt, &scene.aspect_ratio).await;
+        state.metrics.provider(
+            "images",
+            &settings.image_model,
+            image.is_ok(),
+            asked.elapsed(),
+        );
+        let image = image?;
         let key = output_key(task, image.ext);
         let path = prepare(state, &key).await?;
         tokio::fs::write(&path, &image.bytes)
@@ -480,8 +488,16 @@ pub async fn scene_audio(state: &AppState, task: &ClaimedTask) -> Result<Output,
     let (settings, keys) = provider_setup(state).await?;
     if settings.tts_provider == "openai" {
         let endpoint = super::settings::endpoint(&settings, &keys, Capability::Speech);
+        let asked = std::time::Instant::now();
         let speech =
-            providers::speech(state, &settings, &endpoint, &scene.narration, &scene.voice).await?;
+            providers::speech(state, &settings, &endpoint, &scene.narration, &scene.voice).await;
+        state.metrics.provider(
+            "speech",
+            &settings.tts_model,
+            speech.is_ok(),
+            asked.elapsed(),
+        );
+        let speech = speech?;
         let bytes = speech.bytes;
         if bytes.is_empty() {
             return Err(transient(

@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod limits;
 pub mod llm;
 pub mod media;
+pub mod metrics;
 pub mod openai;
 pub mod providers;
 pub mod qstash;

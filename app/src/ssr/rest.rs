@@ -5,6 +5,7 @@ use axum::extract::{FromRequest, FromRequestParts, Path, State};
 use axum::handler::Handler;
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
+use axum::response::IntoResponse as _;
 use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::{Json, Router};
 use serde::Serialize;
@@ -134,6 +135,7 @@ pub fn api_routes() -> Vec<ApiRoute> {
         route(Method::GET, "/api/users", Admin, list_users),
         route(Method::POST, "/api/users", Admin, create_user),
         route(Method::PUT, "/api/users/{id}", Admin, update_user),
+        route(Method::GET, "/metrics", Admin, metrics),
     ]
 }
 
@@ -154,6 +156,22 @@ async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<serde_json:
             )
         }
     }
+}
+
+/// Prometheus's text exposition format (0.0.4), for an admin's token.
+async fn metrics(
+    State(state): State<AppState>,
+    _: AdminActor,
+) -> Result<axum::response::Response, AppError> {
+    let text = super::metrics::scrape(&state).await?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 async fn setup(

@@ -126,10 +126,15 @@ pub async fn generate(
                 topic: &input,
                 presets: &presets,
             };
-            (
-                llm::generate(state, request).await?,
-                format!("openai-compatible:{}", defaults.llm_model),
-            )
+            let asked = std::time::Instant::now();
+            let answer = llm::generate(state, request).await;
+            state.metrics.provider(
+                "script",
+                &defaults.llm_model,
+                answer.is_ok(),
+                asked.elapsed(),
+            );
+            (answer?, format!("openai-compatible:{}", defaults.llm_model))
         }
         Mode::Script => (
             splitter::split(&input, &presets),

@@ -54,6 +54,8 @@ pub struct AppState {
     pub learned: Arc<super::openai::Learned>,
     /// Set when tasks reach workers through QStash instead of the embedded workers.
     pub qstash: Option<Arc<super::qstash::QStash>>,
+    /// This process's counters and histograms, served at `/metrics`.
+    pub metrics: Arc<super::metrics::Metrics>,
 }
 
 #[derive(Debug, Clone, Copy)]

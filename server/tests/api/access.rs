@@ -107,6 +107,7 @@ async fn rest_sample(app: &TestApp, method: &Method, path: &str) -> (String, Opt
         | ("GET", "/api/tokens")
         | ("GET", "/api/settings")
         | ("GET", "/api/settings/status")
+        | ("GET", "/metrics")
         | ("GET", "/api/users")
         | ("POST", "/api/settings/reset") => (path.into(), None, Owner::None),
         ("POST", "/api/contents") => (

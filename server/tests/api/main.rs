@@ -8,6 +8,7 @@ mod contents;
 mod generate;
 mod input;
 mod jobs;
+mod metrics;
 mod outbound;
 mod pages;
 mod pipeline;
