@@ -13,11 +13,11 @@ use crate::helpers::{content_with_scenes, start_job, use_provider, Db, TestApp, 
 both_databases!(metrics_count_requests_tasks_providers_and_the_queue);
 
 /// What the parser made of a scrape: `families` (name → type, help) and `samples`.
-struct Scrape(Value);
+pub struct Scrape(Value);
 
 /// The admin's scrape, parsed; None (said once) when the parser is not installed, which
 /// under `CI=true` is a failure.
-async fn scrape(app: &TestApp) -> Option<Scrape> {
+pub async fn scrape(app: &TestApp) -> Option<Scrape> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let python = root.join("target/pytools/bin/python");
     if !python.exists() {
@@ -68,7 +68,7 @@ async fn scrape(app: &TestApp) -> Option<Scrape> {
 
 impl Scrape {
     /// The value of the sample named `name` whose labels include `labels`.
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         self.0["samples"]
             .as_array()
             .unwrap()

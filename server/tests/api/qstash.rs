@@ -1003,6 +1003,10 @@ async fn with_qstash_away_a_cancel_still_holds_and_the_status_page_says_why(db: 
     use_provider(&app, |_| {}).await;
     qstash.set_unreachable(true);
     let job = one_picture_job(&app).await;
+    // The relay cannot publish it: it waits in the outbox, as the metrics say.
+    if let Some(metrics) = crate::metrics::scrape(&app).await {
+        assert_eq!(metrics.value("crevid_outbox_depth", &[]), Some(1.0));
+    }
     let detail = cancel_job(&app, job).await;
     assert_eq!(detail["job"]["status"], "cancelled", "{detail}");
     let check = background_check(&app).await;
