@@ -3,6 +3,16 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Reads `null` as the type's default, as an absent field is read: clients that write
+/// every optional field (OpenAPI generators, n8n) send `null` for "not given".
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
 /// Bounds on what a client may send. They are part of the API contract (README) and are
 /// checked in `ssr::validate` before anything is written.
 pub mod limits {
@@ -103,7 +113,7 @@ pub struct GenerateRequest {
     pub mode: Mode,
     /// The topic (mode `topic`) or the pasted script (mode `script`).
     pub input: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub presets: PresetsInput,
 }
 
@@ -191,7 +201,7 @@ pub struct SceneEdit {
     #[serde(default)]
     pub id: Option<i64>,
     pub narration: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub visual_prompt: String,
     #[serde(default)]
     pub seconds: Option<f64>,
@@ -525,7 +535,7 @@ pub struct SetupRequest {
 pub struct CreateUserRequest {
     pub email: String,
     pub password: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub role: Role,
 }
 
@@ -599,7 +609,7 @@ pub struct MediaRequest {
     #[serde(default)]
     pub scene_ids: Option<Vec<i64>>,
     /// Render the video once every scene has its picture and narration.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub render_after: bool,
 }
 
@@ -609,7 +619,7 @@ pub struct MediaRequest {
 pub struct BatchRequest {
     pub content_ids: Vec<i64>,
     /// Render each content's video once all its scenes are ready.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub render_after: bool,
 }
 

@@ -3,12 +3,13 @@
 use serde_json::json;
 
 use crate::both_databases;
-use crate::helpers::{Db, TestApp};
+use crate::helpers::{Db, TestApp, Who};
 
 both_databases!(
     bad_generate_requests_name_the_field,
     bad_saves_write_nothing,
-    malformed_and_oversized_bodies
+    malformed_and_oversized_bodies,
+    null_reads_as_an_absent_optional_field
 );
 
 async fn rejects(app: &TestApp, body: serde_json::Value, status: u16, code: &str, field: &str) {
@@ -208,4 +209,60 @@ async fn malformed_and_oversized_bodies(db: Db) {
     assert_eq!(answer["error"]["field"], "per_page");
     let (status, answer) = app.get("/api/contents?page=minus").await;
     assert_eq!(status, 422, "{answer}");
+}
+
+/// Clients that write every optional field send `null` for "not given" (OpenAPI
+/// generators, n8n): it reads as the field left out, not as a type error.
+async fn null_reads_as_an_absent_optional_field(db: Db) {
+    let Some(app) = TestApp::spawn(db).await else {
+        return;
+    };
+    let script = "A first sentence for a scene. And a second one after it.";
+    let (status, generated) = app
+        .post(
+            "/api/content/generate",
+            &json!({ "mode": "script", "input": script, "presets": null }),
+        )
+        .await;
+    assert_eq!(status, 200, "{generated}");
+    let (status, saved) = app
+        .post(
+            "/api/contents",
+            &json!({ "mode": "script", "input": script, "script": generated["data"] }),
+        )
+        .await;
+    assert_eq!(status, 201, "{saved}");
+    let id = saved["data"]["id"].as_i64().unwrap();
+    let (status, edited) = app
+        .call(
+            Who::CreatorA,
+            reqwest::Method::PUT,
+            &format!("/api/contents/{id}"),
+            Some(&json!({
+                "title": "Edited",
+                "scenes": [{ "id": null, "narration": "A new scene.", "visual_prompt": null, "seconds": null }],
+            })),
+        )
+        .await;
+    assert_eq!(status, 200, "{edited}");
+    assert_eq!(edited["data"]["scenes"][0]["visual_prompt"], "", "{edited}");
+    for path in ["/api/media/generate", "/api/tts/generate"] {
+        let (status, job) = app
+            .post(
+                path,
+                &json!({ "content_id": id, "scene_ids": null, "render_after": null }),
+            )
+            .await;
+        assert_eq!(status, 202, "{path}: {job}");
+    }
+    let (status, user) = app
+        .call(
+            Who::Admin,
+            reqwest::Method::POST,
+            "/api/users",
+            Some(&json!({ "email": "nulls@example.com", "password": "a long enough password", "role": null })),
+        )
+        .await;
+    assert_eq!(status, 201, "{user}");
+    assert_eq!(user["data"]["role"], "creator");
 }
