@@ -11,8 +11,9 @@ benches=("$@")
 [ ${#benches[@]} -gt 0 ] || benches=(generate pipeline queue render)
 for bench in "${benches[@]}"; do
   if [ "$bench" = queue ]; then
-    # The apalis comparator is its own binary, outside the default workspace members.
-    cargo build --release --locked -p crevid-apalis-bench
+    # The apalis comparator is a workspace of its own (apalis 1.0 is on sqlx 0.9); its binary
+    # goes to this target/release/, where server/benches/queue.rs runs it.
+    cargo build --release --locked --manifest-path bench/apalis/Cargo.toml --target-dir target
   fi
   echo "== $bench"
   cargo bench --locked -p crevid-server --bench "$bench"

@@ -1,6 +1,7 @@
 //! Queue overhead, side by side in one run: the same work (one speech request to a
-//! provider that answers at once) through CREVID's embedded queue, apalis 0.7 (same
-//! database) and graphile-worker (Postgres), 4 in flight each.
+//! provider that answers at once) through CREVID's embedded queue, apalis 1.0 (same
+//! database; woken by SQLite's update hook or Postgres' LISTEN/NOTIFY, not polling) and
+//! graphile-worker (Postgres), 4 in flight each.
 //!
 //! CREVID's tasks are its real narration tasks: claim with a lease under the admin's limits,
 //! read the scene and settings, decrypt the key, call the provider through async-openai,

@@ -1,21 +1,26 @@
-//! Benchmark comparator: the CREVID work unit run through apalis (SQLite or Postgres storage).
+//! Benchmark comparator: the CREVID work unit run through apalis 1.0, event-driven on both
+//! databases, no polling:
+//! - SQLite: apalis-sqlite's update-hook backend, `SqliteStorage::connect_with_callback`
+//!   then `.with_callback(listener)`: every row inserted into its Jobs table wakes the worker.
+//! - Postgres: apalis-postgres' LISTEN/NOTIFY backend, `PostgresStorage::with_pubsub`: the
+//!   `apalis::job::insert` notification that its insert trigger sends wakes the worker.
 //!
 //! `crevid-apalis-bench --database-url <url> --tasks N --concurrency C [--fake-url URL]`
 //! prints one JSON line on stdout; everything else goes to stderr.
+//!
+//! A workspace of its own (see Cargo.toml): build it with
+//! `cargo build --release --locked --manifest-path bench/apalis/Cargo.toml --target-dir target`.
 
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use apalis::prelude::*;
-use apalis_sql::postgres::{PgListen, PostgresStorage};
-use apalis_sql::sqlite::SqliteStorage;
-use apalis_sql::Config;
+use apalis_postgres::{PgPool, PostgresStorage, Pubsub};
+use apalis_sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteStorage};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
-use sqlx::postgres::PgPoolOptions;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 
 #[derive(Parser)]
 struct Args {
@@ -29,10 +34,12 @@ struct Args {
     /// Base URL of an OpenAI-compatible provider, e.g. http://127.0.0.1:PORT/v1; empty = no HTTP call
     #[arg(long, default_value = "")]
     fake_url: String,
-    /// apalis storage poll interval (apalis default: 100 ms)
-    #[arg(long, default_value_t = 100)]
+    /// Optional fallback poll, in ms, beside the event-driven wake-ups (apalis'
+    /// `Strategy::interval`); 0 = none: the worker fetches only when SQLite's update hook or
+    /// Postgres' NOTIFY reports an insert, or when one of its own tasks finishes
+    #[arg(long, default_value_t = 0)]
     poll_interval_ms: u64,
-    /// Jobs apalis fetches per poll (apalis default: 10)
+    /// Jobs apalis fetches per query (its `Config::batch_size`; apalis default: 10)
     #[arg(long, default_value_t = 10)]
     buffer_size: usize,
     /// Enqueue this many jobs per second, evenly (latency under a steady load); 0 = as
@@ -82,7 +89,7 @@ fn now_us() -> i64 {
         .as_micros() as i64
 }
 
-async fn run_job(job: Job, shared: Data<Arc<Shared>>) -> Result<(), Error> {
+async fn run_job(job: Job, shared: Data<Arc<Shared>>) -> Result<(), BoxDynError> {
     let started = now_us();
     shared
         .starts
@@ -92,7 +99,7 @@ async fn run_job(job: Job, shared: Data<Arc<Shared>>) -> Result<(), Error> {
     if let Some(url) = &shared.speech_url {
         if let Err(e) = speak(&shared.http, url, job.n).await {
             eprintln!("job {}: {e:#}", job.n);
-            return Err(Error::Failed(Arc::new(e.into())));
+            return Err(e.into());
         }
     }
     let mut finished = shared.finished.lock().unwrap();
@@ -118,11 +125,51 @@ async fn speak(http: &reqwest::Client, url: &str, n: u64) -> Result<()> {
     Ok(())
 }
 
+/// Builds the worker on `$backend` (the handler, its shared state, at most `--concurrency`
+/// tasks in flight) and spawns it until `$stop` fires; yields its JoinHandle.
+macro_rules! spawn_worker {
+    ($backend:expr, $args:expr, $shared:expr, $stop:expr) => {{
+        let events = $shared.clone();
+        let worker = WorkerBuilder::new("crevid-bench")
+            .backend($backend)
+            .concurrency($args.concurrency)
+            .data($shared.clone())
+            .on_event(move |_, event| match event {
+                Event::Start => events.worker_started.notify_one(),
+                Event::Error(err) => eprintln!("apalis worker error: {err}"),
+                _ => {}
+            })
+            .build(run_job);
+        let stop = $stop;
+        tokio::spawn(worker.run_until(async move {
+            let _ = stop.await;
+            Ok::<(), WorkerError>(())
+        }))
+    }};
+}
+
+/// Opens every connection `$pool` may hold (its max_connections) before the clock starts:
+/// a new Postgres connection takes ~90 ms here (sqlx 0.9), and apalis-postgres' LISTEN
+/// connection, worker registration and first fetch would otherwise pay for that during the
+/// first jobs, measuring start-up rather than the queue.
+macro_rules! warm_pool {
+    ($pool:expr) => {{
+        let pool = $pool;
+        let opening: Vec<_> = (0..pool.options().get_max_connections())
+            .map(|_| tokio::spawn(pool.acquire()))
+            .collect();
+        let mut open = Vec::with_capacity(opening.len());
+        for connection in opening {
+            open.push(connection.await?.context("open a pool connection")?);
+        }
+    }};
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    if args.tasks == 0 || args.concurrency == 0 {
-        bail!("--tasks and --concurrency must be positive");
+    if args.tasks == 0 || args.concurrency == 0 || args.buffer_size == 0 {
+        bail!("--tasks, --concurrency and --buffer-size must be positive");
     }
     let fake = args.fake_url.trim_end_matches('/');
     let shared = Arc::new(Shared {
@@ -135,45 +182,96 @@ async fn main() -> Result<()> {
         worker_started: tokio::sync::Notify::new(),
         rate: args.rate,
     });
-    let worker = || {
-        WorkerBuilder::new("crevid-bench")
-            .concurrency(args.concurrency)
-            .data(shared.clone())
-    };
+    let queue_name = std::any::type_name::<Job>();
+    let fallback =
+        (args.poll_interval_ms > 0).then(|| Duration::from_millis(args.poll_interval_ms));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
 
-    let config = Config::new(std::any::type_name::<Job>())
-        .set_poll_interval(Duration::from_millis(args.poll_interval_ms))
-        .set_buffer_size(args.buffer_size);
     let url = args.database_url.as_str();
     let (queue, started) = if url.starts_with("sqlite:") {
-        let opts = SqliteConnectOptions::from_str(url)?.create_if_missing(true);
-        let pool = SqlitePoolOptions::new().connect_with(opts).await?;
+        // connect_with_callback opens its pool lazily from the URL as given, which does not
+        // create a missing file: make it first.
+        let create = SqliteConnectOptions::from_str(url)?.create_if_missing(true);
+        SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(create)
+            .await
+            .context("create the SQLite file")?
+            .close()
+            .await;
+        // A pool whose every connection carries SQLite's update hook; the listener yields
+        // once per row inserted into apalis' Jobs table.
+        let (pool, listener) =
+            SqliteStorage::connect_with_callback(url).context("apalis sqlite pool")?;
         SqliteStorage::setup(&pool)
             .await
             .context("apalis sqlite setup")?;
-        let storage: SqliteStorage<Job> = SqliteStorage::new_with_config(pool, config);
-        let monitor = Monitor::new().register(worker().backend(storage.clone()).build_fn(run_job));
-        let started = run(monitor, storage, &shared).await?;
+        warm_pool!(&pool);
+        let config = apalis_sqlite::Config::default()
+            .queue(queue_name)
+            .batch_size(args.buffer_size);
+        let mut storage: SqliteStorage<Job> = SqliteStorage::new(&pool).with_config(config);
+        let worker = match fallback {
+            None => spawn_worker!(
+                storage.clone().with_callback(listener),
+                args,
+                shared,
+                stopped
+            ),
+            Some(every) => spawn_worker!(
+                storage
+                    .clone()
+                    .poll_with_strategy(Strategy::new().stream(listener).interval(every)),
+                args,
+                shared,
+                stopped
+            ),
+        };
+        let started = run(
+            async |job| storage.push(job).await.map_err(|e| anyhow!("{e}")),
+            worker,
+            stop,
+            &shared,
+        )
+        .await?;
+        pool.close().await;
         ("apalis-sqlite", started)
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        let pool = PgPoolOptions::new().connect(url).await?;
+        let pool = PgPool::connect(url).await.context("postgres")?;
         PostgresStorage::setup(&pool)
             .await
             .context("apalis postgres setup")?;
-        let mut storage: PostgresStorage<Job> =
-            PostgresStorage::new_with_config(pool.clone(), config);
-        // apalis' documented LISTEN/NOTIFY wake-up. In 0.7.4 it never fires: the trigger sends
-        // payload 'insert', which PgListen compares with the storage namespace. So Postgres,
-        // like SQLite, picks jobs up by polling (at most --buffer-size per --poll-interval-ms).
-        let mut listener = PgListen::new(pool).await?;
-        listener.subscribe_with(&mut storage);
-        tokio::spawn(async move {
-            if let Err(e) = listener.listen().await {
-                eprintln!("apalis listener: {e}");
-            }
-        });
-        let monitor = Monitor::new().register(worker().backend(storage.clone()).build_fn(run_job));
-        let started = run(monitor, storage, &shared).await?;
+        warm_pool!(&pool);
+        let config = apalis_postgres::Config::default()
+            .queue(queue_name)
+            .batch_size(args.buffer_size);
+        let mut storage: PostgresStorage<Job> = PostgresStorage::new(&pool).with_config(config);
+        let worker = match fallback {
+            // A connection of its own LISTENing on `apalis::job::insert`, which apalis' insert
+            // trigger notifies (at commit) with the job's queue name.
+            None => spawn_worker!(storage.clone().with_pubsub(), args, shared, stopped),
+            Some(every) => spawn_worker!(
+                storage.clone().poll_with_strategy(
+                    Strategy::new()
+                        .apply(StreamStrategy::new(Pubsub::new(
+                            pool.clone(),
+                            queue_name.to_owned()
+                        )))
+                        .interval(every)
+                ),
+                args,
+                shared,
+                stopped
+            ),
+        };
+        let started = run(
+            async |job| storage.push(job).await.map_err(|e| anyhow!("{e}")),
+            worker,
+            stop,
+            &shared,
+        )
+        .await?;
+        pool.close().await;
         ("apalis-postgres", started)
     } else {
         bail!("--database-url must be sqlite:… or postgres://…");
@@ -216,25 +314,18 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// Starts the monitor, enqueues every job once its worker runs, waits for all to finish and
-/// shuts the monitor down. Returns the instant just before the first enqueue.
-async fn run<S>(monitor: Monitor, mut queue: S, shared: &Arc<Shared>) -> Result<Instant>
-where
-    S: Storage<Job = Job>,
-    S::Error: std::error::Error + Send + Sync + 'static,
-{
-    let events = shared.clone();
-    let monitor = monitor.on_event(move |e| match e.inner() {
-        Event::Start => events.worker_started.notify_one(),
-        Event::Error(err) => eprintln!("apalis worker error: {err}"),
-        _ => {}
-    });
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let monitor = tokio::spawn(monitor.run_with_signal(async move {
-        let _ = stopped.await;
-        Ok(())
-    }));
-    shared.worker_started.notified().await;
+/// Waits for the spawned worker to start, enqueues every job with `push`, waits for all to
+/// finish and stops the worker. Returns the instant just before the first enqueue.
+async fn run(
+    mut push: impl AsyncFnMut(Job) -> Result<()>,
+    mut worker: tokio::task::JoinHandle<Result<(), WorkerError>>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    shared: &Arc<Shared>,
+) -> Result<Instant> {
+    tokio::select! {
+        () = shared.worker_started.notified() => {}
+        ended = &mut worker => bail!("apalis worker ended before it started: {:?}", ended?),
+    }
 
     let started = Instant::now();
     for n in 0..shared.tasks as u64 {
@@ -244,12 +335,12 @@ where
             )
             .await;
         }
-        queue
-            .push(Job {
-                n,
-                enqueued_at_us: now_us(),
-            })
-            .await?;
+        push(Job {
+            n,
+            enqueued_at_us: now_us(),
+        })
+        .await
+        .context("apalis push")?;
     }
     eprintln!(
         "enqueued {} jobs in {:.3} s",
@@ -257,11 +348,15 @@ where
         started.elapsed().as_secs_f64()
     );
 
-    shared.all_done.notified().await;
+    tokio::select! {
+        () = shared.all_done.notified() => {}
+        ended = &mut worker => bail!("apalis worker ended before the last job: {:?}", ended?),
+    }
     let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(30), monitor)
+    tokio::time::timeout(Duration::from_secs(30), worker)
         .await
-        .context("apalis workers did not stop within 30 s of the last job")???;
+        .context("apalis worker did not stop within 30 s of the last job")??
+        .map_err(|e| anyhow!("apalis worker: {e}"))?;
     Ok(started)
 }
 
