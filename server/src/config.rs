@@ -71,7 +71,22 @@ impl std::fmt::Debug for Config {
             .field("task_lease_ms", &self.task_lease_ms)
             .field("retry_base_ms", &self.retry_base_ms)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
-            .field("qstash", &self.qstash.as_ref().map(|q| q.url.as_str()))
+            .field(
+                "qstash",
+                &self.qstash.as_ref().map(|q| {
+                    format!(
+                        "{} (retries {}, timeout {} s, DLQ {})",
+                        q.url,
+                        q.retries,
+                        q.timeout.as_secs(),
+                        if q.keep_dead_letters {
+                            "keep"
+                        } else {
+                            "delete"
+                        }
+                    )
+                }),
+            )
             .finish()
     }
 }
@@ -265,6 +280,14 @@ impl Config {
                     whole("CREVID_QSTASH_TIMEOUT_SECS", 10, 300)?,
                     86_400,
                 )?;
+                // A render stops 35 s before the timeout to clean up; below a minute no
+                // video of any length could be rendered.
+                if timeout < 60 {
+                    return Err(ConfigError(format!(
+                        "CREVID_QSTASH_TIMEOUT_SECS must be at least 60 (got {timeout}): a render stops 35 s before it, \
+                         so a shorter timeout leaves no time to render"
+                    )));
+                }
                 let tolerance = at_most(
                     "CREVID_QSTASH_CLOCK_TOLERANCE_SECS",
                     whole("CREVID_QSTASH_CLOCK_TOLERANCE_SECS", 0, 5)?,
@@ -370,6 +393,36 @@ mod tests {
         );
         let c = load(&[]).unwrap();
         assert_eq!(c.data_dir, cwd.join("data"));
+    }
+
+    #[test]
+    fn a_qstash_timeout_must_leave_a_render_time_and_the_dlq_mode_is_named() {
+        let qstash = |extra: &[(&'static str, &'static str)]| {
+            let mut vars = vec![
+                ("QSTASH_TOKEN", "t"),
+                ("QSTASH_URL", "http://127.0.0.1:8080"),
+                ("QSTASH_CURRENT_SIGNING_KEY", "sig_a"),
+            ];
+            vars.extend_from_slice(extra);
+            load(&vars)
+        };
+        let e = qstash(&[("CREVID_QSTASH_TIMEOUT_SECS", "30")])
+            .unwrap_err()
+            .0;
+        assert!(
+            e.contains("CREVID_QSTASH_TIMEOUT_SECS must be at least 60"),
+            "{e}"
+        );
+        let c = qstash(&[("CREVID_QSTASH_TIMEOUT_SECS", "60")]).unwrap();
+        assert_eq!(c.qstash.as_ref().map(|q| q.timeout.as_secs()), Some(60));
+        let e = qstash(&[("CREVID_QSTASH_DLQ", "Keep")]).unwrap_err().0;
+        assert!(
+            e.contains("CREVID_QSTASH_DLQ must be delete or keep"),
+            "{e}"
+        );
+        let c = qstash(&[("CREVID_QSTASH_DLQ", "keep")]).unwrap();
+        assert!(c.qstash.as_ref().is_some_and(|q| q.keep_dead_letters));
+        assert!(format!("{c:?}").contains("DLQ keep"));
     }
 
     #[test]

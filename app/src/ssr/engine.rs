@@ -444,12 +444,10 @@ pub async fn run_claimed_within(
         }
     };
     // A server asked to stop lets the task run for the grace period, then puts it back.
-    // Not under QStash: there the delivery's request is what runs it, and an unanswered
-    // delivery is redelivered by QStash.
+    // Under QStash the delivery is then answered "try again" (the task is queued), so
+    // QStash redelivers it to a process that is running rather than the server outliving
+    // its supervisor's patience.
     let released = async {
-        if state.qstash.is_some() {
-            return std::future::pending().await;
-        }
         state.shutting_down().await;
         tokio::time::sleep(state.timing.shutdown_grace).await;
     };

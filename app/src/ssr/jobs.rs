@@ -193,12 +193,18 @@ async fn fits(state: &AppState, kind: JobKind) -> Result<(), AppError> {
         return Ok(());
     }
     let settings = super::settings::values(state).await?;
-    super::qstash::check_fits(
-        state,
-        task_kind(kind),
-        std::time::Duration::from_secs(u64::from(settings.media_timeout_secs)),
-        0,
-    )
+    // The offline providers (cards, espeak-ng) wait on no provider.
+    let provider = match kind {
+        JobKind::Media => settings.image_provider == "openai",
+        JobKind::Tts => settings.tts_provider == "openai",
+        JobKind::Render => false,
+    };
+    let timeout = if provider {
+        std::time::Duration::from_secs(u64::from(settings.media_timeout_secs))
+    } else {
+        std::time::Duration::ZERO
+    };
+    super::qstash::check_fits(state, task_kind(kind), timeout, 0)
 }
 
 /// With QStash, refuses a render of a video too long to finish within a delivery.
@@ -644,12 +650,14 @@ pub async fn cancel(state: &AppState, user: &CurrentUser, id: i64) -> Result<Job
         .execute(&mut *tx)
         .await
         .db("cancelling tasks")?;
-    sqlx::query("UPDATE jobs SET status = 'cancelled', updated_at = $1 WHERE id = $2 AND status IN ('queued', 'processing')")
+    let cancelled = sqlx::query("UPDATE jobs SET status = 'cancelled', updated_at = $1 WHERE id = $2 AND status IN ('queued', 'processing')")
         .bind(now)
         .bind(id)
         .execute(&mut *tx)
         .await
-        .db("cancelling a job")?;
+        .db("cancelling a job")?
+        .rows_affected()
+        > 0;
     // Rows the relay has not published yet are dropped, a running task's too (it stops at
     // its next heartbeat); a relay publishing one right now cancels what it published.
     sqlx::query(
@@ -661,7 +669,10 @@ pub async fn cancel(state: &AppState, user: &CurrentUser, id: i64) -> Result<Job
     .db("cancelling publications")?;
     refresh_in(&mut tx, id).await?;
     tx.commit().await.db("committing a cancel")?;
-    super::qstash::cancel_job(state, id).await;
+    // A job already finished has nothing left in QStash.
+    if cancelled {
+        super::qstash::cancel_job(state, id).await;
+    }
     // Segments encoded ahead for a render that is no longer coming are stopped too.
     let contents: Option<(Option<i64>, String)> =
         sqlx::query_as("SELECT content_id, content_ids FROM jobs WHERE id = $1")

@@ -676,38 +676,57 @@ async fn pin_kind(
         Err(ApiFailure::Status(StatusCode::NOT_FOUND, _)) => None,
         Err(e) => return Err(e),
     };
-    if current.as_ref().is_some_and(|c| applies(c, want)) {
-        return Ok(());
+    let change = pin_change(current.as_ref(), want);
+    if !change.pin.is_empty() {
+        qstash_call(
+            state,
+            q,
+            reqwest::Method::POST,
+            &url(Some("pin"), &change.pin),
+        )
+        .await?;
     }
-    let mut query = vec![("parallelism", want.parallelism.to_string())];
-    if let Some((rate, period)) = want.rate {
-        query.push(("rate", rate.to_string()));
-        query.push(("period", period.to_string()));
-    }
-    qstash_call(state, q, reqwest::Method::POST, &url(Some("pin"), &query)).await?;
-    let rate_pinned = current
-        .as_ref()
-        .is_some_and(|c| c["isPinnedRate"].as_bool() == Some(true));
-    if want.rate.is_none() && rate_pinned {
+    if change.unpin_rate {
         let unpin = url(Some("unpin"), &[("rate", "true".to_owned())]);
         qstash_call(state, q, reqwest::Method::POST, &unpin).await?;
     }
     Ok(())
 }
 
-/// Whether a key as `GET /v2/flowControl/{key}` describes it is pinned to `want`.
-fn applies(key: &serde_json::Value, want: FlowLimits) -> bool {
-    let pinned_parallelism = key["isPinnedParallelism"].as_bool() == Some(true)
-        && key["parallelismMax"].as_i64() == Some(want.parallelism);
-    let rate = match want.rate {
+/// What to send to make a key (as `GET /v2/flowControl/{key}` describes it, or None when
+/// QStash has no such key) apply `want`, pinned.
+#[derive(Debug, PartialEq, Eq)]
+struct PinChange {
+    /// The pin's query: empty when nothing is to be pinned.
+    pin: Vec<(&'static str, String)>,
+    unpin_rate: bool,
+}
+
+/// Only what differs is sent: pinning a rate restarts its period, so changing the
+/// parallelism alone must not pin the rate again (that would let a second burst of the
+/// per-minute limit through).
+fn pin_change(current: Option<&serde_json::Value>, want: FlowLimits) -> PinChange {
+    let key = current.cloned().unwrap_or_default();
+    let pinned = |flag: &str| key[flag].as_bool() == Some(true);
+    let mut pin = Vec::new();
+    if !(pinned("isPinnedParallelism") && key["parallelismMax"].as_i64() == Some(want.parallelism))
+    {
+        pin.push(("parallelism", want.parallelism.to_string()));
+    }
+    let mut unpin_rate = false;
+    match want.rate {
         Some((rate, period)) => {
-            key["isPinnedRate"].as_bool() == Some(true)
+            let same = pinned("isPinnedRate")
                 && key["rateMax"].as_i64() == Some(rate)
-                && key["ratePeriod"].as_u64() == Some(period)
+                && key["ratePeriod"].as_u64() == Some(period);
+            if !same {
+                pin.push(("rate", rate.to_string()));
+                pin.push(("period", period.to_string()));
+            }
         }
-        None => key["isPinnedRate"].as_bool() != Some(true),
-    };
-    pinned_parallelism && rate
+        None => unpin_rate = pinned("isPinnedRate"),
+    }
+    PinChange { pin, unpin_rate }
 }
 
 /// Why a call to QStash's API did not succeed.
@@ -1116,7 +1135,11 @@ pub fn spawn_relay(state: AppState) -> tokio::task::JoinHandle<()> {
                     next_due(&state).await.unwrap_or(RELAY_IDLE)
                 }
             };
-            let _ = tokio::time::timeout(wait.min(RELAY_IDLE), nudged).await;
+            tokio::select! {
+                _ = tokio::time::timeout(wait.min(RELAY_IDLE), nudged) => {}
+                // What is left in the outbox waits for the next process to start.
+                () = state.shutting_down() => return,
+            }
             prune_published(&state).await;
         }
     })
@@ -1226,7 +1249,8 @@ pub struct FlowStatus {
     pub wait_list: i64,
     /// The parallelism QStash applies, when it has one.
     pub parallelism: Option<i64>,
-    pub pinned: bool,
+    /// The rate QStash applies (starts per period of seconds), when it has one.
+    pub rate: Option<(i64, i64)>,
 }
 
 /// DLQ pages of 100 read at most, for the count on the status page.
@@ -1335,7 +1359,10 @@ async fn flows(state: &AppState, q: &QStash, install: &str) -> Result<Vec<FlowSt
             kind,
             wait_list: flow["waitListSize"].as_i64().unwrap_or(0),
             parallelism: flow["parallelismMax"].as_i64().filter(|p| *p > 0),
-            pinned: flow["isPinnedParallelism"].as_bool().unwrap_or(false),
+            rate: flow["rateMax"]
+                .as_i64()
+                .filter(|r| *r > 0)
+                .zip(flow["ratePeriod"].as_i64().filter(|p| *p > 0)),
         });
     }
     Ok(flows)
@@ -1975,6 +2002,45 @@ mod tests {
         assert_eq!(
             compare_keys(&current_only, "sig_next", "sig_newer"),
             KeyCheck::Mismatch
+        );
+    }
+
+    #[test]
+    fn only_what_differs_is_pinned() {
+        let want = FlowLimits {
+            parallelism: 2,
+            rate: Some((10, 60)),
+        };
+        let pinned = serde_json::json!({
+            "isPinnedParallelism": true, "parallelismMax": 4,
+            "isPinnedRate": true, "rateMax": 10, "ratePeriod": 60,
+        });
+        // The parallelism changed, the rate did not: the rate's period is not restarted.
+        assert_eq!(
+            pin_change(Some(&pinned), want),
+            PinChange {
+                pin: vec![("parallelism", "2".to_owned())],
+                unpin_rate: false
+            }
+        );
+        let same = serde_json::json!({
+            "isPinnedParallelism": true, "parallelismMax": 2,
+            "isPinnedRate": true, "rateMax": 10, "ratePeriod": 60,
+        });
+        assert!(pin_change(Some(&same), want).pin.is_empty());
+        // A new key: everything is pinned.
+        assert_eq!(pin_change(None, want).pin.len(), 3);
+        // The rate limit was removed: its pin goes.
+        let open = FlowLimits {
+            parallelism: 2,
+            rate: None,
+        };
+        assert_eq!(
+            pin_change(Some(&same), open),
+            PinChange {
+                pin: Vec::new(),
+                unpin_rate: true
+            }
         );
     }
 

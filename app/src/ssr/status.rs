@@ -266,7 +266,8 @@ async fn transport(state: &AppState) -> StatusCheck {
         let deliveries = i64::from(cap) + 1;
         warnings.push(format!(
             "QStash refused CREVID_QSTASH_RETRIES={} as more than the account's plan allows: messages are \
-             published with {cap} retries{}. After upgrading the plan, restart to use {} again.",
+             published with {cap} retries{}. Set CREVID_QSTASH_RETRIES={cap} to say so yourself, or after \
+             upgrading the plan restart to use {} again.",
             q.config.retries,
             if deliveries < super::jobs::MAX_ATTEMPTS {
                 format!(
@@ -285,15 +286,8 @@ async fn transport(state: &AppState) -> StatusCheck {
              work queued from now."
         ));
     }
-    match &account.dead_letters {
-        Ok((n, _)) if *n > 0 && !q.config.keep_dead_letters => warnings.push(format!(
-            "QStash's dead-letter queue holds {n} message(s) of this installation whose failure CREVID did not \
-             record: the failure callback ({}/api/workers/failed) was not reached or was refused. Look at them in \
-             the Upstash console.",
-            q.base
-        )),
-        Ok(_) => {}
-        Err(e) => warnings.push(format!("The dead-letter queue could not be read: {e}.")),
+    if let Err(e) = &account.dead_letters {
+        warnings.push(format!("The dead-letter queue could not be read: {e}."));
     }
     if let Err(e) = &account.flows {
         warnings.push(format!(
@@ -335,6 +329,26 @@ async fn transport(state: &AppState) -> StatusCheck {
     check(name, verdict, message, started)
 }
 
+/// QStash's limits on a kind, as an admin set them: `(at most 2 at once, 10 a minute)`.
+fn limits_text(parallelism: Option<i64>, rate: Option<(i64, i64)>) -> String {
+    let mut parts = Vec::new();
+    if let Some(p) = parallelism {
+        parts.push(format!("at most {p} at once"));
+    }
+    if let Some((rate, period)) = rate {
+        parts.push(match period {
+            60 => format!("{rate} a minute"),
+            1 => format!("{rate} a second"),
+            s => format!("{rate} every {s} s"),
+        });
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join(", "))
+    }
+}
+
 /// What a kind of task is, in an admin's words.
 fn kind_name(kind: &str) -> &'static str {
     match kind {
@@ -356,11 +370,7 @@ fn account_summary(account: &AccountStatus) -> String {
                     "{} {} waiting{}",
                     kind_name(f.kind),
                     f.wait_list,
-                    match (f.parallelism, f.pinned) {
-                        (Some(p), true) => format!(" (at most {p} at once, pinned)"),
-                        (Some(p), false) => format!(" (at most {p} at once)"),
-                        (None, _) => String::new(),
-                    }
+                    limits_text(f.parallelism, f.rate)
                 )
             })
             .collect();
@@ -373,8 +383,13 @@ fn account_summary(account: &AccountStatus) -> String {
     }
     if let Ok((n, more)) = account.dead_letters {
         out.push_str(&format!(
-            " In QStash's dead-letter queue: {n}{} message(s) of this installation.",
-            if more { "+" } else { "" }
+            " In QStash's dead-letter queue: {n}{} message(s) of this installation{}.",
+            if more { "+" } else { "" },
+            if n > 0 {
+                " (their tasks show why they failed; the Upstash console shows the messages)"
+            } else {
+                ""
+            }
         ));
     }
     out

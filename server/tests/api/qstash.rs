@@ -35,6 +35,7 @@ both_databases!(
     the_status_page_notices_a_signing_key_roll,
     with_qstash_away_a_cancel_still_holds_and_the_status_page_says_why,
     qstash_giving_up_on_a_server_that_never_answered_leaves_the_task_to_the_relay,
+    a_stopping_server_hands_its_delivery_back_after_the_grace_period,
 );
 
 /// Waits are scaled down a hundredfold: QStash's first retry (12 s) comes after 120 ms.
@@ -871,7 +872,7 @@ async fn a_lowered_limit_holds_in_qstash_at_once(db: Db) {
     let check = background_check(&app).await;
     let message = check["message"].as_str().unwrap();
     assert!(
-        message.contains("pictures 0 waiting (at most 1 at once, pinned)"),
+        message.contains("pictures 0 waiting (at most 1 at once)"),
         "{message}"
     );
 }
@@ -1061,4 +1062,49 @@ async fn qstash_giving_up_on_a_server_that_never_answered_leaves_the_task_to_the
             .await
             .unwrap();
     assert_eq!(published, 2, "published again once");
+}
+
+/// SIGTERM while a delivery runs a slow picture: after `CREVID_SHUTDOWN_GRACE_SECS` the
+/// task goes back to the queue without spending an attempt, the delivery is answered 503
+/// so that QStash redelivers it elsewhere, and the process exits (the relay stops too).
+async fn a_stopping_server_hands_its_delivery_back_after_the_grace_period(db: Db) {
+    let qstash = QStash::start_with(stand_in_options()).await;
+    let Some(app) = TestApp::spawn_with_qstash(db, &qstash).await else {
+        return;
+    };
+    use_provider(&app, |_| {}).await;
+    app.fake.set_image_latency(Duration::from_secs(20));
+    let job = one_picture_job(&app).await;
+    let mut env = qstash.env().into_iter().collect::<Vec<_>>();
+    env.push(("CREVID_SHUTDOWN_GRACE_SECS", "1".into()));
+    let mut server = spawn_binary(&app, "warn,crevid=info", &env);
+    server.wait_for_log("CREVID listening on", 1).await;
+    app.fake.wait_for_requests(Endpoint::Images, 1).await;
+    let pid = server.child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    // Well before the picture's 20 s: the grace period, not the work, decides.
+    let exited = tokio::task::spawn_blocking(move || server.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exited.success(), "{exited:?}");
+    let (_, detail) = app.get(&format!("/api/jobs/{job}")).await;
+    let task = &detail["data"]["tasks"][0];
+    assert_eq!(task["status"], "queued", "{detail}");
+    assert_eq!(task["attempt"], 0, "no attempt spent: {detail}");
+    let answered: Vec<_> = qstash
+        .delivery_log()
+        .into_iter()
+        .filter(|d| d.url.ends_with("/api/workers/media-generation"))
+        .collect();
+    assert_eq!(
+        answered.first().and_then(|d| d.status),
+        Some(503),
+        "{answered:?}"
+    );
+    assert!(app.fake.successes_to(Endpoint::Images) == 0);
 }
