@@ -23,7 +23,7 @@ use leptos::config::{Env, LeptosOptions};
 use leptos::prelude::provide_context;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use tokio::net::TcpListener;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
 
@@ -296,7 +296,12 @@ pub fn router(state: AppState, secure_cookies: bool) -> Router {
             state.clone(),
             count_requests,
         ))
-        .layer(TraceLayer::new_for_http())
+        // A 5xx is logged at WARN here: a "try again" 503 to QStash is expected, and a real
+        // fault is logged at ERROR where it happens (`AppError` internals).
+        .layer(
+            TraceLayer::new_for_http()
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::WARN)),
+        )
         .with_state(state)
 }
 

@@ -653,6 +653,26 @@ impl Drop for Binary {
 }
 
 impl Binary {
+    /// Waits (off the runtime) for the process to exit; its status and the lines it logged
+    /// that were not read yet.
+    pub async fn exit(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let mut child = std::mem::replace(
+            &mut self.child,
+            std::process::Command::new("true")
+                .spawn()
+                .expect("a placeholder process"),
+        );
+        let status = tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .expect("waiting for the server")
+            .expect("the server's exit status");
+        let mut rest = Vec::new();
+        while let Some(line) = self.lines.recv().await {
+            rest.push(line);
+        }
+        (status, rest)
+    }
+
     /// Waits for the `n`th log line containing `needle`, and returns it.
     pub async fn wait_for_log(&mut self, needle: &str, n: usize) -> String {
         let mut seen = 0;
