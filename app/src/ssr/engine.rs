@@ -810,7 +810,8 @@ pub async fn drain(state: &AppState) -> Result<usize, AppError> {
     }
 }
 
-const KINDS: [&str; 3] = [SCENE_IMAGE, SCENE_AUDIO, RENDER];
+/// Every task kind, for what is kept or shown per kind.
+pub const KINDS: [&str; 3] = [SCENE_IMAGE, SCENE_AUDIO, RENDER];
 
 /// How long a worker with nothing to claim may sleep: until the next task falls due (a
 /// queued `run_at`, an expiring lease), or, when due work waits on the limits, until the

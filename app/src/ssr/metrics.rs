@@ -221,13 +221,6 @@ impl Metrics {
     }
 }
 
-/// The task kinds, for gauges that must read 0 rather than vanish.
-const KINDS: [&str; 3] = [
-    super::jobs::SCENE_IMAGE,
-    super::jobs::SCENE_AUDIO,
-    super::jobs::RENDER,
-];
-
 /// The page Prometheus scrapes: the gauges read from the database now, then everything.
 pub async fn scrape(state: &AppState) -> Result<String, AppError> {
     let now = now_ms();
@@ -245,7 +238,8 @@ pub async fn scrape(state: &AppState) -> Result<String, AppError> {
     .await
     .db("reading the queue's oldest task")?;
     let metrics = &state.metrics;
-    for kind in KINDS {
+    // Every kind, so that an empty queue reads 0 rather than vanishing.
+    for kind in super::engine::KINDS {
         for status in ["queued", "running"] {
             let n = depth
                 .iter()

@@ -22,9 +22,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::db::{now_ms, Backend};
-use super::engine::{self, ClaimedTask, KindLimits};
+use super::engine::{self, ClaimedTask, KindLimits, KINDS};
 use super::error::DbResultExt;
-use super::jobs::{RENDER, SCENE_AUDIO, SCENE_IMAGE};
+use super::jobs::{RENDER, SCENE_AUDIO};
 use super::state::AppState;
 use crate::error::AppError;
 
@@ -190,9 +190,6 @@ pub fn deduplication_id(install: &str, task_id: i64, outbox_id: i64) -> String {
 pub fn flow_control_key(install: &str, kind: &str) -> String {
     format!("crevid-{install}-{kind}")
 }
-
-/// The task kinds QStash carries, each under its own flow-control key.
-pub const KINDS: [&str; 3] = [SCENE_IMAGE, SCENE_AUDIO, RENDER];
 
 /// The `Upstash-Label` every message of this installation carries: the status page counts
 /// the installation's dead letters by it.

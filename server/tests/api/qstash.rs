@@ -733,26 +733,37 @@ async fn cancel_job(app: &TestApp, job: i64) -> Value {
     body["data"].clone()
 }
 
+/// An app whose public URL is a TCP front that drops the first `drops` connections (a
+/// server restarting), publishing with `retries`; pictures through the fake, workers on.
+async fn app_behind_a_restarting_front(
+    db: Db,
+    qstash: &QStash,
+    retries: u32,
+    drops: usize,
+) -> Option<(TestApp, testkit::proxy::Front)> {
+    let front = testkit::proxy::Front::start().await.unwrap();
+    front.drop_next(drops);
+    let config = qstash_config(qstash, retries);
+    let public: url::Url = front.url().parse().unwrap();
+    let app = TestApp::spawn_configured(db, |c| {
+        c.qstash = Some(config);
+        c.public_url = Some(public);
+    })
+    .await?;
+    front.forward_to(app.base.trim_start_matches("http://").parse().unwrap());
+    use_provider(&app, |_| {}).await;
+    app.start_workers();
+    Some((app, front))
+}
+
 /// The server behind the public URL is restarting when QStash first calls: the connection
 /// closes unanswered, so no `Retry-After` speaks, and QStash waits what
 /// `Upstash-Retry-Delay` says (CREVID's backoff: 2 × 20 ms here) instead of its own 12 s.
 async fn a_delivery_meeting_a_restarting_server_is_retried_after_crevid_s_delay(db: Db) {
     let qstash = QStash::start_with(stand_in_options()).await;
-    let front = testkit::proxy::Front::start().await.unwrap();
-    front.drop_next(1);
-    let config = qstash_config(&qstash, 5);
-    let public: url::Url = front.url().parse().unwrap();
-    let Some(app) = TestApp::spawn_configured(db, |c| {
-        c.qstash = Some(config);
-        c.public_url = Some(public);
-    })
-    .await
-    else {
+    let Some((app, front)) = app_behind_a_restarting_front(db, &qstash, 5, 1).await else {
         return;
     };
-    front.forward_to(app.base.trim_start_matches("http://").parse().unwrap());
-    use_provider(&app, |_| {}).await;
-    app.start_workers();
     let job = one_picture_job(&app).await;
     let detail = app.wait_for_job(job).await;
     assert_eq!(detail["job"]["status"], "completed", "{detail}");
@@ -1032,22 +1043,10 @@ async fn with_qstash_away_a_cancel_still_holds_and_the_status_page_says_why(db: 
 /// (no server ever answered), and the relay publishes it again after its lease.
 async fn qstash_giving_up_on_a_server_that_never_answered_leaves_the_task_to_the_relay(db: Db) {
     let qstash = QStash::start_with(stand_in_options()).await;
-    let front = testkit::proxy::Front::start().await.unwrap();
     // One retry: the first delivery and the retry are dropped; the callback gets through.
-    front.drop_next(2);
-    let config = qstash_config(&qstash, 1);
-    let public: url::Url = front.url().parse().unwrap();
-    let Some(app) = TestApp::spawn_configured(db, |c| {
-        c.qstash = Some(config);
-        c.public_url = Some(public);
-    })
-    .await
-    else {
+    let Some((app, front)) = app_behind_a_restarting_front(db, &qstash, 1, 2).await else {
         return;
     };
-    front.forward_to(app.base.trim_start_matches("http://").parse().unwrap());
-    use_provider(&app, |_| {}).await;
-    app.start_workers();
     let job = one_picture_job(&app).await;
     let detail = app.wait_for_job(job).await;
     assert_eq!(detail["job"]["status"], "completed", "{detail}");
