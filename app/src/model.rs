@@ -35,6 +35,8 @@ pub mod limits {
     pub const HASHTAGS_MAX: usize = 30;
     pub const SEARCH_MAX_CHARS: usize = 200;
     pub const PAGE_SIZE_MAX: u32 = 100;
+    /// The highest page number a list accepts (0 reads as 1).
+    pub const PAGE_MAX: u32 = 1_000_000;
     pub const PASSWORD_MIN_CHARS: usize = 12;
     pub const PASSWORD_MAX_CHARS: usize = 128;
     pub const EMAIL_MAX_CHARS: usize = 254;
@@ -55,6 +57,7 @@ pub mod limits {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// A language model writes the script from a topic.
@@ -84,6 +87,7 @@ pub const ASPECT_RATIOS: [&str; 3] = ["9:16", "16:9", "1:1"];
 
 /// Every preset is optional in a request; a missing one takes the admin's default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PresetsInput {
     pub language: Option<String>,
@@ -97,6 +101,7 @@ pub struct PresetsInput {
 
 /// Presets with every default filled in: what a content is generated and stored with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct Presets {
     pub language: String,
     pub tone: String,
@@ -108,6 +113,7 @@ pub struct Presets {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GenerateRequest {
     pub mode: Mode,
@@ -118,6 +124,7 @@ pub struct GenerateRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct SceneDraft {
     pub narration: String,
     pub visual_prompt: String,
@@ -126,6 +133,7 @@ pub struct SceneDraft {
 
 /// A generated script, not yet saved.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct GeneratedScript {
     pub title: String,
     pub hook: String,
@@ -138,6 +146,7 @@ pub struct GeneratedScript {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SaveContentRequest {
     pub mode: Mode,
@@ -146,6 +155,7 @@ pub struct SaveContentRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct SceneView {
     pub id: i64,
     pub position: i64,
@@ -158,6 +168,7 @@ pub struct SceneView {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct ContentSummary {
     pub id: i64,
     pub title: String,
@@ -170,6 +181,7 @@ pub struct ContentSummary {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct ContentDetail {
     pub id: i64,
     pub title: String,
@@ -195,6 +207,7 @@ pub struct ContentDetail {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SceneEdit {
     /// An existing scene's id, or none for a new scene.
@@ -210,6 +223,7 @@ pub struct SceneEdit {
 /// A full edit of a content: the title, and the scenes in their new order. Scenes left out
 /// are deleted, scenes without an id are added.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateContentRequest {
     pub title: String,
@@ -217,6 +231,7 @@ pub struct UpdateContentRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct ListQuery {
     #[serde(default)]
     pub q: Option<String>,
@@ -227,6 +242,7 @@ pub struct ListQuery {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct ContentPage {
     pub items: Vec<ContentSummary>,
     pub page: u32,
@@ -243,6 +259,7 @@ impl ContentPage {
 
 /// Settings as the UI and API see them: secrets appear only masked.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct SettingsView {
     pub values: SettingsValues,
     /// `sk-…abcd`, or none when no key is stored.
@@ -263,6 +280,7 @@ pub struct SettingsView {
 /// versions are ignored and missing ones take their defaults, so adding a setting needs
 /// no migration. (Updates are checked more strictly: see `SettingsUpdate`.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(default)]
 pub struct SettingsValues {
     /// OpenAI-compatible endpoint, e.g. `https://api.openai.com/v1` or `http://localhost:11434/v1`.
@@ -418,8 +436,10 @@ impl Default for SettingsValues {
 /// An update: the values to change (a JSON object of `SettingsValues` fields; fields left
 /// out keep their current value, unknown fields are refused), plus what to do with the key.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SettingsUpdate {
+    #[cfg_attr(feature = "ssr", schema(value_type = SettingsValues))]
     pub values: serde_json::Map<String, serde_json::Value>,
     /// Absent: keep the stored key. Empty string: remove it. Otherwise: the new key.
     #[serde(default)]
@@ -436,6 +456,7 @@ pub struct SettingsUpdate {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Ok,
@@ -444,6 +465,7 @@ pub enum Verdict {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct StatusCheck {
     pub name: String,
     pub verdict: Verdict,
@@ -453,6 +475,7 @@ pub struct StatusCheck {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct StatusReport {
     pub version: String,
     pub database: String,
@@ -464,6 +487,7 @@ pub struct StatusReport {
 
 /// A failed task as the status page shows it to admins.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct TaskFailure {
     pub task_id: i64,
     pub job_id: i64,
@@ -479,6 +503,7 @@ pub struct TaskFailure {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     #[default]
@@ -504,6 +529,7 @@ impl Role {
 
 /// The signed-in user as the browser sees them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct UserView {
     pub id: i64,
     pub email: String,
@@ -513,6 +539,7 @@ pub struct UserView {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SignInRequest {
     pub email: String,
@@ -522,6 +549,7 @@ pub struct SignInRequest {
 /// The first admin. `setup_code` is required only when the server listens beyond this
 /// machine: it prints one in its log at start.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetupRequest {
     pub email: String,
@@ -531,6 +559,7 @@ pub struct SetupRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
     pub email: String,
@@ -540,6 +569,7 @@ pub struct CreateUserRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUserRequest {
     #[serde(default)]
@@ -549,6 +579,7 @@ pub struct UpdateUserRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct TokenView {
     pub id: i64,
     pub name: String,
@@ -559,6 +590,7 @@ pub struct TokenView {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenRequest {
     pub name: String,
@@ -566,12 +598,14 @@ pub struct CreateTokenRequest {
 
 /// A new token: `secret` is shown this once and never stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct CreatedToken {
     pub token: TokenView,
     pub secret: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum JobKind {
     /// Scene images.
@@ -603,6 +637,7 @@ impl JobKind {
 /// Scenes of one content to make images or narration for; all of them when `scene_ids`
 /// is left out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MediaRequest {
     pub content_id: i64,
@@ -615,6 +650,7 @@ pub struct MediaRequest {
 
 /// Every scene of several contents, in one job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     pub content_ids: Vec<i64>,
@@ -628,6 +664,7 @@ pub const BATCH_CONTENTS_MAX: usize = 50;
 
 /// Which jobs to list; every field narrows the list.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JobFilter {
     #[serde(default)]
@@ -641,6 +678,7 @@ pub struct JobFilter {
 pub const JOB_STATUSES: [&str; 5] = ["queued", "processing", "completed", "failed", "cancelled"];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct JobView {
     pub id: i64,
     pub kind: String,
@@ -666,6 +704,7 @@ pub struct JobView {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct TaskView {
     pub id: i64,
     pub kind: String,
@@ -683,6 +722,7 @@ pub struct TaskView {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct JobDetail {
     pub job: JobView,
     pub tasks: Vec<TaskView>,

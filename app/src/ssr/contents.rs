@@ -193,7 +193,7 @@ pub async fn list(
         1,
         limits::PAGE_SIZE_MAX,
     )?;
-    let page = query.page.unwrap_or(1).max(1);
+    let page = validate::range_u32("page", query.page.unwrap_or(1), 0, limits::PAGE_MAX)?.max(1);
     let search = match query.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
         Some(q) => Some(validate::text("q", q, 1, limits::SEARCH_MAX_CHARS)?),
         None => None,

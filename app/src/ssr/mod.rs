@@ -14,6 +14,7 @@ pub mod llm;
 pub mod media;
 pub mod metrics;
 pub mod openai;
+pub mod openapi;
 pub mod providers;
 pub mod qstash;
 pub mod render;

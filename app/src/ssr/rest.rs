@@ -12,17 +12,84 @@ use serde::Serialize;
 use tower_sessions::Session;
 
 use super::auth::{client_ip, Actor, AdminActor};
+use super::openapi::{
+    Binary, Conflict, ContentNotFound, ProviderErrors, RangeErrors, TooManyAttempts,
+    TooManyRequests, WrongCredentials,
+};
 use super::security::Access;
 use super::state::AppState;
 use super::{contents, jobs, media, script, settings, status, tokens, users};
 use crate::error::AppError;
 use crate::model::*;
 
-/// `Json` whose rejections are `AppError`s, so a malformed body answers like every other
-/// error: `{error: {code, message, field}}`.
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(AppError))]
+/// A JSON object body whose rejections are `AppError`s, so a malformed body answers like
+/// every other error: `{error: {code, message, field}}`. Every REST body is an object:
+/// serde would also read a struct from an array of its fields in order (`[null, true]`),
+/// which the document does not allow, so anything but an object is refused first.
 pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, AppError> {
+        if !is_json(request.headers()) {
+            return Err(AppError::new(
+                crate::error::ErrorCode::UnsupportedMediaType,
+                "Send the body as JSON with Content-Type: application/json",
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    AppError::new(
+                        crate::error::ErrorCode::PayloadTooLarge,
+                        format!(
+                            "The request body is larger than {} KiB",
+                            limits::BODY_MAX_BYTES / 1024
+                        ),
+                    )
+                } else {
+                    AppError::new(
+                        crate::error::ErrorCode::InvalidJson,
+                        format!(
+                            "The request body could not be read: {}",
+                            rejection.body_text()
+                        ),
+                    )
+                }
+            })?;
+        if bytes.trim_ascii_start().first() != Some(&b'{') {
+            return Err(AppError::new(
+                crate::error::ErrorCode::InvalidJson,
+                "The request body must be a JSON object ({…}).",
+            ));
+        }
+        Ok(ApiJson(axum::Json::<T>::from_bytes(&bytes)?.0))
+    }
+}
+
+/// `application/json` or a `+json` type (RFC 6839), parameters aside, as `axum::Json` reads.
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
 
 #[derive(FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(AppError))]
@@ -43,9 +110,17 @@ impl FromRequestParts<AppState> for ClientIp {
 
 type ApiResult<T> = Result<Json<Data<T>>, AppError>;
 
-#[derive(Serialize)]
+/// Every JSON success answer: `{"data": …}`.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Data<T> {
     data: T,
+}
+
+/// `GET /healthz`'s answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok`, or `database unavailable`.
+    status: String,
 }
 
 fn ok<T>(data: T) -> ApiResult<T> {
@@ -86,6 +161,7 @@ pub fn api_routes() -> Vec<ApiRoute> {
     use Access::*;
     vec![
         route(Method::GET, "/healthz", Public, healthz),
+        route(Method::GET, "/api/openapi.json", Public, openapi_json),
         route(Method::POST, "/api/auth/setup", Public, setup),
         route(Method::POST, "/api/auth/sign-in", Public, sign_in),
         route(Method::POST, "/api/auth/sign-out", Public, sign_out),
@@ -145,20 +221,48 @@ pub fn router() -> Router<AppState> {
         .fold(Router::new(), |router, r| router.route(r.path, r.handler))
 }
 
-async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
-    match sqlx::query("SELECT 1").execute(state.pool()).await {
-        Ok(_) => (StatusCode::OK, Json(serde_json::json!({ "status": "ok" }))),
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "system",
+    summary = "Liveness and database reachability",
+    responses((status = 200, description = "Up, and the database answers.", body = Health), (status = 503, description = "The database does not answer.", body = Health))
+)]
+async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    let (status, words) = match sqlx::query("SELECT 1").execute(state.pool()).await {
+        Ok(_) => (StatusCode::OK, "ok"),
         Err(e) => {
             tracing::error!(error = %e, "health check: database unavailable");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(serde_json::json!({ "status": "database unavailable" })),
-            )
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
         }
-    }
+    };
+    (
+        status,
+        Json(Health {
+            status: words.into(),
+        }),
+    )
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/openapi.json",
+    tag = "system",
+    summary = "This document (OpenAPI 3.1)",
+    responses((status = 200, description = "The OpenAPI document.", content_type = "application/json", body = Object))
+)]
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(super::openapi::document())
 }
 
 /// Prometheus's text exposition format (0.0.4), for an admin's token.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "system",
+    summary = "Prometheus metrics (text exposition format 0.0.4)",
+    responses((status = 200, description = "Counters, gauges and histograms.", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String))
+)]
 async fn metrics(
     State(state): State<AppState>,
     _: AdminActor,
@@ -174,6 +278,14 @@ async fn metrics(
         .into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/auth/setup",
+    tag = "auth",
+    summary = "Create the first admin and sign in",
+    request_body = SetupRequest,
+    responses((status = 200, description = "The new admin, signed in (session cookie).", body = Data<UserView>), Conflict, TooManyAttempts)
+)]
 async fn setup(
     State(state): State<AppState>,
     session: Session,
@@ -183,6 +295,14 @@ async fn setup(
     ok(users::setup_first_admin(&state, &session, ip, req).await?)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/auth/sign-in",
+    tag = "auth",
+    summary = "Sign in with e-mail and password (session cookie)",
+    request_body = SignInRequest,
+    responses((status = 200, description = "Signed in.", body = Data<UserView>), TooManyAttempts, WrongCredentials)
+)]
 async fn sign_in(
     State(state): State<AppState>,
     session: Session,
@@ -192,11 +312,25 @@ async fn sign_in(
     ok(users::sign_in(&state, &session, ip, req).await?)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/auth/sign-out",
+    tag = "auth",
+    summary = "End the session",
+    responses((status = 204, description = "Signed out (or was not signed in)."))
+)]
 async fn sign_out(session: Session) -> Result<StatusCode, AppError> {
     users::sign_out(&session).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/auth/me",
+    tag = "auth",
+    summary = "The caller, or null when not signed in",
+    responses((status = 200, description = "The signed-in user, or `null`.", body = Data<Option<UserView>>))
+)]
 async fn me(State(state): State<AppState>, actor: Option<Actor>) -> ApiResult<Option<UserView>> {
     ok(match actor {
         Some(Actor(user)) => Some(users::get(&state, user.id).await?),
@@ -204,6 +338,14 @@ async fn me(State(state): State<AppState>, actor: Option<Actor>) -> ApiResult<Op
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/content/generate",
+    tag = "contents",
+    summary = "Write a script from a topic, or split a pasted one (not saved)",
+    request_body = GenerateRequest,
+    responses((status = 200, description = "The script, not yet saved.", body = Data<GeneratedScript>), ProviderErrors, TooManyRequests)
+)]
 async fn generate(
     State(state): State<AppState>,
     Actor(user): Actor,
@@ -212,6 +354,14 @@ async fn generate(
     ok(script::generate(&state, &user, req).await?)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/contents",
+    tag = "contents",
+    summary = "The caller's contents, newest first",
+    params(("q" = Option<String>, Query, description = "Words to find in titles and scripts (up to 200 characters)."), ("page" = Option<u32>, Query, minimum = 0, maximum = 1000000, description = "From 1 (0 is read as 1)."), ("per_page" = Option<u32>, Query, minimum = 1, maximum = 100, description = "From 1 to 100; 20 when left out.")),
+    responses((status = 200, description = "One page of contents.", body = Data<ContentPage>))
+)]
 async fn list_contents(
     State(state): State<AppState>,
     Actor(user): Actor,
@@ -235,6 +385,14 @@ async fn list_contents(
     ok(contents::list(&state, &user, query).await?)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/contents",
+    tag = "contents",
+    summary = "Save a generated script as a content",
+    request_body = SaveContentRequest,
+    responses((status = 201, description = "The saved content.", body = Data<ContentDetail>))
+)]
 async fn save_content(
     State(state): State<AppState>,
     Actor(user): Actor,
@@ -248,6 +406,14 @@ async fn save_content(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/contents/{id}",
+    tag = "contents",
+    summary = "A content with its scenes",
+    params(("id" = i64, Path, minimum = 1, description = "The content's id.")),
+    responses((status = 200, description = "The content.", body = Data<ContentDetail>))
+)]
 async fn get_content(
     State(state): State<AppState>,
     Actor(user): Actor,
@@ -256,6 +422,15 @@ async fn get_content(
     ok(contents::get(&state, &user, id_param(&id)?).await?)
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/contents/{id}",
+    tag = "contents",
+    summary = "Edit the title and scenes (scenes left out are deleted)",
+    params(("id" = i64, Path, minimum = 1, description = "The content's id.")),
+    request_body = UpdateContentRequest,
+    responses((status = 200, description = "The content as saved.", body = Data<ContentDetail>))
+)]
 async fn update_content(
     State(state): State<AppState>,
     Actor(user): Actor,
@@ -265,6 +440,14 @@ async fn update_content(
     ok(contents::update(&state, &user, id_param(&id)?, req).await?)
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/contents/{id}",
+    tag = "contents",
+    summary = "Delete a content, its media and its jobs",
+    params(("id" = i64, Path, minimum = 1, description = "The content's id.")),
+    responses((status = 204, description = "Deleted."))
+)]
 async fn delete_content(
     State(state): State<AppState>,
     Actor(user): Actor,
@@ -274,6 +457,13 @@ async fn delete_content(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/tokens",
+    tag = "tokens",
+    summary = "The caller's API tokens",
+    responses((status = 200, description = "The tokens (never their secrets).", body = Data<Vec<TokenView>>))
+)]
 async fn list_tokens(
     State(state): State<AppState>,
     Actor(user): Actor,
@@ -281,6 +471,14 @@ async fn list_tokens(
     ok(tokens::list(&state, &user).await?)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/tokens",
+    tag = "tokens",
+    summary = "Create an API token; its secret is shown once",
+    request_body = CreateTokenRequest,
+    responses((status = 201, description = "The token and its secret.", body = Data<CreatedToken>))
+)]
 async fn create_token(
     State(state): State<AppState>,
     Actor(user): Actor,
@@ -294,6 +492,14 @@ async fn create_token(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/tokens/{id}",
+    tag = "tokens",
+    summary = "Revoke one of the caller's tokens",
+    params(("id" = i64, Path, minimum = 1, description = "The token's id.")),
+    responses((status = 204, description = "Revoked."))
+)]
 async fn revoke_token(
     State(state): State<AppState>,
     Actor(user): Actor,
@@ -303,10 +509,25 @@ async fn revoke_token(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/settings",
+    tag = "settings",
+    summary = "Every setting; keys only masked",
+    responses((status = 200, description = "The settings.", body = Data<SettingsView>))
+)]
 async fn get_settings(State(state): State<AppState>, _: AdminActor) -> ApiResult<SettingsView> {
     ok(settings::view(&state).await?)
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/settings",
+    tag = "settings",
+    summary = "Change settings and keys",
+    request_body = SettingsUpdate,
+    responses((status = 200, description = "The settings as saved.", body = Data<SettingsView>))
+)]
 async fn put_settings(
     State(state): State<AppState>,
     _: AdminActor,
@@ -315,18 +536,47 @@ async fn put_settings(
     ok(settings::update(&state, req).await?)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/settings/reset",
+    tag = "settings",
+    summary = "Every setting back to its default (keys are kept)",
+    responses((status = 200, description = "The default settings.", body = Data<SettingsView>))
+)]
 async fn reset_settings(State(state): State<AppState>, _: AdminActor) -> ApiResult<SettingsView> {
     ok(settings::reset(&state).await?)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/settings/status",
+    tag = "settings",
+    summary = "Checks of providers, tools, disk and queue",
+    responses((status = 200, description = "The report.", body = Data<StatusReport>))
+)]
 async fn get_status(State(state): State<AppState>, _: AdminActor) -> ApiResult<StatusReport> {
     ok(status::report(&state).await?)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/users",
+    tag = "users",
+    summary = "Every account",
+    responses((status = 200, description = "The accounts.", body = Data<Vec<UserView>>))
+)]
 async fn list_users(State(state): State<AppState>, _: AdminActor) -> ApiResult<Vec<UserView>> {
     ok(users::list(&state).await?)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/users",
+    tag = "users",
+    summary = "Create an account",
+    request_body = CreateUserRequest,
+    responses((status = 201, description = "The account.", body = Data<UserView>), Conflict)
+)]
 async fn create_user(
     State(state): State<AppState>,
     _: AdminActor,
@@ -340,6 +590,15 @@ async fn create_user(
     ))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/users/{id}",
+    tag = "users",
+    summary = "Change an account's role or disable it",
+    params(("id" = i64, Path, minimum = 1, description = "The user's id.")),
+    request_body = UpdateUserRequest,
+    responses((status = 200, description = "The account as saved.", body = Data<UserView>), Conflict)
+)]
 async fn update_user(
     State(state): State<AppState>,
     AdminActor(admin): AdminActor,
@@ -353,6 +612,14 @@ fn accepted(job: JobView) -> (StatusCode, Json<Data<JobView>>) {
     (StatusCode::ACCEPTED, Json(Data { data: job }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/media/generate",
+    tag = "jobs",
+    summary = "Make pictures for a content's scenes (a background job)",
+    request_body = MediaRequest,
+    responses((status = 202, description = "The job was queued; poll `GET /api/jobs/{id}`.", body = Data<JobView>), TooManyRequests, ContentNotFound)
+)]
 async fn generate_media(
     State(state): State<AppState>,
     Actor(user): Actor,
@@ -363,6 +630,14 @@ async fn generate_media(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/tts/generate",
+    tag = "jobs",
+    summary = "Make narration for a content's scenes (a background job)",
+    request_body = MediaRequest,
+    responses((status = 202, description = "The job was queued; poll `GET /api/jobs/{id}`.", body = Data<JobView>), TooManyRequests, ContentNotFound)
+)]
 async fn generate_tts(
     State(state): State<AppState>,
     Actor(user): Actor,
@@ -373,6 +648,14 @@ async fn generate_tts(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/media/batch",
+    tag = "jobs",
+    summary = "Make pictures for every scene of several contents",
+    request_body = BatchRequest,
+    responses((status = 202, description = "The job was queued; poll `GET /api/jobs/{id}`.", body = Data<JobView>), TooManyRequests, ContentNotFound)
+)]
 async fn batch_media(
     State(state): State<AppState>,
     Actor(user): Actor,
@@ -383,6 +666,14 @@ async fn batch_media(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/tts/batch",
+    tag = "jobs",
+    summary = "Make narration for every scene of several contents",
+    request_body = BatchRequest,
+    responses((status = 202, description = "The job was queued; poll `GET /api/jobs/{id}`.", body = Data<JobView>), TooManyRequests, ContentNotFound)
+)]
 async fn batch_tts(
     State(state): State<AppState>,
     Actor(user): Actor,
@@ -394,6 +685,14 @@ async fn batch_tts(
 }
 
 /// `?status=&kind=&content_id=&limit=`, each optional.
+#[utoipa::path(
+    get,
+    path = "/api/jobs",
+    tag = "jobs",
+    summary = "The caller's jobs, newest first",
+    params(("status" = Option<String>, Query, description = "queued, processing, completed, failed or cancelled."), ("kind" = Option<String>, Query, description = "media, tts or render."), ("content_id" = Option<i64>, Query, minimum = 1, description = "Only this content's jobs."), ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "From 1 to 500; 100 when left out.")),
+    responses((status = 200, description = "The jobs.", body = Data<Vec<JobView>>))
+)]
 async fn list_jobs(
     State(state): State<AppState>,
     Actor(user): Actor,
@@ -434,6 +733,14 @@ async fn list_jobs(
     ok(jobs::list(&state, &user, &filter, limit).await?)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/jobs/{id}",
+    tag = "jobs",
+    summary = "A job with its tasks",
+    params(("id" = i64, Path, minimum = 1, description = "The job's id.")),
+    responses((status = 200, description = "The job and its tasks.", body = Data<JobDetail>))
+)]
 async fn get_job(
     State(state): State<AppState>,
     Actor(user): Actor,
@@ -442,6 +749,14 @@ async fn get_job(
     ok(jobs::get(&state, &user, id_param(&id)?).await?)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/jobs/{id}/retry",
+    tag = "jobs",
+    summary = "Queue a job's failed tasks again",
+    params(("id" = i64, Path, minimum = 1, description = "The job's id.")),
+    responses((status = 200, description = "The job, queued again.", body = Data<JobDetail>), Conflict)
+)]
 async fn retry_job(
     State(state): State<AppState>,
     Actor(user): Actor,
@@ -450,6 +765,14 @@ async fn retry_job(
     ok(jobs::retry_failed(&state, &user, id_param(&id)?).await?)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/jobs/{id}/cancel",
+    tag = "jobs",
+    summary = "Cancel a job's waiting and running tasks",
+    params(("id" = i64, Path, minimum = 1, description = "The job's id.")),
+    responses((status = 200, description = "The job, cancelled.", body = Data<JobDetail>))
+)]
 async fn cancel_job(
     State(state): State<AppState>,
     Actor(user): Actor,
@@ -458,6 +781,14 @@ async fn cancel_job(
     ok(jobs::cancel(&state, &user, id_param(&id)?).await?)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/contents/{id}/render",
+    tag = "jobs",
+    summary = "Render the content's video (a background job)",
+    params(("id" = i64, Path, minimum = 1, description = "The content's id.")),
+    responses((status = 202, description = "The job was queued; poll `GET /api/jobs/{id}`.", body = Data<JobView>), TooManyRequests)
+)]
 async fn render_content(
     State(state): State<AppState>,
     Actor(user): Actor,
@@ -469,6 +800,15 @@ async fn render_content(
 }
 
 /// The body is the audio file itself (`Content-Type: audio/…`), up to 20 MiB.
+#[utoipa::path(
+    put,
+    path = "/api/contents/{id}/music",
+    tag = "contents",
+    summary = "Upload background music (the body is the audio file, up to 20 MiB)",
+    params(("id" = i64, Path, minimum = 1, description = "The content's id.")),
+    request_body(description = "The audio file: MP3, AAC/M4A, Ogg Vorbis/Opus, FLAC or WAV.", content((Binary = "audio/mpeg"), (Binary = "audio/mp4"), (Binary = "audio/aac"), (Binary = "audio/ogg"), (Binary = "audio/opus"), (Binary = "audio/flac"), (Binary = "audio/wav"), (Binary = "audio/x-wav"), (Binary = "audio/wave"))),
+    responses((status = 200, description = "The content with its music.", body = Data<ContentDetail>))
+)]
 async fn put_music(
     State(state): State<AppState>,
     Actor(user): Actor,
@@ -494,6 +834,14 @@ async fn put_music(
     ok(media::save_music(&state, &user, id, content_type, &bytes).await?)
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/contents/{id}/music",
+    tag = "contents",
+    summary = "Remove the background music",
+    params(("id" = i64, Path, minimum = 1, description = "The content's id.")),
+    responses((status = 200, description = "The content without music.", body = Data<ContentDetail>))
+)]
 async fn delete_music(
     State(state): State<AppState>,
     Actor(user): Actor,
@@ -502,6 +850,14 @@ async fn delete_music(
     ok(media::remove_music(&state, &user, id_param(&id)?).await?)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/contents/{id}/video",
+    tag = "contents",
+    summary = "The latest rendered video (MP4, H.264/AAC; range requests)",
+    params(("id" = i64, Path, minimum = 1, description = "The content's id.")),
+    responses((status = 200, description = "The video.", content_type = "video/mp4", body = Binary), (status = 206, description = "The requested range.", content_type = "video/mp4", body = Binary), RangeErrors, Conflict)
+)]
 async fn content_video(
     State(state): State<AppState>,
     Actor(user): Actor,
@@ -512,6 +868,14 @@ async fn content_video(
     serve(&state, key, request).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/contents/{id}/subtitles",
+    tag = "contents",
+    summary = "The latest video's subtitles (SubRip)",
+    params(("id" = i64, Path, minimum = 1, description = "The content's id.")),
+    responses((status = 200, description = "The subtitles.", content_type = "application/x-subrip", body = String), (status = 206, description = "The requested range.", content_type = "application/x-subrip", body = String), RangeErrors, Conflict)
+)]
 async fn content_subtitles(
     State(state): State<AppState>,
     Actor(user): Actor,
@@ -538,6 +902,14 @@ async fn serve(
 }
 
 /// An asset's file, for its content's owner, with range requests (seeking in players).
+#[utoipa::path(
+    get,
+    path = "/api/assets/{id}",
+    tag = "contents",
+    summary = "A media file: picture (PNG), narration (WAV/MP3), video (MP4), subtitles (SRT), music",
+    params(("id" = i64, Path, minimum = 1, description = "The asset's id.")),
+    responses((status = 200, description = "The file; its type comes from its extension.", content((Binary = "image/png"), (Binary = "image/jpeg"), (Binary = "image/webp"), (Binary = "audio/wav"), (Binary = "audio/mpeg"), (Binary = "audio/ogg"), (Binary = "audio/flac"), (Binary = "audio/mp4"), (Binary = "video/mp4"), (Binary = "application/x-subrip"))), (status = 206, description = "The requested range.", content((Binary = "image/png"), (Binary = "image/jpeg"), (Binary = "image/webp"), (Binary = "audio/wav"), (Binary = "audio/mpeg"), (Binary = "audio/ogg"), (Binary = "audio/flac"), (Binary = "audio/mp4"), (Binary = "video/mp4"), (Binary = "application/x-subrip"))), RangeErrors)
+)]
 async fn get_asset(
     State(state): State<AppState>,
     Actor(user): Actor,

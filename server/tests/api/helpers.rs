@@ -714,3 +714,21 @@ pub async fn start_job(app: &TestApp, path: &str, content: &Value) -> i64 {
     assert_eq!(status, 202, "{job}");
     job["data"]["id"].as_i64().unwrap()
 }
+
+/// A command from the Python tools `scripts/setup.sh --test` installs into
+/// `target/pytools` (`bin/<name>`); None (said once) when they are not installed, which
+/// under `CI=true` is a failure.
+pub fn pytool(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/pytools/bin")
+        .join(name);
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "target/pytools/bin/{name} is missing: run scripts/setup.sh --test"
+    );
+    eprintln!("SKIPPED: target/pytools/bin/{name} is missing; run scripts/setup.sh --test");
+    None
+}

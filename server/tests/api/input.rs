@@ -209,6 +209,30 @@ async fn malformed_and_oversized_bodies(db: Db) {
     assert_eq!(answer["error"]["field"], "per_page");
     let (status, answer) = app.get("/api/contents?page=minus").await;
     assert_eq!(status, 422, "{answer}");
+    let (status, answer) = app.get("/api/contents?page=2147483648").await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["error"]["field"], "page");
+    // serde reads a struct from an array of its fields too; the API takes objects only,
+    // so an array changes nothing (here it would have been an empty user update).
+    let admin_id = app.admin.user.id;
+    let (status, answer) = app
+        .call(
+            Who::Admin,
+            reqwest::Method::PUT,
+            &format!("/api/users/{admin_id}"),
+            Some(&json!([null, null])),
+        )
+        .await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["error"]["code"], "invalid_json", "{answer}");
+    let (status, answer) = app
+        .post(
+            "/api/content/generate",
+            &json!(["script", "Some words to split."]),
+        )
+        .await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["error"]["code"], "invalid_json", "{answer}");
 }
 
 /// Clients that write every optional field send `null` for "not given" (OpenAPI

@@ -9,6 +9,7 @@ mod generate;
 mod input;
 mod jobs;
 mod metrics;
+mod openapi;
 mod outbound;
 mod pages;
 mod pipeline;

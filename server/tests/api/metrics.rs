@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 
 use crate::both_databases;
-use crate::helpers::{content_with_scenes, start_job, use_provider, Db, TestApp, Who};
+use crate::helpers::{content_with_scenes, pytool, start_job, use_provider, Db, TestApp, Who};
 
 both_databases!(metrics_count_requests_tasks_providers_and_the_queue);
 
@@ -18,16 +18,7 @@ pub struct Scrape(Value);
 /// The admin's scrape, parsed; None (said once) when the parser is not installed, which
 /// under `CI=true` is a failure.
 pub async fn scrape(app: &TestApp) -> Option<Scrape> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let python = root.join("target/pytools/bin/python");
-    if !python.exists() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "target/pytools is missing: run scripts/setup.sh --test"
-        );
-        eprintln!("SKIPPED: target/pytools is missing; run scripts/setup.sh --test");
-        return None;
-    }
+    let python = pytool("python")?;
     let response = app
         .client_for(Who::Admin)
         .get(app.url("/metrics"))
@@ -45,7 +36,10 @@ pub async fn scrape(app: &TestApp) -> Option<Scrape> {
     );
     let text = response.text().await.unwrap();
     let mut parser = Command::new(python)
-        .arg(root.join("server/tests/api/metrics_parse.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/api/metrics_parse.py"
+        ))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
