@@ -11,7 +11,9 @@ use crate::model::*;
 #[cfg(feature = "ssr")]
 use crate::ssr::auth::{current_user, require_admin, require_user, respond, session};
 #[cfg(feature = "ssr")]
-use crate::ssr::{contents, jobs, script, settings, state::app_state, status, tokens, users};
+use crate::ssr::{
+    contents, jobs, script, settings, state::app_state, status, tokens, users, voices,
+};
 
 #[cfg(feature = "ssr")]
 fn caller_ip(state: &crate::ssr::state::AppState) -> Option<std::net::IpAddr> {
@@ -83,6 +85,22 @@ pub async fn get_content(id: i64) -> Result<ContentDetail, AppError> {
 #[server(prefix = "/_sfn", input = Json)]
 pub async fn update_content(id: i64, req: UpdateContentRequest) -> Result<ContentDetail, AppError> {
     respond(async { contents::update(&app_state()?, &require_user()?, id, req).await }.await)
+}
+
+#[server(prefix = "/_sfn", input = Json)]
+pub async fn list_voices(language: Option<String>) -> Result<VoiceList, AppError> {
+    respond(
+        async {
+            require_user()?;
+            voices::list(&app_state()?, language.as_deref()).await
+        }
+        .await,
+    )
+}
+
+#[server(prefix = "/_sfn", input = Json)]
+pub async fn set_voice(id: i64, req: VoiceUpdate) -> Result<ContentDetail, AppError> {
+    respond(async { voices::set(&app_state()?, &require_user()?, id, req).await }.await)
 }
 
 #[server(prefix = "/_sfn", input = Json)]
@@ -236,6 +254,8 @@ pub fn server_fn_rules() -> Vec<(&'static str, crate::ssr::security::Access)> {
         (<GetContent as ServerFn>::PATH, User),
         (<UpdateContent as ServerFn>::PATH, User),
         (<DeleteContent as ServerFn>::PATH, User),
+        (<ListVoices as ServerFn>::PATH, User),
+        (<SetVoice as ServerFn>::PATH, User),
         (<StartJob as ServerFn>::PATH, User),
         (<ContentJobs as ServerFn>::PATH, User),
         (<StartRender as ServerFn>::PATH, User),

@@ -35,6 +35,11 @@ pub mod limits {
     pub const HASHTAGS_MAX: usize = 30;
     pub const SEARCH_MAX_CHARS: usize = 200;
     pub const PAGE_SIZE_MAX: u32 = 100;
+    /// Narration speed, as OpenAI's speech API bounds it.
+    pub const SPEED_MIN: f64 = 0.25;
+    pub const SPEED_MAX: f64 = 4.0;
+    /// Words a voice preview speaks at most.
+    pub const PREVIEW_MAX_CHARS: usize = 300;
     /// The highest page number a list accepts (0 reads as 1).
     pub const PAGE_MAX: u32 = 1_000_000;
     pub const PASSWORD_MIN_CHARS: usize = 12;
@@ -97,6 +102,9 @@ pub struct PresetsInput {
     pub aspect_ratio: Option<String>,
     pub visual_style: Option<String>,
     pub voice: Option<String>,
+    /// Narration speed, 0.25–4.0 (1: the voice's own pace).
+    #[serde(default)]
+    pub speed: Option<f64>,
 }
 
 /// Presets with every default filled in: what a content is generated and stored with.
@@ -110,6 +118,10 @@ pub struct Presets {
     pub aspect_ratio: String,
     pub visual_style: String,
     pub voice: String,
+    /// Narration speed, 0.25–4.0. None for contents made before speeds were per content:
+    /// they are narrated at the admin's default (`tts_speed`).
+    #[serde(default)]
+    pub speed: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -726,4 +738,43 @@ pub struct TaskView {
 pub struct JobDetail {
     pub job: JobView,
     pub tasks: Vec<TaskView>,
+}
+
+/// A voice a content can be narrated in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct VoiceOption {
+    /// What `voice` takes: the provider's voice name (`alloy`, `af_bella`), or offline an
+    /// espeak-ng voice with its variant (`fr+f3`).
+    pub id: String,
+    /// How people call it: `Alloy`, `French, female 3 (f3)`.
+    pub label: String,
+}
+
+/// The voices narration can use now, with what the list comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct VoiceList {
+    /// `builtin` (espeak-ng, offline) or `openai` (the speech endpoint in Settings).
+    pub provider: String,
+    /// `espeak-ng` (its voice variants for the language), `provider` (the endpoint's own
+    /// `GET /audio/voices`, as Kokoro-FastAPI serves) or `known` (OpenAI's documented
+    /// voices, for endpoints without a list).
+    pub source: String,
+    pub voices: Vec<VoiceOption>,
+    /// The admin's default voice (Settings).
+    pub default_voice: String,
+    /// The admin's default speed (Settings).
+    pub default_speed: f64,
+}
+
+/// A content's voice and speed; narration made after the change uses them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct VoiceUpdate {
+    pub voice: String,
+    /// 0.25–4.0; absent or null: the admin's default.
+    #[serde(default)]
+    pub speed: Option<f64>,
 }

@@ -143,6 +143,30 @@ test('a creator generates images and narration and watches every scene fill in',
   await page.getByRole('button', { name: 'Save to library' }).click();
   await page.waitForURL(/\/contents\/\d+$/);
   await page.waitForSelector('html[data-hydrated="true"]');
+  // The voice: espeak-ng's variants for the content's language, heard before anything
+  // is made, then saved for the narration.
+  const voice = page.locator('.voice select[name="voice"]');
+  await voice.locator('option[value="en+f3"]').waitFor({ state: 'attached' });
+  await voice.selectOption('en+f3');
+  await page.locator('.voice input[name="speed"]').fill('1.2');
+  const sampled = page.waitForResponse((r) => r.url().includes('/api/voices/preview'));
+  await page.getByRole('button', { name: '▶ Play' }).click();
+  const sample = await sampled;
+  assert.equal(sample.status(), 200);
+  assert.equal(sample.headers()['content-type'], 'audio/wav');
+  assert.match(sample.url(), /voice=en%2Bf3/);
+  assert.match(sample.url(), /speed=1\.2/);
+  await page.waitForFunction(() => {
+    const a = document.querySelector('.voice audio');
+    return a && a.readyState >= 1 && a.duration > 0.5;
+  });
+  await page.getByRole('button', { name: 'Save voice' }).click();
+  await page.locator('.voice [role="status"]').waitFor();
+  await shot(page, 'voice');
+  const contentId = page.url().match(/\/contents\/(\d+)$/)[1];
+  const saved = await (await page.request.get(`${stack.base}/api/contents/${contentId}`)).json();
+  assert.equal(saved.data.presets.voice, 'en+f3');
+  assert.equal(saved.data.presets.speed, 1.2);
   await page.getByRole('button', { name: 'Generate images', exact: true }).click();
   await page.getByRole('button', { name: 'Generate narration', exact: true }).click();
   // The page polls the jobs while they run: pictures, players and chips appear by themselves.

@@ -279,6 +279,8 @@ struct Inner {
     /// Every chat request body, in order.
     chat_bodies: Mutex<Vec<Value>>,
     speech_formats: Mutex<Vec<SpeechFormat>>,
+    /// The `voice`, `speed` and `input` of every speech request, in order.
+    speech_voices: Mutex<Vec<(Option<String>, f64, String)>>,
     /// What the fake said, and for how long: a transcription finds its words by length.
     spoken: Mutex<Vec<(Duration, String)>>,
     /// Every transcription answer since the last reset, in order.
@@ -355,6 +357,7 @@ impl FakeOpenAi {
             chat_bodies: Mutex::default(),
             speech_formats: Mutex::default(),
             spoken: Mutex::default(),
+            speech_voices: Mutex::default(),
             transcripts: Mutex::default(),
             total: Counters::default(),
             endpoints: Default::default(),
@@ -368,6 +371,7 @@ impl FakeOpenAi {
             .route("/v1/models", get(models))
             .route("/v1/images/generations", post(images))
             .route("/v1/audio/speech", post(speech))
+            .route("/v1/audio/voices", get(voices))
             .route("/v1/audio/transcriptions", post(transcriptions))
             .route("/files/{name}", get(file))
             .route("/redirect/{target}/{name}", get(redirect))
@@ -582,6 +586,12 @@ impl FakeOpenAi {
     }
 
     /// The last chat request body, to check what CREVID sent.
+    /// The `voice`, `speed` (1.0 when not sent) and `input` of every speech request, in
+    /// order.
+    pub fn speech_voices(&self) -> Vec<(Option<String>, f64, String)> {
+        lock(&self.inner.speech_voices).clone()
+    }
+
     pub fn last_request(&self) -> Option<Value> {
         lock(&self.inner.last_body).clone()
     }
@@ -834,6 +844,30 @@ async fn models(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response
             { "id": "gpt-4o-mini", "object": "model", "created": 0, "owned_by": "crevid-testkit" }
         ]}))
         .into_response())
+    })();
+    guard.finish(response.into_response())
+}
+
+/// Kokoro-FastAPI's `GET /v1/audio/voices` (`api/src/routers/openai_compatible.py`:
+/// `{"voices": [...]}`) where the profile has a list; elsewhere OpenAI's answer to a
+/// route it does not have.
+async fn voices(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
+    let guard = InFlight::enter(&inner, None);
+    let response = (|| -> Result<Response, ApiError> {
+        authorised(&inner, &headers)?;
+        match inner.settings().knobs.voices {
+            Some(voices) => Ok(Json(json!({ "voices": voices })).into_response()),
+            None => Ok((
+                StatusCode::NOT_FOUND,
+                Json(json!({ "error": {
+                    "message": "Invalid URL (GET /v1/audio/voices)",
+                    "type": "invalid_request_error",
+                    "param": null,
+                    "code": null
+                }})),
+            )
+                .into_response()),
+        }
     })();
     guard.finish(response.into_response())
 }
@@ -1194,7 +1228,8 @@ struct SpeechRequest {
     speed: Option<f64>,
     /// Without a profile's speech knobs the answer is a WAV whatever this says.
     response_format: Option<Value>,
-    // `voice` (any is accepted) is ignored.
+    /// Any is accepted; recorded for the tests.
+    voice: Option<String>,
 }
 
 async fn speech(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -1225,6 +1260,7 @@ async fn speech_answer(
         ));
     }
     let speed = request.speed.unwrap_or(1.0);
+    lock(&inner.speech_voices).push((request.voice.clone(), speed, input.clone()));
     if !(0.25..=4.0).contains(&speed) {
         return Err(invalid_param(
             "speed",

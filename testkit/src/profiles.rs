@@ -190,6 +190,8 @@ pub struct Knobs {
     pub rate_limit: Option<RateLimit>,
     /// Endpoints the server does not have.
     pub missing: Option<Missing>,
+    /// What `GET /v1/audio/voices` lists; None: the route does not exist (404).
+    pub voices: Option<&'static [&'static str]>,
 }
 
 impl Knobs {
@@ -199,6 +201,7 @@ impl Knobs {
         speech: None,
         rate_limit: None,
         missing: None,
+        voices: None,
     };
 
     /// The first patch whose `set` is not a JSON object, if any.
@@ -1247,6 +1250,9 @@ static KOKORO_FASTAPI: Knobs = Knobs {
         endpoints: &[Endpoint::Chat, Endpoint::Images],
         reply: FASTAPI_NOT_FOUND,
     }),
+    // api/src/routers/openai_compatible.py: `GET /audio/voices` lists the voice packs
+    // (a few of the v1.0 set here).
+    voices: Some(&["af_heart", "af_bella", "am_michael", "bf_emma", "bm_george"]),
     ..Knobs::OPENAI
 };
 

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use super::jobs::{keep_polling, Chip, JobCard};
 use super::music::MusicPicker;
+use super::voice::VoicePicker;
 use crate::api::{
     cancel_job, content_jobs, delete_content, get_content, retry_job, start_job, start_render,
     update_content,
@@ -267,6 +268,11 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
     let (first_video, was_out_of_date) = (detail.video_asset_id, detail.video_out_of_date);
     let music_changed = RwSignal::new(false);
     let first_music = detail.music_asset_id;
+    let (voice_language, first_voice, first_speed) = (
+        detail.presets.language.clone(),
+        detail.presets.voice.clone(),
+        detail.presets.speed,
+    );
     // Changes whenever a new render completes, so the player loads the new file.
     let video_version = Memo::new(move |_| {
         latest
@@ -334,6 +340,7 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
                 <span class="muted">"Made in the background by the providers an admin chose in Settings; "
                     <a href="/jobs">"all jobs"</a></span>
             </div>
+            <VoicePicker content_id=id language=voice_language initial_voice=first_voice initial_speed=first_speed/>
             {move || start.value().get().and_then(|r| r.err()).map(|error| view! { <ErrorBox error=error/> })}
             {move || load.value().get().and_then(|r| r.err()).map(|error| view! { <ErrorBox error=error/> })}
             {move || latest.get().into_iter().map(|d| view! { <JobCard detail=d on_cancel=on_cancel on_retry=on_retry/> }).collect_view()}

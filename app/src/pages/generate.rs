@@ -39,6 +39,7 @@ pub fn GeneratePage() -> impl IntoView {
             aspect_ratio: optional_text(&aspect_ratio.get_untracked()),
             visual_style: optional_text(&visual_style.get_untracked()),
             voice: None,
+            speed: None,
         },
     };
     // What the shown script was generated from: the form may change during the wait.

@@ -7,6 +7,7 @@ mod music;
 mod settings;
 mod status;
 mod users;
+mod voice;
 
 pub use account::{LoginPage, SetupPage, TokensPage};
 pub use content::ContentPage;

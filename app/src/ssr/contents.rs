@@ -10,7 +10,7 @@ use super::state::AppState;
 use super::validate;
 use crate::error::AppError;
 use crate::model::{
-    limits, ContentDetail, ContentPage, ContentSummary, ListQuery, Mode, PresetsInput,
+    limits, ContentDetail, ContentPage, ContentSummary, ListQuery, Mode, Presets, PresetsInput,
     SaveContentRequest, SceneDraft, SceneView, SettingsValues, UpdateContentRequest,
 };
 
@@ -96,11 +96,26 @@ pub async fn save(
             )
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let presets = resolve_presets(
-        &PresetsInput::from(&s.presets),
-        &SettingsValues::default(),
-        "script.presets",
-    )?;
+    let presets = Presets {
+        // Left out, the admin's default applies when narrating, whatever it is by then.
+        speed: s
+            .presets
+            .speed
+            .map(|v| {
+                validate::range_f64(
+                    "script.presets.speed",
+                    v,
+                    limits::SPEED_MIN,
+                    limits::SPEED_MAX,
+                )
+            })
+            .transpose()?,
+        ..resolve_presets(
+            &PresetsInput::from(&s.presets),
+            &SettingsValues::default(),
+            "script.presets",
+        )?
+    };
     let provider = validate::text(
         "script.provider",
         &s.provider,
@@ -128,8 +143,8 @@ pub async fn save(
     let mut tx = state.pool().begin().await.db("starting a transaction")?;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO contents (owner_id, title, mode, input, language, tone, target_seconds, scene_count, aspect_ratio, \
-         visual_style, voice, hook, description, hashtags, script_text, provider, status, created_at, updated_at) \
-         VALUES ($17, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'draft', $16, $16) RETURNING id",
+         visual_style, voice, hook, description, hashtags, script_text, provider, status, created_at, updated_at, speed) \
+         VALUES ($17, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'draft', $16, $16, NULLIF($18, -1.0)) RETURNING id",
     )
     .bind(&title)
     .bind(req.mode.as_str())
@@ -148,6 +163,7 @@ pub async fn save(
     .bind(&provider)
     .bind(now)
     .bind(user.id)
+    .bind(super::db::nullable_f64(presets.speed))
     .fetch_one(&mut *tx)
     .await
     .db("inserting a content")?;
@@ -259,7 +275,7 @@ pub async fn get(state: &AppState, user: &CurrentUser, id: i64) -> Result<Conten
     let pool = state.pool();
     let row = sqlx::query(
         "SELECT id, title, mode, input, status, hook, description, hashtags, provider, language, tone, \
-         target_seconds, scene_count, aspect_ratio, visual_style, voice, created_at, updated_at, \
+         target_seconds, scene_count, aspect_ratio, visual_style, voice, speed, created_at, updated_at, \
          video_asset_id, subtitles_asset_id, video_sources, music_asset_id \
          FROM contents WHERE id = $1 AND ($2 = 1 OR owner_id = $3)",
     )
@@ -297,6 +313,7 @@ pub async fn get(state: &AppState, user: &CurrentUser, id: i64) -> Result<Conten
                 aspect_ratio: row.try_get("aspect_ratio")?,
                 visual_style: row.try_get("visual_style")?,
                 voice: row.try_get("voice")?,
+                speed: row.try_get("speed")?,
             },
             provider: row.try_get("provider")?,
             scenes: scenes

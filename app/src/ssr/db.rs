@@ -215,6 +215,14 @@ pub fn format_ms(ms: i64) -> String {
     )
 }
 
+/// An optional non-negative number to bind as `NULLIF($n, -1.0)`: -1 stands for NULL.
+/// sqlx's Any driver binds a NULL double as a float4 (sqlx-core 0.8 `any/arguments.rs`),
+/// and Postgres refuses it for a statement it prepared with a float8 ("incorrect binary
+/// data format"), so a NULL never travels as one.
+pub fn nullable_f64(value: Option<f64>) -> f64 {
+    value.unwrap_or(-1.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -64,6 +64,8 @@ const AUDIO_OUTPUT_SYNCHRONOUS: c_int = 2;
 const POS_CHARACTER: c_int = 1;
 const CHARS_UTF8: c_uint = 1;
 const EE_OK: c_int = 0;
+/// `espeakRATE` in `espeak_PARAMETER`: speaking speed in words per minute.
+const PARAM_RATE: c_int = 1;
 /// `espeakINITIALIZE_DONT_EXIT`: report a failed initialisation instead of exiting.
 const INITIALIZE_DONT_EXIT: c_int = 0x8000;
 
@@ -71,6 +73,8 @@ type SynthCallback = unsafe extern "C" fn(*mut c_short, c_int, *mut Event) -> c_
 
 struct Api {
     set_voice_by_name: unsafe extern "C" fn(*const c_char) -> c_int,
+    /// `espeak_SetParameter(parameter, value, relative)`.
+    set_parameter: unsafe extern "C" fn(c_int, c_int, c_int) -> c_int,
     synth: unsafe extern "C" fn(
         *const c_void,
         usize,
@@ -150,6 +154,8 @@ unsafe fn open() -> Result<Api, String> {
     let set_voice_by_name: unsafe extern "C" fn(*const c_char) -> c_int =
         *unsafe { library.get(b"espeak_SetVoiceByName\0") }
             .map_err(|e: libloading::Error| e.to_string())?;
+    let set_parameter = *unsafe { library.get(b"espeak_SetParameter\0") }
+        .map_err(|e: libloading::Error| e.to_string())?;
     let synth =
         *unsafe { library.get(b"espeak_Synth\0") }.map_err(|e: libloading::Error| e.to_string())?;
     let synchronize = *unsafe { library.get(b"espeak_Synchronize\0") }
@@ -176,6 +182,7 @@ unsafe fn open() -> Result<Api, String> {
     }
     Ok(Api {
         set_voice_by_name,
+        set_parameter,
         synth,
         synchronize,
         sample_rate: rate as u32,
@@ -213,10 +220,10 @@ impl Espeak {
         self.loaded
     }
 
-    /// Speaks `text` with `voice` (an espeak-ng voice name, `text_layout::espeak_voice`).
-    /// Blocking: run it off the async runtime. Errors say what failed, for the log; the
-    /// caller falls back to the command.
-    pub fn speak(&self, voice: &str, text: &str) -> Result<Spoken, String> {
+    /// Speaks `text` with `voice` (an espeak-ng voice name, `voices::espeak_voice_for`) at
+    /// `words_per_minute` (`voices::espeak_rate`). Blocking: run it off the async runtime.
+    /// Errors say what failed, for the log; the caller falls back to the command.
+    pub fn speak(&self, voice: &str, text: &str, words_per_minute: u32) -> Result<Spoken, String> {
         let engine = engine()
             .as_ref()
             .map_err(|e| format!("espeak-ng's library is not loaded: {e}"))?;
@@ -231,6 +238,8 @@ impl Espeak {
         let result = unsafe {
             if (api.set_voice_by_name)(voice.as_ptr()) != EE_OK {
                 Err(format!("espeak-ng has no voice {voice:?}"))
+            } else if (api.set_parameter)(PARAM_RATE, words_per_minute as c_int, 0) != EE_OK {
+                Err(format!("espeak-ng refused the rate {words_per_minute}"))
             } else {
                 let bytes = c_text.as_bytes_with_nul();
                 let status = (api.synth)(
@@ -312,7 +321,7 @@ mod tests {
             ("en", "Hello world, this is café time."),
             ("cmn", "章鱼有三颗心脏。"),
         ] {
-            let spoken = espeak.speak(voice, text).expect("speech");
+            let spoken = espeak.speak(voice, text, 175).expect("speech");
             let ms = super::super::media::wav_duration_ms(&spoken.wav).expect("a WAV");
             assert!(ms > 500, "{voice}: {ms} ms");
             let chars: Vec<char> = text.chars().collect();

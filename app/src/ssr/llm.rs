@@ -498,6 +498,7 @@ mod tests {
             aspect_ratio: "9:16".into(),
             visual_style: "flat".into(),
             voice: "alloy".into(),
+            speed: Some(1.0),
         }
     }
 

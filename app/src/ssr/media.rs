@@ -157,10 +157,10 @@ pub(crate) async fn run_tool(
     mut command: Command,
     stdin: Option<&str>,
     what: &str,
-) -> Result<(), TaskError> {
+) -> Result<Vec<u8>, TaskError> {
     command
         .kill_on_drop(true)
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     die_with_server(&mut command);
     if stdin.is_some() {
@@ -185,7 +185,7 @@ pub(crate) async fn run_tool(
         })?
         .map_err(|e| server_fault(format!("{what} stopped unexpectedly"), e, true))?;
     if output.status.success() {
-        Ok(())
+        Ok(output.stdout)
     } else {
         Err(tool_failed(
             what,
@@ -203,6 +203,8 @@ struct SceneInfo {
     language: String,
     visual_style: String,
     voice: String,
+    /// None: the admin's default (`tts_speed`).
+    speed: Option<f64>,
 }
 
 /// A fault of the server itself (`TaskError::Server`): `message` for the creator, `detail`
@@ -277,15 +279,16 @@ pub(crate) fn transient(message: String) -> TaskError {
 }
 
 async fn scene_info(state: &AppState, task: &ClaimedTask) -> Result<SceneInfo, TaskError> {
-    let row: Option<(String, String, i64, String, String, String, String)> = sqlx::query_as(
-        "SELECT s.narration, s.visual_prompt, s.position, c.aspect_ratio, c.language, c.visual_style, c.voice \
+    #[allow(clippy::type_complexity)]
+    let row: Option<(String, String, i64, String, String, String, String, Option<f64>)> = sqlx::query_as(
+        "SELECT s.narration, s.visual_prompt, s.position, c.aspect_ratio, c.language, c.visual_style, c.voice, c.speed \
          FROM scenes s JOIN contents c ON c.id = s.content_id WHERE s.id = $1",
     )
     .bind(task.scene_id.ok_or_else(|| TaskError::Permanent("the task names no scene".into()))?)
     .fetch_optional(state.pool())
     .await
     .map_err(|e| server_fault("the database could not be read", e, true))?;
-    let (narration, visual_prompt, position, aspect_ratio, language, visual_style, voice) =
+    let (narration, visual_prompt, position, aspect_ratio, language, visual_style, voice, speed) =
         row.ok_or_else(|| TaskError::Permanent("the scene was deleted".into()))?;
     Ok(SceneInfo {
         narration,
@@ -295,6 +298,7 @@ async fn scene_info(state: &AppState, task: &ClaimedTask) -> Result<SceneInfo, T
         language,
         visual_style,
         voice,
+        speed,
     })
 }
 
@@ -489,8 +493,16 @@ pub async fn scene_audio(state: &AppState, task: &ClaimedTask) -> Result<Output,
     if settings.tts_provider == "openai" {
         let endpoint = super::settings::endpoint(&settings, &keys, Capability::Speech);
         let asked = std::time::Instant::now();
-        let speech =
-            providers::speech(state, &settings, &endpoint, &scene.narration, &scene.voice).await;
+        let speed = scene.speed.unwrap_or(settings.tts_speed);
+        let speech = providers::speech(
+            state,
+            &settings,
+            &endpoint,
+            &scene.narration,
+            &scene.voice,
+            speed,
+        )
+        .await;
         state.metrics.provider(
             "speech",
             &settings.tts_model,
@@ -504,45 +516,9 @@ pub async fn scene_audio(state: &AppState, task: &ClaimedTask) -> Result<Output,
                 "the speech provider answered with no audio".into(),
             ));
         }
-        let ext = speech_container(&bytes, speech.format);
         let key = output_key(task, "wav");
         let path = prepare(state, &key).await?;
-        // Decoded and written again as PCM WAV: what is stored, and every duration read
-        // from it, comes from the samples, never from the provider's header (a bogus byte
-        // rate once made a 1 s answer "last" 13 hours). A whole 16-bit PCM WAV is
-        // rewritten here; anything else goes through ffmpeg (about 80 ms a start, which
-        // capped narration at some 22 tasks a second on 2 cores).
-        let clean = match rewritten_pcm_wav(&bytes) {
-            Some(clean) => {
-                tokio::fs::write(&path, &clean)
-                    .await
-                    .map_err(|e| server_fault("the narration could not be saved", e, true))?;
-                clean
-            }
-            None => {
-                let answer = path.with_extension(format!("provider.{ext}"));
-                tokio::fs::write(&answer, &bytes)
-                    .await
-                    .map_err(|e| server_fault("the narration could not be saved", e, true))?;
-                let mut ffmpeg = Command::new("ffmpeg");
-                ffmpeg.args(["-hide_banner", "-loglevel", "error", "-y"]);
-                add_input(&mut ffmpeg, &answer, "the provider's audio")?;
-                ffmpeg
-                    .args(["-map", "0:a:0", "-vn", "-c:a", "pcm_s16le", "-f", "wav"])
-                    .arg(&path);
-                let converted = run_tool(ffmpeg, None, "ffmpeg").await;
-                let _ = tokio::fs::remove_file(&answer).await;
-                if converted.is_err() {
-                    let _ = tokio::fs::remove_file(&path).await;
-                    return Err(TaskError::Permanent(
-                        "the speech provider's answer is not audio ffmpeg can read".into(),
-                    ));
-                }
-                tokio::fs::read(&path)
-                    .await
-                    .map_err(|e| server_fault("the narration could not be read back", e, true))?
-            }
-        };
+        let clean = provider_wav(&bytes, speech.format, &path).await?;
         let duration = match wav_duration_ms(&clean) {
             // Shorter than a spoken syllable: a header without sound. Servers do this
             // under load; asking again usually gets the audio.
@@ -587,40 +563,10 @@ pub async fn scene_audio(state: &AppState, task: &ClaimedTask) -> Result<Output,
     }
     let key = output_key(task, "wav");
     let path = prepare(state, &key).await?;
-    let voice = super::text_layout::espeak_voice(&scene.language);
-    // espeak-ng's library also says where each word falls; the command is the fallback.
-    let from_library = if state.espeak.available() {
-        let espeak = state.espeak.clone();
-        let (voice_name, text) = (voice.to_owned(), scene.narration.clone());
-        let spoken = tokio::task::spawn_blocking(move || espeak.speak(&voice_name, &text))
-            .await
-            .map_err(|e| server_fault("the narration could not be made", e, true))?;
-        match spoken {
-            Ok(spoken) => {
-                tokio::fs::write(&path, &spoken.wav)
-                    .await
-                    .map_err(|e| server_fault("the narration could not be saved", e, true))?;
-                let words = serde_json::to_string(&spoken.words)
-                    .map_err(|e| server_fault("the word timings could not be written", e, false))?;
-                Some(words)
-            }
-            // The command may still manage (another voice file, another build).
-            Err(e) => {
-                tracing::warn!(error = %e, "espeak-ng's library failed; using the command");
-                None
-            }
-        }
-    } else {
-        None
-    };
-    if from_library.is_none() {
-        let mut espeak = Command::new("espeak-ng");
-        espeak.args(["-v", voice, "-w"]).arg(&path).arg("--stdin");
-        run_tool(espeak, Some(&scene.narration), "espeak-ng").await?;
-    }
-    let bytes = tokio::fs::read(&path)
-        .await
-        .map_err(|e| server_fault("the narration could not be read back", e, true))?;
+    let voice = super::voices::espeak_voice_for(&scene.language, &scene.voice);
+    let speed = scene.speed.unwrap_or(settings.tts_speed);
+    let (bytes, from_library) =
+        speak_offline(state, &voice, &scene.narration, speed, &path).await?;
     let duration = wav_duration_ms(&bytes)
         .ok_or_else(|| TaskError::Permanent("espeak-ng wrote an unreadable WAV file".into()))?;
     into_output(Made {
@@ -868,7 +814,7 @@ pub async fn save_music(
     };
     let _ = tokio::fs::remove_file(&upload).await;
     let duration_ms = match converted {
-        Ok(()) => match probe(&path).await {
+        Ok(_) => match probe(&path).await {
             Ok(Probed {
                 duration_ms: Some(ms),
                 ..
@@ -1131,6 +1077,94 @@ pub async fn sweep(state: &AppState, min_age: Duration) -> Result<usize, crate::
         }
     }
     Ok(removed)
+}
+
+/// A provider's speech (`bytes`, asked for in `format`) as a clean 16-bit PCM WAV written to
+/// `path`, and its bytes. What is stored, and every duration read from it, comes from the
+/// samples, never from the provider's header (a bogus byte rate once made a 1 s answer
+/// "last" 13 hours). A whole 16-bit PCM WAV is rewritten here; anything else goes through
+/// ffmpeg (about 80 ms a start, which capped narration at some 22 tasks a second on 2
+/// cores).
+pub(crate) async fn provider_wav(
+    bytes: &[u8],
+    format: super::openai::SpeechFormat,
+    path: &std::path::Path,
+) -> Result<Vec<u8>, TaskError> {
+    let ext = speech_container(bytes, format);
+    Ok(match rewritten_pcm_wav(bytes) {
+        Some(clean) => {
+            tokio::fs::write(path, &clean)
+                .await
+                .map_err(|e| server_fault("the narration could not be saved", e, true))?;
+            clean
+        }
+        None => {
+            let answer = path.with_extension(format!("provider.{ext}"));
+            tokio::fs::write(&answer, bytes)
+                .await
+                .map_err(|e| server_fault("the narration could not be saved", e, true))?;
+            let mut ffmpeg = Command::new("ffmpeg");
+            ffmpeg.args(["-hide_banner", "-loglevel", "error", "-y"]);
+            add_input(&mut ffmpeg, &answer, "the provider's audio")?;
+            ffmpeg
+                .args(["-map", "0:a:0", "-vn", "-c:a", "pcm_s16le", "-f", "wav"])
+                .arg(path);
+            let converted = run_tool(ffmpeg, None, "ffmpeg").await;
+            let _ = tokio::fs::remove_file(&answer).await;
+            if converted.is_err() {
+                let _ = tokio::fs::remove_file(path).await;
+                return Err(TaskError::Permanent(
+                    "the speech provider's answer is not audio ffmpeg can read".into(),
+                ));
+            }
+            tokio::fs::read(path)
+                .await
+                .map_err(|e| server_fault("the narration could not be read back", e, true))?
+        }
+    })
+}
+
+/// `text` spoken offline by espeak-ng with `voice` at `speed` (1: 175 words a minute) into
+/// a 16-bit PCM WAV at `path`: its bytes, and where each word falls (JSON of
+/// `espeak::WordTime`s) when the library could say. The library comes first; the
+/// `espeak-ng` command is the fallback.
+pub(crate) async fn speak_offline(
+    state: &AppState,
+    voice: &str,
+    text: &str,
+    speed: f64,
+    path: &std::path::Path,
+) -> Result<(Vec<u8>, Option<String>), TaskError> {
+    let rate = super::voices::espeak_rate(speed);
+    if state.espeak.available() {
+        let espeak = state.espeak.clone();
+        let (voice_name, words) = (voice.to_owned(), text.to_owned());
+        let spoken = tokio::task::spawn_blocking(move || espeak.speak(&voice_name, &words, rate))
+            .await
+            .map_err(|e| server_fault("the narration could not be made", e, true))?;
+        match spoken {
+            Ok(spoken) => {
+                let words = serde_json::to_string(&spoken.words)
+                    .map_err(|e| server_fault("the word timings could not be written", e, false))?;
+                tokio::fs::write(path, &spoken.wav)
+                    .await
+                    .map_err(|e| server_fault("the narration could not be saved", e, true))?;
+                return Ok((spoken.wav, Some(words)));
+            }
+            // The command may still manage (another voice file, another build).
+            Err(e) => tracing::warn!(error = %e, "espeak-ng's library failed; using the command"),
+        }
+    }
+    let mut espeak = Command::new("espeak-ng");
+    espeak
+        .args(["-v", voice, "-s", &rate.to_string(), "-w"])
+        .arg(path)
+        .arg("--stdin");
+    run_tool(espeak, Some(text), "espeak-ng").await?;
+    let wav = tokio::fs::read(path)
+        .await
+        .map_err(|e| server_fault("the narration could not be read back", e, true))?;
+    Ok((wav, None))
 }
 
 #[cfg(test)]

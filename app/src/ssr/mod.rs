@@ -30,3 +30,4 @@ pub mod text_layout;
 pub mod tokens;
 pub mod users;
 pub mod validate;
+pub mod voices;

@@ -431,7 +431,8 @@ pub struct Speech {
     pub format: SpeechFormat,
 }
 
-/// Narration from the speech API at `endpoint`. WAV is asked for first; a server that
+/// Narration from the speech API at `endpoint`, in `voice` at `speed` (0.25–4.0, as
+/// OpenAI's `speed`). WAV is asked for first; a server that
 /// refuses a format is asked for the next in [`SpeechFormat::ALL`], and the one that
 /// worked is remembered for the endpoint and model. ffmpeg converts whatever comes.
 pub async fn speech(
@@ -440,6 +441,7 @@ pub async fn speech(
     endpoint: &Endpoint,
     text: &str,
     voice: &str,
+    speed: f64,
 ) -> Result<Speech, TaskError> {
     require_key(endpoint, "Narration")?;
     let (client, seen) = media_client(
@@ -468,7 +470,7 @@ pub async fn speech(
                 SpeechFormat::Aac => SpeechResponseFormat::Aac,
                 SpeechFormat::Pcm => SpeechResponseFormat::Pcm,
             }),
-            speed: Some(settings.tts_speed as f32),
+            speed: Some(speed as f32),
             ..Default::default()
         };
         match client.audio().speech().create(request).await {

@@ -18,7 +18,7 @@ use super::openapi::{
 };
 use super::security::Access;
 use super::state::AppState;
-use super::{contents, jobs, media, script, settings, status, tokens, users};
+use super::{contents, jobs, media, script, settings, status, tokens, users, voices};
 use crate::error::AppError;
 use crate::model::*;
 
@@ -186,6 +186,9 @@ pub fn api_routes() -> Vec<ApiRoute> {
             content_subtitles,
         ),
         route(Method::PUT, "/api/contents/{id}/music", User, put_music),
+        route(Method::PUT, "/api/contents/{id}/voice", User, put_voice),
+        route(Method::GET, "/api/voices", User, list_voices),
+        route(Method::GET, "/api/voices/preview", User, preview_voice),
         route(
             Method::DELETE,
             "/api/contents/{id}/music",
@@ -698,7 +701,7 @@ async fn list_jobs(
     Actor(user): Actor,
     ApiQuery(raw): ApiQuery<std::collections::HashMap<String, String>>,
 ) -> ApiResult<Vec<JobView>> {
-    let param = |name: &str| raw.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let param = query_params(&raw, &["status", "kind", "content_id", "limit"])?;
     let number = |name: &str, max: i64| -> Result<Option<i64>, AppError> {
         match param(name) {
             None => Ok(None),
@@ -715,15 +718,6 @@ async fn list_jobs(
                 }),
         }
     };
-    if let Some(unknown) = raw
-        .keys()
-        .find(|k| !["status", "kind", "content_id", "limit"].contains(&k.as_str()))
-    {
-        return Err(AppError::validation(
-            unknown,
-            format!("{unknown} is not a filter (use status, kind, content_id or limit)"),
-        ));
-    }
     let filter = JobFilter {
         status: param("status").map(str::to_owned),
         kind: param("kind").map(str::to_owned),
@@ -918,4 +912,113 @@ async fn get_asset(
 ) -> Result<axum::response::Response, AppError> {
     let key = media::asset_file(&state, &user, id_param(&id)?).await?;
     serve(&state, key, request).await
+}
+
+/// Query parameters by name, refusing any not in `known` so a misspelt one is not
+/// silently ignored.
+fn query_params<'a>(
+    raw: &'a std::collections::HashMap<String, String>,
+    known: &[&str],
+) -> Result<impl Fn(&str) -> Option<&'a str>, AppError> {
+    if let Some(unknown) = raw.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(AppError::validation(
+            unknown,
+            format!(
+                "{unknown} is not a parameter here (use {})",
+                known.join(", ")
+            ),
+        ));
+    }
+    Ok(move |name: &str| raw.get(name).map(|v| v.trim()).filter(|v| !v.is_empty()))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/voices",
+    tag = "voices",
+    summary = "The voices narration can use now: espeak-ng's variants offline, else the provider's",
+    params(("language" = Option<String>, Query, description = "The content's language (a name or code); the admin's default when left out.")),
+    responses((status = 200, description = "The voices, with the defaults.", body = Data<VoiceList>))
+)]
+async fn list_voices(
+    State(state): State<AppState>,
+    Actor(_): Actor,
+    ApiQuery(raw): ApiQuery<std::collections::HashMap<String, String>>,
+) -> ApiResult<VoiceList> {
+    let param = query_params(&raw, &["language"])?;
+    ok(voices::list(&state, param("language")).await?)
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/voices/preview",
+    tag = "voices",
+    summary = "Hear a voice: a short sample spoken as narration would be (WAV)",
+    params(
+        ("voice" = String, Query, description = "A voice id from `GET /api/voices`."),
+        ("language" = Option<String>, Query, description = "The language to speak (offline voices follow it); the content's, or the admin's default."),
+        ("speed" = Option<f64>, Query, minimum = 0.25, maximum = 4.0, description = "0.25–4.0; the admin's default when left out."),
+        ("content_id" = Option<i64>, Query, minimum = 1, description = "Speak this content's first scene, in its language."),
+        ("text" = Option<String>, Query, description = "What to say, up to 300 characters; a sentence in the language when left out."),
+    ),
+    responses(
+        (status = 200, description = "The sample, 16-bit PCM.", content_type = "audio/wav", body = Binary),
+        ContentNotFound, TooManyRequests, ProviderErrors
+    )
+)]
+async fn preview_voice(
+    State(state): State<AppState>,
+    Actor(user): Actor,
+    ApiQuery(raw): ApiQuery<std::collections::HashMap<String, String>>,
+) -> Result<axum::response::Response, AppError> {
+    let param = query_params(&raw, &["voice", "language", "speed", "content_id", "text"])?;
+    let speed = match param("speed") {
+        None => None,
+        Some(v) => Some(v.parse::<f64>().map_err(|_| {
+            AppError::validation("speed", format!("speed must be a number (got {v:?})"))
+        })?),
+    };
+    let content_id = match param("content_id") {
+        None => None,
+        Some(v) => Some(id_param(v).map_err(|_| {
+            AppError::validation(
+                "content_id",
+                format!("content_id must be a positive integer (got {v:?})"),
+            )
+        })?),
+    };
+    let request = voices::PreviewRequest {
+        voice: param("voice").unwrap_or_default().to_owned(),
+        language: param("language").map(str::to_owned),
+        speed,
+        content_id,
+        text: param("text").map(str::to_owned),
+    };
+    let sample = voices::preview(&state, &user, request).await?;
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "audio/wav"),
+            (axum::http::header::CACHE_CONTROL, "private, no-store"),
+        ],
+        sample.wav,
+    )
+        .into_response())
+}
+
+#[utoipa::path(
+    put,
+    path = "/api/contents/{id}/voice",
+    tag = "voices",
+    summary = "Set a content's voice and speed (narration made afterwards uses them)",
+    params(("id" = i64, Path, minimum = 1, description = "The content's id.")),
+    request_body = VoiceUpdate,
+    responses((status = 200, description = "The content with its voice and speed.", body = Data<ContentDetail>))
+)]
+async fn put_voice(
+    State(state): State<AppState>,
+    Actor(user): Actor,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<VoiceUpdate>,
+) -> ApiResult<ContentDetail> {
+    ok(voices::set(&state, &user, id_param(&id)?, req).await?)
 }

@@ -54,6 +54,12 @@ pub fn resolve_presets(
             &defaults.default_visual_style,
         )?,
         voice: text("voice", &input.voice, &defaults.default_voice)?,
+        speed: Some(validate::range_f64(
+            &f("speed"),
+            input.speed.unwrap_or(defaults.tts_speed),
+            limits::SPEED_MIN,
+            limits::SPEED_MAX,
+        )?),
     })
 }
 
@@ -67,6 +73,7 @@ impl From<&Presets> for PresetsInput {
             aspect_ratio: Some(p.aspect_ratio.clone()),
             visual_style: Some(p.visual_style.clone()),
             voice: Some(p.voice.clone()),
+            speed: p.speed,
         }
     }
 }

@@ -398,6 +398,7 @@ mod tests {
             aspect_ratio: "16:9".into(),
             visual_style: "watercolor".into(),
             voice: "alloy".into(),
+            speed: Some(1.0),
         }
     }
 

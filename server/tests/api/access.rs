@@ -86,7 +86,9 @@ fn script_sample() -> Value {
 async fn rest_sample(app: &TestApp, method: &Method, path: &str) -> (String, Option<Value>, Owner) {
     let n = counter();
     match (method.as_str(), path) {
-        ("GET", "/healthz") | ("GET", "/api/auth/me") => (path.into(), None, Owner::None),
+        ("GET", "/healthz") | ("GET", "/api/auth/me") | ("GET", "/api/openapi.json") => {
+            (path.into(), None, Owner::None)
+        }
         ("POST", "/api/auth/setup") => (
             path.into(),
             Some(json!({ "email": format!("late{n}@example.com"), "password": PASSWORD })),
@@ -125,6 +127,20 @@ async fn rest_sample(app: &TestApp, method: &Method, path: &str) -> (String, Opt
         ("PUT", "/api/contents/{id}") => (
             format!("/api/contents/{}", fresh_content_of_a(app).await),
             Some(json!({ "title": "Edited", "scenes": [{ "narration": "New." }] })),
+            Owner::ContentOfA,
+        ),
+        ("PUT", "/api/contents/{id}/voice") => (
+            format!("/api/contents/{}/voice", fresh_content_of_a(app).await),
+            Some(json!({ "voice": "en+f3", "speed": 1.25 })),
+            Owner::ContentOfA,
+        ),
+        ("GET", "/api/voices") => ("/api/voices?language=French".into(), None, Owner::None),
+        ("GET", "/api/voices/preview") => (
+            format!(
+                "/api/voices/preview?voice=en%2Bf3&content_id={}",
+                fresh_content_of_a(app).await
+            ),
+            None,
             Owner::ContentOfA,
         ),
         ("POST", "/api/tokens") => (path.into(), Some(json!({ "name": "matrix" })), Owner::None),
@@ -287,6 +303,11 @@ async fn server_functions_follow_their_rules(db: Db) {
                     Owner::ContentOfA,
                 ),
                 "create_token" => (json!({ "req": { "name": "m" } }), Owner::None),
+                "list_voices" => (json!({ "language": "French" }), Owner::None),
+                "set_voice" => (
+                    json!({ "id": fresh_content_of_a(&app).await, "req": { "voice": "alloy" } }),
+                    Owner::ContentOfA,
+                ),
                 "start_job" => (
                     json!({ "kind": "media", "req": { "content_id": fresh_content_of_a(&app).await } }),
                     Owner::ContentOfA,

@@ -18,3 +18,4 @@ mod qstash;
 mod render;
 mod settings;
 mod storage;
+mod voices;

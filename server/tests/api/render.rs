@@ -1521,7 +1521,9 @@ async fn captions_follow_the_words_as_espeak_speaks_them(db: Db) {
     let mut offset = 0i64;
     for (i, scene) in content["scenes"].as_array().unwrap().iter().enumerate() {
         let narration = scene["narration"].as_str().unwrap();
-        let spoken = espeak.speak("en", narration).expect("espeak-ng speaks");
+        let spoken = espeak
+            .speak("en", narration, 175)
+            .expect("espeak-ng speaks");
         let chars: Vec<char> = narration.chars().collect();
         for word in &spoken.words {
             let text: String = chars[word.char_start..word.char_start + word.char_len]
