@@ -747,7 +747,7 @@ pub struct VoiceOption {
     /// What `voice` takes: the provider's voice name (`alloy`, `af_bella`), or offline an
     /// espeak-ng voice with its variant (`fr+f3`).
     pub id: String,
-    /// How people call it: `Alloy`, `French, female 3 (f3)`.
+    /// How people call it: `Alloy`, `French: Alex (male)`.
     pub label: String,
 }
 

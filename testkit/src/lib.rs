@@ -585,13 +585,13 @@ impl FakeOpenAi {
         self.inner.reset_counts();
     }
 
-    /// The last chat request body, to check what CREVID sent.
     /// The `voice`, `speed` (1.0 when not sent) and `input` of every speech request, in
     /// order.
     pub fn speech_voices(&self) -> Vec<(Option<String>, f64, String)> {
         lock(&self.inner.speech_voices).clone()
     }
 
+    /// The last chat request body, to check what CREVID sent.
     pub fn last_request(&self) -> Option<Value> {
         lock(&self.inner.last_body).clone()
     }

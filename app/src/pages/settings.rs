@@ -1,7 +1,7 @@
 use leptos::prelude::*;
 use leptos_meta::Title;
 
-use crate::api::{get_settings, reset_settings, update_settings};
+use crate::api::{get_settings, list_voices, reset_settings, update_settings};
 use crate::components::ErrorBox;
 use crate::model::{SettingsUpdate, SettingsValues, SettingsView};
 
@@ -96,6 +96,12 @@ impl KeyInput {
 #[component]
 fn SettingsForm(initial: SettingsView) -> impl IntoView {
     let values = RwSignal::new(initial.values.clone());
+    // The voices narration can use now, offered for the default voice (asked on the
+    // client: the list may ask the provider).
+    let voices = Action::new(|_: &()| async { list_voices(None).await });
+    Effect::new(move |_| {
+        voices.dispatch(());
+    });
     let llm_key = KeyInput::new(initial.llm_api_key_masked.clone());
     let image_key = KeyInput::new(initial.image_api_key_masked.clone());
     let tts_key = KeyInput::new(initial.tts_api_key_masked.clone());
@@ -251,7 +257,18 @@ fn SettingsForm(initial: SettingsView) -> impl IntoView {
                         }).collect_view()}
                     </select></label>
                 {text_field!(values, "Visual style", default_visual_style, "")}
-                {text_field!(values, "Voice", default_voice, "")}
+                <label class="field"><span>"Voice"</span>
+                    <input name="default_voice" list="voice-options"
+                        value=values.with_untracked(|v| v.default_voice.clone())
+                        prop:value=move || values.with(|v| v.default_voice.clone())
+                        on:change=move |ev| values.update(|v| v.default_voice = event_target_value(&ev))/>
+                    <datalist id="voice-options">
+                        {move || voices.value().get().and_then(Result::ok).map(|list| list.voices.into_iter().map(|v| view! {
+                            <option value=v.id>{v.label}</option>
+                        }).collect_view())}
+                    </datalist>
+                    <small class="muted">"What new contents start with; each content can pick its own and hear it first. Offline: an espeak-ng variant such as en+f3."</small>
+                </label>
             </div>
             {move || error().map(|error| view! { <ErrorBox error=error/> })}
             <p class="status-line">{move || matches!(save.value().get(), Some(Ok(_))).then_some("Settings saved.")}</p>

@@ -20,6 +20,8 @@ pub fn VoicePicker(
     let speed = RwSignal::new(initial_speed.map(|s| s.to_string()).unwrap_or_default());
     let sample = RwSignal::new(None::<String>);
     let player = NodeRef::<leptos::html::Audio>::new();
+    // Why the last sample did not play, in the server's words.
+    let sample_error = RwSignal::new(None::<String>);
     let dirty = RwSignal::new(false);
 
     let load = Action::new(move |language: &String| {
@@ -51,6 +53,7 @@ pub fn VoicePicker(
         if let Some(s) = chosen_speed() {
             url.push_str(&format!("&speed={s}"));
         }
+        sample_error.set(None);
         sample.set(Some(url.clone()));
         // Asked again on every press (the answer is `no-store`), even for the same voice.
         if let Some(audio) = player.get_untracked() {
@@ -104,7 +107,17 @@ pub fn VoicePicker(
             <button type="button" on:click=on_save disabled=move || save.pending().get() || !dirty.get()>
                 "Save voice"</button>
             <audio class="voice-sample" controls node_ref=player
-                style:display=move || if sample.with(Option::is_some) { "" } else { "none" }></audio>
+                style:display=move || if sample.with(Option::is_some) { "" } else { "none" }
+                on:error=move |_| {
+                    // The player only says it failed: ask again for the server's words.
+                    #[cfg(feature = "hydrate")]
+                    if let Some(url) = sample.get_untracked() {
+                        leptos::task::spawn_local(async move {
+                            sample_error.set(Some(why_not(&url).await));
+                        });
+                    }
+                }></audio>
+            {move || sample_error.get().map(|message| view! { <p class="error" role="alert">{message}</p> })}
             {move || match save.value().get() {
                 Some(Ok(_)) if !dirty.get() => Some(view! {
                     <span class="muted" role="status">"Saved: narration made from now on uses this voice. Regenerate narration to hear it in the video."</span>
@@ -115,6 +128,35 @@ pub fn VoicePicker(
             {move || load.value().get().and_then(Result::err).map(|error| view! { <ErrorBox error=error/> })}
         </div>
     }
+}
+
+/// The error message a failed sample's URL answers with.
+#[cfg(feature = "hydrate")]
+async fn why_not(url: &str) -> String {
+    use wasm_bindgen::JsCast;
+    use wasm_bindgen_futures::JsFuture;
+    let fallback = "The voice sample could not be played; try again.".to_owned();
+    let Some(window) = web_sys::window() else {
+        return fallback;
+    };
+    let Ok(response) = JsFuture::from(window.fetch_with_str(url)).await else {
+        return "The server could not be reached; try again.".to_owned();
+    };
+    let Ok(response) = response.dyn_into::<web_sys::Response>() else {
+        return fallback;
+    };
+    let Ok(text) = response.text() else {
+        return fallback;
+    };
+    let text = JsFuture::from(text)
+        .await
+        .ok()
+        .and_then(|t| t.as_string())
+        .unwrap_or_default();
+    serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|answer| answer["error"]["message"].as_str().map(str::to_owned))
+        .unwrap_or(fallback)
 }
 
 /// A query-string value, percent-encoded (a `+` in `en+f3` would otherwise read as a space).

@@ -10,7 +10,7 @@ use super::state::AppState;
 use super::validate;
 use crate::error::AppError;
 use crate::model::{
-    limits, ContentDetail, ContentPage, ContentSummary, ListQuery, Mode, Presets, PresetsInput,
+    limits, ContentDetail, ContentPage, ContentSummary, ListQuery, Mode, PresetsInput,
     SaveContentRequest, SceneDraft, SceneView, SettingsValues, UpdateContentRequest,
 };
 
@@ -96,26 +96,11 @@ pub async fn save(
             )
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let presets = Presets {
-        // Left out, the admin's default applies when narrating, whatever it is by then.
-        speed: s
-            .presets
-            .speed
-            .map(|v| {
-                validate::range_f64(
-                    "script.presets.speed",
-                    v,
-                    limits::SPEED_MIN,
-                    limits::SPEED_MAX,
-                )
-            })
-            .transpose()?,
-        ..resolve_presets(
-            &PresetsInput::from(&s.presets),
-            &SettingsValues::default(),
-            "script.presets",
-        )?
-    };
+    let presets = resolve_presets(
+        &PresetsInput::from(&s.presets),
+        &SettingsValues::default(),
+        "script.presets",
+    )?;
     let provider = validate::text(
         "script.provider",
         &s.provider,

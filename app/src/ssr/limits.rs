@@ -18,6 +18,8 @@ type Keyed = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>;
 pub enum Bucket {
     Generate,
     Jobs,
+    /// Voice samples (`GET /api/voices/preview`), at the background jobs' rate.
+    VoiceSamples,
     SignInIp,
 }
 

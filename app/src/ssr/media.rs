@@ -499,7 +499,7 @@ pub async fn scene_audio(state: &AppState, task: &ClaimedTask) -> Result<Output,
             &settings,
             &endpoint,
             &scene.narration,
-            &scene.voice,
+            super::voices::provider_voice(&scene.voice, &settings.default_voice),
             speed,
         )
         .await;

@@ -13,8 +13,8 @@ use tower_sessions::Session;
 
 use super::auth::{client_ip, Actor, AdminActor};
 use super::openapi::{
-    Binary, Conflict, ContentNotFound, ProviderErrors, RangeErrors, TooManyAttempts,
-    TooManyRequests, WrongCredentials,
+    Binary, Conflict, ContentNotFound, CrossSite, ProviderErrors, QuotaExceeded, RangeErrors,
+    TooManyAttempts, TooManyRequests, WrongCredentials,
 };
 use super::security::Access;
 use super::state::AppState;
@@ -621,7 +621,7 @@ fn accepted(job: JobView) -> (StatusCode, Json<Data<JobView>>) {
     tag = "jobs",
     summary = "Make pictures for a content's scenes (a background job)",
     request_body = MediaRequest,
-    responses((status = 202, description = "The job was queued; poll `GET /api/jobs/{id}`.", body = Data<JobView>), TooManyRequests, ContentNotFound)
+    responses((status = 202, description = "The job was queued; poll `GET /api/jobs/{id}`.", body = Data<JobView>), TooManyRequests, ContentNotFound, QuotaExceeded)
 )]
 async fn generate_media(
     State(state): State<AppState>,
@@ -639,7 +639,7 @@ async fn generate_media(
     tag = "jobs",
     summary = "Make narration for a content's scenes (a background job)",
     request_body = MediaRequest,
-    responses((status = 202, description = "The job was queued; poll `GET /api/jobs/{id}`.", body = Data<JobView>), TooManyRequests, ContentNotFound)
+    responses((status = 202, description = "The job was queued; poll `GET /api/jobs/{id}`.", body = Data<JobView>), TooManyRequests, ContentNotFound, QuotaExceeded)
 )]
 async fn generate_tts(
     State(state): State<AppState>,
@@ -657,7 +657,7 @@ async fn generate_tts(
     tag = "jobs",
     summary = "Make pictures for every scene of several contents",
     request_body = BatchRequest,
-    responses((status = 202, description = "The job was queued; poll `GET /api/jobs/{id}`.", body = Data<JobView>), TooManyRequests, ContentNotFound)
+    responses((status = 202, description = "The job was queued; poll `GET /api/jobs/{id}`.", body = Data<JobView>), TooManyRequests, ContentNotFound, QuotaExceeded)
 )]
 async fn batch_media(
     State(state): State<AppState>,
@@ -675,7 +675,7 @@ async fn batch_media(
     tag = "jobs",
     summary = "Make narration for every scene of several contents",
     request_body = BatchRequest,
-    responses((status = 202, description = "The job was queued; poll `GET /api/jobs/{id}`.", body = Data<JobView>), TooManyRequests, ContentNotFound)
+    responses((status = 202, description = "The job was queued; poll `GET /api/jobs/{id}`.", body = Data<JobView>), TooManyRequests, ContentNotFound, QuotaExceeded)
 )]
 async fn batch_tts(
     State(state): State<AppState>,
@@ -781,7 +781,7 @@ async fn cancel_job(
     tag = "jobs",
     summary = "Render the content's video (a background job)",
     params(("id" = i64, Path, minimum = 1, description = "The content's id.")),
-    responses((status = 202, description = "The job was queued; poll `GET /api/jobs/{id}`.", body = Data<JobView>), TooManyRequests)
+    responses((status = 202, description = "The job was queued; poll `GET /api/jobs/{id}`.", body = Data<JobView>), TooManyRequests, QuotaExceeded)
 )]
 async fn render_content(
     State(state): State<AppState>,
@@ -963,14 +963,27 @@ async fn list_voices(
     ),
     responses(
         (status = 200, description = "The sample, 16-bit PCM.", content_type = "audio/wav", body = Binary),
-        ContentNotFound, TooManyRequests, ProviderErrors
+        ContentNotFound, TooManyRequests, ProviderErrors, CrossSite
     )
 )]
 async fn preview_voice(
     State(state): State<AppState>,
     Actor(user): Actor,
+    headers: axum::http::HeaderMap,
     ApiQuery(raw): ApiQuery<std::collections::HashMap<String, String>>,
 ) -> Result<axum::response::Response, AppError> {
+    // A GET that spends a provider call: another site must not make the browser send it
+    // (a top-level navigation carries the session cookie). Fetch Metadata says where a
+    // request comes from; clients that send none (API tools) are not browsers.
+    if headers
+        .get("sec-fetch-site")
+        .is_some_and(|site| site.as_bytes() == b"cross-site")
+    {
+        return Err(AppError::new(
+            crate::error::ErrorCode::Csrf,
+            "This request came from another site and was refused.",
+        ));
+    }
     let param = query_params(&raw, &["voice", "language", "speed", "content_id", "text"])?;
     let speed = match param("speed") {
         None => None,
@@ -995,11 +1008,9 @@ async fn preview_voice(
         text: param("text").map(str::to_owned),
     };
     let sample = voices::preview(&state, &user, request).await?;
+    // `Cache-Control: no-store` comes with every API answer (`security::headers`).
     Ok((
-        [
-            (axum::http::header::CONTENT_TYPE, "audio/wav"),
-            (axum::http::header::CACHE_CONTROL, "private, no-store"),
-        ],
+        [(axum::http::header::CONTENT_TYPE, "audio/wav")],
         sample.wav,
     )
         .into_response())

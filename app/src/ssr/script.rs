@@ -54,12 +54,11 @@ pub fn resolve_presets(
             &defaults.default_visual_style,
         )?,
         voice: text("voice", &input.voice, &defaults.default_voice)?,
-        speed: Some(validate::range_f64(
-            &f("speed"),
-            input.speed.unwrap_or(defaults.tts_speed),
-            limits::SPEED_MIN,
-            limits::SPEED_MAX,
-        )?),
+        // Left out, the admin's default applies when narrating, whatever it is by then.
+        speed: input
+            .speed
+            .map(|s| validate::range_f64(&f("speed"), s, limits::SPEED_MIN, limits::SPEED_MAX))
+            .transpose()?,
     })
 }
 

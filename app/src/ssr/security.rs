@@ -222,13 +222,32 @@ pub async fn csrf(State(state): State<AppState>, request: Request, next: Next) -
 pub async fn headers(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let api =
         request.uri().path().starts_with("/api/") || request.uri().path().starts_with("/_sfn/");
+    let favicon = request.uri().path() == "/favicon.svg";
     let mut response = next.run(request).await;
+    let succeeded = response.status().is_success();
     let h = response.headers_mut();
     if api {
         // API answers can carry secrets shown once (a new token): never cache them.
         h.insert(
             axum::http::header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),
+        );
+    } else if favicon && succeeded {
+        // Not named after its content, so not for a year; a day saves every page a request.
+        h.insert(
+            axum::http::header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=86400"),
+        );
+    } else if !h.contains_key(axum::http::header::CACHE_CONTROL)
+        && h.get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("text/html"))
+    {
+        // A page shows one user's things: no shared cache may keep it, and the browser
+        // revalidates so a new build or a change is never hidden (RFC 9111 §5.2.2).
+        h.insert(
+            axum::http::header::CACHE_CONTROL,
+            HeaderValue::from_static("private, no-cache"),
         );
     }
     if state

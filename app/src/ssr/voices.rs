@@ -32,6 +32,16 @@ const LIST_TIMEOUT: Duration = Duration::from_secs(5);
 /// A voice list larger than this is not one (bytes).
 const LIST_MAX_BYTES: usize = 256 * 1024;
 
+/// The voice to send a speech provider: an espeak-ng voice (`en+f3`, chosen while
+/// narration was offline) means nothing to it, so the admin's default is sent instead.
+pub fn provider_voice<'a>(voice: &'a str, default_voice: &'a str) -> &'a str {
+    if variant_of(voice).is_some() {
+        default_voice
+    } else {
+        voice
+    }
+}
+
 /// The espeak-ng voice for `language` with the variant `voice` names after a `+`
 /// (`en+f3` → `fr+f3` for French): a content keeps its variant when its language changes.
 /// Any other voice (a provider's `alloy`) means the language's own voice.
@@ -124,16 +134,17 @@ async fn provider_voices(
     if !endpoint.api_key.is_empty() {
         request = request.bearer_auth(&endpoint.api_key);
     }
-    let response = request.send().await.map_err(|e| e.to_string())?;
+    let mut response = request.send().await.map_err(|e| e.to_string())?;
     if !response.status().is_success() {
         return Err(format!("{url} answered {}", response.status()));
     }
-    if response.content_length().unwrap_or(0) > LIST_MAX_BYTES as u64 {
-        return Err(format!("{url} sent more than {LIST_MAX_BYTES} bytes"));
-    }
-    let body = response.bytes().await.map_err(|e| e.to_string())?;
-    if body.len() > LIST_MAX_BYTES {
-        return Err(format!("{url} sent more than {LIST_MAX_BYTES} bytes"));
+    // Read under the cap as it arrives: a chunked answer says no length first.
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > LIST_MAX_BYTES {
+            return Err(format!("{url} sent more than {LIST_MAX_BYTES} bytes"));
+        }
+        body.extend_from_slice(&chunk);
     }
     let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
     let items = json
@@ -159,13 +170,15 @@ async fn provider_voices(
         })
         .filter(|v| !v.id.trim().is_empty() && v.id.chars().count() <= limits::SHORT_TEXT_MAX_CHARS)
         .collect();
-    voices.dedup_by(|a, b| a.id == b.id);
+    let mut seen = std::collections::HashSet::new();
+    voices.retain(|v| seen.insert(v.id.clone()));
     Ok(voices)
 }
 
 /// The language's espeak-ng voice, then each of espeak-ng's variants on it
-/// (`espeak-ng --voices=variant`: `Pty Language Age/Gender VoiceName File …`, the file
-/// `!v/<variant>`). Without the listing (espeak-ng missing: the status page says so),
+/// (`espeak-ng --voices=variant`: `Pty Language Age/Gender VoiceName File (Other
+/// Languages)`, as ` 5  variant  --/M  Alex  !v/Alex`; a file name with a space, such as
+/// `!v/Mr serious`, cannot be named in a voice and is left out). Without the listing (espeak-ng missing: the status page says so),
 /// the language's own voice alone.
 async fn espeak_voices(language: &str) -> Vec<VoiceOption> {
     let base = text_layout::espeak_voice(language);
@@ -181,31 +194,34 @@ async fn espeak_voices(language: &str) -> Vec<VoiceOption> {
             Vec::new()
         }
     };
+    variants_from(&String::from_utf8_lossy(&listing), language, base)
+}
+
+/// The voice list from `espeak-ng --voices=variant`'s `listing`.
+fn variants_from(listing: &str, language: &str, base: &str) -> Vec<VoiceOption> {
     let mut voices = vec![option(base, &format!("{language}: espeak-ng's own"))];
-    for line in String::from_utf8_lossy(&listing).lines().skip(1) {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let Some(file_at) = fields.iter().position(|f| f.starts_with("!v/")) else {
+    for line in listing.lines().skip(1) {
+        let Some(at) = line.find("!v/") else {
             continue;
         };
-        let Some(variant) = variant_of(&format!("+{}", &fields[file_at][3..])).map(str::to_owned)
-        else {
+        let file = line[at + 3..].split(" (").next().unwrap_or_default().trim();
+        let Some(variant) = variant_of(&format!("+{file}")).map(str::to_owned) else {
             continue;
         };
-        let gender = match fields.get(2) {
-            Some(&"M") => "male",
-            Some(&"F") => "female",
+        let fields: Vec<&str> = line[..at].split_whitespace().collect();
+        let gender = match fields.get(2).and_then(|g| g.rsplit('/').next()) {
+            Some("M") => " (male)",
+            Some("F") => " (female)",
             _ => "",
         };
         let name = fields
-            .get(3..file_at)
-            .map(|n| n.join(" "))
-            .unwrap_or_default();
-        let label = match (name.is_empty(), gender.is_empty()) {
-            (false, false) => format!("{language}: {name} ({gender})"),
-            (false, true) => format!("{language}: {name}"),
-            _ => format!("{language}: {variant}"),
-        };
-        voices.push(option(&format!("{base}+{variant}"), &label));
+            .get(3)
+            .map(|n| n.replace('_', " "))
+            .unwrap_or(variant.clone());
+        voices.push(option(
+            &format!("{base}+{variant}"),
+            &format!("{language}: {name}{gender}"),
+        ));
     }
     voices
 }
@@ -277,39 +293,49 @@ pub async fn preview(
     state
         .limits
         .check(
-            Bucket::Jobs,
+            Bucket::VoiceSamples,
             &user.id.to_string(),
             values.rate_jobs_per_minute,
         )
-        .map_err(|secs| AppError::rate_limited("voice samples and background jobs", secs))?;
+        .map_err(|secs| AppError::rate_limited("voice samples", secs))?;
 
     let dir = state.data_dir.join("previews");
     tokio::fs::create_dir_all(&dir)
         .await
         .map_err(|e| super::error::internal("creating the previews directory", e))?;
-    let path = dir.join(format!("{}.wav", uuid_like()));
+    let file = Scratch(dir.join(format!("{:032x}.wav", rand::random::<u128>())));
     let made = if values.tts_provider == "openai" {
         let endpoint = settings::endpoint(&values, &keys, Capability::Speech);
-        match super::providers::speech(state, &values, &endpoint, &text, &voice, speed).await {
-            Ok(speech) => media::provider_wav(&speech.bytes, speech.format, &path).await,
+        if endpoint.key_missing {
+            return Err(AppError::new(
+                ErrorCode::ProviderNotConfigured,
+                "No API key is configured for narration. An admin can add one in Settings.",
+            ));
+        }
+        let voice = provider_voice(&voice, &values.default_voice);
+        match super::providers::speech(state, &values, &endpoint, &text, voice, speed).await {
+            Ok(speech) => media::provider_wav(&speech.bytes, speech.format, &file.0).await,
             Err(e) => Err(e),
         }
     } else {
         let voice = espeak_voice_for(&language, &voice);
-        media::speak_offline(state, &voice, &text, speed, &path)
+        media::speak_offline(state, &voice, &text, speed, &file.0)
             .await
             .map(|(wav, _)| wav)
     };
-    let _ = tokio::fs::remove_file(&path).await;
     Ok(Sample {
         wav: made.map_err(task_error)?,
     })
 }
 
-/// A random file name for a sample in flight.
-fn uuid_like() -> String {
-    let n: u128 = rand::random();
-    format!("{n:032x}")
+/// A sample's file while it is made, removed when dropped: also when the request is
+/// (▶ Play pressed again drops the last one).
+struct Scratch(std::path::PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// `text` cut at a word boundary to at most `max` characters.
@@ -421,6 +447,31 @@ mod tests {
         assert_eq!(espeak_voice_for("German", "en+"), "de");
         assert_eq!(espeak_voice_for("German", "en+../../etc"), "de");
         assert_eq!(espeak_voice_for("German", "en+f3 -w /tmp/x"), "de");
+    }
+
+    #[test]
+    fn espeak_variants_are_read_from_its_listing() {
+        let listing = "Pty Language       Age/Gender VoiceName          File                 Other Languages\n \
+             5  variant         --/M      Alex               !v/Alex              \n \
+             5  variant         --/F      Annie              !v/Annie             \n \
+             5  variant         --/M      Mr_Serious         !v/Mr serious        \n \
+             5  variant         --/M      Storm              !v/Storm             (en-us 5)\n \
+             5  variant         --/F      female3            !v/f3                \n";
+        let voices = variants_from(listing, "French", "fr");
+        let got: Vec<(&str, &str)> = voices
+            .iter()
+            .map(|v| (v.id.as_str(), v.label.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("fr", "French: espeak-ng's own"),
+                ("fr+Alex", "French: Alex (male)"),
+                ("fr+Annie", "French: Annie (female)"),
+                ("fr+Storm", "French: Storm (male)"),
+                ("fr+f3", "French: female3 (female)"),
+            ]
+        );
     }
 
     #[test]

@@ -10,6 +10,11 @@ both_databases!(
 );
 
 async fn html(app: &TestApp, path: &str) -> (u16, String) {
+    let (status, _, body) = html_with_headers(app, path).await;
+    (status, body)
+}
+
+async fn html_with_headers(app: &TestApp, path: &str) -> (u16, reqwest::header::HeaderMap, String) {
     let response = app
         .client_for(Who::Admin)
         .get(app.url(path))
@@ -17,7 +22,8 @@ async fn html(app: &TestApp, path: &str) -> (u16, String) {
         .await
         .unwrap();
     let status = response.status().as_u16();
-    (status, response.text().await.unwrap())
+    let headers = response.headers().clone();
+    (status, headers, response.text().await.unwrap())
 }
 
 async fn pages_render_on_the_server(db: Db) {
@@ -38,9 +44,11 @@ async fn pages_render_on_the_server(db: Db) {
         ("/settings", "Language model (script writing)"),
         ("/status", "ffmpeg"),
     ] {
-        let (status, body) = html(&app, path).await;
+        let (status, headers, body) = html_with_headers(&app, path).await;
         assert_eq!(status, 200, "{path}");
         assert!(body.contains(expected), "{path} lacks {expected:?}");
+        // One user's page: no shared cache keeps it, and the browser asks again each time.
+        assert_eq!(headers["cache-control"], "private, no-cache", "{path}");
         assert!(
             body.contains("/pkg/crevid.js"),
             "{path} loads the app script"
@@ -57,6 +65,26 @@ async fn pages_render_on_the_server(db: Db) {
     assert!(body.contains("content not found"), "{body}");
     let (status, body) = html(&app, "/healthz").await;
     assert_eq!((status, body.as_str()), (200, "{\"status\":\"ok\"}"));
+    // The site's own files come from the site root (`public/` copied in by the build).
+    let site = std::path::PathBuf::from(&*app.state.leptos_options.site_root);
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(
+        site.join("favicon.svg"),
+        include_str!("../../../public/favicon.svg"),
+    )
+    .unwrap();
+    let (status, headers, body) = html_with_headers(&app, "/favicon.svg").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("<svg"), "{body}");
+    assert_eq!(headers["cache-control"], "public, max-age=86400");
+    // A missing one is not kept a day.
+    std::fs::remove_file(site.join("favicon.svg")).unwrap();
+    let (status, headers, _) = html_with_headers(&app, "/favicon.svg").await;
+    assert_eq!(status, 404);
+    assert_ne!(
+        headers.get("cache-control").map(|v| v.to_str().unwrap()),
+        Some("public, max-age=86400")
+    );
 }
 
 /// The WASM and JS go out brotli- or gzip-compressed (the copies the build made) to a

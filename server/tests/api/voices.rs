@@ -209,6 +209,28 @@ async fn provider_voices_come_from_its_list_or_openais_and_reach_the_speech_api(
     assert_eq!(status, 404);
     assert_eq!(app.fake.speech_voices().len(), heard.len());
 
+    // Another site cannot make a signed-in browser spend a sample.
+    let (status, _, answer) = app
+        .send(
+            app.client
+                .get(app.url("/api/voices/preview?voice=alloy"))
+                .header("sec-fetch-site", "cross-site"),
+        )
+        .await;
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(answer["error"]["code"], "csrf");
+    assert_eq!(app.fake.speech_voices().len(), heard.len());
+    // An espeak-ng voice, chosen while narration was offline, means nothing to a
+    // provider: the admin's default goes instead.
+    let (status, ..) = audio(
+        &app,
+        "/api/voices/preview?voice=en%2Bf3&text=Hello%20there.",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let heard: Vec<_> = app.fake.speech_voices();
+    assert_eq!(heard.last().unwrap().0.as_deref(), Some("alloy"));
+
     // Narration takes the content's voice and speed.
     let (status, _) = app
         .call(
