@@ -50,12 +50,21 @@ pub mod limits {
     pub const BODY_MAX_BYTES: usize = 256 * 1024;
     /// An uploaded background music file.
     pub const MUSIC_MAX_BYTES: usize = 20 * 1024 * 1024;
+    /// A creator's own picture for a scene.
+    pub const PICTURE_MAX_BYTES: usize = 20 * 1024 * 1024;
 
-    /// The body limit for a request path: music uploads may be large, nothing else.
+    /// The body limit for a request path: uploads (music, a scene's picture) may be
+    /// large, nothing else.
     pub fn body_max_for(path: &str) -> usize {
         let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+        let number = |s: &str| s.parse::<i64>().is_ok();
         match parts.as_slice() {
-            ["", "api", "contents", id, "music"] if id.parse::<i64>().is_ok() => MUSIC_MAX_BYTES,
+            ["", "api", "contents", id, "music"] if number(id) => MUSIC_MAX_BYTES,
+            ["", "api", "contents", id, "scenes", scene, "visual"]
+                if number(id) && number(scene) =>
+            {
+                PICTURE_MAX_BYTES
+            }
             _ => BODY_MAX_BYTES,
         }
     }
@@ -177,6 +186,10 @@ pub struct SceneView {
     /// The scene's current picture and narration, once made.
     pub image_asset_id: Option<i64>,
     pub audio_asset_id: Option<i64>,
+    /// The picture is the creator's own (uploaded): "Generate images" for every scene
+    /// keeps it; naming the scene replaces it.
+    #[serde(default)]
+    pub own_image: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -773,8 +786,11 @@ pub struct VoiceList {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct VoiceUpdate {
+    #[cfg_attr(feature = "ssr", schema(min_length = 1, max_length = 100))]
     pub voice: String,
-    /// 0.25–4.0; absent or null: the admin's default.
+    /// 0.25–4.0; absent or null: the admin's default. Offline, espeak-ng's 80–450 words a
+    /// minute bound it to about 0.46–2.6.
     #[serde(default)]
+    #[cfg_attr(feature = "ssr", schema(minimum = 0.25, maximum = 4.0))]
     pub speed: Option<f64>,
 }

@@ -194,6 +194,23 @@ test('a creator generates images and narration and watches every scene fill in',
   await page.waitForFunction(() => [...document.querySelectorAll('.job')].some((j) => j.textContent.includes('The scene is done')));
   assert.equal(await page.locator('.scene-media img').count(), 3);
 
+  // The creator's own picture for the first scene: a file that is not a picture is
+  // refused with the server's words; a real one becomes the scene's picture.
+  const firstScene = page.locator('li.scene').first();
+  await firstScene.locator('input[name="picture"]').setInputFiles({ name: 'notes.png', mimeType: 'image/png', buffer: Buffer.from('not a picture') });
+  await firstScene.locator('[role="alert"]').waitFor();
+  assert.match(await firstScene.locator('[role="alert"]').textContent(), /picture/);
+  const secondSrc = await page.locator('.scene-media img').nth(1).getAttribute('src');
+  const png = Buffer.from(await (await page.request.get(`${stack.base}${secondSrc}`)).body());
+  const oldFirst = await firstPicture();
+  await firstScene.locator('input[name="picture"]').setInputFiles({ name: 'mine.png', mimeType: 'image/png', buffer: png });
+  await page.waitForFunction((old) => {
+    const img = document.querySelector('.scene-media img');
+    return img && img.getAttribute('src') !== old && img.complete && img.naturalWidth === 720;
+  }, oldFirst);
+  assert.equal(await firstScene.locator('[role="alert"]').count(), 0);
+  await shot(page, 'own-picture');
+
   // Every scene has its picture and narration: render, then play and seek in the page.
   await page.getByRole('button', { name: 'Render video' }).click();
   await page.waitForFunction(() => [...document.querySelectorAll('.job')].some((j) => j.textContent.includes('The video is ready')), null, { timeout: 120_000 });

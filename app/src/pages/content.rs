@@ -16,6 +16,12 @@ use crate::model::{
     limits, ContentDetail, JobDetail, JobKind, MediaRequest, SceneEdit, UpdateContentRequest,
 };
 
+/// A file a creator chose or dropped (only the browser has one).
+#[cfg(feature = "hydrate")]
+type PictureFile = web_sys::File;
+#[cfg(not(feature = "hydrate"))]
+type PictureFile = ();
+
 /// What a scene shows of its media: the current picture and narration, and how the
 /// latest task for each is doing.
 #[derive(Clone, Default, PartialEq)]
@@ -26,7 +32,15 @@ struct SceneMedia {
     audio_task: Option<(String, Option<String>)>,
 }
 
-fn scene_media(detail: &ContentDetail, jobs: &[JobDetail]) -> HashMap<i64, SceneMedia> {
+/// A creator's own picture put on (or taken off) a scene in this page: the asset, and the
+/// newest job known then, whose older pictures it replaces.
+type OwnPictures = HashMap<i64, (Option<i64>, i64)>;
+
+fn scene_media(
+    detail: &ContentDetail,
+    jobs: &[JobDetail],
+    own: &OwnPictures,
+) -> HashMap<i64, SceneMedia> {
     let mut media: HashMap<i64, SceneMedia> = detail
         .scenes
         .iter()
@@ -41,6 +55,11 @@ fn scene_media(detail: &ContentDetail, jobs: &[JobDetail]) -> HashMap<i64, Scene
             )
         })
         .collect();
+    for (scene, (asset, _)) in own {
+        if let Some(entry) = media.get_mut(scene) {
+            entry.image = *asset;
+        }
+    }
     // Oldest job first, so the newest task decides what a scene shows.
     for job in jobs.iter().rev() {
         for task in &job.tasks {
@@ -48,7 +67,12 @@ fn scene_media(detail: &ContentDetail, jobs: &[JobDetail]) -> HashMap<i64, Scene
                 continue;
             };
             let image = task.kind == "scene.image";
-            if task.status == "succeeded" {
+            let replaced_by_own = image
+                && task
+                    .scene_id
+                    .and_then(|id| own.get(&id))
+                    .is_some_and(|(_, upto)| job.job.id <= *upto);
+            if task.status == "succeeded" && !replaced_by_own {
                 if let Some(asset) = task.output_asset_id {
                     if image {
                         entry.image = Some(asset)
@@ -98,6 +122,8 @@ struct Row {
     narration: RwSignal<String>,
     visual_prompt: RwSignal<String>,
     seconds: RwSignal<f64>,
+    /// How the creator's own picture meets the frame: `crop` or `pad`.
+    fit: RwSignal<String>,
 }
 
 fn rows_from(detail: &ContentDetail, next_key: &mut usize) -> Vec<Row> {
@@ -112,6 +138,7 @@ fn rows_from(detail: &ContentDetail, next_key: &mut usize) -> Vec<Row> {
                 narration: RwSignal::new(s.narration.clone()),
                 visual_prompt: RwSignal::new(s.visual_prompt.clone()),
                 seconds: RwSignal::new(s.seconds),
+                fit: RwSignal::new("crop".to_owned()),
             }
         })
         .collect()
@@ -174,6 +201,7 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
                 narration: RwSignal::new(String::new()),
                 visual_prompt: RwSignal::new(String::new()),
                 seconds: RwSignal::new(4.0),
+                fit: RwSignal::new("crop".to_owned()),
             })
         });
         dirty.set(true);
@@ -238,7 +266,45 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
         retry.dispatch(job);
     });
     let initial = detail.clone();
-    let media = Memo::new(move |_| latest.with(|list| scene_media(&initial, list)));
+    let own = RwSignal::new(OwnPictures::new());
+    let media =
+        Memo::new(move |_| latest.with(|list| own.with(|own| scene_media(&initial, list, own))));
+    let picture_errors = RwSignal::new(HashMap::<i64, String>::new());
+    // Puts a creator's file on a scene (or takes their picture off: no file).
+    let send_picture = move |scene: i64, fit: String, file: Option<PictureFile>| {
+        #[cfg(feature = "hydrate")]
+        {
+            picture_errors.update(|e| {
+                e.remove(&scene);
+            });
+            let upto = latest.with_untracked(|l| l.iter().map(|d| d.job.id).max().unwrap_or(0));
+            leptos::task::spawn_local(async move {
+                let url = format!("/api/contents/{id}/scenes/{scene}/visual?fit={fit}");
+                let sent = super::upload::send_file(
+                    &url,
+                    file.as_ref(),
+                    "The picture could not be saved.",
+                )
+                .await;
+                match sent {
+                    Ok(data) => {
+                        let asset = data["scenes"]
+                            .as_array()
+                            .and_then(|s| s.iter().find(|s| s["id"] == scene))
+                            .and_then(|s| s["image_asset_id"].as_i64());
+                        own.update(|o| {
+                            o.insert(scene, (asset, upto));
+                        });
+                    }
+                    Err(message) => picture_errors.update(|e| {
+                        e.insert(scene, message);
+                    }),
+                }
+            });
+        }
+        #[cfg(not(feature = "hydrate"))]
+        let _ = (scene, fit, file, id);
+    };
     // The saved scenes, in order, and whether each has words to narrate: what a render
     // would use.
     let saved: Vec<(i64, bool)> = detail
@@ -374,7 +440,19 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
             <For each=move || rows.get() key=|r| r.key children=move |row: Row| {
                 let key = row.key;
                 view! {
-                    <li class="scene" data-scene-key=key>
+                    <li class="scene" data-scene-key=key
+                        on:dragover=move |ev: leptos::ev::DragEvent| ev.prevent_default()
+                        on:drop=move |ev: leptos::ev::DragEvent| {
+                            // A picture dropped on a saved scene becomes its picture.
+                            ev.prevent_default();
+                            #[cfg(feature = "hydrate")]
+                            if let (Some(sid), Some(file)) = (
+                                row.id,
+                                ev.data_transfer().and_then(|d| d.files()).and_then(|f| f.get(0)),
+                            ) {
+                                send_picture(sid, row.fit.get_untracked(), Some(file));
+                            }
+                        }>
                         <div class="scene-bar">
                             <strong>{move || format!("Scene {}", position_of(key) + 1)}</strong>
                             <span class="grow"></span>
@@ -399,7 +477,40 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
                                             <button type="button" on:click=move |_| { start.dispatch((JobKind::Tts, Some(sid))); }>
                                                 "Regenerate narration"</button>
                                         </div>
-                                    })}
+                                        <div class="actions own-picture">
+                                            <label class="file-button">"Use my picture…"
+                                                <input type="file" name="picture" accept="image/png,image/jpeg,image/webp"
+                                                    on:change=move |ev| {
+                                                        #[cfg(feature = "hydrate")]
+                                                        {
+                                                            use wasm_bindgen::JsCast;
+                                                            let input = ev.target().and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok());
+                                                            if let Some(input) = input {
+                                                                if let Some(file) = input.files().and_then(|f| f.get(0)) {
+                                                                    send_picture(sid, row.fit.get_untracked(), Some(file));
+                                                                }
+                                                                input.set_value("");
+                                                            }
+                                                        }
+                                                        #[cfg(not(feature = "hydrate"))]
+                                                        let _ = ev;
+                                                    }/></label>
+                                            <select name="fit" aria-label="How your picture fits the frame"
+                                                prop:value=move || row.fit.get()
+                                                on:change=move |ev| row.fit.set(event_target_value(&ev))>
+                                                <option value="crop">"Fill the frame (crop)"</option>
+                                                <option value="pad">"Whole picture (bars)"</option>
+                                            </select>
+                                            {m.image.map(|_| view! {
+                                                <button type="button" class="danger-outline"
+                                                    on:click=move |_| send_picture(sid, row.fit.get_untracked(), None)>
+                                                    "Remove picture"</button>
+                                            })}
+                                        </div>
+                                        {move || picture_errors.with(|e| e.get(&sid).cloned()).map(|message| view! {
+                                            <p class="error" role="alert">{message}</p>
+                                        })}
+                                    }.into_any())}
                                     {m.audio.map(|a| view! { <audio controls preload="none" src=format!("/api/assets/{a}")></audio> })}
                                     <div class="chips">
                                         <Chip label="Picture".to_owned() task=m.image_task.clone()/>
@@ -407,7 +518,7 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
                                     </div>
                                 </div>
                             </div>
-                        })}
+                        }.into_any())}
                         <label class="field"><span>"Narration"</span>
                             <textarea name="narration" rows="3" maxlength=limits::NARRATION_MAX_CHARS
                                 prop:value=move || row.narration.get()

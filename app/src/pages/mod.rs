@@ -6,6 +6,7 @@ mod library;
 mod music;
 mod settings;
 mod status;
+mod upload;
 mod users;
 mod voice;
 

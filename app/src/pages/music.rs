@@ -81,51 +81,8 @@ pub fn MusicPicker(
 /// server's own error message.
 #[cfg(feature = "hydrate")]
 async fn send(content_id: i64, file: Option<web_sys::File>) -> Result<Option<i64>, String> {
-    use wasm_bindgen::JsCast;
-    use wasm_bindgen_futures::JsFuture;
-    let unreachable = || "The server could not be reached; try again.".to_owned();
-    let init = web_sys::RequestInit::new();
-    match &file {
-        Some(file) => {
-            init.set_method("PUT");
-            let headers = web_sys::Headers::new().map_err(|_| unreachable())?;
-            let kind = file.type_();
-            headers
-                .set(
-                    "content-type",
-                    if kind.is_empty() {
-                        "application/octet-stream"
-                    } else {
-                        &kind
-                    },
-                )
-                .map_err(|_| unreachable())?;
-            init.set_headers(&headers);
-            init.set_body(file);
-        }
-        None => init.set_method("DELETE"),
-    }
-    let window = web_sys::window().ok_or_else(unreachable)?;
-    let response: web_sys::Response = JsFuture::from(
-        window.fetch_with_str_and_init(&format!("/api/contents/{content_id}/music"), &init),
-    )
-    .await
-    .map_err(|_| unreachable())?
-    .dyn_into()
-    .map_err(|_| unreachable())?;
-    let text = JsFuture::from(response.text().map_err(|_| unreachable())?)
+    let url = format!("/api/contents/{content_id}/music");
+    super::upload::send_file(&url, file.as_ref(), "The music could not be saved.")
         .await
-        .map_err(|_| unreachable())?
-        .as_string()
-        .unwrap_or_default();
-    let answer: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|_| format!("The server answered {}.", response.status()))?;
-    if response.ok() {
-        Ok(answer["data"]["music_asset_id"].as_i64())
-    } else {
-        Err(answer["error"]["message"]
-            .as_str()
-            .unwrap_or("The music could not be saved.")
-            .to_owned())
-    }
+        .map(|data| data["music_asset_id"].as_i64())
 }

@@ -272,8 +272,10 @@ pub async fn get(state: &AppState, user: &CurrentUser, id: i64) -> Result<Conten
     .db("reading a content")?
     .ok_or_else(|| AppError::not_found("content"))?;
     let scenes = sqlx::query(
-        "SELECT id, position, narration, visual_prompt, planned_seconds, image_asset_id, audio_asset_id FROM scenes \
-         WHERE content_id = $1 ORDER BY position, id",
+        "SELECT s.id, s.position, s.narration, s.visual_prompt, s.planned_seconds, s.image_asset_id, \
+         s.audio_asset_id, CASE WHEN a.provider = 'upload' THEN 1 ELSE 0 END AS own_image \
+         FROM scenes s LEFT JOIN assets a ON a.id = s.image_asset_id \
+         WHERE s.content_id = $1 ORDER BY s.position, s.id",
     )
     .bind(id)
     .fetch_all(pool)
@@ -312,6 +314,7 @@ pub async fn get(state: &AppState, user: &CurrentUser, id: i64) -> Result<Conten
                         seconds: s.try_get("planned_seconds")?,
                         image_asset_id: s.try_get("image_asset_id")?,
                         audio_asset_id: s.try_get("audio_asset_id")?,
+                        own_image: s.try_get::<i64, _>("own_image")? == 1,
                     })
                 })
                 .collect::<Result<_, sqlx::Error>>()?,

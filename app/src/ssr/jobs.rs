@@ -69,6 +69,7 @@ pub async fn create(
     // Ownership and the scene list are checked before anything is written.
     let content = super::contents::get(state, user, req.content_id).await?;
     let all: Vec<i64> = content.scenes.iter().map(|s| s.id).collect();
+    let every_scene = req.scene_ids.is_none();
     let scenes = match req.scene_ids {
         None => all.clone(),
         Some(ids) if ids.is_empty() => {
@@ -103,11 +104,13 @@ pub async fn create(
     }
     fits(state, kind).await?;
     let scenes = spoken(kind, &content, scenes);
+    let scenes = if every_scene {
+        without_own_pictures(kind, &content, scenes)
+    } else {
+        scenes
+    };
     if scenes.is_empty() {
-        return Err(AppError::validation(
-            "scene_ids",
-            "these scenes have no words to narrate",
-        ));
+        return Err(AppError::validation("scene_ids", nothing_to_make(kind)));
     }
     let tasks = scenes
         .into_iter()
@@ -171,16 +174,13 @@ pub async fn create_batch(
         }
         let all = content.scenes.iter().map(|s| s.id).collect();
         tasks.extend(
-            spoken(kind, &content, all)
+            without_own_pictures(kind, &content, spoken(kind, &content, all))
                 .into_iter()
                 .map(|s| (*id, Some(s))),
         );
     }
     if tasks.is_empty() {
-        return Err(AppError::validation(
-            "content_ids",
-            "these contents have no words to narrate",
-        ));
+        return Err(AppError::validation("content_ids", nothing_to_make(kind)));
     }
     super::media::check_quota(state, user.id).await?;
     check_rate(state, user).await?;
@@ -224,6 +224,28 @@ async fn fits_render(
 }
 
 /// Narration is made only for scenes with words; a silent scene needs none.
+/// Why a job for "every scene" has no scene left to work on.
+fn nothing_to_make(kind: JobKind) -> &'static str {
+    match kind {
+        JobKind::Media => {
+            "every scene has your own picture: name a scene (scene_ids) to replace its picture"
+        }
+        _ => "these scenes have no words to narrate",
+    }
+}
+
+/// Pictures for every scene leave the creator's own alone (a scene named by id gets a
+/// new one).
+fn without_own_pictures(kind: JobKind, content: &ContentDetail, scenes: Vec<i64>) -> Vec<i64> {
+    if kind != JobKind::Media {
+        return scenes;
+    }
+    scenes
+        .into_iter()
+        .filter(|id| !content.scenes.iter().any(|s| s.id == *id && s.own_image))
+        .collect()
+}
+
 fn spoken(kind: JobKind, content: &ContentDetail, scenes: Vec<i64>) -> Vec<i64> {
     if kind != JobKind::Tts {
         return scenes;

@@ -786,19 +786,8 @@ pub async fn save_music(
             ))
         }
     };
-    if bytes.is_empty() {
-        return Err(AppError::validation("body", "the music file is empty"));
-    }
-    check_quota(state, user.id).await?;
-    let stamp = now_ms();
-    let key = format!("content-{content_id}/music-{stamp}.m4a");
-    let path = prepare(state, &key)
-        .await
-        .map_err(|e| AppError::new(ErrorCode::Internal, e.message().to_owned()))?;
-    let upload = path.with_file_name(format!("upload-{stamp}.{ext}"));
-    tokio::fs::write(&upload, bytes)
-        .await
-        .map_err(|e| super::error::internal("saving music", e))?;
+    let key = format!("content-{content_id}/music-{}.m4a", now_ms());
+    let (path, upload) = stage_upload(state, user.id, &key, ext, bytes, "music file").await?;
     let mut ffmpeg = Command::new("ffmpeg");
     ffmpeg.args(["-hide_banner", "-loglevel", "error", "-y"]);
     let converted = match add_input(&mut ffmpeg, &upload, "the music") {
@@ -856,6 +845,32 @@ pub async fn save_music(
     super::contents::get(state, user, content_id).await
 }
 
+/// An upload's first steps, for music and pictures alike: an empty file and a full quota
+/// are refused, then the bytes are written beside where `key`'s converted file goes, as
+/// `upload-….{ext}`. Returns (the converted file's path, the upload's path).
+async fn stage_upload(
+    state: &AppState,
+    owner_id: i64,
+    key: &str,
+    ext: &str,
+    bytes: &[u8],
+    what: &str,
+) -> Result<(PathBuf, PathBuf), crate::error::AppError> {
+    use crate::error::{AppError, ErrorCode};
+    if bytes.is_empty() {
+        return Err(AppError::validation("body", format!("the {what} is empty")));
+    }
+    check_quota(state, owner_id).await?;
+    let path = prepare(state, key)
+        .await
+        .map_err(|e| AppError::new(ErrorCode::Internal, e.message().to_owned()))?;
+    let upload = path.with_file_name(format!("upload-{}.{ext}", now_ms()));
+    tokio::fs::write(&upload, bytes)
+        .await
+        .map_err(|e| super::error::internal("saving an upload", e))?;
+    Ok((path, upload))
+}
+
 /// Points the content at `music` (or none) and drops the music it replaces; the storage
 /// keys to remove once the transaction commits are returned.
 async fn set_music(
@@ -910,6 +925,185 @@ pub async fn remove_music(
         remove_file(state, &key).await;
     }
     super::contents::get(state, user, content_id).await
+}
+
+/// How a creator's picture meets the content's frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fit {
+    /// Fill the frame, cutting what overflows (the centre stays).
+    Crop,
+    /// The whole picture, with black bars where its shape differs.
+    Pad,
+}
+
+/// Largest picture a creator may upload, in pixels a side and in all (a small file can
+/// decode to gigabytes).
+const PICTURE_MAX_SIDE: u32 = 12_000;
+const PICTURE_MAX_PIXELS: u64 = 50_000_000;
+
+/// Makes a creator's picture (PNG, JPEG or WebP, as `content_type` says) the scene's
+/// current picture: checked and converted once, to a PNG of the content's frame
+/// (`dimensions`), cropped or padded as `fit` says. Errors: 404 for another's content or a
+/// scene not in it, 415 for another type, 422 for a file that is not that type or too
+/// large a picture, 413 when the storage quota is full. The picture it replaces goes.
+pub async fn save_scene_picture(
+    state: &AppState,
+    user: &super::auth::CurrentUser,
+    content_id: i64,
+    scene_id: i64,
+    content_type: Option<&str>,
+    fit: Fit,
+    bytes: &[u8],
+) -> Result<crate::model::ContentDetail, crate::error::AppError> {
+    use crate::error::{AppError, ErrorCode};
+    let content = super::contents::get(state, user, content_id).await?;
+    if !content.scenes.iter().any(|s| s.id == scene_id) {
+        return Err(AppError::not_found("scene"));
+    }
+    let ext = match content_type.map(|t| t.split(';').next().unwrap_or_default().trim()) {
+        Some("image/png") => "png",
+        Some("image/jpeg" | "image/jpg") => "jpg",
+        Some("image/webp") => "webp",
+        other => {
+            return Err(AppError::new(
+                ErrorCode::UnsupportedMediaType,
+                format!(
+                    "Send the picture as image/png, image/jpeg or image/webp (got {})",
+                    other.unwrap_or("no Content-Type")
+                ),
+            ))
+        }
+    };
+    let key = format!("content-{content_id}/scene-{scene_id}-own-{}.png", now_ms());
+    let (path, upload) = stage_upload(state, user.id, &key, ext, bytes, "picture file").await?;
+    let not_readable = || {
+        AppError::validation(
+            "body",
+            format!("this file is not a {ext} picture that ffmpeg can read"),
+        )
+    };
+    let checked = match probe(&upload).await {
+        Ok(Probed {
+            size: Some((w, h)),
+            ..
+        }) if w.max(h) <= PICTURE_MAX_SIDE && u64::from(w) * u64::from(h) <= PICTURE_MAX_PIXELS => {
+            Ok(())
+        }
+        Ok(Probed { size: Some((w, h)), .. }) => Err(AppError::validation(
+            "body",
+            format!(
+                "the picture is {w}×{h} pixels; at most {PICTURE_MAX_SIDE} a side and {} megapixels",
+                PICTURE_MAX_PIXELS / 1_000_000
+            ),
+        )),
+        _ => Err(not_readable()),
+    };
+    if let Err(e) = checked {
+        let _ = tokio::fs::remove_file(&upload).await;
+        return Err(e);
+    }
+    let (w, h) = dimensions(&content.presets.aspect_ratio);
+    let filter = match fit {
+        Fit::Crop => format!(
+            "scale={w}:{h}:force_original_aspect_ratio=increase,crop={w}:{h},setsar=1"
+        ),
+        Fit::Pad => format!(
+            "scale={w}:{h}:force_original_aspect_ratio=decrease,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2:color=black,setsar=1"
+        ),
+    };
+    let mut ffmpeg = Command::new("ffmpeg");
+    ffmpeg.args(["-hide_banner", "-loglevel", "error", "-y"]);
+    let converted = match add_input(&mut ffmpeg, &upload, "the picture") {
+        Ok(()) => {
+            ffmpeg
+                .args([
+                    "-frames:v",
+                    "1",
+                    "-vf",
+                    &filter,
+                    "-c:v",
+                    "png",
+                    "-f",
+                    "image2",
+                    "-update",
+                    "1",
+                ])
+                .arg(&path);
+            run_tool(ffmpeg, None, "ffmpeg").await
+        }
+        Err(e) => Err(e),
+    };
+    let _ = tokio::fs::remove_file(&upload).await;
+    if converted.is_err() {
+        let _ = tokio::fs::remove_file(&path).await;
+        return Err(not_readable());
+    }
+    let stored_bytes = tokio::fs::metadata(&path)
+        .await
+        .map(|m| m.len() as i64)
+        .map_err(|e| super::error::internal("measuring a picture", e))?;
+    let mut tx = state.pool().begin().await.db("starting a transaction")?;
+    let asset_id: i64 = sqlx::query_scalar(
+        "INSERT INTO assets (content_id, scene_id, kind, storage_key, mime_type, bytes, width, height, provider, created_at) \
+         VALUES ($1, $2, 'image', $3, 'image/png', $4, $5, $6, 'upload', $7) RETURNING id",
+    )
+    .bind(content_id)
+    .bind(scene_id)
+    .bind(&key)
+    .bind(stored_bytes)
+    .bind(i64::from(w))
+    .bind(i64::from(h))
+    .bind(now_ms())
+    .fetch_one(&mut *tx)
+    .await
+    .db("recording a picture")?;
+    let replaced = set_scene_picture(&mut tx, content_id, scene_id, Some(asset_id)).await?;
+    tx.commit().await.db("committing a picture")?;
+    for key in replaced {
+        remove_file(state, &key).await;
+    }
+    super::contents::get(state, user, content_id).await
+}
+
+/// The scene has no picture again: the next "Generate images" makes one.
+pub async fn remove_scene_picture(
+    state: &AppState,
+    user: &super::auth::CurrentUser,
+    content_id: i64,
+    scene_id: i64,
+) -> Result<crate::model::ContentDetail, crate::error::AppError> {
+    let content = super::contents::get(state, user, content_id).await?;
+    if !content.scenes.iter().any(|s| s.id == scene_id) {
+        return Err(crate::error::AppError::not_found("scene"));
+    }
+    let mut tx = state.pool().begin().await.db("starting a transaction")?;
+    let removed = set_scene_picture(&mut tx, content_id, scene_id, None).await?;
+    tx.commit().await.db("removing a picture")?;
+    for key in removed {
+        remove_file(state, &key).await;
+    }
+    super::contents::get(state, user, content_id).await
+}
+
+/// Points the scene at `picture` (or none) and drops the picture it replaces; the storage
+/// keys to remove once the transaction commits are returned.
+async fn set_scene_picture(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    content_id: i64,
+    scene_id: i64,
+    picture: Option<i64>,
+) -> Result<Vec<String>, crate::error::AppError> {
+    sqlx::query(
+        "UPDATE scenes SET image_asset_id = $1, updated_at = $2 WHERE id = $3 AND content_id = $4",
+    )
+    .bind(picture)
+    .bind(now_ms())
+    .bind(scene_id)
+    .bind(content_id)
+    .execute(&mut **tx)
+    .await
+    .db("setting a scene's picture")?;
+    drop_unowned(tx, content_id).await
 }
 
 pub enum ContentFile {

@@ -84,6 +84,8 @@ pub struct ErrorBody {
         rest::list_voices,
         rest::preview_voice,
         rest::put_voice,
+        rest::put_visual,
+        rest::delete_visual,
     ),
     components(schemas(ErrorBody)),
     modifiers(&FromRouteTable),

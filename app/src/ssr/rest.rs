@@ -187,6 +187,18 @@ pub fn api_routes() -> Vec<ApiRoute> {
         ),
         route(Method::PUT, "/api/contents/{id}/music", User, put_music),
         route(Method::PUT, "/api/contents/{id}/voice", User, put_voice),
+        route(
+            Method::PUT,
+            "/api/contents/{id}/scenes/{scene_id}/visual",
+            User,
+            put_visual,
+        ),
+        route(
+            Method::DELETE,
+            "/api/contents/{id}/scenes/{scene_id}/visual",
+            User,
+            delete_visual,
+        ),
         route(Method::GET, "/api/voices", User, list_voices),
         route(Method::GET, "/api/voices/preview", User, preview_voice),
         route(
@@ -222,6 +234,18 @@ pub fn router() -> Router<AppState> {
     api_routes()
         .into_iter()
         .fold(Router::new(), |router, r| router.route(r.path, r.handler))
+        // Any other path under /api answers like the API, not with the app's HTML page.
+        .route("/api/{*rest}", axum::routing::any(no_such_route))
+}
+
+async fn no_such_route(uri: axum::http::Uri) -> AppError {
+    AppError::new(
+        crate::error::ErrorCode::NotFound,
+        format!(
+            "{} is not an API route (GET /api/openapi.json lists them)",
+            uri.path()
+        ),
+    )
 }
 
 #[utoipa::path(
@@ -811,21 +835,29 @@ async fn put_music(
     body: axum::body::Body,
 ) -> ApiResult<ContentDetail> {
     let id = id_param(&id)?;
-    let bytes = axum::body::to_bytes(body, limits::MUSIC_MAX_BYTES)
-        .await
-        .map_err(|_| {
-            AppError::new(
-                crate::error::ErrorCode::PayloadTooLarge,
-                format!(
-                    "The music file is larger than {} MiB",
-                    limits::MUSIC_MAX_BYTES / 1024 / 1024
-                ),
-            )
-        })?;
+    let (content_type, bytes) =
+        file_body(&headers, body, limits::MUSIC_MAX_BYTES, "music file").await?;
+    ok(media::save_music(&state, &user, id, content_type, &bytes).await?)
+}
+
+/// A body that is a file: its `Content-Type` and its bytes, at most `max` (413 naming
+/// `what` beyond).
+async fn file_body<'h>(
+    headers: &'h axum::http::HeaderMap,
+    body: axum::body::Body,
+    max: usize,
+    what: &str,
+) -> Result<(Option<&'h str>, axum::body::Bytes), AppError> {
+    let bytes = axum::body::to_bytes(body, max).await.map_err(|_| {
+        AppError::new(
+            crate::error::ErrorCode::PayloadTooLarge,
+            format!("The {what} is larger than {} MiB", max / 1024 / 1024),
+        )
+    })?;
     let content_type = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    ok(media::save_music(&state, &user, id, content_type, &bytes).await?)
+    Ok((content_type, bytes))
 }
 
 #[utoipa::path(
@@ -937,7 +969,7 @@ fn query_params<'a>(
     path = "/api/voices",
     tag = "voices",
     summary = "The voices narration can use now: espeak-ng's variants offline, else the provider's",
-    params(("language" = Option<String>, Query, description = "The content's language (a name or code); the admin's default when left out.")),
+    params(("language" = Option<String>, Query, max_length = 100, description = "The content's language (a name or code); the admin's default when left out.")),
     responses((status = 200, description = "The voices, with the defaults.", body = Data<VoiceList>))
 )]
 async fn list_voices(
@@ -955,11 +987,11 @@ async fn list_voices(
     tag = "voices",
     summary = "Hear a voice: a short sample spoken as narration would be (WAV)",
     params(
-        ("voice" = String, Query, description = "A voice id from `GET /api/voices`."),
-        ("language" = Option<String>, Query, description = "The language to speak (offline voices follow it); the content's, or the admin's default."),
+        ("voice" = String, Query, min_length = 1, max_length = 100, description = "A voice id from `GET /api/voices`."),
+        ("language" = Option<String>, Query, max_length = 100, description = "The language to speak (offline voices follow it); the content's, or the admin's default."),
         ("speed" = Option<f64>, Query, minimum = 0.25, maximum = 4.0, description = "0.25–4.0; the admin's default when left out."),
         ("content_id" = Option<i64>, Query, minimum = 1, description = "Speak this content's first scene, in its language."),
-        ("text" = Option<String>, Query, description = "What to say, up to 300 characters; a sentence in the language when left out."),
+        ("text" = Option<String>, Query, max_length = 300, description = "What to say, up to 300 characters; a sentence in the language when left out."),
     ),
     responses(
         (status = 200, description = "The sample, 16-bit PCM.", content_type = "audio/wav", body = Binary),
@@ -1032,4 +1064,70 @@ async fn put_voice(
     ApiJson(req): ApiJson<VoiceUpdate>,
 ) -> ApiResult<ContentDetail> {
     ok(voices::set(&state, &user, id_param(&id)?, req).await?)
+}
+
+#[utoipa::path(
+    put,
+    path = "/api/contents/{id}/scenes/{scene_id}/visual",
+    tag = "contents",
+    summary = "Use your own picture for a scene (the body is the file, up to 20 MiB)",
+    params(
+        ("id" = i64, Path, minimum = 1, description = "The content's id."),
+        ("scene_id" = i64, Path, minimum = 1, description = "The scene's id."),
+        ("fit" = Option<String>, Query, description = "`crop` (fill the frame, the default) or `pad` (the whole picture, black bars)."),
+    ),
+    request_body(description = "A PNG, JPEG or WebP picture.", content((Binary = "image/png"), (Binary = "image/jpeg"), (Binary = "image/webp"))),
+    responses((status = 200, description = "The content, the scene showing the picture.", body = Data<ContentDetail>), QuotaExceeded)
+)]
+async fn put_visual(
+    State(state): State<AppState>,
+    Actor(user): Actor,
+    Path((id, scene_id)): Path<(String, String)>,
+    ApiQuery(raw): ApiQuery<std::collections::HashMap<String, String>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> ApiResult<ContentDetail> {
+    let (id, scene_id) = (id_param(&id)?, scene_param(&scene_id)?);
+    let fit = match query_params(&raw, &["fit"])?("fit") {
+        None | Some("crop") => media::Fit::Crop,
+        Some("pad") => media::Fit::Pad,
+        Some(other) => {
+            return Err(AppError::validation(
+                "fit",
+                format!("fit is crop or pad (got {other:?})"),
+            ))
+        }
+    };
+    let (content_type, bytes) =
+        file_body(&headers, body, limits::PICTURE_MAX_BYTES, "picture").await?;
+    ok(media::save_scene_picture(&state, &user, id, scene_id, content_type, fit, &bytes).await?)
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/contents/{id}/scenes/{scene_id}/visual",
+    tag = "contents",
+    summary = "Drop a scene's picture (the next Generate images makes one)",
+    params(
+        ("id" = i64, Path, minimum = 1, description = "The content's id."),
+        ("scene_id" = i64, Path, minimum = 1, description = "The scene's id."),
+    ),
+    responses((status = 200, description = "The content, the scene without a picture.", body = Data<ContentDetail>))
+)]
+async fn delete_visual(
+    State(state): State<AppState>,
+    Actor(user): Actor,
+    Path((id, scene_id)): Path<(String, String)>,
+) -> ApiResult<ContentDetail> {
+    let (id, scene_id) = (id_param(&id)?, scene_param(&scene_id)?);
+    ok(media::remove_scene_picture(&state, &user, id, scene_id).await?)
+}
+
+fn scene_param(raw: &str) -> Result<i64, AppError> {
+    id_param(raw).map_err(|_| {
+        AppError::validation(
+            "scene_id",
+            format!("scene_id must be a positive integer (got {raw:?})"),
+        )
+    })
 }

@@ -331,6 +331,11 @@ pub fn espeak_voice(language: &str) -> &'static str {
     find(language).map_or("en", |l| l.espeak)
 }
 
+/// Whether `code` is the espeak-ng voice of a language CREVID knows (`en`, `cmn`).
+pub fn is_espeak_voice(code: &str) -> bool {
+    LANGUAGES.iter().any(|l| l.espeak == code)
+}
+
 /// The font for a language's cards and subtitles.
 pub fn font_for(language: &str) -> Font {
     find(language).map_or(DEFAULT_FONT, |l| l.font)

@@ -53,11 +53,14 @@ pub fn espeak_voice_for(language: &str, voice: &str) -> String {
     }
 }
 
-/// The variant part of an espeak-ng voice (`f3` of `en+f3`): variant file names are
-/// letters, digits, `_` and `-` (espeak-ng's `espeak-ng-data/voices/!v`).
+/// The variant part of an espeak-ng voice (`f3` of `en+f3`): the part before the `+` is a
+/// language's espeak-ng voice, and variant file names are letters, digits, `_` and `-`
+/// (espeak-ng's `espeak-ng-data/voices/!v`). A provider's voice mix (Kokoro-FastAPI's
+/// `af_bella+af_sky`) is none.
 fn variant_of(voice: &str) -> Option<&str> {
-    let (_, variant) = voice.split_once('+')?;
-    (!variant.is_empty()
+    let (base, variant) = voice.split_once('+')?;
+    (text_layout::is_espeak_voice(base)
+        && !variant.is_empty()
         && variant.len() <= 40
         && variant
             .chars()
@@ -205,7 +208,7 @@ fn variants_from(listing: &str, language: &str, base: &str) -> Vec<VoiceOption> 
             continue;
         };
         let file = line[at + 3..].split(" (").next().unwrap_or_default().trim();
-        let Some(variant) = variant_of(&format!("+{file}")).map(str::to_owned) else {
+        let Some(variant) = variant_of(&format!("{base}+{file}")).map(str::to_owned) else {
             continue;
         };
         let fields: Vec<&str> = line[..at].split_whitespace().collect();
@@ -447,6 +450,13 @@ mod tests {
         assert_eq!(espeak_voice_for("German", "en+"), "de");
         assert_eq!(espeak_voice_for("German", "en+../../etc"), "de");
         assert_eq!(espeak_voice_for("German", "en+f3 -w /tmp/x"), "de");
+        // A provider's voice mix is not a variant, and goes to the provider as it is.
+        assert_eq!(espeak_voice_for("English", "af_bella+af_sky"), "en");
+        assert_eq!(
+            provider_voice("af_bella+af_sky", "alloy"),
+            "af_bella+af_sky"
+        );
+        assert_eq!(provider_voice("en+f3", "alloy"), "alloy");
     }
 
     #[test]

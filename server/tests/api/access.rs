@@ -134,6 +134,20 @@ async fn rest_sample(app: &TestApp, method: &Method, path: &str) -> (String, Opt
             Some(json!({ "voice": "en+f3", "speed": 1.25 })),
             Owner::ContentOfA,
         ),
+        ("PUT", "/api/contents/{id}/scenes/{scene_id}/visual")
+        | ("DELETE", "/api/contents/{id}/scenes/{scene_id}/visual") => {
+            let content = app
+                .saved_content("Owls turn their heads far. They see in the dark.")
+                .await;
+            (
+                format!(
+                    "/api/contents/{}/scenes/{}/visual",
+                    content["id"], content["scenes"][0]["id"]
+                ),
+                None,
+                Owner::ContentOfA,
+            )
+        }
         ("GET", "/api/voices") => ("/api/voices?language=French".into(), None, Owner::None),
         ("GET", "/api/voices/preview") => (
             format!(

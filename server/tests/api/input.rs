@@ -209,6 +209,12 @@ async fn malformed_and_oversized_bodies(db: Db) {
     assert_eq!(answer["error"]["field"], "per_page");
     let (status, answer) = app.get("/api/contents?page=minus").await;
     assert_eq!(status, 422, "{answer}");
+    let (status, answer) = app.get("/api/no-such-thing").await;
+    assert_eq!(status, 404, "{answer}");
+    assert_eq!(
+        answer["error"]["code"], "not_found",
+        "an API path answers JSON: {answer}"
+    );
     let (status, answer) = app.get("/api/contents?page=2147483648").await;
     assert_eq!(status, 422, "{answer}");
     assert_eq!(answer["error"]["field"], "page");

@@ -18,4 +18,5 @@ mod qstash;
 mod render;
 mod settings;
 mod storage;
+mod visuals;
 mod voices;
