@@ -267,6 +267,8 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
     });
     let initial = detail.clone();
     let own = RwSignal::new(OwnPictures::new());
+    // The music or a scene's own picture changed in this page since its last render.
+    let sources_changed = RwSignal::new(false);
     let media =
         Memo::new(move |_| latest.with(|list| own.with(|own| scene_media(&initial, list, own))));
     let picture_errors = RwSignal::new(HashMap::<i64, String>::new());
@@ -295,6 +297,7 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
                         own.update(|o| {
                             o.insert(scene, (asset, upto));
                         });
+                        sources_changed.set(true);
                     }
                     Err(message) => picture_errors.update(|e| {
                         e.insert(scene, message);
@@ -332,7 +335,6 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
             .max()
     };
     let (first_video, was_out_of_date) = (detail.video_asset_id, detail.video_out_of_date);
-    let music_changed = RwSignal::new(false);
     let first_music = detail.music_asset_id;
     let (voice_language, first_voice, first_speed) = (
         detail.presets.language.clone(),
@@ -347,13 +349,13 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
             .or(first_video.map(|asset| format!("asset{asset}")))
     });
     let out_of_date = Memo::new(move |_| {
-        let music = music_changed.get();
+        let changed = sources_changed.get();
         latest.with(
             |list| match (newest(list, &["render"]), newest(list, &["media", "tts"])) {
-                (Some(render), Some(media)) => media > render || music,
-                (Some(_), None) => music,
+                (Some(render), Some(media)) => media > render || changed,
+                (Some(_), None) => changed,
                 (None, media) => {
-                    was_out_of_date || (first_video.is_some() && (media.is_some() || music))
+                    was_out_of_date || (first_video.is_some() && (media.is_some() || changed))
                 }
             },
         )
@@ -414,7 +416,7 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
         <section class="card video" aria-label="Video">
             <div class="actions">
                 // A render started now takes the current music.
-                <button class="primary" on:click=move |_| { music_changed.set(false); render.dispatch(()); }
+                <button class="primary" on:click=move |_| { sources_changed.set(false); render.dispatch(()); }
                     disabled=move || render.pending().get() || !missing.with(|m| m.is_empty())>"Render video"</button>
                 <span class="muted">{move || missing.with(|m| match m.as_slice() {
                     [] => "Every scene's picture and narration, with subtitles, into an MP4.".to_owned(),
@@ -434,7 +436,7 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
                     })}
                 </p>
             })}
-            <MusicPicker content_id=id initial=first_music changed=music_changed/>
+            <MusicPicker content_id=id initial=first_music changed=sources_changed/>
         </section>
         <ol class="scenes editing">
             <For each=move || rows.get() key=|r| r.key children=move |row: Row| {

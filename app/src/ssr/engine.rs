@@ -754,10 +754,24 @@ async fn make_current(
     now: i64,
 ) -> Result<(), AppError> {
     let (sql, owner) = match kind {
-        "image" => (
-            "UPDATE scenes SET image_asset_id = $1, updated_at = $2 WHERE id = $3",
-            task.scene_id,
-        ),
+        "image" => {
+            // A creator's own picture put on the scene after this task was queued stays:
+            // the generated one is dropped with the other unowned media.
+            sqlx::query(
+                "UPDATE scenes SET image_asset_id = $1, updated_at = $2 WHERE id = $3 \
+                 AND NOT EXISTS (SELECT 1 FROM assets a WHERE a.id = scenes.image_asset_id \
+                   AND a.provider = 'upload' \
+                   AND a.created_at > (SELECT t.created_at FROM tasks t WHERE t.id = $4))",
+            )
+            .bind(asset_id)
+            .bind(now)
+            .bind(task.scene_id)
+            .bind(task.id)
+            .execute(&mut **tx)
+            .await
+            .db("pointing a scene at its picture")?;
+            return Ok(());
+        }
         "audio" => (
             "UPDATE scenes SET audio_asset_id = $1, updated_at = $2 WHERE id = $3",
             task.scene_id,

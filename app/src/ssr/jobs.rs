@@ -223,7 +223,6 @@ async fn fits_render(
     super::qstash::check_fits(state, RENDER, std::time::Duration::ZERO, video_ms)
 }
 
-/// Narration is made only for scenes with words; a silent scene needs none.
 /// Why a job for "every scene" has no scene left to work on.
 fn nothing_to_make(kind: JobKind) -> &'static str {
     match kind {
@@ -246,6 +245,7 @@ fn without_own_pictures(kind: JobKind, content: &ContentDetail, scenes: Vec<i64>
         .collect()
 }
 
+/// Narration is made only for scenes with words; a silent scene needs none.
 fn spoken(kind: JobKind, content: &ContentDetail, scenes: Vec<i64>) -> Vec<i64> {
     if kind != JobKind::Tts {
         return scenes;

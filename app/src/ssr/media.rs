@@ -786,7 +786,11 @@ pub async fn save_music(
             ))
         }
     };
-    let key = format!("content-{content_id}/music-{}.m4a", now_ms());
+    let key = format!(
+        "content-{content_id}/music-{}-{:08x}.m4a",
+        now_ms(),
+        rand::random::<u32>()
+    );
     let (path, upload) = stage_upload(state, user.id, &key, ext, bytes, "music file").await?;
     let mut ffmpeg = Command::new("ffmpeg");
     ffmpeg.args(["-hide_banner", "-loglevel", "error", "-y"]);
@@ -864,7 +868,12 @@ async fn stage_upload(
     let path = prepare(state, key)
         .await
         .map_err(|e| AppError::new(ErrorCode::Internal, e.message().to_owned()))?;
-    let upload = path.with_file_name(format!("upload-{}.{ext}", now_ms()));
+    // Named for this upload alone: two at once never share a file.
+    let upload = path.with_file_name(format!(
+        "upload-{}-{:08x}.{ext}",
+        now_ms(),
+        rand::random::<u32>()
+    ));
     tokio::fs::write(&upload, bytes)
         .await
         .map_err(|e| super::error::internal("saving an upload", e))?;
@@ -974,41 +983,54 @@ pub async fn save_scene_picture(
             ))
         }
     };
-    let key = format!("content-{content_id}/scene-{scene_id}-own-{}.png", now_ms());
-    let (path, upload) = stage_upload(state, user.id, &key, ext, bytes, "picture file").await?;
+    if bytes.is_empty() {
+        return Err(AppError::validation("body", "the picture file is empty"));
+    }
+    // Type and size from the header, before any decoder sees the file: a small file can
+    // claim a picture that decodes to gigabytes.
+    let claimed = match ext {
+        "png" => imagesize::ImageType::Png,
+        "jpg" => imagesize::ImageType::Jpeg,
+        _ => imagesize::ImageType::Webp,
+    };
     let not_readable = || {
         AppError::validation(
             "body",
             format!("this file is not a {ext} picture that ffmpeg can read"),
         )
     };
-    let checked = match probe(&upload).await {
-        Ok(Probed {
-            size: Some((w, h)),
-            ..
-        }) if w.max(h) <= PICTURE_MAX_SIDE && u64::from(w) * u64::from(h) <= PICTURE_MAX_PIXELS => {
-            Ok(())
-        }
-        Ok(Probed { size: Some((w, h)), .. }) => Err(AppError::validation(
+    if imagesize::image_type(bytes).ok() != Some(claimed) {
+        return Err(not_readable());
+    }
+    let size = imagesize::blob_size(bytes).map_err(|_| not_readable())?;
+    let (width, height) = (size.width as u64, size.height as u64);
+    if width == 0
+        || height == 0
+        || width.max(height) > u64::from(PICTURE_MAX_SIDE)
+        || width * height > PICTURE_MAX_PIXELS
+    {
+        return Err(AppError::validation(
             "body",
             format!(
-                "the picture is {w}×{h} pixels; at most {PICTURE_MAX_SIDE} a side and {} megapixels",
+                "the picture is {width}×{height} pixels; at most {PICTURE_MAX_SIDE} a side and {} megapixels",
                 PICTURE_MAX_PIXELS / 1_000_000
             ),
-        )),
-        _ => Err(not_readable()),
-    };
-    if let Err(e) = checked {
-        let _ = tokio::fs::remove_file(&upload).await;
-        return Err(e);
+        ));
     }
+    let key = format!(
+        "content-{content_id}/scene-{scene_id}-own-{}-{:08x}.png",
+        now_ms(),
+        rand::random::<u32>()
+    );
+    let (path, upload) = stage_upload(state, user.id, &key, ext, bytes, "picture file").await?;
     let (w, h) = dimensions(&content.presets.aspect_ratio);
+    // Transparency is flattened (rgb24): the video has no layer beneath to show through.
     let filter = match fit {
         Fit::Crop => format!(
-            "scale={w}:{h}:force_original_aspect_ratio=increase,crop={w}:{h},setsar=1"
+            "scale={w}:{h}:force_original_aspect_ratio=increase,crop={w}:{h},setsar=1,format=rgb24"
         ),
         Fit::Pad => format!(
-            "scale={w}:{h}:force_original_aspect_ratio=decrease,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2:color=black,setsar=1"
+            "scale={w}:{h}:force_original_aspect_ratio=decrease,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2:color=black,setsar=1,format=rgb24"
         ),
     };
     let mut ffmpeg = Command::new("ffmpeg");
@@ -1016,29 +1038,55 @@ pub async fn save_scene_picture(
     let converted = match add_input(&mut ffmpeg, &upload, "the picture") {
         Ok(()) => {
             ffmpeg
-                .args([
-                    "-frames:v",
-                    "1",
-                    "-vf",
-                    &filter,
-                    "-c:v",
-                    "png",
-                    "-f",
-                    "image2",
-                    "-update",
-                    "1",
-                ])
+                .args(["-frames:v", "1", "-vf", &filter, "-c:v", "png"])
+                .args(["-f", "image2", "-update", "1"])
                 .arg(&path);
             run_tool(ffmpeg, None, "ffmpeg").await
         }
         Err(e) => Err(e),
     };
     let _ = tokio::fs::remove_file(&upload).await;
-    if converted.is_err() {
-        let _ = tokio::fs::remove_file(&path).await;
-        return Err(not_readable());
+    match converted {
+        Ok(_) => {}
+        // ffmpeg ran and could not decode it: the file's fault.
+        Err(TaskError::Permanent(_)) => {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(not_readable());
+        }
+        // A timeout, or ffmpeg could not run: the server's.
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&path).await;
+            tracing::error!(error = e.message(), "converting a creator's picture");
+            return Err(AppError::internal());
+        }
     }
-    let stored_bytes = tokio::fs::metadata(&path)
+    let recorded = record_scene_picture(state, content_id, scene_id, &key, &path, (w, h)).await;
+    match recorded {
+        Ok(replaced) => {
+            for key in replaced {
+                remove_file(state, &key).await;
+            }
+        }
+        Err(e) => {
+            // Nothing points at the file: it goes now, not at the next sweep.
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(e);
+        }
+    }
+    super::contents::get(state, user, content_id).await
+}
+
+/// Records the converted picture at `path` as the scene's current picture; returns the
+/// storage keys of what it replaced.
+async fn record_scene_picture(
+    state: &AppState,
+    content_id: i64,
+    scene_id: i64,
+    key: &str,
+    path: &Path,
+    (w, h): (u32, u32),
+) -> Result<Vec<String>, crate::error::AppError> {
+    let stored_bytes = tokio::fs::metadata(path)
         .await
         .map(|m| m.len() as i64)
         .map_err(|e| super::error::internal("measuring a picture", e))?;
@@ -1049,7 +1097,7 @@ pub async fn save_scene_picture(
     )
     .bind(content_id)
     .bind(scene_id)
-    .bind(&key)
+    .bind(key)
     .bind(stored_bytes)
     .bind(i64::from(w))
     .bind(i64::from(h))
@@ -1059,10 +1107,7 @@ pub async fn save_scene_picture(
     .db("recording a picture")?;
     let replaced = set_scene_picture(&mut tx, content_id, scene_id, Some(asset_id)).await?;
     tx.commit().await.db("committing a picture")?;
-    for key in replaced {
-        remove_file(state, &key).await;
-    }
-    super::contents::get(state, user, content_id).await
+    Ok(replaced)
 }
 
 /// The scene has no picture again: the next "Generate images" makes one.

@@ -221,6 +221,21 @@ async fn own_pictures_are_fitted_to_the_frame_kept_and_rendered(db: Db) {
             "{path} {kind}: {answer}"
         );
     }
+    // A few bytes claiming 20 000 × 20 000 pixels: refused from the header, never decoded.
+    let mut bomb = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".to_vec();
+    bomb.extend_from_slice(&20_000u32.to_be_bytes());
+    bomb.extend_from_slice(&20_000u32.to_be_bytes());
+    bomb.extend_from_slice(b"\x08\x02\x00\x00\x00\x00\x00\x00\x00");
+    let (status, answer) =
+        put_picture(&app, Who::CreatorA, &visual(first), "image/png", bomb).await;
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("20000×20000 pixels"),
+        "{answer}"
+    );
     assert_eq!(app.count("assets").await, assets_before);
     let (_, unchanged) = app.get(&format!("/api/contents/{id}")).await;
     assert_eq!(unchanged["data"]["scenes"][0]["own_image"], true);
@@ -256,6 +271,39 @@ async fn own_pictures_are_fitted_to_the_frame_kept_and_rendered(db: Db) {
     let (_, after) = app.get(&format!("/api/contents/{id}")).await;
     assert_eq!(after["data"]["scenes"][0]["own_image"], true);
     assert_eq!(after["data"]["scenes"][1]["own_image"], false);
+
+    // A picture task queued before the creator's upload finishes after it: the
+    // creator's picture stays, and the generated one is not kept.
+    let (status, queued) = app
+        .post(
+            "/api/media/generate",
+            &json!({ "content_id": id, "scene_ids": [first] }),
+        )
+        .await;
+    assert_eq!(status, 202, "{queued}");
+    let (status, uploaded) = put_picture(
+        &app,
+        Who::CreatorA,
+        &visual(first),
+        "image/png",
+        picture("png", 300, 400, "red"),
+    )
+    .await;
+    assert_eq!(status, 200, "{uploaded}");
+    let own_asset = uploaded["data"]["scenes"][0]["image_asset_id"].clone();
+    let assets_then = app.count("assets").await;
+    app.drain().await;
+    let (_, kept) = app.get(&format!("/api/contents/{id}")).await;
+    assert_eq!(
+        kept["data"]["scenes"][0]["image_asset_id"], own_asset,
+        "{kept}"
+    );
+    assert_eq!(kept["data"]["scenes"][0]["own_image"], true);
+    assert_eq!(
+        app.count("assets").await,
+        assets_then,
+        "the late picture is not kept"
+    );
 
     // The video shows the creator's picture in its first scene.
     let (status, render) = app
