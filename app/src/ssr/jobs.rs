@@ -116,7 +116,7 @@ pub async fn create(
         .into_iter()
         .map(|s| (req.content_id, Some(s)))
         .collect();
-    super::media::check_quota(state, user.id).await?;
+    super::media::check_quota(state, user, req.content_id).await?;
     check_rate(state, user).await?;
     let content_ids = [req.content_id];
     insert(state, user.id, kind, &content_ids, tasks, req.render_after).await
@@ -182,7 +182,9 @@ pub async fn create_batch(
     if tasks.is_empty() {
         return Err(AppError::validation("content_ids", nothing_to_make(kind)));
     }
-    super::media::check_quota(state, user.id).await?;
+    for id in &ids {
+        super::media::check_quota(state, user, *id).await?;
+    }
     check_rate(state, user).await?;
     insert(state, user.id, kind, &ids, tasks, req.render_after).await
 }
@@ -283,7 +285,7 @@ pub async fn create_render(
         ));
     }
     fits_render(state, &scenes).await?;
-    super::media::check_quota(state, user.id).await?;
+    super::media::check_quota(state, user, content_id).await?;
     check_rate(state, user).await?;
     let view = enqueue_render(state, user.id, content_id).await?;
     Ok(view)

@@ -791,7 +791,8 @@ pub async fn save_music(
         now_ms(),
         rand::random::<u32>()
     );
-    let (path, upload) = stage_upload(state, user.id, &key, ext, bytes, "music file").await?;
+    let (path, upload) =
+        stage_upload(state, user, content_id, &key, ext, bytes, "music file").await?;
     let mut ffmpeg = Command::new("ffmpeg");
     ffmpeg.args(["-hide_banner", "-loglevel", "error", "-y"]);
     let converted = match add_input(&mut ffmpeg, &upload, "the music") {
@@ -854,7 +855,8 @@ pub async fn save_music(
 /// `upload-….{ext}`. Returns (the converted file's path, the upload's path).
 async fn stage_upload(
     state: &AppState,
-    owner_id: i64,
+    caller: &super::auth::CurrentUser,
+    content_id: i64,
     key: &str,
     ext: &str,
     bytes: &[u8],
@@ -864,7 +866,7 @@ async fn stage_upload(
     if bytes.is_empty() {
         return Err(AppError::validation("body", format!("the {what} is empty")));
     }
-    check_quota(state, owner_id).await?;
+    check_quota(state, caller, content_id).await?;
     let path = prepare(state, key)
         .await
         .map_err(|e| AppError::new(ErrorCode::Internal, e.message().to_owned()))?;
@@ -1022,7 +1024,8 @@ pub async fn save_scene_picture(
         now_ms(),
         rand::random::<u32>()
     );
-    let (path, upload) = stage_upload(state, user.id, &key, ext, bytes, "picture file").await?;
+    let (path, upload) =
+        stage_upload(state, user, content_id, &key, ext, bytes, "picture file").await?;
     let (w, h) = dimensions(&content.presets.aspect_ratio);
     // Transparency is flattened (rgb24): the video has no layer beneath to show through.
     let filter = match fit {
@@ -1220,24 +1223,38 @@ pub async fn remove_content_files(state: &AppState, content_id: i64) {
 /// Refuses new media for `owner_id` when their contents' stored media (pictures,
 /// narration, videos, subtitles, music; bytes as recorded) reach the admin's quota
 /// (`storage_quota_mb`, MiB; 0: none).
-pub async fn check_quota(state: &AppState, owner_id: i64) -> Result<(), crate::error::AppError> {
+/// Refuses new media for `content_id` once its owner's media fill the storage quota: the
+/// quota is the owner's, whoever asks (an admin working on a creator's content too).
+pub async fn check_quota(
+    state: &AppState,
+    caller: &super::auth::CurrentUser,
+    content_id: i64,
+) -> Result<(), crate::error::AppError> {
     use crate::error::{AppError, ErrorCode};
     let quota_mb = i64::from(super::settings::values(state).await?.storage_quota_mb);
     if quota_mb == 0 {
         return Ok(());
     }
-    let used: i64 = sqlx::query_scalar(
-        "SELECT CAST(COALESCE(SUM(a.bytes), 0) AS BIGINT) FROM assets a JOIN contents c ON c.id = a.content_id WHERE c.owner_id = $1",
+    let (owner, used): (Option<i64>, i64) = sqlx::query_as(
+        "SELECT o.owner_id, CAST(COALESCE((SELECT SUM(a.bytes) FROM assets a JOIN contents c \
+         ON c.id = a.content_id WHERE c.owner_id = o.owner_id), 0) AS BIGINT) \
+         FROM contents o WHERE o.id = $1",
     )
-    .bind(owner_id)
-    .fetch_one(state.pool())
+    .bind(content_id)
+    .fetch_optional(state.pool())
     .await
-    .db("measuring media use")?;
+    .db("measuring media use")?
+    .ok_or_else(|| AppError::not_found("content"))?;
     if used >= quota_mb * 1024 * 1024 {
+        let whose = if owner == Some(caller.id) {
+            "Your media take"
+        } else {
+            "The media of this content's owner take"
+        };
         return Err(AppError::new(
             ErrorCode::QuotaExceeded,
             format!(
-                "Your media take {} MiB, and your storage quota is {quota_mb} MiB. Delete contents you no longer need (or ask an admin for more room), then try again.",
+                "{whose} {} MiB, and the storage quota is {quota_mb} MiB. Delete contents no longer needed (or ask an admin for more room), then try again.",
                 used / 1024 / 1024
             ),
         ));

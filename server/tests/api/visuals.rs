@@ -328,4 +328,35 @@ async fn own_pictures_are_fitted_to_the_frame_kept_and_rendered(db: Db) {
         put_picture(&app, Who::CreatorA, &visual(first), "image/png", landscape).await;
     assert_eq!(status, 413, "{answer}");
     assert_eq!(answer["error"]["code"], "quota_exceeded");
+    assert!(answer["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("Your media take"));
+    // The quota is the content owner's, whoever asks: an admin with room of their own
+    // is refused on a creator's full content too, pictures and jobs alike.
+    let (status, answer) = put_picture(
+        &app,
+        Who::Admin,
+        &visual(first),
+        "image/png",
+        picture("png", 64, 64, "red"),
+    )
+    .await;
+    assert_eq!(status, 413, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("this content's owner"),
+        "{answer}"
+    );
+    let (status, answer) = app
+        .call(
+            Who::Admin,
+            reqwest::Method::POST,
+            "/api/media/generate",
+            Some(&json!({ "content_id": id, "scene_ids": [second] })),
+        )
+        .await;
+    assert_eq!(status, 413, "{answer}");
 }
