@@ -32,10 +32,11 @@ const LIST_TIMEOUT: Duration = Duration::from_secs(5);
 /// A voice list larger than this is not one (bytes).
 const LIST_MAX_BYTES: usize = 256 * 1024;
 
-/// The voice to send a speech provider: an espeak-ng voice (`en+f3`, chosen while
-/// narration was offline) means nothing to it, so the admin's default is sent instead.
+/// The voice to send a speech provider: an espeak-ng voice (`en+f3`, or a language's own
+/// `fr`, chosen while narration was offline) means nothing to it, so the admin's default
+/// is sent instead.
 pub fn provider_voice<'a>(voice: &'a str, default_voice: &'a str) -> &'a str {
-    if variant_of(voice).is_some() {
+    if variant_of(voice).is_some() || text_layout::is_espeak_voice(voice) {
         default_voice
     } else {
         voice
@@ -457,6 +458,8 @@ mod tests {
             "af_bella+af_sky"
         );
         assert_eq!(provider_voice("en+f3", "alloy"), "alloy");
+        assert_eq!(provider_voice("fr", "alloy"), "alloy");
+        assert_eq!(provider_voice("nova", "alloy"), "nova");
     }
 
     #[test]
