@@ -60,7 +60,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 
-pub use media::{prompt_colour, solid_png, speech_duration, tone_wav, SPEECH_SAMPLE_RATE};
+pub use media::{
+    probe_size, prompt_colour, solid_png, speech_duration, tone_wav, SPEECH_SAMPLE_RATE,
+};
 pub use profiles::{Knobs, Profile};
 pub use qstash::{QStash, QStashOptions};
 

@@ -28,6 +28,30 @@ pub fn prompt_colour(prompt: &str) -> [u8; 3] {
     [r, g, b]
 }
 
+/// `W,H` of the first video stream (or picture) in the file at `path`, as ffprobe reads it;
+/// Err with ffprobe's complaint when it cannot.
+pub fn probe_size(path: &std::path::Path) -> Result<String, String> {
+    let out = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=width,height",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .map_err(|e| format!("ffprobe could not run: {e}"))?;
+    let complaint = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() || !complaint.trim().is_empty() {
+        return Err(complaint.trim().to_owned());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
 /// An 8-bit RGB PNG of one colour.
 ///
 /// # Panics

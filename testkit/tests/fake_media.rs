@@ -183,30 +183,9 @@ async fn images_open_in_ffprobe() {
         .unwrap();
     let path = std::env::temp_dir().join(format!("testkit-{}.png", std::process::id()));
     std::fs::write(&path, bytes).unwrap();
-    let probe = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=width,height",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let size = testkit::probe_size(&path);
     let _ = std::fs::remove_file(&path);
-    assert!(
-        probe.status.success(),
-        "{}",
-        String::from_utf8_lossy(&probe.stderr)
-    );
-    assert!(
-        probe.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&probe.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&probe.stdout).trim(), "720,1280");
+    assert_eq!(size.as_deref(), Ok("720,1280"));
 }
 
 #[tokio::test]

@@ -349,7 +349,7 @@ pub fn client_ip(parts: &Parts, header: Option<&axum::http::HeaderName>) -> Opti
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .filter_map(parse_forwarded)
-            .last()
+            .next_back()
     });
     forwarded.or_else(|| {
         parts

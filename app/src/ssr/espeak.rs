@@ -194,6 +194,9 @@ unsafe fn open() -> Result<Api, String> {
 #[derive(Debug)]
 pub struct Espeak {
     loaded: bool,
+    /// `espeak-ng --voices=variant`'s listing, read once (`voices::espeak_voices`): the
+    /// installed voices do not change while the server runs.
+    pub(crate) variant_listing: tokio::sync::OnceCell<String>,
 }
 
 impl Default for Espeak {
@@ -213,7 +216,10 @@ impl Espeak {
                 false
             }
         };
-        Self { loaded }
+        Self {
+            loaded,
+            variant_listing: tokio::sync::OnceCell::new(),
+        }
     }
 
     pub fn available(&self) -> bool {

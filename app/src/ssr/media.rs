@@ -565,9 +565,13 @@ pub async fn scene_audio(state: &AppState, task: &ClaimedTask) -> Result<Output,
     let path = prepare(state, &key).await?;
     let voice = super::voices::espeak_voice_for(&scene.language, &scene.voice);
     let speed = scene.speed.unwrap_or(settings.tts_speed);
-    let (bytes, from_library) =
-        speak_offline(state, &voice, &scene.narration, speed, &path).await?;
-    let duration = wav_duration_ms(&bytes)
+    let spoken = speak_offline(state, &voice, &scene.narration, speed, &path).await?;
+    if !spoken.on_disk {
+        tokio::fs::write(&path, &spoken.wav)
+            .await
+            .map_err(|e| server_fault("the narration could not be saved", e, true))?;
+    }
+    let duration = wav_duration_ms(&spoken.wav)
         .ok_or_else(|| TaskError::Permanent("espeak-ng wrote an unreadable WAV file".into()))?;
     into_output(Made {
         kind: "audio",
@@ -577,7 +581,7 @@ pub async fn scene_audio(state: &AppState, task: &ClaimedTask) -> Result<Output,
         duration_ms: Some(duration),
         size: None,
         provider: "builtin:espeak-ng".into(),
-        words: from_library,
+        words: spoken.words,
     })
     .await
 }
@@ -767,32 +771,15 @@ pub async fn save_music(
     content_type: Option<&str>,
     bytes: &[u8],
 ) -> Result<crate::model::ContentDetail, crate::error::AppError> {
-    use crate::error::{AppError, ErrorCode};
+    use crate::error::AppError;
     super::contents::get(state, user, content_id).await?;
-    let ext = match content_type.map(|t| t.split(';').next().unwrap_or_default().trim()) {
-        Some("audio/mpeg" | "audio/mp3") => "mp3",
-        Some("audio/wav" | "audio/x-wav" | "audio/wave") => "wav",
-        Some("audio/ogg" | "audio/opus") => "ogg",
-        Some("audio/flac" | "audio/x-flac") => "flac",
-        Some("audio/aac") => "aac",
-        Some("audio/mp4" | "audio/x-m4a") => "m4a",
-        other => {
-            return Err(AppError::new(
-                ErrorCode::UnsupportedMediaType,
-                format!(
-                    "Send the music as audio/mpeg, audio/wav, audio/ogg, audio/flac, audio/aac or audio/mp4 (got {})",
-                    other.unwrap_or("no Content-Type")
-                ),
-            ))
-        }
-    };
+    let ext = upload_ext(content_type, MUSIC_TYPES, "music file", bytes)?;
     let key = format!(
         "content-{content_id}/music-{}-{:08x}.m4a",
         now_ms(),
         rand::random::<u32>()
     );
-    let (path, upload) =
-        stage_upload(state, user, content_id, &key, ext, bytes, "music file").await?;
+    let (path, upload) = stage_upload(state, user, content_id, &key, ext, bytes).await?;
     let mut ffmpeg = Command::new("ffmpeg");
     ffmpeg.args(["-hide_banner", "-loglevel", "error", "-y"]);
     let converted = match add_input(&mut ffmpeg, &upload, "the music") {
@@ -850,8 +837,60 @@ pub async fn save_music(
     super::contents::get(state, user, content_id).await
 }
 
-/// An upload's first steps, for music and pictures alike: an empty file and a full quota
-/// are refused, then the bytes are written beside where `key`'s converted file goes, as
+/// The media types a music upload may have (`Content-Type` names, the extension its demuxer
+/// reads).
+const MUSIC_TYPES: &[(&[&str], &str)] = &[
+    (&["audio/mpeg", "audio/mp3"], "mp3"),
+    (&["audio/wav", "audio/x-wav", "audio/wave"], "wav"),
+    (&["audio/ogg", "audio/opus"], "ogg"),
+    (&["audio/flac", "audio/x-flac"], "flac"),
+    (&["audio/aac"], "aac"),
+    (&["audio/mp4", "audio/x-m4a"], "m4a"),
+];
+
+/// The picture types a creator may upload, as [`MUSIC_TYPES`].
+const PICTURE_TYPES: &[(&[&str], &str)] = &[
+    (&["image/png"], "png"),
+    (&["image/jpeg", "image/jpg"], "jpg"),
+    (&["image/webp"], "webp"),
+];
+
+/// The extension for an upload whose `Content-Type` is one of `allowed`'s; 415 naming the
+/// first name of each type otherwise, and 422 for an empty `what` (such as "music file").
+fn upload_ext(
+    content_type: Option<&str>,
+    allowed: &[(&[&str], &'static str)],
+    what: &str,
+    bytes: &[u8],
+) -> Result<&'static str, crate::error::AppError> {
+    use crate::error::{AppError, ErrorCode};
+    let essence = content_type.map(|t| t.split(';').next().unwrap_or_default().trim());
+    let found = essence.and_then(|essence| {
+        allowed
+            .iter()
+            .find(|(names, _)| names.iter().any(|n| n.eq_ignore_ascii_case(essence)))
+    });
+    let Some((_, ext)) = found else {
+        let names: Vec<&str> = allowed.iter().map(|(names, _)| names[0]).collect();
+        let (last, rest) = names.split_last().unwrap_or((&"", &[]));
+        let kind = what.split(' ').next().unwrap_or(what);
+        return Err(AppError::new(
+            ErrorCode::UnsupportedMediaType,
+            format!(
+                "Send the {kind} as {} or {last} (got {})",
+                rest.join(", "),
+                essence.unwrap_or("no Content-Type")
+            ),
+        ));
+    };
+    if bytes.is_empty() {
+        return Err(AppError::validation("body", format!("the {what} is empty")));
+    }
+    Ok(ext)
+}
+
+/// An upload's next steps, for music and pictures alike, once [`upload_ext`] took it: a
+/// full quota is refused, then the bytes are written beside where `key`'s converted file goes, as
 /// `upload-….{ext}`. Returns (the converted file's path, the upload's path).
 async fn stage_upload(
     state: &AppState,
@@ -860,12 +899,8 @@ async fn stage_upload(
     key: &str,
     ext: &str,
     bytes: &[u8],
-    what: &str,
 ) -> Result<(PathBuf, PathBuf), crate::error::AppError> {
     use crate::error::{AppError, ErrorCode};
-    if bytes.is_empty() {
-        return Err(AppError::validation("body", format!("the {what} is empty")));
-    }
     check_quota(state, caller, content_id).await?;
     let path = prepare(state, key)
         .await
@@ -966,28 +1001,12 @@ pub async fn save_scene_picture(
     fit: Fit,
     bytes: &[u8],
 ) -> Result<crate::model::ContentDetail, crate::error::AppError> {
-    use crate::error::{AppError, ErrorCode};
+    use crate::error::AppError;
     let content = super::contents::get(state, user, content_id).await?;
     if !content.scenes.iter().any(|s| s.id == scene_id) {
         return Err(AppError::not_found("scene"));
     }
-    let ext = match content_type.map(|t| t.split(';').next().unwrap_or_default().trim()) {
-        Some("image/png") => "png",
-        Some("image/jpeg" | "image/jpg") => "jpg",
-        Some("image/webp") => "webp",
-        other => {
-            return Err(AppError::new(
-                ErrorCode::UnsupportedMediaType,
-                format!(
-                    "Send the picture as image/png, image/jpeg or image/webp (got {})",
-                    other.unwrap_or("no Content-Type")
-                ),
-            ))
-        }
-    };
-    if bytes.is_empty() {
-        return Err(AppError::validation("body", "the picture file is empty"));
-    }
+    let ext = upload_ext(content_type, PICTURE_TYPES, "picture file", bytes)?;
     // Type and size from the header, before any decoder sees the file: a small file can
     // claim a picture that decodes to gigabytes.
     let claimed = match ext {
@@ -1024,8 +1043,7 @@ pub async fn save_scene_picture(
         now_ms(),
         rand::random::<u32>()
     );
-    let (path, upload) =
-        stage_upload(state, user, content_id, &key, ext, bytes, "picture file").await?;
+    let (path, upload) = stage_upload(state, user, content_id, &key, ext, bytes).await?;
     let (w, h) = dimensions(&content.presets.aspect_ratio);
     // Transparency is flattened (rgb24): the video has no layer beneath to show through.
     let filter = match fit {
@@ -1380,17 +1398,27 @@ pub(crate) async fn provider_wav(
     })
 }
 
-/// `text` spoken offline by espeak-ng with `voice` at `speed` (1: 175 words a minute) into
-/// a 16-bit PCM WAV at `path`: its bytes, and where each word falls (JSON of
-/// `espeak::WordTime`s) when the library could say. The library comes first; the
-/// `espeak-ng` command is the fallback.
+/// What [`speak_offline`] made.
+pub(crate) struct OfflineSpeech {
+    /// A 16-bit PCM WAV.
+    pub wav: Vec<u8>,
+    /// Where each word falls (JSON of `espeak::WordTime`s), when the library could say.
+    pub words: Option<String>,
+    /// Whether `wav` is already at the path given (the command writes it there; the library
+    /// leaves the bytes in memory).
+    pub on_disk: bool,
+}
+
+/// `text` spoken offline by espeak-ng with `voice` at `speed` (1: 175 words a minute). The
+/// library comes first and answers in memory; the `espeak-ng` command is the fallback and
+/// writes the WAV at `path`.
 pub(crate) async fn speak_offline(
     state: &AppState,
     voice: &str,
     text: &str,
     speed: f64,
     path: &std::path::Path,
-) -> Result<(Vec<u8>, Option<String>), TaskError> {
+) -> Result<OfflineSpeech, TaskError> {
     let rate = super::voices::espeak_rate(speed);
     if state.espeak.available() {
         let espeak = state.espeak.clone();
@@ -1402,10 +1430,11 @@ pub(crate) async fn speak_offline(
             Ok(spoken) => {
                 let words = serde_json::to_string(&spoken.words)
                     .map_err(|e| server_fault("the word timings could not be written", e, false))?;
-                tokio::fs::write(path, &spoken.wav)
-                    .await
-                    .map_err(|e| server_fault("the narration could not be saved", e, true))?;
-                return Ok((spoken.wav, Some(words)));
+                return Ok(OfflineSpeech {
+                    wav: spoken.wav,
+                    words: Some(words),
+                    on_disk: false,
+                });
             }
             // The command may still manage (another voice file, another build).
             Err(e) => tracing::warn!(error = %e, "espeak-ng's library failed; using the command"),
@@ -1420,13 +1449,52 @@ pub(crate) async fn speak_offline(
     let wav = tokio::fs::read(path)
         .await
         .map_err(|e| server_fault("the narration could not be read back", e, true))?;
-    Ok((wav, None))
+    Ok(OfflineSpeech {
+        wav,
+        words: None,
+        on_disk: true,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn uploads_are_typed_by_their_content_type() {
+        let bytes = b"x";
+        assert_eq!(
+            upload_ext(
+                Some("Audio/MPEG; charset=x"),
+                MUSIC_TYPES,
+                "music file",
+                bytes
+            )
+            .ok(),
+            Some("mp3"),
+            "media types are case-insensitive (RFC 9110 8.3.1)"
+        );
+        assert_eq!(
+            upload_ext(Some("image/jpg"), PICTURE_TYPES, "picture file", bytes).ok(),
+            Some("jpg")
+        );
+        let refused = upload_ext(Some("image/gif"), PICTURE_TYPES, "picture file", bytes)
+            .expect_err("not allowed");
+        assert_eq!(refused.code, crate::error::ErrorCode::UnsupportedMediaType);
+        assert_eq!(
+            refused.message,
+            "Send the picture as image/png, image/jpeg or image/webp (got image/gif)"
+        );
+        let refused = upload_ext(None, MUSIC_TYPES, "music file", bytes).expect_err("untyped");
+        assert_eq!(
+            refused.message,
+            "Send the music as audio/mpeg, audio/wav, audio/ogg, audio/flac, audio/aac or audio/mp4 (got no Content-Type)"
+        );
+        let empty =
+            upload_ext(Some("audio/wav"), MUSIC_TYPES, "music file", b"").expect_err("empty");
+        assert_eq!(empty.message, "the music file is empty");
+    }
 
     #[test]
     fn tool_failures_are_classified() {

@@ -101,7 +101,7 @@ pub async fn list(state: &AppState, language: Option<&str>) -> Result<VoiceList,
             }
         }
     } else {
-        ("espeak-ng", espeak_voices(&language).await)
+        ("espeak-ng", espeak_voices(state, &language).await)
     };
     Ok(VoiceList {
         provider: values.tts_provider.clone(),
@@ -184,21 +184,28 @@ async fn provider_voices(
 /// Languages)`, as ` 5  variant  --/M  Alex  !v/Alex`; a file name with a space, such as
 /// `!v/Mr serious`, cannot be named in a voice and is left out). Without the listing (espeak-ng missing: the status page says so),
 /// the language's own voice alone.
-async fn espeak_voices(language: &str) -> Vec<VoiceOption> {
+async fn espeak_voices(state: &AppState, language: &str) -> Vec<VoiceOption> {
     let base = text_layout::espeak_voice(language);
-    let mut command = tokio::process::Command::new("espeak-ng");
-    command.arg("--voices=variant");
-    let listing = match media::run_tool(command, None, "espeak-ng").await {
-        Ok(listing) => listing,
+    let listing = state
+        .espeak
+        .variant_listing
+        .get_or_try_init(|| async {
+            let mut command = tokio::process::Command::new("espeak-ng");
+            command.arg("--voices=variant");
+            let listing = media::run_tool(command, None, "espeak-ng").await?;
+            Ok::<_, TaskError>(String::from_utf8_lossy(&listing).into_owned())
+        })
+        .await;
+    match listing {
+        Ok(listing) => variants_from(listing, language, base),
         Err(e) => {
             tracing::warn!(
                 error = e.message(),
                 "espeak-ng could not list its voice variants"
             );
-            Vec::new()
+            variants_from("", language, base)
         }
-    };
-    variants_from(&String::from_utf8_lossy(&listing), language, base)
+    }
 }
 
 /// The voice list from `espeak-ng --voices=variant`'s `listing`.
@@ -325,15 +332,16 @@ pub async fn preview(
         let voice = espeak_voice_for(&language, &voice);
         media::speak_offline(state, &voice, &text, speed, &file.0)
             .await
-            .map(|(wav, _)| wav)
+            .map(|spoken| spoken.wav)
     };
     Ok(Sample {
         wav: made.map_err(task_error)?,
     })
 }
 
-/// A sample's file while it is made, removed when dropped: also when the request is
-/// (▶ Play pressed again drops the last one).
+/// Where a sample may be written while it is made (a provider's answer converted, or the
+/// espeak-ng command's output), removed when dropped: also when the request is (▶ Play
+/// pressed again drops the last one).
 struct Scratch(std::path::PathBuf);
 
 impl Drop for Scratch {
