@@ -104,6 +104,14 @@ pub async fn set_voice(id: i64, req: VoiceUpdate) -> Result<ContentDetail, AppEr
 }
 
 #[server(prefix = "/_sfn", input = Json)]
+pub async fn set_transition(id: i64, transition: Transition) -> Result<ContentDetail, AppError> {
+    respond(
+        async { contents::set_transition(&app_state()?, &require_user()?, id, transition).await }
+            .await,
+    )
+}
+
+#[server(prefix = "/_sfn", input = Json)]
 pub async fn delete_content(id: i64) -> Result<(), AppError> {
     respond(async { contents::delete(&app_state()?, &require_user()?, id).await }.await)
 }
@@ -256,6 +264,7 @@ pub fn server_fn_rules() -> Vec<(&'static str, crate::ssr::security::Access)> {
         (<DeleteContent as ServerFn>::PATH, User),
         (<ListVoices as ServerFn>::PATH, User),
         (<SetVoice as ServerFn>::PATH, User),
+        (<SetTransition as ServerFn>::PATH, User),
         (<StartJob as ServerFn>::PATH, User),
         (<ContentJobs as ServerFn>::PATH, User),
         (<StartRender as ServerFn>::PATH, User),

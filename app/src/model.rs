@@ -99,6 +99,60 @@ impl Mode {
 
 pub const ASPECT_RATIOS: [&str; 3] = ["9:16", "16:9", "1:1"];
 
+/// How one scene gives way to the next in the video. The admin's transition time
+/// (`video_fade_ms`, per side of a join) sets how long; 0 makes every join a cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Transition {
+    /// The next scene starts at once.
+    Cut,
+    /// Each scene fades out to black and the next fades in.
+    #[default]
+    Fade,
+    /// The scenes blend into each other (ffmpeg's `xfade=transition=fade`).
+    Crossfade,
+    /// The next scene pushes the last one out to the left (`xfade`'s `slideleft`).
+    Slide,
+    /// The next scene is uncovered from right to left (`xfade`'s `wipeleft`).
+    Wipe,
+}
+
+impl Transition {
+    pub const ALL: [Transition; 5] = [
+        Transition::Cut,
+        Transition::Fade,
+        Transition::Crossfade,
+        Transition::Slide,
+        Transition::Wipe,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transition::Cut => "cut",
+            Transition::Fade => "fade",
+            Transition::Crossfade => "crossfade",
+            Transition::Slide => "slide",
+            Transition::Wipe => "wipe",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// What the content page calls it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Transition::Cut => "Cut",
+            Transition::Fade => "Fade through black",
+            Transition::Crossfade => "Crossfade",
+            Transition::Slide => "Slide",
+            Transition::Wipe => "Wipe",
+        }
+    }
+}
+
 /// Every preset is optional in a request; a missing one takes the admin's default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
@@ -114,6 +168,9 @@ pub struct PresetsInput {
     /// Narration speed, 0.25–4.0 (1: the voice's own pace).
     #[serde(default)]
     pub speed: Option<f64>,
+    /// How scenes give way to each other; `fade` when left out.
+    #[serde(default)]
+    pub transition: Option<Transition>,
 }
 
 /// Presets with every default filled in: what a content is generated and stored with.
@@ -131,6 +188,9 @@ pub struct Presets {
     /// they are narrated at the admin's default (`tts_speed`).
     #[serde(default)]
     pub speed: Option<f64>,
+    /// How scenes give way to each other in the video.
+    #[serde(default)]
+    pub transition: Transition,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -375,7 +435,9 @@ pub struct SettingsValues {
     pub video_subtitles: bool,
     /// A slow zoom on each scene's picture.
     pub video_motion: bool,
-    /// Fade from and to black at each scene's edges, in milliseconds (0: hard cuts).
+    /// The transition time, in milliseconds, taken from each side of a join between scenes:
+    /// a fade from and to black, or half of an `xfade` (the content's `Transition`). 0: every
+    /// join is a cut.
     pub video_fade_ms: u32,
     /// Subtitle text size, in percent of the default for the frame.
     pub subtitle_size: u32,
@@ -781,10 +843,18 @@ pub struct VoiceList {
     pub default_speed: f64,
 }
 
-/// A content's voice and speed; narration made after the change uses them.
+/// A content's transition between scenes; the next render uses it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct TransitionUpdate {
+    pub transition: Transition,
+}
+
+/// A content's voice and speed; narration made after the change uses them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct VoiceUpdate {
     #[cfg_attr(feature = "ssr", schema(min_length = 1, max_length = 100))]
     pub voice: String,

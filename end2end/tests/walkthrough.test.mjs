@@ -211,6 +211,10 @@ test('a creator generates images and narration and watches every scene fill in',
   assert.equal(await firstScene.locator('[role="alert"]').count(), 0);
   await shot(page, 'own-picture');
 
+  // Crossfades between the scenes: saved as soon as chosen, drawn by the render.
+  await page.locator('.transition-picker select[name="transition"]').selectOption('crossfade');
+  await page.locator('.transition-picker', { hasText: 'Saved: the next render draws it.' }).waitFor();
+
   // Every scene has its picture and narration: render, then play and seek in the page.
   await page.getByRole('button', { name: 'Render video' }).click();
   await page.waitForFunction(() => [...document.querySelectorAll('.job')].some((j) => j.textContent.includes('The video is ready')), null, { timeout: 120_000 });
@@ -230,6 +234,9 @@ test('a creator generates images and narration and watches every scene fill in',
   });
   assert.ok(Math.abs(middle.at - middle.target) < 0.5, JSON.stringify(middle));
   await shot(page, 'video');
+  const rendered = await (await page.request.get(`${stack.base}/api/contents/${contentId}`)).json();
+  assert.equal(rendered.data.presets.transition, 'crossfade');
+  assert.equal(rendered.data.video_out_of_date, false);
 
   // Background music: a file chosen in the page is stored, playable, and makes the video
   // out of date; a file that is not audio is refused with the server's words.
@@ -239,7 +246,7 @@ test('a creator generates images and narration and watches every scene fill in',
   await page.locator('.music input[type="file"]').setInputFiles({ name: 'tune.wav', mimeType: 'audio/wav', buffer: tone(2, 330) });
   await page.locator('.music audio').waitFor();
   await page.locator('.video .stale').waitFor();
-  assert.match(await page.locator('.video .stale').textContent(), /music changed/);
+  assert.match(await page.locator('.video .stale').textContent(), /music or the transition changed/);
   await shot(page, 'music');
   await page.getByRole('button', { name: 'Remove music' }).click();
   await page.waitForFunction(() => !document.querySelector('.music audio'));

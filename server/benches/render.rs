@@ -6,7 +6,9 @@
 //! (b) the tail: narration made one scene at a time by a speech API (the local fake, 2 s
 //!     and 4 s an answer) with "render when ready", timed from the last narration being
 //!     recorded to the finished MP4, against one scene's segment encode;
-//! (c) a re-render after one scene's narration changed, against a full render.
+//! (c) a re-render after one scene's narration changed, against a full render;
+//! (d) a full render with crossfades (`xfade` at every join) and (e) its re-render after
+//!     one scene changed, against (a) and (d).
 //!
 //! Three rounds, interleaved; medians and ratios.
 
@@ -14,7 +16,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use app::model::SettingsValues;
+use app::model::{SettingsValues, Transition};
 use app::ssr::auth::CurrentUser;
 use app::ssr::render::{srt, subtitle_columns};
 
@@ -384,6 +386,7 @@ async fn main() {
     }
 
     let (mut single, mut full, mut one) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut crossfaded, mut crossfaded_one) = (Vec::new(), Vec::new());
     let mut tails = vec![Vec::new(); SPEECH_LATENCIES_MS.len()];
     let (mut segment, mut tail_length) = (Vec::new(), 0.0);
     let (mut peak_alone, mut peak_with_ffmpeg) = (0u64, 0u64);
@@ -413,11 +416,29 @@ async fn main() {
         )
         .await;
         one.push(render(&state, &user, content.id).await);
+        // The same content with crossfades: from nothing kept, then one scene changed.
+        let with =
+            |transition| app::ssr::contents::set_transition(&state, &user, content.id, transition);
+        with(Transition::Crossfade).await.expect("crossfade");
+        let _ = std::fs::remove_dir_all(&segments);
+        crossfaded.push(render(&state, &user, content.id).await);
+        let changed = (round + SCENES / 2) % SCENES;
+        narrate(
+            &state,
+            content.id,
+            content.scenes[changed].id,
+            changed,
+            440 + round as u32,
+        )
+        .await;
+        crossfaded_one.push(render(&state, &user, content.id).await);
+        with(Transition::Fade).await.expect("fade");
     }
     let length = video_length(&state, content.id).await;
     let single_length = duration(&work.path().join("single.mp4"));
     let (s, f, o) = (median(&single), median(&full), median(&one));
     let g = median(&segment);
+    let (x, xo) = (median(&crossfaded), median(&crossfaded_one));
     let runs = |v: &[f64]| {
         v.iter()
             .map(|x| format!("{x:.2}"))
@@ -432,6 +453,8 @@ async fn main() {
     );
     println!("  CREVID full render (no kept segments): median {f:>6.2} s = {:.2}x realtime   (runs: {}), {:.2}x the single command", length / f, runs(&full), f / s);
     println!("  CREVID re-render, one scene changed:  median {o:>6.2} s   (runs: {}), {:.2}x a full render", runs(&one), o / f);
+    println!("  CREVID full render with crossfades:    median {x:>6.2} s = {:.2}x realtime   (runs: {}), {:.2}x a full render with fades", length / x, runs(&crossfaded), x / f);
+    println!("  CREVID crossfade re-render, one scene changed: median {xo:>6.2} s   (runs: {}), {:.2}x a full crossfade render", runs(&crossfaded_one), xo / x);
     println!(
         "  peak RSS during a full render: {:.1} MiB the server (this process), {:.1} MiB with its ffmpeg children",
         peak_alone as f64 / 1024.0,

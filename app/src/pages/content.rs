@@ -8,12 +8,13 @@ use super::jobs::{keep_polling, Chip, JobCard};
 use super::music::MusicPicker;
 use super::voice::VoicePicker;
 use crate::api::{
-    cancel_job, content_jobs, delete_content, get_content, retry_job, start_job, start_render,
-    update_content,
+    cancel_job, content_jobs, delete_content, get_content, retry_job, set_transition, start_job,
+    start_render, update_content,
 };
 use crate::components::ErrorBox;
 use crate::model::{
-    limits, ContentDetail, JobDetail, JobKind, MediaRequest, SceneEdit, UpdateContentRequest,
+    limits, ContentDetail, JobDetail, JobKind, MediaRequest, SceneEdit, Transition,
+    UpdateContentRequest,
 };
 
 /// A file a creator chose or dropped (only the browser has one).
@@ -335,6 +336,18 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
             .max()
     };
     let (first_video, was_out_of_date) = (detail.video_asset_id, detail.video_out_of_date);
+    let transition = RwSignal::new(detail.presets.transition);
+    let save_transition = Action::new(move |t: &Transition| {
+        let t = *t;
+        async move { set_transition(id, t).await }
+    });
+    let on_transition = move |ev: leptos::ev::Event| {
+        if let Some(t) = Transition::parse(&event_target_value(&ev)) {
+            transition.set(t);
+            sources_changed.set(true);
+            save_transition.dispatch(t);
+        }
+    };
     let first_music = detail.music_asset_id;
     let (voice_language, first_voice, first_speed) = (
         detail.presets.language.clone(),
@@ -432,11 +445,26 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
                     " · "
                     <a href=format!("/api/contents/{id}/subtitles") download=format!("crevid-{id}.srt")>"Subtitles (.srt)"</a>
                     {move || out_of_date.get().then(|| view! {
-                        <strong class="stale">" · Video out of date: a scene or the music changed since it was rendered."</strong>
+                        <strong class="stale">" · Video out of date: a scene, the music or the transition changed since it was rendered."</strong>
                     })}
                 </p>
             })}
             <MusicPicker content_id=id initial=first_music changed=sources_changed/>
+            <div class="transition-picker">
+                <label>"Between scenes "
+                    <select name="transition" on:change=on_transition>
+                        {Transition::ALL.into_iter().map(|t| view! {
+                            <option value=t.as_str() selected=move || transition.get() == t>{t.label()}</option>
+                        }).collect_view()}
+                    </select>
+                </label>
+                <span class="muted">{move || match save_transition.value().get() {
+                    Some(Ok(_)) => "Saved: the next render draws it.",
+                    _ if save_transition.pending().get() => "Saving…",
+                    _ => "Drawn at each join by ffmpeg; a re-render redraws only the joins that changed.",
+                }}</span>
+            </div>
+            {move || save_transition.value().get().and_then(|r| r.err()).map(|error| view! { <ErrorBox error=error/> })}
         </section>
         <ol class="scenes editing">
             <For each=move || rows.get() key=|r| r.key children=move |row: Row| {

@@ -40,6 +40,7 @@ pub fn GeneratePage() -> impl IntoView {
             visual_style: optional_text(&visual_style.get_untracked()),
             voice: None,
             speed: None,
+            transition: None,
         },
     };
     // What the shown script was generated from: the form may change during the wait.

@@ -209,7 +209,7 @@ fn SettingsForm(initial: SettingsView) -> impl IntoView {
                 {text_field!(values, "Video height", video_height, "720 or 1080 (the short side)")}
                 {text_field!(values, "Pause after each scene (ms)", video_pause_ms, "0–5000")}
                 {text_field!(values, "Renders at once", render_concurrency, "1–8, across all servers")}
-                {text_field!(values, "Fade between scenes (ms)", video_fade_ms, "0 for hard cuts, up to 1000")}
+                {text_field!(values, "Transition time (ms)", video_fade_ms, "taken from each side of a join by the content's transition; 0 for hard cuts, up to 1000")}
                 {text_field!(values, "Music level (%)", music_volume, "0–100; lowered further under speech")}
                 {text_field!(values, "Subtitle size (%)", subtitle_size, "50–200")}
                 {text_field!(values, "Subtitle colour", subtitle_colour, "#RRGGBB")}

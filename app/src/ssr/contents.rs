@@ -11,7 +11,7 @@ use super::validate;
 use crate::error::AppError;
 use crate::model::{
     limits, ContentDetail, ContentPage, ContentSummary, ListQuery, Mode, PresetsInput,
-    SaveContentRequest, SceneDraft, SceneView, SettingsValues, UpdateContentRequest,
+    SaveContentRequest, SceneDraft, SceneView, SettingsValues, Transition, UpdateContentRequest,
 };
 
 fn check_scene(
@@ -128,8 +128,8 @@ pub async fn save(
     let mut tx = state.pool().begin().await.db("starting a transaction")?;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO contents (owner_id, title, mode, input, language, tone, target_seconds, scene_count, aspect_ratio, \
-         visual_style, voice, hook, description, hashtags, script_text, provider, status, created_at, updated_at, speed) \
-         VALUES ($17, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'draft', $16, $16, NULLIF($18, -1.0)) RETURNING id",
+         visual_style, voice, hook, description, hashtags, script_text, provider, status, created_at, updated_at, speed, transition) \
+         VALUES ($17, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 'draft', $16, $16, NULLIF($18, -1.0), $19) RETURNING id",
     )
     .bind(&title)
     .bind(req.mode.as_str())
@@ -149,6 +149,7 @@ pub async fn save(
     .bind(now)
     .bind(user.id)
     .bind(super::db::nullable_f64(presets.speed))
+    .bind(presets.transition.as_str())
     .fetch_one(&mut *tx)
     .await
     .db("inserting a content")?;
@@ -255,12 +256,37 @@ pub async fn list(
     })
 }
 
+/// Sets how the content's scenes give way to each other; the next render draws it, and
+/// the video is out of date until then. 404 for another's content.
+pub async fn set_transition(
+    state: &AppState,
+    user: &CurrentUser,
+    id: i64,
+    transition: Transition,
+) -> Result<ContentDetail, AppError> {
+    let touched = sqlx::query(
+        "UPDATE contents SET transition = $1, updated_at = $2 WHERE id = $3 AND ($4 = 1 OR owner_id = $5)",
+    )
+    .bind(transition.as_str())
+    .bind(now_ms())
+    .bind(id)
+    .bind(i64::from(user.is_admin()))
+    .bind(user.id)
+    .execute(state.pool())
+    .await
+    .db("saving a content's transition")?;
+    if touched.rows_affected() == 0 {
+        return Err(AppError::not_found("content"));
+    }
+    get(state, user, id).await
+}
+
 /// Someone else's content answers 404, as if it did not exist, so ids cannot be probed.
 pub async fn get(state: &AppState, user: &CurrentUser, id: i64) -> Result<ContentDetail, AppError> {
     let pool = state.pool();
     let row = sqlx::query(
         "SELECT id, title, mode, input, status, hook, description, hashtags, provider, language, tone, \
-         target_seconds, scene_count, aspect_ratio, visual_style, voice, speed, created_at, updated_at, \
+         target_seconds, scene_count, aspect_ratio, visual_style, voice, speed, transition, created_at, updated_at, \
          video_asset_id, subtitles_asset_id, video_sources, music_asset_id \
          FROM contents WHERE id = $1 AND ($2 = 1 OR owner_id = $3)",
     )
@@ -301,6 +327,9 @@ pub async fn get(state: &AppState, user: &CurrentUser, id: i64) -> Result<Conten
                 visual_style: row.try_get("visual_style")?,
                 voice: row.try_get("voice")?,
                 speed: row.try_get("speed")?,
+                // Another version's word reads as the default rather than hiding the content.
+                transition: Transition::parse(&row.try_get::<String, _>("transition")?)
+                    .unwrap_or_default(),
             },
             provider: row.try_get("provider")?,
             scenes: scenes
@@ -337,7 +366,8 @@ pub async fn get(state: &AppState, user: &CurrentUser, id: i64) -> Result<Conten
             .map(|s| (s.image_asset_id, s.audio_asset_id))
             .collect();
         detail.video_out_of_date =
-            super::render::sources_of(&now, detail.music_asset_id) != made_from;
+            super::render::sources_of(&now, detail.music_asset_id, detail.presets.transition)
+                != made_from;
     }
     Ok(detail)
 }

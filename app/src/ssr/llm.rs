@@ -499,6 +499,7 @@ mod tests {
             visual_style: "flat".into(),
             voice: "alloy".into(),
             speed: Some(1.0),
+            transition: crate::model::Transition::Fade,
         }
     }
 

@@ -123,6 +123,10 @@ impl Metrics {
                 "Seconds of video made per second of rendering.",
             ),
             (
+                "crevid_render_frames_encoded_total",
+                "Video frames the render encoded, by piece: scene (a scene's segment, with the ends a transition draws from) or join (a transition).",
+            ),
+            (
                 "crevid_queue_depth",
                 "Tasks queued or running, by kind and status (read when scraped).",
             ),
@@ -212,6 +216,17 @@ impl Metrics {
         self.recorder
             .register_histogram(&key("crevid_render_realtime_factor", &[]), &METADATA)
             .record(video.as_secs_f64() / took.as_secs_f64());
+    }
+
+    /// `frames` video frames encoded for a `piece` of a video ("scene" or "join"): a
+    /// re-render shows here how little it encoded again.
+    pub fn render_frames(&self, piece: &'static str, frames: u32) {
+        self.recorder
+            .register_counter(
+                &key("crevid_render_frames_encoded_total", &[("piece", piece)]),
+                &METADATA,
+            )
+            .increment(u64::from(frames));
     }
 
     fn gauge(&self, name: &'static str, labels: &[(&'static str, &str)], value: f64) {

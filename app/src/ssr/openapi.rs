@@ -84,6 +84,7 @@ pub struct ErrorBody {
         rest::list_voices,
         rest::preview_voice,
         rest::put_voice,
+        rest::put_transition,
         rest::put_visual,
         rest::delete_visual,
     ),

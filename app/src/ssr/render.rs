@@ -12,7 +12,7 @@
 //! whenever a render is expected (`prepare_ahead`): the render then adds only the tail.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
@@ -25,7 +25,7 @@ use super::engine::{ClaimedTask, Output, TaskError};
 use super::media::{self, new_asset, server_fault, transient, Made};
 use super::state::AppState;
 use super::text_layout::{Font, DEJAVU};
-use crate::model::SettingsValues;
+use crate::model::{SettingsValues, Transition};
 
 const FPS: u32 = 30;
 
@@ -126,10 +126,20 @@ pub async fn scenes(
         .collect())
 }
 
-/// What a video is made from (each scene's picture and narration, in order, and the
-/// music), as stored with it and compared to tell when it is out of date.
-pub fn sources_of(pairs: &[(Option<i64>, Option<i64>)], music: Option<i64>) -> String {
-    serde_json::json!({ "scenes": pairs, "music": music }).to_string()
+/// What a video is made from (each scene's picture and narration, in order, the music
+/// and the transition), as stored with it and compared to tell when it is out of date.
+/// The transition is named only when it is not `fade`, which every video had before
+/// transitions were a choice: those videos stay up to date.
+pub fn sources_of(
+    pairs: &[(Option<i64>, Option<i64>)],
+    music: Option<i64>,
+    transition: Transition,
+) -> String {
+    match transition {
+        Transition::Fade => serde_json::json!({ "scenes": pairs, "music": music }),
+        other => serde_json::json!({ "scenes": pairs, "music": music, "transition": other }),
+    }
+    .to_string()
 }
 
 /// "scenes 2 and 5 have no picture; scene 3 has no narration", or None when all are ready.
@@ -325,6 +335,8 @@ struct Shown {
 #[derive(Clone, Copy)]
 enum Part {
     Scene(usize),
+    /// A transition, a fraction of a second: not shown.
+    Join,
     Whole,
 }
 
@@ -356,6 +368,7 @@ impl<'a> Progress<'a> {
                 shown.scenes.values().sum()
             }
             Part::Whole => done_ms,
+            Part::Join => return,
         };
         if !force
             && shown
@@ -494,6 +507,55 @@ async fn ffmpeg(
     ))
 }
 
+/// The frames a scene lends to the transitions at its ends when `xfade` draws them:
+/// `head` before its start (to the join with the scene before) and `tail` after its end
+/// (to the next). Its own segment then holds only the frames between; each join is encoded
+/// apart, from the ends the two scenes lent, so a changed scene re-encodes itself and its
+/// two joins, never the whole video.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Overlap {
+    head: u32,
+    tail: u32,
+}
+
+/// ffmpeg's `xfade` transition drawing `transition`, None for those drawn inside each
+/// scene's segment (a cut draws nothing, a fade through black fades each end).
+fn xfade_name(transition: Transition) -> Option<&'static str> {
+    match transition {
+        Transition::Cut | Transition::Fade => None,
+        Transition::Crossfade => Some("fade"),
+        Transition::Slide => Some("slideleft"),
+        Transition::Wipe => Some("wipeleft"),
+    }
+}
+
+/// How each scene of `lengths` (frames) meets its neighbours: None for every scene unless
+/// `transition` is drawn by `xfade`. Each join then takes the admin's transition time
+/// (`video_fade_ms`) from each side, at most a third of either scene, so the video lasts
+/// exactly as long as its scenes and every narration starts where it would after a cut.
+fn overlaps(
+    lengths: &[u32],
+    settings: &SettingsValues,
+    transition: Transition,
+) -> Vec<Option<Overlap>> {
+    if xfade_name(transition).is_none() {
+        return vec![None; lengths.len()];
+    }
+    let edge = (u64::from(settings.video_fade_ms) * u64::from(FPS)).div_ceil(1000) as u32;
+    let halves: Vec<u32> = lengths
+        .windows(2)
+        .map(|pair| edge.min(pair[0] / 3).min(pair[1] / 3))
+        .collect();
+    (0..lengths.len())
+        .map(|i| {
+            Some(Overlap {
+                head: i.checked_sub(1).map_or(0, |before| halves[before]),
+                tail: halves.get(i).copied().unwrap_or(0),
+            })
+        })
+        .collect()
+}
+
 /// One scene's segment: its files (no narration file for a silent scene), its place and
 /// length.
 struct Segment<'a> {
@@ -502,14 +564,32 @@ struct Segment<'a> {
     index: usize,
     frames: u32,
     subtitles: bool,
+    /// Faded in and out through black (the `fade` transition).
+    fade: bool,
     /// x264's threads; 0 leaves the choice to ffmpeg.
     threads: usize,
-    out: &'a Path,
+}
+
+/// Where a scene's encode writes.
+enum Outputs<'a> {
+    /// Picture and sound in one file: joins that are cuts or fades through black.
+    Whole(&'a Path),
+    /// For joins `xfade` draws: the scene's own frames, the ends it lends to its joins
+    /// (lossless, read once by the join's encode), and its sound apart, since its sound
+    /// lasts the whole scene while its own frames do not.
+    Split {
+        core: &'a Path,
+        overlap: Overlap,
+        head: &'a Path,
+        tail: &'a Path,
+        audio: &'a Path,
+    },
 }
 
 fn segment_command(
     dir: &Path,
     segment: Segment<'_>,
+    outputs: Outputs<'_>,
     (w, h): (u32, u32),
     settings: &SettingsValues,
 ) -> Result<Command, TaskError> {
@@ -519,16 +599,23 @@ fn segment_command(
         index,
         frames,
         subtitles: has_subtitles,
+        fade,
         threads,
-        out,
     } = segment;
+    let Overlap { head, tail } = match outputs {
+        Outputs::Split { overlap, .. } => overlap,
+        Outputs::Whole(_) => Overlap::default(),
+    };
+    // Frames made: the scene's own and those lent to its joins.
+    let made = frames + head + tail;
     let seconds = f64::from(frames) / f64::from(FPS);
     let mut video = if settings.video_motion {
         // zoompan makes all of a scene's frames from its one decoded picture, scaled to
         // twice the frame first so the slow zoom moves by half pixels, not whole ones.
+        // Frames lent before the scene's start hold its first zoom.
         format!(
             "[0:v]scale={sw}:{sh}:force_original_aspect_ratio=increase,crop={sw}:{sh},setsar=1,\
-             zoompan=z='min(1+0.08*on/{frames},1.08)':x='iw/2-(iw/zoom/2)':y='ih/2-(ih/zoom/2)':d={frames}:s={w}x{h}:fps={FPS},format=yuv420p",
+             zoompan=z='min(1+0.08*max(on-{head},0)/{frames},1.08)':x='iw/2-(iw/zoom/2)':y='ih/2-(ih/zoom/2)':d={made}:s={w}x{h}:fps={FPS},format=yuv420p",
             sw = w * 2,
             sh = h * 2,
         )
@@ -540,10 +627,10 @@ fn segment_command(
         format!(
             "[0:v]scale={w}:{h}:force_original_aspect_ratio=increase,crop={w}:{h},setsar=1,\
              loop=loop={repeats}:size=1:start=0,settb=1/{FPS},setpts=N,format=yuv420p",
-            repeats = frames.saturating_sub(1),
+            repeats = made.saturating_sub(1),
         )
     };
-    if settings.video_fade_ms > 0 {
+    if fade && settings.video_fade_ms > 0 {
         let fade = (f64::from(settings.video_fade_ms) / 1000.0).min(seconds / 3.0);
         video.push_str(&format!(
             ",fade=t=in:st=0:d={fade:.3},fade=t=out:st={:.3}:d={fade:.3}",
@@ -552,7 +639,8 @@ fn segment_command(
     }
     if has_subtitles {
         // The `ass` filter with complex shaping: `subtitles` shapes simply, which breaks
-        // Arabic ligatures and Indic vowel signs (cards are drawn the same way).
+        // Arabic ligatures and Indic vowel signs (cards are drawn the same way). The
+        // script's cues are shifted by the frames lent before the scene.
         video.push_str(&format!(",ass=filename=scene-{index}.ass:shaping=complex"));
     }
     let mut command = ffmpeg_in(dir);
@@ -566,35 +654,136 @@ fn segment_command(
             command.args(["-f", "lavfi", "-i", "anullsrc=r=48000:cl=stereo"]);
         }
     };
-    command
-        .args([
-            "-filter_complex",
-            &format!("{video}[v];[1:a]aresample=48000,apad,atrim=0:{seconds:.3}[a]"),
-            "-map",
-            "[v]",
-            "-map",
-            "[a]",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-crf",
-            "22",
-            "-threads",
-            &threads.to_string(),
-            "-r",
-            &FPS.to_string(),
-            "-c:a",
-            "aac",
-            "-b:a",
-            "128k",
-            "-ac",
-            "2",
-            "-t",
-            &format!("{seconds:.3}"),
-        ])
-        .args(["-f", "mp4"])
-        .arg(out);
+    let sound = format!("[1:a]aresample=48000,apad,atrim=0:{seconds:.3}[a]");
+    match outputs {
+        Outputs::Whole(out) => {
+            command.args([
+                "-filter_complex",
+                &format!("{video}[v];{sound}"),
+                "-map",
+                "[v]",
+                "-map",
+                "[a]",
+            ]);
+            h264(&mut command, threads);
+            aac(&mut command, seconds);
+            command.args(["-f", "mp4"]).arg(out);
+        }
+        Outputs::Split {
+            core,
+            head: head_out,
+            tail: tail_out,
+            audio,
+            ..
+        } => {
+            // Made frames: [0, 2·head) the head lent, then the scene's own, then
+            // [made − 2·tail, made) the tail lent.
+            let own_end = made - 2 * tail;
+            let mut branches = vec![("core", 2 * head, own_end, core)];
+            if head > 0 {
+                branches.push(("head", 0, 2 * head, head_out));
+            }
+            if tail > 0 {
+                branches.push(("tail", own_end, made, tail_out));
+            }
+            let mut graph = format!("{video},split={}", branches.len());
+            for (label, ..) in &branches {
+                graph.push_str(&format!("[{label}_all]"));
+            }
+            for (label, from, to, _) in &branches {
+                graph.push_str(&format!(
+                    ";[{label}_all]trim=start_frame={from}:end_frame={to},setpts=PTS-STARTPTS[{label}]"
+                ));
+            }
+            graph.push_str(&format!(";{sound}"));
+            command.args(["-filter_complex", &graph]);
+            for (label, _, _, out) in branches {
+                command.args(["-map", &format!("[{label}]")]);
+                if label == "core" {
+                    h264(&mut command, threads);
+                } else {
+                    // Lossless: the join encodes these frames once more.
+                    command.args([
+                        "-c:v",
+                        "libx264",
+                        "-preset",
+                        "ultrafast",
+                        "-qp",
+                        "0",
+                        "-threads",
+                        &threads.to_string(),
+                        "-r",
+                        &FPS.to_string(),
+                    ]);
+                }
+                command.args(["-f", "mp4"]).arg(out);
+            }
+            command.args(["-map", "[a]"]);
+            aac(&mut command, seconds);
+            command.args(["-f", "mp4"]).arg(audio);
+        }
+    }
+    Ok(command)
+}
+
+/// The video codec of every segment and join: they are joined by stream copy, so they
+/// must agree.
+fn h264(command: &mut Command, threads: usize) {
+    command.args([
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-crf",
+        "22",
+        "-threads",
+        &threads.to_string(),
+        "-r",
+        &FPS.to_string(),
+    ]);
+}
+
+/// A scene's sound, `seconds` long.
+fn aac(command: &mut Command, seconds: f64) {
+    command.args([
+        "-c:a",
+        "aac",
+        "-b:a",
+        "128k",
+        "-ac",
+        "2",
+        "-t",
+        &format!("{seconds:.3}"),
+    ]);
+}
+
+/// The transition at a join, drawn by `xfade` (`kind`) from the `tail` lent by the scene
+/// before and the `head` lent by the scene after, `frames` long and centred on the join.
+fn join_command(
+    dir: &Path,
+    (tail, head): (&Path, &Path),
+    kind: &str,
+    frames: u32,
+    threads: usize,
+    out: &Path,
+) -> Result<Command, TaskError> {
+    let mut command = ffmpeg_in(dir);
+    super::media::add_input(&mut command, tail, "the end of a scene")?;
+    super::media::add_input(&mut command, head, "the start of a scene")?;
+    let seconds = f64::from(frames) / f64::from(FPS);
+    command.args([
+        "-filter_complex",
+        &format!(
+            "[0:v]settb=1/{FPS},setpts=N[a];[1:v]settb=1/{FPS},setpts=N[b];\
+             [a][b]xfade=transition={kind}:duration={seconds:.4}:offset=0,format=yuv420p[v]"
+        ),
+        "-map",
+        "[v]",
+        "-frames:v",
+        &frames.to_string(),
+    ]);
+    h264(&mut command, threads);
+    command.args(["-f", "mp4"]).arg(out);
     Ok(command)
 }
 
@@ -657,17 +846,23 @@ fn subtitle_style(settings: &SettingsValues, portrait: bool, font: Font) -> Stri
 }
 
 /// Names a scene's segment by everything that goes into it, so a render re-encodes only
-/// the scenes whose picture, narration, words or video settings changed.
+/// the scenes whose picture, narration, words, video settings or transition changed.
 fn segment_name(
     scene: &RenderScene,
-    frames: u32,
+    (frames, overlap): (u32, Option<Overlap>),
     size: (u32, u32),
     settings: &SettingsValues,
-    subtitles: &str,
+    (transition, subtitles): (Transition, &str),
 ) -> String {
     use sha2::{Digest, Sha256};
+    // Fades name their segments as before transitions were a choice: kept segments stay.
+    let joins = match (transition, overlap) {
+        (_, Some(Overlap { head, tail })) => format!("|split|{head}|{tail}"),
+        (Transition::Cut, None) => "|cut".to_owned(),
+        _ => String::new(),
+    };
     let recipe = format!(
-        "v3|{:?}|{:?}|{frames}|{}x{}|{}|{}|{}|{}|{subtitles}",
+        "v3|{:?}|{:?}|{frames}|{}x{}|{}|{}|{}|{}|{subtitles}{joins}",
         scene.image_key,
         scene.audio_key,
         size.0,
@@ -695,6 +890,7 @@ pub async fn render(
         scenes,
         settings,
         size,
+        transition,
     } = plan(state, task.content_id)
         .await?
         .ok_or_else(|| TaskError::Permanent("the content was deleted".into()))?;
@@ -745,6 +941,7 @@ pub async fn render(
         &work,
         &media_dir,
         music_path.as_deref(),
+        transition,
         stop,
     )
     .await;
@@ -781,6 +978,7 @@ pub async fn render(
                 .map(|s| (s.image_id, s.audio_id))
                 .collect::<Vec<_>>(),
             music.as_ref().map(|m| m.0),
+            transition,
         )),
     })
 }
@@ -795,6 +993,7 @@ async fn render_in(
     work: &Path,
     media_dir: &Path,
     music: Option<&Path>,
+    transition: Transition,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(String, String, i64), TaskError> {
     let started = std::time::SystemTime::now();
@@ -802,6 +1001,7 @@ async fn render_in(
         .iter()
         .map(|s| frames(s.sound_ms(), settings.video_pause_ms))
         .collect();
+    let overlaps = overlaps(&lengths, settings, transition);
     let total_ms: i64 = lengths.iter().map(|f| ms_of_frames(*f)).sum();
     let progress = Progress::new(state, Some(task.job_id), total_ms, stop);
     progress.report(Part::Whole, 0, true).await;
@@ -816,7 +1016,9 @@ async fn render_in(
     let mut used = Vec::new();
     let tag = format!("{}-{}", task.id, task.attempt);
     let mut places = Vec::with_capacity(scenes.len());
-    for (index, (scene, frames)) in scenes.iter().zip(&lengths).enumerate() {
+    for (index, ((scene, frames), overlap)) in
+        scenes.iter().zip(&lengths).zip(&overlaps).enumerate()
+    {
         let scene_cues = super::captions::captions(
             &scene.narration,
             scene.sound_ms(),
@@ -833,7 +1035,7 @@ async fn render_in(
             tag: &tag,
             threads: 0,
         };
-        let plan = plan_segment(scene, *frames, size, settings);
+        let plan = plan_segment(scene, (*frames, *overlap), size, settings, transition);
         places.push((scene, place, plan));
         offset += ms_of_frames(*frames);
     }
@@ -861,15 +1063,58 @@ async fn render_in(
             ensure_segment(state, dirs, (scene, plan), place, settings, &progress)
         })
         .collect();
-    let names: Vec<String> = futures::stream::iter(encodes)
+    let files: Vec<SceneFiles> = futures::stream::iter(encodes)
         .buffered(at_once)
         .try_collect()
         .await?;
-    for name in names {
-        list.push_str(&format!("file {}\n", quoted(&segments.join(&name))));
-        used.push(name);
+    used.extend(files.iter().flat_map(SceneFiles::all).cloned());
+    let mut sound = String::new();
+    if let Some(kind) = xfade_name(transition) {
+        let joins: Vec<_> = files
+            .windows(2)
+            .enumerate()
+            .filter_map(|(index, pair)| {
+                let (tail, head) = (pair[0].tail.as_deref()?, pair[1].head.as_deref()?);
+                let frames = overlaps[index].map_or(0, |o| 2 * o.tail);
+                Some(ensure_join(
+                    state,
+                    (segments.as_path(), work),
+                    (index, tail, head),
+                    (kind, frames),
+                    (&tag, threads),
+                    &progress,
+                ))
+            })
+            .collect();
+        let mut joins: std::collections::VecDeque<String> = futures::stream::iter(joins)
+            .buffered(at_once)
+            .try_collect()
+            .await?;
+        used.extend(joins.iter().cloned());
+        for (index, scene) in files.iter().enumerate() {
+            list.push_str(&format!("file {}\n", quoted(&segments.join(&scene.video))));
+            if let Some(audio) = &scene.audio {
+                sound.push_str(&format!("file {}\n", quoted(&segments.join(audio))));
+            }
+            if scene.tail.is_some() && files.get(index + 1).is_some_and(|next| next.head.is_some())
+            {
+                if let Some(join) = joins.pop_front() {
+                    list.push_str(&format!("file {}\n", quoted(&segments.join(join))));
+                }
+            }
+        }
+    } else {
+        for scene in &files {
+            list.push_str(&format!("file {}\n", quoted(&segments.join(&scene.video))));
+        }
     }
     write(&work.join("list.txt"), &list).await?;
+    // With `xfade` joins the pictures and the sound are joined apart: the sound lasts
+    // each scene exactly, while each segment is shorter by what it lent to its joins.
+    let apart = !sound.is_empty();
+    if apart {
+        write(&work.join("sound.txt"), &sound).await?;
+    }
     let stem = format!(
         "content-{}/video-{}-{}",
         task.content_id, task.id, task.attempt
@@ -878,6 +1123,11 @@ async fn render_in(
     let partial = media_dir.join(format!("{stem}.partial.mp4"));
     let mut join = ffmpeg_in(work);
     join.args(["-f", "concat", "-safe", "0", "-i", "list.txt"]);
+    if apart {
+        join.args(["-f", "concat", "-safe", "0", "-i", "sound.txt"]);
+    }
+    let voice = if apart { "1:a" } else { "0:a" };
+    let bed = if apart { "2:a" } else { "1:a" };
     match music {
         // The pictures are copied; only the sound is mixed again: the music looped or cut
         // to the video's length, at the set level, and pressed down while someone speaks.
@@ -887,7 +1137,7 @@ async fn render_in(
             join.args([
                 "-filter_complex",
                 &format!(
-                    "[0:a]asplit=2[voice][key];[1:a]aresample=48000,aformat=channel_layouts=stereo,volume={:.2}[bed];\
+                    "[{voice}]asplit=2[voice][key];[{bed}]aresample=48000,aformat=channel_layouts=stereo,volume={:.2}[bed];\
                      [bed][key]sidechaincompress=threshold=0.02:ratio=8:attack=20:release=300[ducked];\
                      [voice][ducked]amix=inputs=2:duration=first:normalize=0[a]",
                     f64::from(settings.music_volume) / 100.0
@@ -905,7 +1155,7 @@ async fn render_in(
             ]);
         }
         None => {
-            join.args(["-c", "copy"]);
+            join.args(["-map", "0:v", "-map", voice, "-c", "copy"]);
         }
     }
     join.args(["-movflags", "+faststart", "-f", "mp4"])
@@ -945,14 +1195,20 @@ struct SegmentPlan {
     local: Vec<(i64, Cue)>,
     subtitles: String,
     name: String,
+    /// Some when `xfade` draws the joins (see [`Overlap`]).
+    overlap: Option<Overlap>,
+    fade: bool,
 }
 
 fn plan_segment(
     scene: &RenderScene,
-    frames: u32,
+    (frames, overlap): (u32, Option<Overlap>),
     size: (u32, u32),
     settings: &SettingsValues,
+    transition: Transition,
 ) -> SegmentPlan {
+    // The segment starts with the frames lent before the scene: its cues come later.
+    let lead_ms = ms_of_frames(overlap.map_or(0, |o| o.head));
     let local: Vec<(i64, Cue)> = super::captions::captions(
         &scene.narration,
         scene.sound_ms(),
@@ -962,19 +1218,52 @@ fn plan_segment(
     )
     .burned
     .into_iter()
-    .map(|c| (0, c))
+    .map(|c| (lead_ms, c))
     .collect();
     let subtitles = ass(&local, settings, size.0 < size.1, scene.font);
-    let name = segment_name(scene, frames, size, settings, &subtitles);
+    let name = segment_name(
+        scene,
+        (frames, overlap),
+        size,
+        settings,
+        (transition, &subtitles),
+    );
     SegmentPlan {
         local,
         subtitles,
         name,
+        overlap,
+        fade: transition == Transition::Fade,
+    }
+}
+
+/// A scene's files in the segments directory: its segment, and with `xfade` joins its
+/// sound and the ends it lends to its joins.
+struct SceneFiles {
+    video: String,
+    audio: Option<String>,
+    head: Option<String>,
+    tail: Option<String>,
+}
+
+impl SceneFiles {
+    fn of(name: &str, overlap: Option<Overlap>) -> Self {
+        let piece = |part: &str, wanted: bool| wanted.then(|| format!("{name}.{part}.mp4"));
+        Self {
+            video: format!("{name}.mp4"),
+            audio: piece("audio", overlap.is_some()),
+            head: piece("head", overlap.is_some_and(|o| o.head > 0)),
+            tail: piece("tail", overlap.is_some_and(|o| o.tail > 0)),
+        }
+    }
+
+    fn all(&self) -> impl Iterator<Item = &String> {
+        std::iter::once(&self.video).chain(self.audio.iter().chain(&self.head).chain(&self.tail))
     }
 }
 
 /// Makes sure a scene's segment exists (encoding it unless a render or an earlier
-/// preparation kept it) and returns its file name in `segments`. When this process is
+/// preparation kept it) and returns its files in `segments`. When this process is
 /// already encoding that very segment, this waits for it instead of encoding it twice.
 async fn ensure_segment(
     state: &AppState,
@@ -983,7 +1272,7 @@ async fn ensure_segment(
     place: Place<'_>,
     settings: &SettingsValues,
     progress: &Progress<'_>,
-) -> Result<String, TaskError> {
+) -> Result<SceneFiles, TaskError> {
     let Place {
         index,
         frames,
@@ -996,9 +1285,12 @@ async fn ensure_segment(
         local,
         subtitles,
         name,
+        overlap,
+        fade,
     } = plan;
-    let file = format!("{name}.mp4");
-    let done = segments.join(&file);
+    let files = SceneFiles::of(&name, overlap);
+    // The segment itself is renamed last: when it is there, so is the rest.
+    let done = segments.join(&files.video);
     let mut stop = progress.stop.clone();
     let _guard = tokio::select! {
         guard = state.segments.lock(&name) => guard,
@@ -1008,7 +1300,7 @@ async fn ensure_segment(
         progress
             .report(Part::Scene(index), ms_of_frames(frames), false)
             .await;
-        return Ok(file);
+        return Ok(files);
     }
     write(&work.join(format!("scene-{index}.ass")), &subtitles).await?;
     let path_of = |key: &Option<String>| key.as_deref().map(|k| media_dir.join(k));
@@ -1026,18 +1318,49 @@ async fn ensure_segment(
             ));
         }
     }
-    let partial = segments.join(format!("{name}.partial-{tag}.mp4"));
-    let mut unfinished = Unfinished(Some(&partial));
+    let partial_of = |file: &str| {
+        segments.join(format!(
+            "{}.partial-{tag}.mp4",
+            file.trim_end_matches(".mp4")
+        ))
+    };
+    // Renamed in this order: the segment last.
+    let pieces: Vec<(PathBuf, PathBuf)> = files
+        .audio
+        .iter()
+        .chain(&files.head)
+        .chain(&files.tail)
+        .chain(std::iter::once(&files.video))
+        .map(|file| (partial_of(file), segments.join(file)))
+        .collect();
+    let mut unfinished = Unfinished(pieces.iter().map(|(partial, _)| partial.clone()).collect());
     let segment = Segment {
         image: &image,
         audio: audio.as_deref(),
         index,
         frames,
         subtitles: settings.video_subtitles && !local.is_empty(),
+        fade,
         threads,
-        out: &partial,
     };
-    let command = segment_command(work, segment, size, settings)?;
+    let partial = |file: &Option<String>| file.as_deref().map(partial_of).unwrap_or_default();
+    let (core, head, tail, sound) = (
+        partial_of(&files.video),
+        partial(&files.head),
+        partial(&files.tail),
+        partial(&files.audio),
+    );
+    let outputs = match overlap {
+        None => Outputs::Whole(&core),
+        Some(overlap) => Outputs::Split {
+            core: &core,
+            overlap,
+            head: &head,
+            tail: &tail,
+            audio: &sound,
+        },
+    };
+    let command = segment_command(work, segment, outputs, size, settings)?;
     tracing::debug!(
         scene = index + 1,
         ahead = progress.job_id.is_none(),
@@ -1045,21 +1368,73 @@ async fn ensure_segment(
     );
     let part = (Part::Scene(index), ms_of_frames(frames));
     ffmpeg(command, &what, progress, part).await?;
+    for (partial, file) in &pieces {
+        tokio::fs::rename(partial, file)
+            .await
+            .map_err(|e| server_fault(format!("{what}'s segment could not be saved"), e, true))?;
+    }
+    unfinished.0.clear();
+    let lent = overlap.map_or(0, |o| o.head + o.tail);
+    state.metrics.render_frames("scene", frames + lent);
+    Ok(files)
+}
+
+/// Makes sure the transition at the join after scene `index` exists, drawn from the
+/// `tail` of that scene and the `head` of the next (files in `segments`, `frames` long in
+/// all), and returns its file name. Named by what goes into it, so it is encoded again
+/// only when either scene or the transition changed.
+async fn ensure_join(
+    state: &AppState,
+    (segments, work): (&Path, &Path),
+    (index, tail, head): (usize, &str, &str),
+    (kind, frames): (&str, u32),
+    (tag, threads): (&str, usize),
+    progress: &Progress<'_>,
+) -> Result<String, TaskError> {
+    use sha2::{Digest, Sha256};
+    let recipe = format!("join|v1|{tail}|{head}|{kind}|{frames}");
+    let digest = Sha256::digest(recipe.as_bytes());
+    let name: String = std::iter::once("join-".to_owned())
+        .chain(digest[..12].iter().map(|b| format!("{b:02x}")))
+        .collect();
+    let file = format!("{name}.mp4");
+    let done = segments.join(&file);
+    let mut stop = progress.stop.clone();
+    let _guard = tokio::select! {
+        guard = state.segments.lock(&name) => guard,
+        Ok(_) = stop.wait_for(|s| *s) => return Err(TaskError::Cancelled),
+    };
+    if tokio::fs::try_exists(&done).await.unwrap_or(false) {
+        return Ok(file);
+    }
+    let partial = segments.join(format!("{name}.partial-{tag}.mp4"));
+    let mut unfinished = Unfinished(vec![partial.clone()]);
+    let command = join_command(
+        work,
+        (&segments.join(tail), &segments.join(head)),
+        kind,
+        frames,
+        threads,
+        &partial,
+    )?;
+    let what = format!("the transition after scene {}", index + 1);
+    ffmpeg(command, &what, progress, (Part::Join, ms_of_frames(frames))).await?;
     tokio::fs::rename(&partial, &done)
         .await
-        .map_err(|e| server_fault(format!("{what}'s segment could not be saved"), e, true))?;
-    unfinished.0 = None;
+        .map_err(|e| server_fault(format!("{what} could not be saved"), e, true))?;
+    unfinished.0.clear();
+    state.metrics.render_frames("join", frames);
     Ok(file)
 }
 
-/// A segment's partial file, removed unless its encode got to rename it: it failed, or
+/// A segment's partial files, removed unless its encode got to rename them: it failed, or
 /// was dropped because the encode beside it failed or the render was cancelled (its
 /// ffmpeg is killed with it).
-struct Unfinished<'a>(Option<&'a Path>);
+struct Unfinished(Vec<PathBuf>);
 
-impl Drop for Unfinished<'_> {
+impl Drop for Unfinished {
     fn drop(&mut self) {
-        if let Some(path) = self.0 {
+        for path in &self.0 {
             let _ = std::fs::remove_file(path);
         }
     }
@@ -1267,6 +1642,7 @@ async fn prepare(
         scenes,
         settings,
         size,
+        transition,
     }) = plan(state, content_id).await?
     else {
         return Ok(());
@@ -1283,20 +1659,38 @@ async fn prepare(
         .map_err(|e| server_fault("the media directory could not be written", e, true))?;
     let progress = Progress::new(state, None, 0, stop);
     let mut result = Ok(());
+    let lengths: Vec<u32> = scenes
+        .iter()
+        .map(|s| frames(s.sound_ms(), settings.video_pause_ms))
+        .collect();
+    let overlaps = overlaps(&lengths, &settings, transition);
     for (index, scene) in scenes.iter().enumerate() {
-        if !scene.ready() {
+        // What a scene lends its joins depends on its neighbours' lengths too.
+        let neighbours_ready = overlaps[index].is_none()
+            || [index.checked_sub(1), Some(index + 1)]
+                .into_iter()
+                .flatten()
+                .filter_map(|i| scenes.get(i))
+                .all(RenderScene::ready);
+        if !scene.ready() || !neighbours_ready {
             continue;
         }
         let place = Place {
             index,
-            frames: frames(scene.sound_ms(), settings.video_pause_ms),
+            frames: lengths[index],
             size,
             tag: &tag,
             // One segment at a time, as narration comes in: all of x264's threads.
             threads: 0,
         };
         let dirs = (media_dir.as_path(), segments.as_path(), work.as_path());
-        let plan = plan_segment(scene, place.frames, size, &settings);
+        let plan = plan_segment(
+            scene,
+            (place.frames, overlaps[index]),
+            size,
+            &settings,
+            transition,
+        );
         if let Err(e) =
             ensure_segment(state, dirs, (scene, plan), place, &settings, &progress).await
         {
@@ -1314,18 +1708,19 @@ struct Plan {
     scenes: Vec<RenderScene>,
     settings: SettingsValues,
     size: (u32, u32),
+    transition: Transition,
 }
 
 /// None when the content is gone.
 async fn plan(state: &AppState, content_id: i64) -> Result<Option<Plan>, TaskError> {
     let database = |e: sqlx::Error| server_fault("the database could not be read", e, true);
-    let aspect: Option<String> =
-        sqlx::query_scalar("SELECT aspect_ratio FROM contents WHERE id = $1")
+    let content: Option<(String, String)> =
+        sqlx::query_as("SELECT aspect_ratio, transition FROM contents WHERE id = $1")
             .bind(content_id)
             .fetch_optional(state.pool())
             .await
             .map_err(database)?;
-    let Some(aspect) = aspect else {
+    let Some((aspect, transition)) = content else {
         return Ok(None);
     };
     let scenes = scenes(state.pool(), content_id).await.map_err(database)?;
@@ -1337,6 +1732,7 @@ async fn plan(state: &AppState, content_id: i64) -> Result<Option<Plan>, TaskErr
         scenes,
         settings,
         size,
+        transition: Transition::parse(&transition).unwrap_or_default(),
     }))
 }
 
@@ -1378,6 +1774,117 @@ async fn write(path: &Path, text: &str) -> Result<(), TaskError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xfade_joins_take_frames_from_both_sides() {
+        let settings = SettingsValues::default();
+        assert_eq!(settings.video_fade_ms, 250, "8 frames a side at 30 fps");
+        for drawn_in_segments in [Transition::Cut, Transition::Fade] {
+            assert_eq!(
+                overlaps(&[90, 60, 120], &settings, drawn_in_segments),
+                vec![None; 3]
+            );
+        }
+        let lent = |head, tail| Some(Overlap { head, tail });
+        assert_eq!(
+            overlaps(&[90, 60, 120], &settings, Transition::Crossfade),
+            vec![lent(0, 8), lent(8, 8), lent(8, 0)]
+        );
+        // A short scene lends at most a third of itself, to both of its joins.
+        assert_eq!(
+            overlaps(&[90, 12, 120], &settings, Transition::Wipe),
+            vec![lent(0, 4), lent(4, 4), lent(4, 0)]
+        );
+        assert_eq!(
+            overlaps(&[90], &settings, Transition::Slide),
+            vec![lent(0, 0)]
+        );
+        let no_time = SettingsValues {
+            video_fade_ms: 0,
+            ..SettingsValues::default()
+        };
+        assert_eq!(
+            overlaps(&[90, 60], &no_time, Transition::Crossfade),
+            vec![lent(0, 0), lent(0, 0)]
+        );
+    }
+
+    #[test]
+    fn a_split_segment_cuts_its_frames_into_head_own_and_tail() {
+        let settings = SettingsValues::default();
+        let dir = Path::new("/tmp");
+        let segment = Segment {
+            image: Path::new("/media/picture.png"),
+            audio: Some(Path::new("/media/speech.wav")),
+            index: 1,
+            frames: 60,
+            subtitles: false,
+            fade: false,
+            threads: 1,
+        };
+        let (core, head, tail, audio) = (
+            Path::new("core.mp4"),
+            Path::new("head.mp4"),
+            Path::new("tail.mp4"),
+            Path::new("audio.mp4"),
+        );
+        let outputs = Outputs::Split {
+            core,
+            overlap: Overlap { head: 8, tail: 4 },
+            head,
+            tail,
+            audio,
+        };
+        let command = segment_command(dir, segment, outputs, (720, 1280), &settings).unwrap();
+        let args: Vec<String> = command
+            .as_std()
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let graph = &args[args.iter().position(|a| a == "-filter_complex").unwrap() + 1];
+        // 72 frames made: 16 for the join before (8 a side), the scene's 60 less the 8 + 4
+        // it lent, 8 for the join after; its sound is the whole 2 s.
+        assert!(
+            graph.contains("max(on-8,0)/60") && graph.contains(":d=72:"),
+            "{graph}"
+        );
+        assert!(
+            graph.contains("split=3[core_all][head_all][tail_all]"),
+            "{graph}"
+        );
+        assert!(
+            graph.contains("[core_all]trim=start_frame=16:end_frame=64,"),
+            "{graph}"
+        );
+        assert!(
+            graph.contains("[head_all]trim=start_frame=0:end_frame=16,"),
+            "{graph}"
+        );
+        assert!(
+            graph.contains("[tail_all]trim=start_frame=64:end_frame=72,"),
+            "{graph}"
+        );
+        assert!(graph.contains("atrim=0:2.000[a]"), "{graph}");
+        assert!(!graph.contains("fade=t="), "no fade through black: {graph}");
+        let output_after = |map: &str| {
+            let at = args.iter().position(|a| a == map).unwrap();
+            args[at..]
+                .iter()
+                .find(|a| a.ends_with(".mp4"))
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(output_after("[core]"), "core.mp4");
+        assert_eq!(output_after("[head]"), "head.mp4");
+        assert_eq!(output_after("[tail]"), "tail.mp4");
+        assert_eq!(output_after("[a]"), "audio.mp4");
+        // The lent ends are lossless: the join encodes them again.
+        let head_at = args.iter().position(|a| a == "[head]").unwrap();
+        assert_eq!(
+            args[head_at + 1..head_at + 7],
+            ["-c:v", "libx264", "-preset", "ultrafast", "-qp", "0"]
+        );
+    }
 
     #[test]
     fn subtitle_lines_fit_the_frame() {

@@ -189,6 +189,12 @@ pub fn api_routes() -> Vec<ApiRoute> {
         route(Method::PUT, "/api/contents/{id}/voice", User, put_voice),
         route(
             Method::PUT,
+            "/api/contents/{id}/transition",
+            User,
+            put_transition,
+        ),
+        route(
+            Method::PUT,
             "/api/contents/{id}/scenes/{scene_id}/visual",
             User,
             put_visual,
@@ -394,20 +400,11 @@ async fn list_contents(
     Actor(user): Actor,
     ApiQuery(raw): ApiQuery<std::collections::HashMap<String, String>>,
 ) -> ApiResult<ContentPage> {
-    // Parsed by hand so a bad number names its parameter and a blank one (as a browser
-    // form sends it) means "not given".
-    let number = |name: &str| -> Result<Option<u32>, AppError> {
-        match raw.get(name).map(|v| v.trim()).filter(|v| !v.is_empty()) {
-            None => Ok(None),
-            Some(v) => v.parse().map(Some).map_err(|_| {
-                AppError::validation(name, format!("{name} must be a whole number (got {v:?})"))
-            }),
-        }
-    };
+    let params = QueryParams::new(&raw, &["q", "page", "per_page"])?;
     let query = ListQuery {
-        q: raw.get("q").cloned(),
-        page: number("page")?,
-        per_page: number("per_page")?,
+        q: params.get("q").map(str::to_owned),
+        page: params.number("page", 0..=limits::PAGE_MAX)?,
+        per_page: params.number("per_page", 1..=limits::PAGE_SIZE_MAX)?,
     };
     ok(contents::list(&state, &user, query).await?)
 }
@@ -725,29 +722,13 @@ async fn list_jobs(
     Actor(user): Actor,
     ApiQuery(raw): ApiQuery<std::collections::HashMap<String, String>>,
 ) -> ApiResult<Vec<JobView>> {
-    let param = query_params(&raw, &["status", "kind", "content_id", "limit"])?;
-    let number = |name: &str, max: i64| -> Result<Option<i64>, AppError> {
-        match param(name) {
-            None => Ok(None),
-            Some(v) => v
-                .parse::<i64>()
-                .ok()
-                .filter(|n| (1..=max).contains(n))
-                .map(Some)
-                .ok_or_else(|| {
-                    AppError::validation(
-                        name,
-                        format!("{name} must be an integer from 1 to {max} (got {v:?})"),
-                    )
-                }),
-        }
-    };
+    let params = QueryParams::new(&raw, &["status", "kind", "content_id", "limit"])?;
     let filter = JobFilter {
-        status: param("status").map(str::to_owned),
-        kind: param("kind").map(str::to_owned),
-        content_id: number("content_id", i64::MAX)?,
+        status: params.get("status").map(str::to_owned),
+        kind: params.get("kind").map(str::to_owned),
+        content_id: params.number("content_id", 1..=i64::MAX)?,
     };
-    let limit = number("limit", 500)?.unwrap_or(100);
+    let limit = params.number("limit", 1..=500)?.unwrap_or(100);
     ok(jobs::list(&state, &user, &filter, limit).await?)
 }
 
@@ -946,22 +927,56 @@ async fn get_asset(
     serve(&state, key, request).await
 }
 
-/// Query parameters by name, refusing any not in `known` so a misspelt one is not
-/// silently ignored.
-fn query_params<'a>(
-    raw: &'a std::collections::HashMap<String, String>,
-    known: &[&str],
-) -> Result<impl Fn(&str) -> Option<&'a str>, AppError> {
-    if let Some(unknown) = raw.keys().find(|k| !known.contains(&k.as_str())) {
-        return Err(AppError::validation(
-            unknown,
-            format!(
-                "{unknown} is not a parameter here (use {})",
-                known.join(", ")
-            ),
-        ));
+/// A request's query parameters by name. One not in `known` is refused, so a misspelt one
+/// is not silently ignored; a blank one (as a browser form sends it) is absent.
+struct QueryParams<'a>(&'a std::collections::HashMap<String, String>);
+
+impl<'a> QueryParams<'a> {
+    fn new(
+        raw: &'a std::collections::HashMap<String, String>,
+        known: &[&str],
+    ) -> Result<Self, AppError> {
+        if let Some(unknown) = raw.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(AppError::validation(
+                unknown,
+                format!(
+                    "{unknown} is not a parameter here (use {})",
+                    known.join(", ")
+                ),
+            ));
+        }
+        Ok(Self(raw))
     }
-    Ok(move |name: &str| raw.get(name).map(|v| v.trim()).filter(|v| !v.is_empty()))
+
+    fn get(&self, name: &str) -> Option<&'a str> {
+        self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    /// `name` read as a number within `range` (integer or decimal, as `T` is); 422 naming
+    /// the parameter when it does not parse or falls outside.
+    fn number<T>(
+        &self,
+        name: &str,
+        range: std::ops::RangeInclusive<T>,
+    ) -> Result<Option<T>, AppError>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display,
+    {
+        let Some(v) = self.get(name) else {
+            return Ok(None);
+        };
+        match v.parse::<T>() {
+            Ok(n) if range.contains(&n) => Ok(Some(n)),
+            _ => Err(AppError::validation(
+                name,
+                format!(
+                    "{name} must be a number from {} to {} (got {v:?})",
+                    range.start(),
+                    range.end()
+                ),
+            )),
+        }
+    }
 }
 
 #[utoipa::path(
@@ -977,8 +992,8 @@ async fn list_voices(
     Actor(_): Actor,
     ApiQuery(raw): ApiQuery<std::collections::HashMap<String, String>>,
 ) -> ApiResult<VoiceList> {
-    let param = query_params(&raw, &["language"])?;
-    ok(voices::list(&state, param("language")).await?)
+    let params = QueryParams::new(&raw, &["language"])?;
+    ok(voices::list(&state, params.get("language")).await?)
 }
 
 #[utoipa::path(
@@ -1016,28 +1031,13 @@ async fn preview_voice(
             "This request came from another site and was refused.",
         ));
     }
-    let param = query_params(&raw, &["voice", "language", "speed", "content_id", "text"])?;
-    let speed = match param("speed") {
-        None => None,
-        Some(v) => Some(v.parse::<f64>().map_err(|_| {
-            AppError::validation("speed", format!("speed must be a number (got {v:?})"))
-        })?),
-    };
-    let content_id = match param("content_id") {
-        None => None,
-        Some(v) => Some(id_param(v).map_err(|_| {
-            AppError::validation(
-                "content_id",
-                format!("content_id must be a positive integer (got {v:?})"),
-            )
-        })?),
-    };
+    let params = QueryParams::new(&raw, &["voice", "language", "speed", "content_id", "text"])?;
     let request = voices::PreviewRequest {
-        voice: param("voice").unwrap_or_default().to_owned(),
-        language: param("language").map(str::to_owned),
-        speed,
-        content_id,
-        text: param("text").map(str::to_owned),
+        voice: params.get("voice").unwrap_or_default().to_owned(),
+        language: params.get("language").map(str::to_owned),
+        speed: params.number("speed", limits::SPEED_MIN..=limits::SPEED_MAX)?,
+        content_id: params.number("content_id", 1..=i64::MAX)?,
+        text: params.get("text").map(str::to_owned),
     };
     let sample = voices::preview(&state, &user, request).await?;
     // `Cache-Control: no-store` comes with every API answer (`security::headers`).
@@ -1068,6 +1068,24 @@ async fn put_voice(
 
 #[utoipa::path(
     put,
+    path = "/api/contents/{id}/transition",
+    tag = "contents",
+    summary = "Set how a content's scenes give way to each other (the next render draws it)",
+    params(("id" = i64, Path, minimum = 1, description = "The content's id.")),
+    request_body = TransitionUpdate,
+    responses((status = 200, description = "The content with its transition; its video is out of date until rendered again.", body = Data<ContentDetail>))
+)]
+async fn put_transition(
+    State(state): State<AppState>,
+    Actor(user): Actor,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<TransitionUpdate>,
+) -> ApiResult<ContentDetail> {
+    ok(contents::set_transition(&state, &user, id_param(&id)?, req.transition).await?)
+}
+
+#[utoipa::path(
+    put,
     path = "/api/contents/{id}/scenes/{scene_id}/visual",
     tag = "contents",
     summary = "Use your own picture for a scene (the body is the file, up to 20 MiB)",
@@ -1088,7 +1106,7 @@ async fn put_visual(
     body: axum::body::Body,
 ) -> ApiResult<ContentDetail> {
     let (id, scene_id) = (id_param(&id)?, scene_param(&scene_id)?);
-    let fit = match query_params(&raw, &["fit"])?("fit") {
+    let fit = match QueryParams::new(&raw, &["fit"])?.get("fit") {
         None | Some("crop") => media::Fit::Crop,
         Some("pad") => media::Fit::Pad,
         Some(other) => {

@@ -59,6 +59,7 @@ pub fn resolve_presets(
             .speed
             .map(|s| validate::range_f64(&f("speed"), s, limits::SPEED_MIN, limits::SPEED_MAX))
             .transpose()?,
+        transition: input.transition.unwrap_or_default(),
     })
 }
 
@@ -73,6 +74,7 @@ impl From<&Presets> for PresetsInput {
             visual_style: Some(p.visual_style.clone()),
             voice: Some(p.voice.clone()),
             speed: p.speed,
+            transition: Some(p.transition),
         }
     }
 }

@@ -399,6 +399,7 @@ mod tests {
             visual_style: "watercolor".into(),
             voice: "alloy".into(),
             speed: Some(1.0),
+            transition: crate::model::Transition::Fade,
         }
     }
 

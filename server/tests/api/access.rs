@@ -134,6 +134,11 @@ async fn rest_sample(app: &TestApp, method: &Method, path: &str) -> (String, Opt
             Some(json!({ "voice": "en+f3", "speed": 1.25 })),
             Owner::ContentOfA,
         ),
+        ("PUT", "/api/contents/{id}/transition") => (
+            format!("/api/contents/{}/transition", fresh_content_of_a(app).await),
+            Some(json!({ "transition": "crossfade" })),
+            Owner::ContentOfA,
+        ),
         ("PUT", "/api/contents/{id}/scenes/{scene_id}/visual")
         | ("DELETE", "/api/contents/{id}/scenes/{scene_id}/visual") => {
             let content = app
@@ -320,6 +325,10 @@ async fn server_functions_follow_their_rules(db: Db) {
                 "list_voices" => (json!({ "language": "French" }), Owner::None),
                 "set_voice" => (
                     json!({ "id": fresh_content_of_a(&app).await, "req": { "voice": "alloy" } }),
+                    Owner::ContentOfA,
+                ),
+                "set_transition" => (
+                    json!({ "id": fresh_content_of_a(&app).await, "transition": "wipe" }),
                     Owner::ContentOfA,
                 ),
                 "start_job" => (

@@ -18,5 +18,6 @@ mod qstash;
 mod render;
 mod settings;
 mod storage;
+mod transitions;
 mod visuals;
 mod voices;

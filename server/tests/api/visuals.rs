@@ -14,7 +14,7 @@ both_databases!(own_pictures_are_fitted_to_the_frame_kept_and_rendered);
 const SCRIPT: &str = "Red is the colour of a fire truck. Blue is the colour of the sky.";
 
 /// A `w`×`h` picture of one `colour`, encoded by ffmpeg as `ext` (png, jpg, webp).
-fn picture(ext: &str, w: u32, h: u32, colour: &str) -> Vec<u8> {
+pub(crate) fn picture(ext: &str, w: u32, h: u32, colour: &str) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(format!("picture.{ext}"));
     let made = Command::new("ffmpeg")
@@ -29,7 +29,7 @@ fn picture(ext: &str, w: u32, h: u32, colour: &str) -> Vec<u8> {
 }
 
 /// The RGB of the pixel at (`x`, `y`) of an image file's (or a video's, at `at` s) frame.
-fn pixel(bytes: &[u8], format: &str, at: f64, x: u32, y: u32) -> [u8; 3] {
+pub(crate) fn pixel(bytes: &[u8], format: &str, at: f64, x: u32, y: u32) -> [u8; 3] {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(format!("input.{format}"));
     std::fs::write(&path, bytes).unwrap();
@@ -48,27 +48,10 @@ fn pixel(bytes: &[u8], format: &str, at: f64, x: u32, y: u32) -> [u8; 3] {
     std::io::Read::read_to_end(ffmpeg.stdout.as_mut().unwrap(), &mut out).unwrap();
     assert!(
         ffmpeg.wait().unwrap().success(),
-        "{format} at {at} s, ({x}, {y}): {}",
-        probe(&path)
+        "{format} at {at} s, ({x}, {y}): {:?}",
+        testkit::probe_size(&path)
     );
     [out[0], out[1], out[2]]
-}
-
-/// `WxH` of a file, for failure messages.
-fn probe(path: &std::path::Path) -> String {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=width,height",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 fn reddish([r, g, b]: [u8; 3]) -> bool {
@@ -79,7 +62,7 @@ fn blackish([r, g, b]: [u8; 3]) -> bool {
     r < 30 && g < 30 && b < 30
 }
 
-async fn put_picture(
+pub(crate) async fn put_picture(
     app: &TestApp,
     who: Who,
     path: &str,
