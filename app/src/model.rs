@@ -52,9 +52,12 @@ pub mod limits {
     pub const MUSIC_MAX_BYTES: usize = 20 * 1024 * 1024;
     /// A creator's own picture for a scene.
     pub const PICTURE_MAX_BYTES: usize = 20 * 1024 * 1024;
+    /// A creator's video clip for a scene, as uploaded (it is converted once and stored
+    /// smaller).
+    pub const CLIP_MAX_BYTES: usize = 200 * 1024 * 1024;
 
-    /// The body limit for a request path: uploads (music, a scene's picture) may be
-    /// large, nothing else.
+    /// The body limit for a request path: uploads (music, a scene's picture or clip) may
+    /// be large, nothing else.
     pub fn body_max_for(path: &str) -> usize {
         let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
         let number = |s: &str| s.parse::<i64>().is_ok();
@@ -63,7 +66,7 @@ pub mod limits {
             ["", "api", "contents", id, "scenes", scene, "visual"]
                 if number(id) && number(scene) =>
             {
-                PICTURE_MAX_BYTES
+                CLIP_MAX_BYTES
             }
             _ => BODY_MAX_BYTES,
         }
@@ -250,6 +253,61 @@ pub struct SceneView {
     /// keeps it; naming the scene replaces it.
     #[serde(default)]
     pub own_image: bool,
+    /// The creator's video clip, when the scene's visual is one (its picture is then the
+    /// clip's first frame).
+    #[serde(default)]
+    pub clip: Option<SceneClip>,
+}
+
+/// A picture or clip for a scene, fetched from a URL (`PUT …/visual` with a JSON body).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct VisualUrl {
+    /// An http or https URL answering `image/*` or `video/*`.
+    #[cfg_attr(feature = "ssr", schema(min_length = 1, max_length = 2048))]
+    pub url: String,
+}
+
+/// A scene's video clip: converted once at upload to H.264 at 30 fps in the content's
+/// frame, with AAC sound.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct SceneClip {
+    pub asset_id: i64,
+    /// The clip's length, in milliseconds (at most `limits::SCENE_SECONDS_MAX`).
+    pub duration_ms: i64,
+    /// What the clip does when the scene outlasts it.
+    pub when_shorter: WhenShorter,
+    /// How loud the clip's own sound plays under the narration, in percent (0: not at all).
+    pub sound: u32,
+}
+
+/// What a clip does when its scene lasts longer than it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum WhenShorter {
+    /// Start again from its first frame.
+    #[default]
+    Loop,
+    /// Hold its last frame.
+    Freeze,
+}
+
+impl WhenShorter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WhenShorter::Loop => "loop",
+            WhenShorter::Freeze => "freeze",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [WhenShorter::Loop, WhenShorter::Freeze]
+            .into_iter()
+            .find(|w| w.as_str() == s)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -393,6 +451,10 @@ pub struct SettingsValues {
     /// Media one user's contents may hold on disk, in MiB (pictures, narration, videos,
     /// music); new media is refused beyond it. 0: no quota.
     pub storage_quota_mb: u32,
+    /// Let URLs from outside (a creator's pasted picture or clip, an image URL in a
+    /// provider's answer) reach private and loopback addresses: a media server on the
+    /// LAN. Off, only public addresses are fetched (`outbound`).
+    pub allow_private_urls: bool,
     /// `builtin` (a scene card drawn offline) or `openai` (the Images API at
     /// `image_base_url`).
     pub image_provider: String,
@@ -487,6 +549,7 @@ impl Default for SettingsValues {
             rate_generate_per_minute: 10,
             rate_jobs_per_minute: 30,
             storage_quota_mb: 0,
+            allow_private_urls: false,
             image_provider: "builtin".into(),
             image_base_url: String::new(),
             image_model: "gpt-image-1-mini".into(),

@@ -4,6 +4,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { startStack, newPage, open, outputDir, signIn, ADMIN, CREATOR } from '../support.mjs';
 
 let stack;
@@ -211,6 +214,20 @@ test('a creator generates images and narration and watches every scene fill in',
   assert.equal(await firstScene.locator('[role="alert"]').count(), 0);
   await shot(page, 'own-picture');
 
+  // A short clip on the second scene, held on its last frame: its first frame becomes the
+  // scene's picture and the scene says what the clip does.
+  const secondScene = page.locator('li.scene').nth(1);
+  await secondScene.locator('select[name="when_shorter"]').selectOption('freeze');
+  const oldSecond = await page.locator('.scene-media img').nth(1).getAttribute('src');
+  await secondScene.locator('input[name="picture"]').setInputFiles({ name: 'clip.mp4', mimeType: 'video/mp4', buffer: clipFile() });
+  await secondScene.locator('.clip-label').waitFor({ timeout: 60_000 });
+  assert.match(await secondScene.locator('.clip-label').textContent(), /Your clip · 1\.\d s · holds its last frame/);
+  await page.waitForFunction((old) => {
+    const img = document.querySelectorAll('.scene-media img')[1];
+    return img && img.getAttribute('src') !== old && img.complete && img.naturalWidth === 720;
+  }, oldSecond);
+  await shot(page, 'own-clip');
+
   // Crossfades between the scenes: saved as soon as chosen, drawn by the render.
   await page.locator('.transition-picker select[name="transition"]').selectOption('crossfade');
   await page.locator('.transition-picker', { hasText: 'Saved: the next render draws it.' }).waitFor();
@@ -252,6 +269,17 @@ test('a creator generates images and narration and watches every scene fill in',
   await page.waitForFunction(() => !document.querySelector('.music audio'));
   await page.context().close();
 });
+
+/** A one-second landscape MP4 (green, then blue) made by ffmpeg. */
+function clipFile() {
+  const dir = mkdtempSync(join(tmpdir(), 'crevid-clip-'));
+  const path = join(dir, 'clip.mp4');
+  execFileSync('ffmpeg', ['-v', 'error', '-f', 'lavfi', '-i', 'color=c=green:s=320x240:d=0.6:r=30',
+    '-f', 'lavfi', '-i', 'color=c=blue:s=320x240:d=0.6:r=30',
+    '-filter_complex', '[0:v][1:v]concat=n=2:v=1:a=0[v]', '-map', '[v]',
+    '-c:v', 'libx264', '-preset', 'ultrafast', '-pix_fmt', 'yuv420p', path]);
+  return readFileSync(path);
+}
 
 /** A mono 16-bit WAV of a sine tone. */
 function tone(seconds, hz) {

@@ -13,8 +13,8 @@ use crate::api::{
 };
 use crate::components::ErrorBox;
 use crate::model::{
-    limits, ContentDetail, JobDetail, JobKind, MediaRequest, SceneEdit, Transition,
-    UpdateContentRequest,
+    limits, ContentDetail, JobDetail, JobKind, MediaRequest, SceneClip, SceneEdit, Transition,
+    UpdateContentRequest, WhenShorter,
 };
 
 /// A file a creator chose or dropped (only the browser has one).
@@ -29,13 +29,33 @@ type PictureFile = ();
 struct SceneMedia {
     image: Option<i64>,
     audio: Option<i64>,
+    /// "Clip · 4.2 s · loops" when the visual is the creator's clip (`image` is its first
+    /// frame).
+    clip: Option<String>,
     image_task: Option<(String, Option<String>)>,
     audio_task: Option<(String, Option<String>)>,
 }
 
-/// A creator's own picture put on (or taken off) a scene in this page: the asset, and the
-/// newest job known then, whose older pictures it replaces.
-type OwnPictures = HashMap<i64, (Option<i64>, i64)>;
+/// A creator's own picture or clip put on (or taken off) a scene in this page: the
+/// picture's asset, the clip's label, and the newest job known then, whose older pictures
+/// it replaces.
+type OwnPictures = HashMap<i64, (Option<i64>, Option<String>, i64)>;
+
+/// How the scene list names a clip.
+fn clip_label(clip: &SceneClip) -> String {
+    let then = match clip.when_shorter {
+        WhenShorter::Loop => "loops",
+        WhenShorter::Freeze => "holds its last frame",
+    };
+    let sound = match clip.sound {
+        0 => String::new(),
+        n => format!(" · its sound at {n} %"),
+    };
+    format!(
+        "Your clip · {:.1} s · {then} when shorter{sound}",
+        clip.duration_ms as f64 / 1000.0
+    )
+}
 
 fn scene_media(
     detail: &ContentDetail,
@@ -51,14 +71,16 @@ fn scene_media(
                 SceneMedia {
                     image: s.image_asset_id,
                     audio: s.audio_asset_id,
+                    clip: s.clip.as_ref().map(clip_label),
                     ..Default::default()
                 },
             )
         })
         .collect();
-    for (scene, (asset, _)) in own {
+    for (scene, (asset, clip, _)) in own {
         if let Some(entry) = media.get_mut(scene) {
             entry.image = *asset;
+            entry.clip = clip.clone();
         }
     }
     // Oldest job first, so the newest task decides what a scene shows.
@@ -72,12 +94,16 @@ fn scene_media(
                 && task
                     .scene_id
                     .and_then(|id| own.get(&id))
-                    .is_some_and(|(_, upto)| job.job.id <= *upto);
+                    .is_some_and(|(_, _, upto)| job.job.id <= *upto);
             if task.status == "succeeded" && !replaced_by_own {
+                // Asset ids grow: an older task's picture never hides the newer one the
+                // page was loaded with (a creator's upload after that job).
+                let newer = |current: Option<i64>, asset: i64| current.is_none_or(|c| asset > c);
                 if let Some(asset) = task.output_asset_id {
-                    if image {
-                        entry.image = Some(asset)
-                    } else {
+                    if image && newer(entry.image, asset) {
+                        entry.image = Some(asset);
+                        entry.clip = None;
+                    } else if !image && newer(entry.audio, asset) {
                         entry.audio = Some(asset)
                     }
                 }
@@ -116,15 +142,31 @@ pub fn ContentPage() -> impl IntoView {
     }
 }
 
-#[derive(Clone)]
+#[derive(Clone, Copy)]
 struct Row {
     key: usize,
     id: Option<i64>,
     narration: RwSignal<String>,
     visual_prompt: RwSignal<String>,
     seconds: RwSignal<f64>,
-    /// How the creator's own picture meets the frame: `crop` or `pad`.
+    /// How the creator's own picture or clip meets the frame: `crop` or `pad`.
     fit: RwSignal<String>,
+    /// What the creator's clip does when the scene is longer: `loop` or `freeze`.
+    when_shorter: RwSignal<String>,
+    /// The clip's own sound under the narration, in percent.
+    sound: RwSignal<String>,
+}
+
+impl Row {
+    /// The query a file for this scene is sent with (pictures use `fit` only).
+    fn visual_query(&self) -> String {
+        format!(
+            "fit={}&when_shorter={}&sound={}",
+            self.fit.get_untracked(),
+            self.when_shorter.get_untracked(),
+            self.sound.get_untracked()
+        )
+    }
 }
 
 fn rows_from(detail: &ContentDetail, next_key: &mut usize) -> Vec<Row> {
@@ -140,6 +182,14 @@ fn rows_from(detail: &ContentDetail, next_key: &mut usize) -> Vec<Row> {
                 visual_prompt: RwSignal::new(s.visual_prompt.clone()),
                 seconds: RwSignal::new(s.seconds),
                 fit: RwSignal::new("crop".to_owned()),
+                when_shorter: RwSignal::new(
+                    s.clip
+                        .as_ref()
+                        .map_or(WhenShorter::Loop, |c| c.when_shorter)
+                        .as_str()
+                        .to_owned(),
+                ),
+                sound: RwSignal::new(s.clip.as_ref().map_or(0, |c| c.sound).to_string()),
             }
         })
         .collect()
@@ -203,6 +253,8 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
                 visual_prompt: RwSignal::new(String::new()),
                 seconds: RwSignal::new(4.0),
                 fit: RwSignal::new("crop".to_owned()),
+                when_shorter: RwSignal::new("loop".to_owned()),
+                sound: RwSignal::new("0".to_owned()),
             })
         });
         dirty.set(true);
@@ -274,7 +326,7 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
         Memo::new(move |_| latest.with(|list| own.with(|own| scene_media(&initial, list, own))));
     let picture_errors = RwSignal::new(HashMap::<i64, String>::new());
     // Puts a creator's file on a scene (or takes their picture off: no file).
-    let send_picture = move |scene: i64, fit: String, file: Option<PictureFile>| {
+    let send_picture = move |scene: i64, query: String, file: Option<PictureFile>| {
         #[cfg(feature = "hydrate")]
         {
             picture_errors.update(|e| {
@@ -282,7 +334,7 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
             });
             let upto = latest.with_untracked(|l| l.iter().map(|d| d.job.id).max().unwrap_or(0));
             leptos::task::spawn_local(async move {
-                let url = format!("/api/contents/{id}/scenes/{scene}/visual?fit={fit}");
+                let url = format!("/api/contents/{id}/scenes/{scene}/visual?{query}");
                 let sent = super::upload::send_file(
                     &url,
                     file.as_ref(),
@@ -291,12 +343,17 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
                 .await;
                 match sent {
                     Ok(data) => {
-                        let asset = data["scenes"]
+                        let view = data["scenes"]
                             .as_array()
-                            .and_then(|s| s.iter().find(|s| s["id"] == scene))
-                            .and_then(|s| s["image_asset_id"].as_i64());
+                            .and_then(|s| s.iter().find(|s| s["id"] == scene));
+                        let asset = view.and_then(|s| s["image_asset_id"].as_i64());
+                        let clip = view
+                            .and_then(|s| {
+                                serde_json::from_value::<SceneClip>(s["clip"].clone()).ok()
+                            })
+                            .map(|c| clip_label(&c));
                         own.update(|o| {
-                            o.insert(scene, (asset, upto));
+                            o.insert(scene, (asset, clip, upto));
                         });
                         sources_changed.set(true);
                     }
@@ -307,7 +364,7 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
             });
         }
         #[cfg(not(feature = "hydrate"))]
-        let _ = (scene, fit, file, id);
+        let _ = (scene, query, file, id);
     };
     // The saved scenes, in order, and whether each has words to narrate: what a render
     // would use.
@@ -480,7 +537,7 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
                                 row.id,
                                 ev.data_transfer().and_then(|d| d.files()).and_then(|f| f.get(0)),
                             ) {
-                                send_picture(sid, row.fit.get_untracked(), Some(file));
+                                send_picture(sid, row.visual_query(), Some(file));
                             }
                         }>
                         <div class="scene-bar">
@@ -508,8 +565,8 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
                                                 "Regenerate narration"</button>
                                         </div>
                                         <div class="actions own-picture">
-                                            <label class="file-button">"Use my picture…"
-                                                <input type="file" name="picture" accept="image/png,image/jpeg,image/webp"
+                                            <label class="file-button">"Use my picture or clip…"
+                                                <input type="file" name="picture" accept="image/png,image/jpeg,image/webp,video/mp4,video/quicktime,video/webm"
                                                     on:change=move |ev| {
                                                         #[cfg(feature = "hydrate")]
                                                         {
@@ -517,7 +574,7 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
                                                             let input = ev.target().and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok());
                                                             if let Some(input) = input {
                                                                 if let Some(file) = input.files().and_then(|f| f.get(0)) {
-                                                                    send_picture(sid, row.fit.get_untracked(), Some(file));
+                                                                    send_picture(sid, row.visual_query(), Some(file));
                                                                 }
                                                                 input.set_value("");
                                                             }
@@ -525,15 +582,29 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
                                                         #[cfg(not(feature = "hydrate"))]
                                                         let _ = ev;
                                                     }/></label>
-                                            <select name="fit" aria-label="How your picture fits the frame"
+                                            <select name="fit" aria-label="How your picture or clip fits the frame"
                                                 prop:value=move || row.fit.get()
                                                 on:change=move |ev| row.fit.set(event_target_value(&ev))>
                                                 <option value="crop">"Fill the frame (crop)"</option>
                                                 <option value="pad">"Whole picture (bars)"</option>
                                             </select>
+                                            <select name="when_shorter" aria-label="What a clip shorter than the scene does"
+                                                prop:value=move || row.when_shorter.get()
+                                                on:change=move |ev| row.when_shorter.set(event_target_value(&ev))>
+                                                <option value="loop">"Short clip: loop"</option>
+                                                <option value="freeze">"Short clip: hold last frame"</option>
+                                            </select>
+                                            <select name="sound" aria-label="The clip's own sound under the narration"
+                                                prop:value=move || row.sound.get()
+                                                on:change=move |ev| row.sound.set(event_target_value(&ev))>
+                                                <option value="0">"Clip sound: off"</option>
+                                                <option value="25">"Clip sound: 25 %"</option>
+                                                <option value="50">"Clip sound: 50 %"</option>
+                                                <option value="100">"Clip sound: full"</option>
+                                            </select>
                                             {m.image.map(|_| view! {
                                                 <button type="button" class="danger-outline"
-                                                    on:click=move |_| send_picture(sid, row.fit.get_untracked(), None)>
+                                                    on:click=move |_| send_picture(sid, row.visual_query(), None)>
                                                     "Remove picture"</button>
                                             })}
                                         </div>
@@ -541,6 +612,7 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
                                             <p class="error" role="alert">{message}</p>
                                         })}
                                     }.into_any())}
+                                    {m.clip.clone().map(|label| view! { <p class="clip-label">{label}</p> })}
                                     {m.audio.map(|a| view! { <audio controls preload="none" src=format!("/api/assets/{a}")></audio> })}
                                     <div class="chips">
                                         <Chip label="Picture".to_owned() task=m.image_task.clone()/>

@@ -11,7 +11,8 @@ use super::validate;
 use crate::error::AppError;
 use crate::model::{
     limits, ContentDetail, ContentPage, ContentSummary, ListQuery, Mode, PresetsInput,
-    SaveContentRequest, SceneDraft, SceneView, SettingsValues, Transition, UpdateContentRequest,
+    SaveContentRequest, SceneClip, SceneDraft, SceneView, SettingsValues, Transition,
+    UpdateContentRequest, WhenShorter,
 };
 
 fn check_scene(
@@ -299,8 +300,10 @@ pub async fn get(state: &AppState, user: &CurrentUser, id: i64) -> Result<Conten
     .ok_or_else(|| AppError::not_found("content"))?;
     let scenes = sqlx::query(
         "SELECT s.id, s.position, s.narration, s.visual_prompt, s.planned_seconds, s.image_asset_id, \
-         s.audio_asset_id, CASE WHEN a.provider = 'upload' THEN 1 ELSE 0 END AS own_image \
+         s.audio_asset_id, CASE WHEN a.provider = 'upload' THEN 1 ELSE 0 END AS own_image, \
+         s.clip_asset_id, ca.duration_ms AS clip_ms, s.clip_when_shorter, s.clip_sound \
          FROM scenes s LEFT JOIN assets a ON a.id = s.image_asset_id \
+         LEFT JOIN assets ca ON ca.id = s.clip_asset_id \
          WHERE s.content_id = $1 ORDER BY s.position, s.id",
     )
     .bind(id)
@@ -344,6 +347,20 @@ pub async fn get(state: &AppState, user: &CurrentUser, id: i64) -> Result<Conten
                         image_asset_id: s.try_get("image_asset_id")?,
                         audio_asset_id: s.try_get("audio_asset_id")?,
                         own_image: s.try_get::<i64, _>("own_image")? == 1,
+                        clip: match s.try_get::<Option<i64>, _>("clip_asset_id")? {
+                            None => None,
+                            Some(asset_id) => Some(SceneClip {
+                                asset_id,
+                                duration_ms: s
+                                    .try_get::<Option<i64>, _>("clip_ms")?
+                                    .unwrap_or_default(),
+                                when_shorter: WhenShorter::parse(
+                                    &s.try_get::<String, _>("clip_when_shorter")?,
+                                )
+                                .unwrap_or_default(),
+                                sound: s.try_get::<i64, _>("clip_sound")?.clamp(0, 100) as u32,
+                            }),
+                        },
                     })
                 })
                 .collect::<Result<_, sqlx::Error>>()?,

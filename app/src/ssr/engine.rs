@@ -758,7 +758,7 @@ async fn make_current(
             // A creator's own picture put on the scene after this task was queued stays:
             // the generated one is dropped with the other unowned media.
             sqlx::query(
-                "UPDATE scenes SET image_asset_id = $1, updated_at = $2 WHERE id = $3 \
+                "UPDATE scenes SET image_asset_id = $1, clip_asset_id = NULL, updated_at = $2 WHERE id = $3 \
                  AND NOT EXISTS (SELECT 1 FROM assets a WHERE a.id = scenes.image_asset_id \
                    AND a.provider = 'upload' \
                    AND a.created_at > (SELECT t.created_at FROM tasks t WHERE t.id = $4))",

@@ -132,7 +132,8 @@ pub fn demuxer_for(path: &Path) -> Option<&'static str> {
         "ogg" => "ogg",
         "flac" => "flac",
         "aac" => "aac",
-        "m4a" | "mp4" => "mov",
+        "m4a" | "mp4" | "mov" => "mov",
+        "webm" => "matroska",
         // OpenAI's `pcm` speech: 24 kHz, 16-bit little-endian, mono, no header.
         "pcm" => "s16le",
         _ => return None,
@@ -154,9 +155,19 @@ pub fn add_input(command: &mut Command, path: &Path, what: &str) -> Result<(), T
 }
 
 pub(crate) async fn run_tool(
+    command: Command,
+    stdin: Option<&str>,
+    what: &str,
+) -> Result<Vec<u8>, TaskError> {
+    run_tool_within(command, stdin, what, TOOL_TIMEOUT).await
+}
+
+/// [`run_tool`] with its own deadline, for work that may take longer (a clip converted).
+pub(crate) async fn run_tool_within(
     mut command: Command,
     stdin: Option<&str>,
     what: &str,
+    timeout: Duration,
 ) -> Result<Vec<u8>, TaskError> {
     command
         .kill_on_drop(true)
@@ -177,10 +188,10 @@ pub(crate) async fn run_tool(
             .await
             .map_err(|e| server_fault(format!("{what} could not be given its input"), e, true))?;
     }
-    let output = tokio::time::timeout(TOOL_TIMEOUT, child.wait_with_output())
+    let output = tokio::time::timeout(timeout, child.wait_with_output())
         .await
         .map_err(|_| TaskError::Transient {
-            message: format!("{what} took longer than {} s", TOOL_TIMEOUT.as_secs()),
+            message: format!("{what} took longer than {} s", timeout.as_secs()),
             retry_after: None,
         })?
         .map_err(|e| server_fault(format!("{what} stopped unexpectedly"), e, true))?;
@@ -247,6 +258,19 @@ pub(crate) fn tool_failed(what: &str, status: std::process::ExitStatus, stderr: 
         format!("{what} failed (an admin finds its own words on the status page)"),
         tail,
         false,
+    )
+}
+
+/// Whether a tool's failure is its input's fault: it ran and exited saying no. A signal, a
+/// full disk, a timeout or a missing tool are the server's (see [`tool_failed`] and
+/// [`run_tool`]).
+pub(crate) fn input_refused(e: &TaskError) -> bool {
+    matches!(
+        e,
+        TaskError::Server {
+            transient: false,
+            ..
+        }
     )
 }
 
@@ -794,6 +818,13 @@ pub async fn save_music(
         Err(e) => Err(e),
     };
     let _ = tokio::fs::remove_file(&upload).await;
+    if let Err(e) = &converted {
+        if !input_refused(e) {
+            let _ = tokio::fs::remove_file(&path).await;
+            tracing::error!(error = e.message(), "converting a creator's music");
+            return Err(AppError::internal());
+        }
+    }
     let duration_ms = match converted {
         Ok(_) => match probe(&path).await {
             Ok(Probed {
@@ -857,7 +888,7 @@ const PICTURE_TYPES: &[(&[&str], &str)] = &[
 
 /// The extension for an upload whose `Content-Type` is one of `allowed`'s; 415 naming the
 /// first name of each type otherwise, and 422 for an empty `what` (such as "music file").
-fn upload_ext(
+pub(crate) fn upload_ext(
     content_type: Option<&str>,
     allowed: &[(&[&str], &'static str)],
     what: &str,
@@ -945,6 +976,7 @@ pub async fn drop_unowned(
     sqlx::query_scalar(
         "DELETE FROM assets WHERE content_id = $1 \
          AND id NOT IN (SELECT image_asset_id FROM scenes WHERE content_id = $1 AND image_asset_id IS NOT NULL) \
+         AND id NOT IN (SELECT clip_asset_id FROM scenes WHERE content_id = $1 AND clip_asset_id IS NOT NULL) \
          AND id NOT IN (SELECT audio_asset_id FROM scenes WHERE content_id = $1 AND audio_asset_id IS NOT NULL) \
          AND id NOT IN (SELECT x FROM (SELECT video_asset_id AS x FROM contents WHERE id = $1 \
            UNION ALL SELECT subtitles_asset_id FROM contents WHERE id = $1 \
@@ -980,6 +1012,20 @@ pub enum Fit {
     Crop,
     /// The whole picture, with black bars where its shape differs.
     Pad,
+}
+
+impl Fit {
+    /// ffmpeg's filters fitting a picture or clip into a `w`×`h` frame this way.
+    pub fn filter(self, (w, h): (u32, u32)) -> String {
+        match self {
+            Fit::Crop => format!(
+                "scale={w}:{h}:force_original_aspect_ratio=increase,crop={w}:{h},setsar=1"
+            ),
+            Fit::Pad => format!(
+                "scale={w}:{h}:force_original_aspect_ratio=decrease,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2:color=black,setsar=1"
+            ),
+        }
+    }
 }
 
 /// Largest picture a creator may upload, in pixels a side and in all (a small file can
@@ -1046,14 +1092,7 @@ pub async fn save_scene_picture(
     let (path, upload) = stage_upload(state, user, content_id, &key, ext, bytes).await?;
     let (w, h) = dimensions(&content.presets.aspect_ratio);
     // Transparency is flattened (rgb24): the video has no layer beneath to show through.
-    let filter = match fit {
-        Fit::Crop => format!(
-            "scale={w}:{h}:force_original_aspect_ratio=increase,crop={w}:{h},setsar=1,format=rgb24"
-        ),
-        Fit::Pad => format!(
-            "scale={w}:{h}:force_original_aspect_ratio=decrease,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2:color=black,setsar=1,format=rgb24"
-        ),
-    };
+    let filter = format!("{},format=rgb24", fit.filter((w, h)));
     let mut ffmpeg = Command::new("ffmpeg");
     ffmpeg.args(["-hide_banner", "-loglevel", "error", "-y"]);
     let converted = match add_input(&mut ffmpeg, &upload, "the picture") {
@@ -1070,7 +1109,7 @@ pub async fn save_scene_picture(
     match converted {
         Ok(_) => {}
         // ffmpeg ran and could not decode it: the file's fault.
-        Err(TaskError::Permanent(_)) => {
+        Err(e) if input_refused(&e) => {
             let _ = tokio::fs::remove_file(&path).await;
             return Err(not_readable());
         }
@@ -1160,7 +1199,7 @@ async fn set_scene_picture(
     picture: Option<i64>,
 ) -> Result<Vec<String>, crate::error::AppError> {
     sqlx::query(
-        "UPDATE scenes SET image_asset_id = $1, updated_at = $2 WHERE id = $3 AND content_id = $4",
+        "UPDATE scenes SET image_asset_id = $1, clip_asset_id = NULL, updated_at = $2 WHERE id = $3 AND content_id = $4",
     )
     .bind(picture)
     .bind(now_ms())

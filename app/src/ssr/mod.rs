@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod captions;
+pub mod clips;
 pub mod contents;
 pub mod crypto;
 pub mod db;
@@ -15,6 +16,7 @@ pub mod media;
 pub mod metrics;
 pub mod openai;
 pub mod openapi;
+pub mod outbound;
 pub mod providers;
 pub mod qstash;
 pub mod render;

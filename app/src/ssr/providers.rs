@@ -2,11 +2,10 @@
 //! URL and key), with their errors sorted into what the engine retries and what it does not.
 //!
 //! Every answer body is read under a byte cap (see [`openai`]'s `*_MAX_BYTES`) and a
-//! deadline. An image URL the provider *returns* is fetched only from public addresses
-//! ([`fetch_image_url`]): the admin chose the base URL, but whatever it answers is data,
-//! and must not make the server reach into its own network.
+//! deadline. An image URL the provider *returns* is fetched by [`outbound`]'s rules: the
+//! admin chose the base URL, but whatever it answers is data, and must not make the server
+//! reach into its own network.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use async_openai::error::OpenAIError;
@@ -17,6 +16,7 @@ use serde_json::{json, Value};
 use super::engine::TaskError;
 use super::llm::scrub;
 use super::openai::{self, AnswerLimit, ReadError, Seen, SpeechFormat, TooLarge};
+use super::outbound;
 use super::settings::Endpoint;
 use super::state::AppState;
 use crate::model::SettingsValues;
@@ -156,6 +156,7 @@ pub async fn image(
                 &endpoint.base_url,
                 url,
                 Duration::from_secs(u64::from(settings.media_timeout_secs)),
+                settings.allow_private_urls,
             )
             .await?
         }
@@ -195,234 +196,29 @@ fn refuses_format(err: &OpenAIError, seen: Seen) -> bool {
     openai::refused(err, seen, &["response_format"])
 }
 
-/// How many redirects an image URL may take; each target is checked as the first was.
-const IMAGE_URL_MAX_REDIRECTS: usize = 3;
-
-/// Fetches the image at a URL the provider returned, within `timeout` in all (name lookup,
-/// redirects and body), and at most [`openai::IMAGE_MAX_BYTES`] of it.
-///
-/// The URL is data from outside, so it may only lead to public addresses: it must be http
-/// or https, and its host (as written, or every address its name resolves to) must not be
-/// loopback, private, link-local, shared (CGNAT), multicast, unspecified or reserved, in
-/// IPv4 or any IPv6 form that carries IPv4. The connection then goes to exactly the
-/// addresses checked, never through a proxy and never to a fresh lookup, so a name that
-/// changes its answer between check and connect (DNS rebinding) gains nothing. Redirects
-/// are followed by hand, at most [`IMAGE_URL_MAX_REDIRECTS`], each target checked again.
-///
-/// One exception: a URL on the same origin (scheme, host and port) as the admin's base
-/// URL is as trusted as the base URL itself, which may well be local (Ollama, LocalAI on
-/// `localhost`). Its redirects elsewhere are checked like any other URL.
+/// Fetches the image at a URL the provider returned (see [`outbound::get`]), within
+/// `timeout` in all and at most [`openai::IMAGE_MAX_BYTES`] of it. A URL on the same origin
+/// as the admin's base URL is as trusted as the base URL itself, which may well be local
+/// (Ollama, LocalAI on `localhost`); its redirects elsewhere are checked like any other.
 async fn fetch_image_url(
     base_url: &str,
     url: &str,
     timeout: Duration,
+    allow_private: bool,
 ) -> Result<Vec<u8>, TaskError> {
+    let rules = outbound::Rules {
+        what: "the provider's image URL",
+        trusted: reqwest::Url::parse(base_url).ok().map(|u| u.origin()),
+        allow_private,
+    };
     let deadline = tokio::time::Instant::now() + timeout;
-    let trusted = reqwest::Url::parse(base_url).ok().map(|u| u.origin());
-    let mut url = reqwest::Url::parse(url).map_err(|_| {
-        TaskError::Permanent("the provider's image URL is not a valid URL; refused".into())
-    })?;
-    for _ in 0..=IMAGE_URL_MAX_REDIRECTS {
-        let client = image_url_client(&url, trusted.as_ref(), deadline).await?;
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let response = client
-            .get(url.clone())
-            .timeout(left)
-            .send()
-            .await
-            .map_err(download_failed)?;
-        let status = response.status();
-        if status.is_redirection() {
-            let next = response
-                .headers()
-                .get(reqwest::header::LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|location| url.join(location).ok());
-            let Some(next) = next else {
-                return Err(TaskError::Permanent(format!(
-                    "the provider's image URL answered {status} without a usable Location; refused"
-                )));
-            };
-            url = next;
-            continue;
-        }
-        if !status.is_success() {
-            return Err(TaskError::Transient {
-                message: format!("downloading the image failed with status {status}"),
-                retry_after: None,
-            });
-        }
-        return openai::read_capped(response, openai::IMAGE_MAX_BYTES, "image")
-            .await
-            .map_err(|e| match e {
-                ReadError::TooLarge(too_large) => TaskError::Permanent(too_large.to_string()),
-                ReadError::Http(e) => download_failed(e),
-            });
-    }
-    Err(TaskError::Permanent(format!(
-        "the provider's image URL redirected more than {IMAGE_URL_MAX_REDIRECTS} times; refused"
-    )))
-}
-
-fn download_failed(e: reqwest::Error) -> TaskError {
-    TaskError::Transient {
-        message: if e.is_timeout() {
-            "downloading the image timed out".into()
-        } else {
-            format!("downloading the image failed: {}", e.without_url())
-        },
-        retry_after: None,
-    }
-}
-
-/// A client that fetches `url` only if it may be fetched (see [`fetch_image_url`]), pinned
-/// to the addresses checked, following no redirects on its own. One per fetch: the pin is
-/// per name, and an image is one request anyway.
-async fn image_url_client(
-    url: &reqwest::Url,
-    trusted: Option<&url::Origin>,
-    deadline: tokio::time::Instant,
-) -> Result<reqwest::Client, TaskError> {
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(TaskError::Permanent(format!(
-            "the provider's image URL is a {}: URL, not http or https; refused",
-            url.scheme()
-        )));
-    }
-    let builder = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(10))
-        .user_agent(concat!("crevid/", env!("CARGO_PKG_VERSION")));
-    let builder = if trusted.is_some_and(|origin| *origin == url.origin()) {
-        builder
-    } else {
-        // A proxy would look the name up again itself, and reach what it likes.
-        let builder = builder.no_proxy();
-        match url.host() {
-            None => {
-                return Err(TaskError::Permanent(
-                    "the provider's image URL has no host; refused".into(),
-                ))
-            }
-            // An address as written is connected to as written: nothing to resolve.
-            Some(url::Host::Ipv4(ip)) => {
-                refuse_non_public(IpAddr::V4(ip))?;
-                builder
-            }
-            Some(url::Host::Ipv6(ip)) => {
-                refuse_non_public(IpAddr::V6(ip))?;
-                builder
-            }
-            Some(url::Host::Domain(name)) => {
-                let port = url.port_or_known_default().unwrap_or(80);
-                let addrs = resolve(name, port, deadline).await?;
-                for addr in &addrs {
-                    refuse_non_public(addr.ip())?;
-                }
-                builder.resolve_to_addrs(name, &addrs)
-            }
-        }
-    };
-    builder.build().map_err(|e| TaskError::Transient {
-        message: format!("preparing the image download failed: {e}"),
-        retry_after: None,
-    })
-}
-
-async fn resolve(
-    name: &str,
-    port: u16,
-    deadline: tokio::time::Instant,
-) -> Result<Vec<SocketAddr>, TaskError> {
-    let failed = |why: String| TaskError::Transient {
-        message: format!("the provider's image host {name} could not be resolved: {why}"),
-        retry_after: None,
-    };
-    let lookup = tokio::time::timeout_at(deadline, tokio::net::lookup_host((name, port))).await;
-    let addrs: Vec<SocketAddr> = match lookup {
-        Err(_) => return Err(failed("timed out".into())),
-        Ok(Err(e)) => return Err(failed(e.to_string())),
-        Ok(Ok(addrs)) => addrs.collect(),
-    };
-    if addrs.is_empty() {
-        return Err(failed("no addresses".into()));
-    }
-    Ok(addrs)
-}
-
-fn refuse_non_public(ip: IpAddr) -> Result<(), TaskError> {
-    match non_public(ip) {
-        None => Ok(()),
-        Some(kind) => Err(TaskError::Permanent(format!(
-            "the provider's image URL points at a private address ({ip}, {kind}); refused"
-        ))),
-    }
-}
-
-/// What kind of address `ip` is, if it is not a public unicast address a URL from outside
-/// may lead to.
-pub fn non_public(ip: IpAddr) -> Option<&'static str> {
-    match ip {
-        IpAddr::V4(ip) => non_public_v4(ip),
-        IpAddr::V6(ip) => non_public_v6(ip),
-    }
-}
-
-fn non_public_v4(ip: Ipv4Addr) -> Option<&'static str> {
-    let [a, b, c, _] = ip.octets();
-    Some(match (a, b, c) {
-        // 0.0.0.0/8; Linux connects 0.0.0.0 to the local host.
-        (0, _, _) => "unspecified",
-        (127, _, _) => "loopback",
-        (10, _, _) | (172, 16..=31, _) | (192, 168, _) => "private",
-        // Cloud metadata services live at 169.254.169.254.
-        (169, 254, _) => "link-local",
-        (100, 64..=127, _) => "shared (carrier-grade NAT)",
-        (224..=239, _, _) => "multicast",
-        // 240.0.0.0/4 and the broadcast address.
-        (240..=255, _, _) => "reserved",
-        // IETF protocol assignments, documentation, benchmarking.
-        (192, 0, 0) | (192, 0, 2) | (198, 51, 100) | (203, 0, 113) | (198, 18..=19, _) => {
-            "reserved"
-        }
-        _ => return None,
-    })
-}
-
-fn non_public_v6(ip: Ipv6Addr) -> Option<&'static str> {
-    if ip.is_unspecified() {
-        return Some("unspecified");
-    }
-    if ip.is_loopback() {
-        return Some("loopback");
-    }
-    // IPv4-mapped (::ffff:a.b.c.d) and IPv4-compatible (::a.b.c.d) reach the IPv4 address.
-    if let Some(v4) = ip.to_ipv4() {
-        return non_public_v4(v4);
-    }
-    let s = ip.segments();
-    let v4 = |hi: u16, lo: u16| {
-        let [a, b] = hi.to_be_bytes();
-        let [c, d] = lo.to_be_bytes();
-        Ipv4Addr::new(a, b, c, d)
-    };
-    // NAT64 (64:ff9b::/96) and 6to4 (2002::/16) are translated to the IPv4 they carry.
-    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        return non_public_v4(v4(s[6], s[7]));
-    }
-    if s[0] == 0x2002 {
-        return non_public_v4(v4(s[1], s[2]));
-    }
-    Some(match s[0] {
-        x if x & 0xfe00 == 0xfc00 => "private (unique local)",
-        x if x & 0xffc0 == 0xfe80 => "link-local",
-        x if x & 0xffc0 == 0xfec0 => "private (site-local)",
-        x if x & 0xff00 == 0xff00 => "multicast",
-        // Documentation, and the discard prefix 100::/64.
-        0x2001 if s[1] == 0x0db8 => "reserved",
-        0x0100 if s[1..4] == [0, 0, 0] => "reserved",
-        _ => return None,
-    })
+    let response = outbound::get(url, &rules, deadline).await?;
+    openai::read_capped(response, openai::IMAGE_MAX_BYTES, "image")
+        .await
+        .map_err(|e| match e {
+            ReadError::TooLarge(too_large) => TaskError::Permanent(too_large.to_string()),
+            ReadError::Http(e) => outbound::download_failed(rules.what, e),
+        })
 }
 
 /// A speech answer and the format it was asked in (raw PCM is known only from that).
@@ -633,60 +429,5 @@ fn classify(err: OpenAIError, seen: Seen, key: &str, what: &str) -> TaskError {
             TaskError::Permanent(format!("The {what} request could not be built: {err}"))
         }
         _ => transient(scrub(&super::llm::clip(&err.to_string(), 500), key)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn kind(ip: &str) -> Option<&'static str> {
-        non_public(ip.parse().expect("an address"))
-    }
-
-    #[test]
-    fn only_public_addresses_pass() {
-        for (ip, expected) in [
-            ("127.0.0.1", "loopback"),
-            ("127.255.0.9", "loopback"),
-            ("0.0.0.0", "unspecified"),
-            ("10.1.2.3", "private"),
-            ("172.16.0.1", "private"),
-            ("172.31.255.255", "private"),
-            ("192.168.1.1", "private"),
-            ("169.254.169.254", "link-local"),
-            ("100.64.0.1", "shared (carrier-grade NAT)"),
-            ("100.127.255.255", "shared (carrier-grade NAT)"),
-            ("224.0.0.1", "multicast"),
-            ("255.255.255.255", "reserved"),
-            ("::", "unspecified"),
-            ("::1", "loopback"),
-            ("::ffff:127.0.0.1", "loopback"),
-            ("::ffff:10.0.0.1", "private"),
-            ("::ffff:169.254.169.254", "link-local"),
-            ("64:ff9b::a9fe:a9fe", "link-local"),
-            ("2002:7f00:1::", "loopback"),
-            ("fc00::1", "private (unique local)"),
-            ("fd12:3456::1", "private (unique local)"),
-            ("fe80::1", "link-local"),
-            ("ff02::1", "multicast"),
-            ("2001:db8::1", "reserved"),
-        ] {
-            assert_eq!(kind(ip), Some(expected), "{ip}");
-        }
-        for ip in [
-            "1.1.1.1",
-            "8.8.8.8",
-            "172.15.255.255",
-            "172.32.0.1",
-            "100.63.255.255",
-            "100.128.0.1",
-            "169.253.0.1",
-            "2606:4700::1111",
-            "::ffff:8.8.8.8",
-            "2002:0808:0808::",
-        ] {
-            assert_eq!(kind(ip), None, "{ip}");
-        }
     }
 }

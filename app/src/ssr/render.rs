@@ -25,7 +25,7 @@ use super::engine::{ClaimedTask, Output, TaskError};
 use super::media::{self, new_asset, server_fault, transient, Made};
 use super::state::AppState;
 use super::text_layout::{Font, DEJAVU};
-use crate::model::{SettingsValues, Transition};
+use crate::model::{SettingsValues, Transition, WhenShorter};
 
 const FPS: u32 = 30;
 
@@ -43,6 +43,17 @@ pub struct RenderScene {
     pub font: Font,
     /// Where each word falls in the narration, when the speech engine said.
     pub words: Option<Vec<super::espeak::WordTime>>,
+    /// The creator's clip, played instead of the picture (its thumbnail).
+    pub clip: Option<RenderClip>,
+}
+
+/// A scene's clip as the render plays it.
+#[derive(Debug, Clone)]
+pub struct RenderClip {
+    pub key: String,
+    pub when_shorter: WhenShorter,
+    /// Its own sound under the narration, 0–100 %.
+    pub sound: u32,
 }
 
 impl RenderScene {
@@ -84,12 +95,17 @@ pub async fn scenes(
         f64,
         String,
         Option<String>,
+        Option<String>,
+        String,
+        i64,
     );
     let rows: Vec<Row> =
         sqlx::query_as(
-            "SELECT s.narration, s.image_asset_id, ia.storage_key, s.audio_asset_id, aa.storage_key, aa.duration_ms, s.planned_seconds, c.language, aa.words \
+            "SELECT s.narration, s.image_asset_id, ia.storage_key, s.audio_asset_id, aa.storage_key, aa.duration_ms, s.planned_seconds, c.language, aa.words, \
+             ca.storage_key, s.clip_when_shorter, s.clip_sound \
              FROM scenes s JOIN contents c ON c.id = s.content_id \
              LEFT JOIN assets ia ON ia.id = s.image_asset_id LEFT JOIN assets aa ON aa.id = s.audio_asset_id \
+             LEFT JOIN assets ca ON ca.id = s.clip_asset_id \
              WHERE s.content_id = $1 ORDER BY s.position",
         )
         .bind(content_id)
@@ -108,6 +124,9 @@ pub async fn scenes(
                 planned,
                 language,
                 words,
+                clip_key,
+                when_shorter,
+                sound,
             )| {
                 RenderScene {
                     narration,
@@ -120,6 +139,11 @@ pub async fn scenes(
                     font: super::text_layout::font_for(&language),
                     // Unreadable timings (another version's) fall back to the estimate.
                     words: words.and_then(|w| serde_json::from_str(&w).ok()),
+                    clip: clip_key.map(|key| RenderClip {
+                        key,
+                        when_shorter: WhenShorter::parse(&when_shorter).unwrap_or_default(),
+                        sound: sound.clamp(0, 100) as u32,
+                    }),
                 }
             },
         )
@@ -559,7 +583,7 @@ fn overlaps(
 /// One scene's segment: its files (no narration file for a silent scene), its place and
 /// length.
 struct Segment<'a> {
-    image: &'a Path,
+    visual: Visual<'a>,
     audio: Option<&'a Path>,
     index: usize,
     frames: u32,
@@ -568,6 +592,20 @@ struct Segment<'a> {
     fade: bool,
     /// x264's threads; 0 leaves the choice to ffmpeg.
     threads: usize,
+}
+
+/// What a scene shows.
+#[derive(Clone, Copy)]
+enum Visual<'a> {
+    /// A still, zoomed slowly when the settings say so.
+    Picture(&'a Path),
+    /// The creator's clip, already in the content's frame at 30 fps (`clips`): cut to the
+    /// scene's length, looped or frozen when shorter, its sound under the narration.
+    Clip {
+        path: &'a Path,
+        when_shorter: WhenShorter,
+        sound: u32,
+    },
 }
 
 /// Where a scene's encode writes.
@@ -594,7 +632,7 @@ fn segment_command(
     settings: &SettingsValues,
 ) -> Result<Command, TaskError> {
     let Segment {
-        image,
+        visual,
         audio,
         index,
         frames,
@@ -609,7 +647,29 @@ fn segment_command(
     // Frames made: the scene's own and those lent to its joins.
     let made = frames + head + tail;
     let seconds = f64::from(frames) / f64::from(FPS);
-    let mut video = if settings.video_motion {
+    let mut video = if let Visual::Clip { when_shorter, .. } = visual {
+        // Frames lent before the scene hold the clip's first frame; a short clip loops
+        // (its input repeats) or holds its last.
+        let mut chain = format!(
+            "[0:v]fps={FPS},scale={w}:{h}:force_original_aspect_ratio=increase,crop={w}:{h},setsar=1"
+        );
+        if head > 0 {
+            chain.push_str(&format!(
+                ",tpad=start_mode=clone:start_duration={:.4}",
+                f64::from(head) / f64::from(FPS)
+            ));
+        }
+        if when_shorter == WhenShorter::Freeze {
+            chain.push_str(&format!(
+                ",tpad=stop_mode=clone:stop_duration={:.4}",
+                f64::from(made) / f64::from(FPS)
+            ));
+        }
+        chain.push_str(&format!(
+            ",trim=end_frame={made},settb=1/{FPS},setpts=N,format=yuv420p"
+        ));
+        chain
+    } else if settings.video_motion {
         // zoompan makes all of a scene's frames from its one decoded picture, scaled to
         // twice the frame first so the slow zoom moves by half pixels, not whole ones.
         // Frames lent before the scene's start hold its first zoom.
@@ -645,7 +705,19 @@ fn segment_command(
     }
     let mut command = ffmpeg_in(dir);
     let scene = index + 1;
-    super::media::add_input(&mut command, image, &format!("scene {scene}'s picture"))?;
+    match visual {
+        Visual::Picture(image) => {
+            super::media::add_input(&mut command, image, &format!("scene {scene}'s picture"))?
+        }
+        Visual::Clip {
+            path, when_shorter, ..
+        } => {
+            if when_shorter == WhenShorter::Loop {
+                command.args(["-stream_loop", "-1"]);
+            }
+            super::media::add_input(&mut command, path, &format!("scene {scene}'s clip"))?
+        }
+    }
     match audio {
         Some(audio) => {
             super::media::add_input(&mut command, audio, &format!("scene {scene}'s narration"))?
@@ -654,7 +726,24 @@ fn segment_command(
             command.args(["-f", "lavfi", "-i", "anullsrc=r=48000:cl=stereo"]);
         }
     };
-    let sound = format!("[1:a]aresample=48000,apad,atrim=0:{seconds:.3}[a]");
+    let sound = match visual {
+        Visual::Clip {
+            sound,
+            when_shorter,
+            ..
+        } if sound > 0 => format!(
+            "[0:a]aresample=48000,aformat=channel_layouts=stereo,volume={:.2}{}[clip];\
+             [1:a]aresample=48000,aformat=channel_layouts=stereo,apad[voice];\
+             [voice][clip]amix=inputs=2:duration=first:normalize=0,atrim=0:{seconds:.3}[a]",
+            f64::from(sound) / 100.0,
+            if when_shorter == WhenShorter::Freeze {
+                ",apad"
+            } else {
+                ""
+            },
+        ),
+        _ => format!("[1:a]aresample=48000,apad,atrim=0:{seconds:.3}[a]"),
+    };
     match outputs {
         Outputs::Whole(out) => {
             command.args([
@@ -861,8 +950,11 @@ fn segment_name(
         (Transition::Cut, None) => "|cut".to_owned(),
         _ => String::new(),
     };
+    let clip = scene.clip.as_ref().map_or(String::new(), |c| {
+        format!("|clip|{}|{}|{}", c.key, c.when_shorter.as_str(), c.sound)
+    });
     let recipe = format!(
-        "v3|{:?}|{:?}|{frames}|{}x{}|{}|{}|{}|{}|{subtitles}{joins}",
+        "v3|{:?}|{:?}|{frames}|{}x{}|{}|{}|{}|{}|{subtitles}{joins}{clip}",
         scene.image_key,
         scene.audio_key,
         size.0,
@@ -1304,8 +1396,11 @@ async fn ensure_segment(
     }
     write(&work.join(format!("scene-{index}.ass")), &subtitles).await?;
     let path_of = |key: &Option<String>| key.as_deref().map(|k| media_dir.join(k));
-    let image = path_of(&scene.image_key)
-        .ok_or_else(|| TaskError::Permanent(format!("{what} has no picture")))?;
+    let image = match &scene.clip {
+        Some(clip) => media_dir.join(&clip.key),
+        None => path_of(&scene.image_key)
+            .ok_or_else(|| TaskError::Permanent(format!("{what} has no picture")))?,
+    };
     let audio = path_of(&scene.audio_key).filter(|_| scene.speaks());
     // A picture or narration replaced since the render read the scenes has had its file
     // removed; the next attempt reads the scenes again.
@@ -1334,8 +1429,16 @@ async fn ensure_segment(
         .map(|file| (partial_of(file), segments.join(file)))
         .collect();
     let mut unfinished = Unfinished(pieces.iter().map(|(partial, _)| partial.clone()).collect());
+    let visual = match &scene.clip {
+        Some(clip) => Visual::Clip {
+            path: &image,
+            when_shorter: clip.when_shorter,
+            sound: clip.sound,
+        },
+        None => Visual::Picture(&image),
+    };
     let segment = Segment {
-        image: &image,
+        visual,
         audio: audio.as_deref(),
         index,
         frames,
@@ -1814,7 +1917,7 @@ mod tests {
         let settings = SettingsValues::default();
         let dir = Path::new("/tmp");
         let segment = Segment {
-            image: Path::new("/media/picture.png"),
+            visual: Visual::Picture(Path::new("/media/picture.png")),
             audio: Some(Path::new("/media/speech.wav")),
             index: 1,
             frames: 60,
@@ -1883,6 +1986,77 @@ mod tests {
         assert_eq!(
             args[head_at + 1..head_at + 7],
             ["-c:v", "libx264", "-preset", "ultrafast", "-qp", "0"]
+        );
+    }
+
+    #[test]
+    fn a_clip_is_cut_looped_or_frozen_with_its_sound_under_the_words() {
+        let settings = SettingsValues::default();
+        let command = |when_shorter, sound| {
+            let segment = Segment {
+                visual: Visual::Clip {
+                    path: Path::new("/media/clip.mp4"),
+                    when_shorter,
+                    sound,
+                },
+                audio: Some(Path::new("/media/speech.wav")),
+                index: 0,
+                frames: 90,
+                subtitles: false,
+                fade: false,
+                threads: 1,
+            };
+            let out = Path::new("out.mp4");
+            let command = segment_command(
+                Path::new("/tmp"),
+                segment,
+                Outputs::Whole(out),
+                (720, 1280),
+                &settings,
+            )
+            .unwrap();
+            command
+                .as_std()
+                .get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+        };
+        let looped = command(WhenShorter::Loop, 0);
+        let input = looped.iter().position(|a| a == "/media/clip.mp4").unwrap();
+        assert_eq!(
+            looped[..input]
+                .iter()
+                .filter(|a| *a == "-stream_loop")
+                .count(),
+            1
+        );
+        let graph = &looped[looped.iter().position(|a| a == "-filter_complex").unwrap() + 1];
+        assert!(
+            graph.contains("fps=30,") && graph.contains("trim=end_frame=90,"),
+            "{graph}"
+        );
+        assert!(
+            !graph.contains("zoompan") && !graph.contains("[0:a]"),
+            "no zoom, no clip sound: {graph}"
+        );
+
+        let frozen = command(WhenShorter::Freeze, 50);
+        assert!(!frozen.contains(&"-stream_loop".to_owned()));
+        let graph = &frozen[frozen.iter().position(|a| a == "-filter_complex").unwrap() + 1];
+        assert!(
+            graph.contains("tpad=stop_mode=clone:stop_duration=3.0000"),
+            "{graph}"
+        );
+        assert!(
+            graph.contains(
+                "[0:a]aresample=48000,aformat=channel_layouts=stereo,volume=0.50,apad[clip]"
+            ),
+            "{graph}"
+        );
+        assert!(
+            graph
+                .contains("[voice][clip]amix=inputs=2:duration=first:normalize=0,atrim=0:3.000[a]"),
+            "{graph}"
         );
     }
 
@@ -1959,6 +2133,7 @@ mod tests {
             planned_ms: 3000,
             font: DEJAVU,
             words: None,
+            clip: None,
         };
         assert_eq!(missing(&[scene(true, true)]), None);
         assert_eq!(

@@ -18,7 +18,7 @@ use super::openapi::{
 };
 use super::security::Access;
 use super::state::AppState;
-use super::{contents, jobs, media, script, settings, status, tokens, users, voices};
+use super::{clips, contents, jobs, media, script, settings, status, tokens, users, voices};
 use crate::error::AppError;
 use crate::model::*;
 
@@ -1088,14 +1088,16 @@ async fn put_transition(
     put,
     path = "/api/contents/{id}/scenes/{scene_id}/visual",
     tag = "contents",
-    summary = "Use your own picture for a scene (the body is the file, up to 20 MiB)",
+    summary = "Use your own picture (up to 20 MiB) or video clip (up to 200 MiB) for a scene; the body is the file",
     params(
         ("id" = i64, Path, minimum = 1, description = "The content's id."),
         ("scene_id" = i64, Path, minimum = 1, description = "The scene's id."),
-        ("fit" = Option<String>, Query, description = "`crop` (fill the frame, the default) or `pad` (the whole picture, black bars)."),
+        ("fit" = Option<String>, Query, description = "`crop` (fill the frame, the default) or `pad` (the whole picture or clip, black bars)."),
+        ("when_shorter" = Option<String>, Query, description = "Clips only: `loop` (the default) or `freeze` (hold the last frame) when the scene outlasts the clip."),
+        ("sound" = Option<u32>, Query, minimum = 0, maximum = 100, description = "Clips only: the clip's own sound under the narration, in percent; 0 (the default) drops it."),
     ),
-    request_body(description = "A PNG, JPEG or WebP picture.", content((Binary = "image/png"), (Binary = "image/jpeg"), (Binary = "image/webp"))),
-    responses((status = 200, description = "The content, the scene showing the picture.", body = Data<ContentDetail>), QuotaExceeded)
+    request_body(description = "A PNG, JPEG or WebP picture, an MP4, QuickTime or WebM clip (its first 120 s are kept), or `{\"url\"}` naming either on the web.", content((Binary = "image/png"), (Binary = "image/jpeg"), (Binary = "image/webp"), (Binary = "video/mp4"), (Binary = "video/quicktime"), (Binary = "video/webm"), (VisualUrl = "application/json"))),
+    responses((status = 200, description = "The content, the scene showing the picture or clip.", body = Data<ContentDetail>), QuotaExceeded)
 )]
 async fn put_visual(
     State(state): State<AppState>,
@@ -1106,7 +1108,8 @@ async fn put_visual(
     body: axum::body::Body,
 ) -> ApiResult<ContentDetail> {
     let (id, scene_id) = (id_param(&id)?, scene_param(&scene_id)?);
-    let fit = match QueryParams::new(&raw, &["fit"])?.get("fit") {
+    let params = QueryParams::new(&raw, &["fit", "when_shorter", "sound"])?;
+    let fit = match params.get("fit") {
         None | Some("crop") => media::Fit::Crop,
         Some("pad") => media::Fit::Pad,
         Some(other) => {
@@ -1116,6 +1119,57 @@ async fn put_visual(
             ))
         }
     };
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let when_shorter = match params.get("when_shorter") {
+        None => WhenShorter::Loop,
+        Some(w) => WhenShorter::parse(w).ok_or_else(|| {
+            AppError::validation(
+                "when_shorter",
+                format!("when_shorter is loop or freeze (got {w:?})"),
+            )
+        })?,
+    };
+    let options = clips::ClipOptions {
+        fit,
+        when_shorter,
+        sound: params.number("sound", 0..=100)?.unwrap_or(0),
+    };
+    let json = content_type.is_some_and(|t| {
+        t.split(';')
+            .next()
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+    });
+    if json {
+        let (_, bytes) = file_body(&headers, body, limits::BODY_MAX_BYTES, "request body").await?;
+        let req: VisualUrl = serde_json::from_slice(&bytes).map_err(|e| {
+            AppError::new(
+                crate::error::ErrorCode::InvalidJson,
+                format!("The body is not a {{\"url\"}} object: {e}"),
+            )
+        })?;
+        return ok(clips::save_scene_visual_from_url(
+            &state,
+            &user,
+            (id, scene_id),
+            &req.url,
+            options,
+        )
+        .await?);
+    }
+    if clips::is_clip(content_type) {
+        let stream = body.into_data_stream();
+        return ok(clips::save_scene_clip(
+            &state,
+            &user,
+            (id, scene_id),
+            content_type,
+            options,
+            stream,
+        )
+        .await?);
+    }
     let (content_type, bytes) =
         file_body(&headers, body, limits::PICTURE_MAX_BYTES, "picture").await?;
     ok(media::save_scene_picture(&state, &user, id, scene_id, content_type, fit, &bytes).await?)
@@ -1125,7 +1179,7 @@ async fn put_visual(
     delete,
     path = "/api/contents/{id}/scenes/{scene_id}/visual",
     tag = "contents",
-    summary = "Drop a scene's picture (the next Generate images makes one)",
+    summary = "Drop a scene's picture or clip (the next Generate images makes a picture)",
     params(
         ("id" = i64, Path, minimum = 1, description = "The content's id."),
         ("scene_id" = i64, Path, minimum = 1, description = "The scene's id."),

@@ -308,6 +308,7 @@ pub fn validate(v: SettingsValues) -> Result<SettingsValues, AppError> {
             0,
             10_000_000,
         )?,
+        allow_private_urls: v.allow_private_urls,
         image_provider: validate::one_of("values.image_provider", &v.image_provider, &PROVIDERS)?,
         image_base_url: optional_url("values.image_base_url", &v.image_base_url)?,
         image_model: validate::text("values.image_model", &v.image_model, 1, short)?,

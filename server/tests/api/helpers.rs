@@ -732,3 +732,73 @@ pub fn pytool(name: &str) -> Option<std::path::PathBuf> {
     eprintln!("SKIPPED: target/pytools/bin/{name} is missing; run scripts/setup.sh --test");
     None
 }
+
+/// Frames of each scene of `content` as the render counts them: its narration plus the
+/// default 400 ms pause, in whole frames at 30 fps.
+pub async fn scene_frames(app: &TestApp, content: i64) -> Vec<i64> {
+    let narration: Vec<i64> = sqlx::query_scalar(
+        "SELECT a.duration_ms FROM scenes s JOIN assets a ON a.id = s.audio_asset_id \
+         WHERE s.content_id = $1 ORDER BY s.position",
+    )
+    .bind(content)
+    .fetch_all(app.state.pool())
+    .await
+    .expect("narration");
+    narration
+        .iter()
+        .map(|ms| ((ms + 400) as f64 * 30.0 / 1000.0).round() as i64)
+        .collect()
+}
+
+/// Renders content `id` and returns its video, checking with ffprobe that it holds
+/// `frames` frames at 30 fps (every frame once; picture and sound within 0.1 s) of `size`.
+pub async fn render_video(app: &TestApp, id: i64, frames: i64, size: (u64, u64)) -> Vec<u8> {
+    let (status, job) = app
+        .post(
+            &format!("/api/contents/{id}/render"),
+            &serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, 202, "{job}");
+    let detail = app
+        .wait_for_job(job["data"]["id"].as_i64().expect("job id"))
+        .await;
+    assert_eq!(detail["job"]["status"], "completed", "{detail}");
+    let response = app
+        .client
+        .get(app.url(&format!("/api/contents/{id}/video")))
+        .send()
+        .await
+        .expect("video");
+    assert_eq!(response.status(), 200);
+    let video = response.bytes().await.expect("video bytes").to_vec();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("video.mp4");
+    std::fs::write(&path, &video).expect("video written");
+    let probed = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-show_streams", "-of", "json"])
+        .arg(&path)
+        .output()
+        .expect("ffprobe runs");
+    let probed: Value = serde_json::from_slice(&probed.stdout).expect("ffprobe json");
+    let planned = frames as f64 / 30.0;
+    for stream in probed["streams"].as_array().expect("streams") {
+        let seconds: f64 = stream["duration"]
+            .as_str()
+            .and_then(|d| d.parse().ok())
+            .expect("duration");
+        assert!(
+            (seconds - planned).abs() <= 0.1,
+            "{} lasts {seconds} s, the plan {planned} s",
+            stream["codec_type"]
+        );
+        if stream["codec_type"] == "video" {
+            assert_eq!(stream["nb_frames"], frames.to_string(), "every frame once");
+            assert_eq!(
+                (stream["width"].as_u64(), stream["height"].as_u64()),
+                (Some(size.0), Some(size.1))
+            );
+        }
+    }
+    video
+}

@@ -4,6 +4,7 @@ mod helpers;
 
 mod access;
 mod auth;
+mod clips;
 mod contents;
 mod generate;
 mod input;

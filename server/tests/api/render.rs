@@ -209,7 +209,9 @@ async fn renders_every_aspect_ratio(db: Db) {
         for audio_ms in narration_ms(&app, id).await {
             let audio_ms = audio_ms.unwrap();
             bounds.push((offset, offset + audio_ms));
-            offset += audio_ms + PAUSE_MS;
+            // Each scene lasts whole frames (30 fps), as the render rounds it.
+            let frames = ((audio_ms + PAUSE_MS) as f64 * 30.0 / 1000.0).round() as i64;
+            offset += frames * 1000 / 30;
         }
         let expected = offset as f64 / 1000.0;
         let duration = duration_of(&info);

@@ -6,7 +6,9 @@
 use serde_json::{json, Value};
 
 use crate::both_databases;
-use crate::helpers::{content_with_scenes, start_job, Db, TestApp, Who};
+use crate::helpers::{
+    content_with_scenes, render_video, scene_frames, start_job, Db, TestApp, Who,
+};
 use crate::visuals::{picture, pixel, put_picture};
 
 both_databases!(
@@ -14,31 +16,13 @@ both_databases!(
     a_transition_is_one_of_the_five,
 );
 
-/// The defaults in Settings: each scene is its narration plus `PAUSE_MS`, and an `xfade`
-/// join takes `FADE_MS` from each side.
-const PAUSE_MS: i64 = 400;
+/// The default in Settings: an `xfade` join takes `FADE_MS` from each side.
 const FADE_MS: i64 = 250;
 const FPS: i64 = 30;
 
 const SCRIPT: &str = "Red is the colour of a fire truck on its way. \
     Blue is the colour of the sky above the sea. \
     Green is the colour of the grass in the spring.";
-
-/// Frames of each scene, as the render counts them (`render::frames`).
-async fn scene_frames(app: &TestApp, content: i64) -> Vec<i64> {
-    let narration: Vec<i64> = sqlx::query_scalar(
-        "SELECT a.duration_ms FROM scenes s JOIN assets a ON a.id = s.audio_asset_id \
-         WHERE s.content_id = $1 ORDER BY s.position",
-    )
-    .bind(content)
-    .fetch_all(app.state.pool())
-    .await
-    .unwrap();
-    narration
-        .iter()
-        .map(|ms| (((ms + PAUSE_MS) * FPS) as f64 / 1000.0).round() as i64)
-        .collect()
-}
 
 /// The render's frame counter for `piece` (scene or join), from what `/metrics` serves.
 async fn frames_encoded(app: &TestApp, piece: &str) -> i64 {
@@ -61,47 +45,6 @@ async fn set_transition(app: &TestApp, id: i64, transition: &str) -> Value {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["data"]["presets"]["transition"], transition);
     answer["data"].clone()
-}
-
-/// Renders and returns the video's bytes, checking it lasts `frames` frames (within
-/// 0.1 s, the picture and the sound).
-async fn render(app: &TestApp, id: i64, frames: i64) -> Vec<u8> {
-    let (status, job) = app
-        .post(&format!("/api/contents/{id}/render"), &json!({}))
-        .await;
-    assert_eq!(status, 202, "{job}");
-    let detail = app.wait_for_job(job["data"]["id"].as_i64().unwrap()).await;
-    assert_eq!(detail["job"]["status"], "completed", "{detail}");
-    let response = app
-        .client
-        .get(app.url(&format!("/api/contents/{id}/video")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let video = response.bytes().await.unwrap().to_vec();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("video.mp4");
-    std::fs::write(&path, &video).unwrap();
-    let probed = std::process::Command::new("ffprobe")
-        .args(["-v", "error", "-show_streams", "-of", "json"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let probed: Value = serde_json::from_slice(&probed.stdout).unwrap();
-    let planned = frames as f64 / FPS as f64;
-    for stream in probed["streams"].as_array().unwrap() {
-        let seconds: f64 = stream["duration"].as_str().unwrap().parse().unwrap();
-        assert!(
-            (seconds - planned).abs() <= 0.1,
-            "{} lasts {seconds} s, the plan {planned} s",
-            stream["codec_type"]
-        );
-        if stream["codec_type"] == "video" {
-            assert_eq!(stream["nb_frames"], frames.to_string(), "every frame once");
-        }
-    }
-    video
 }
 
 fn near(value: u8, target: u8, by: u8) -> bool {
@@ -144,7 +87,7 @@ async fn transitions_are_drawn_at_the_joins_and_re_rendered_piecewise(db: Db) {
         frames_encoded(&app, "scene").await,
         frames_encoded(&app, "join").await,
     );
-    let video = render(&app, id, total).await;
+    let video = render_video(&app, id, total, (720, 1280)).await;
     // Each scene's own frames and the ends it lends (two joins of 2·half each), once;
     // then each join's frames, once.
     assert_eq!(
@@ -178,7 +121,7 @@ async fn transitions_are_drawn_at_the_joins_and_re_rendered_piecewise(db: Db) {
     assert_eq!(detail["video_out_of_date"], true, "{detail}");
     let scenes_before = frames_encoded(&app, "scene").await;
     let joins_before = frames_encoded(&app, "join").await;
-    let video = render(&app, id, total).await;
+    let video = render_video(&app, id, total, (720, 1280)).await;
     assert_eq!(frames_encoded(&app, "scene").await - scenes_before, 0);
     assert_eq!(
         frames_encoded(&app, "join").await - joins_before,
@@ -207,7 +150,7 @@ async fn transitions_are_drawn_at_the_joins_and_re_rendered_piecewise(db: Db) {
     assert_eq!(status, 200, "{answer}");
     let scenes_before = frames_encoded(&app, "scene").await;
     let joins_before = frames_encoded(&app, "join").await;
-    let video = render(&app, id, total).await;
+    let video = render_video(&app, id, total, (720, 1280)).await;
     assert_eq!(
         frames_encoded(&app, "scene").await - scenes_before,
         lengths[1] + 2 * half,
@@ -225,9 +168,9 @@ async fn transitions_are_drawn_at_the_joins_and_re_rendered_piecewise(db: Db) {
 
     // Wipe and cut last as long; a cut shows one scene or the other, never both.
     set_transition(&app, id, "wipe").await;
-    render(&app, id, total).await;
+    render_video(&app, id, total, (720, 1280)).await;
     set_transition(&app, id, "cut").await;
-    let video = render(&app, id, total).await;
+    let video = render_video(&app, id, total, (720, 1280)).await;
     let before = pixel(&video, "mp4", at(lengths[0] - 1), w / 2, y);
     let after = pixel(&video, "mp4", at(lengths[0]), w / 2, y);
     assert!(near(before[0], 255, 40) && before[2] < 40, "{before:?}");

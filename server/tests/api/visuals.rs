@@ -157,6 +157,15 @@ async fn own_pictures_are_fitted_to_the_frame_kept_and_rendered(db: Db) {
             "validation",
         ),
         (
+            // A whole header, then the file stops: the decoder, not the header, says no.
+            Who::CreatorA,
+            visual(first),
+            "image/png",
+            landscape[..landscape.len() / 2].to_vec(),
+            422,
+            "validation",
+        ),
+        (
             Who::CreatorA,
             visual(first),
             "text/plain",

@@ -1,0 +1,493 @@
+//! A creator's video clip as a scene's visual: received as a stream onto disk (never whole
+//! in memory), checked by ffprobe with its demuxer forced, converted once to H.264 at 30
+//! fps in the content's frame (cropped or padded) with AAC sound, and given a thumbnail
+//! (its first frame) that stands as the scene's picture everywhere a picture is shown.
+//! The render then plays the clip (`render::segment_command`).
+
+use std::path::Path;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+use super::auth::CurrentUser;
+use super::db::now_ms;
+use super::engine::TaskError;
+use super::error::DbResultExt;
+use super::media::{self, Fit};
+use super::state::AppState;
+use crate::error::{AppError, ErrorCode};
+use crate::model::{limits, ContentDetail, WhenShorter};
+
+/// The clip types a creator may upload (`Content-Type` names, the extension whose demuxer
+/// reads them: `mov` for MP4 and QuickTime, `matroska` for WebM).
+const CLIP_TYPES: &[(&[&str], &str)] = &[
+    (&["video/mp4"], "mp4"),
+    (&["video/quicktime"], "mov"),
+    (&["video/webm"], "webm"),
+];
+
+/// Whether an upload's `Content-Type` names a video clip rather than a picture.
+pub fn is_clip(content_type: Option<&str>) -> bool {
+    content_type.is_some_and(|t| {
+        t.trim_start()
+            .get(..6)
+            .is_some_and(|p| p.eq_ignore_ascii_case("video/"))
+    })
+}
+
+/// Largest clip frame accepted, in pixels a side (4K and DCI 4K fit).
+const CLIP_MAX_SIDE: u64 = 4096;
+
+/// How long converting one clip may take: two minutes of 4K source on 2 cores with room.
+const CONVERT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How a creator's clip is fitted and played.
+#[derive(Debug, Clone, Copy)]
+pub struct ClipOptions {
+    pub fit: Fit,
+    pub when_shorter: WhenShorter,
+    /// The clip's own sound under the narration, 0–100 %.
+    pub sound: u32,
+}
+
+/// Makes a creator's video clip (MP4, QuickTime or WebM, as `content_type` says) the
+/// scene's visual. The body is streamed to disk under [`limits::CLIP_MAX_BYTES`], probed,
+/// and converted once: at most [`limits::SCENE_SECONDS_MAX`] of it, to the content's frame
+/// (`media::dimensions`) at 30 fps, H.264 and stereo AAC (silence when it has no sound).
+/// Errors: 404 for another's content or a scene not in it, 415 for another type, 413 over
+/// the size or when the storage quota is full, 422 for a file ffmpeg cannot read as that
+/// type, with no video, or a frame over 4096 px a side. The visual it replaces goes.
+pub async fn save_scene_clip<S, B, E>(
+    state: &AppState,
+    user: &CurrentUser,
+    (content_id, scene_id): (i64, i64),
+    content_type: Option<&str>,
+    options: ClipOptions,
+    body: S,
+) -> Result<ContentDetail, AppError>
+where
+    S: Stream<Item = Result<B, E>> + Unpin,
+    B: AsRef<[u8]>,
+    E: std::fmt::Display,
+{
+    let content = super::contents::get(state, user, content_id).await?;
+    if !content.scenes.iter().any(|s| s.id == scene_id) {
+        return Err(AppError::not_found("scene"));
+    }
+    if options.sound > 100 {
+        return Err(AppError::validation(
+            "sound",
+            format!("sound is 0 to 100 % (got {})", options.sound),
+        ));
+    }
+    // Emptiness is told by the stream below, so the type is checked on a stand-in byte.
+    let ext = media::upload_ext(content_type, CLIP_TYPES, "video clip", b" ")?;
+    media::check_quota(state, user, content_id).await?;
+    let stamp = format!("{}-{:08x}", now_ms(), rand::random::<u32>());
+    let key = format!("content-{content_id}/scene-{scene_id}-clip-{stamp}.mp4");
+    let thumb_key = format!("content-{content_id}/scene-{scene_id}-clip-{stamp}.png");
+    let path = media::prepare(state, &key)
+        .await
+        .map_err(|e| AppError::new(ErrorCode::Internal, e.message().to_owned()))?;
+    let thumb = media::media_dir(state).join(&thumb_key);
+    let upload = path.with_file_name(format!("upload-{stamp}.{ext}"));
+    let made = async {
+        receive(&upload, body).await?;
+        let probed = probe(&upload, ext).await?;
+        let (w, h) = media::dimensions(&content.presets.aspect_ratio);
+        convert(
+            &upload,
+            &path,
+            &thumb,
+            (w, h),
+            options.fit,
+            probed.has_sound,
+        )
+        .await?;
+        let duration_ms = probe(&path, "mp4").await?.duration_ms;
+        Ok::<_, AppError>((w, h, duration_ms))
+    }
+    .await;
+    let _ = tokio::fs::remove_file(&upload).await;
+    let recorded = match made {
+        Ok((w, h, duration_ms)) => {
+            let files = [(key.as_str(), &path), (thumb_key.as_str(), &thumb)];
+            record(
+                state,
+                (content_id, scene_id),
+                files,
+                (w, h, duration_ms),
+                options,
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    match recorded {
+        Ok(replaced) => {
+            for key in replaced {
+                media::remove_file(state, &key).await;
+            }
+        }
+        Err(e) => {
+            // Nothing points at these files: they go now, not at the next sweep.
+            let _ = tokio::fs::remove_file(&path).await;
+            let _ = tokio::fs::remove_file(&thumb).await;
+            return Err(e);
+        }
+    }
+    super::contents::get(state, user, content_id).await
+}
+
+/// Writes the body to `path` as it arrives, refusing an empty one and stopping past
+/// [`limits::CLIP_MAX_BYTES`].
+async fn receive<S, B, E>(path: &Path, mut body: S) -> Result<(), AppError>
+where
+    S: Stream<Item = Result<B, E>> + Unpin,
+    B: AsRef<[u8]>,
+    E: std::fmt::Display,
+{
+    let too_large = || {
+        AppError::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "The video clip is larger than {} MiB",
+                limits::CLIP_MAX_BYTES / 1024 / 1024
+            ),
+        )
+    };
+    let mut file = tokio::fs::File::create(path)
+        .await
+        .map_err(|e| super::error::internal("saving an upload", e))?;
+    let mut received = 0usize;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| {
+            let why = e.to_string();
+            // The route's body limit ends the stream this way once it is over the size.
+            if why.contains("length limit") {
+                too_large()
+            } else {
+                AppError::validation(
+                    "body",
+                    format!("the video clip did not arrive whole: {why}"),
+                )
+            }
+        })?;
+        let chunk = chunk.as_ref();
+        received += chunk.len();
+        if received > limits::CLIP_MAX_BYTES {
+            return Err(too_large());
+        }
+        file.write_all(chunk)
+            .await
+            .map_err(|e| super::error::internal("saving an upload", e))?;
+    }
+    file.flush()
+        .await
+        .map_err(|e| super::error::internal("saving an upload", e))?;
+    if received == 0 {
+        return Err(AppError::validation("body", "the video clip file is empty"));
+    }
+    Ok(())
+}
+
+/// What ffprobe says of a clip.
+struct Probed {
+    has_sound: bool,
+    duration_ms: i64,
+}
+
+/// Reads the clip's streams with its demuxer forced (`media::add_input`'s rules, for
+/// ffprobe): it must have a video stream no larger than [`CLIP_MAX_SIDE`] a side.
+async fn probe(path: &Path, ext: &str) -> Result<Probed, AppError> {
+    let not_readable = || {
+        AppError::validation(
+            "body",
+            format!("this file is not a {ext} video clip that ffmpeg can read"),
+        )
+    };
+    let demuxer = media::demuxer_for(path).ok_or_else(not_readable)?;
+    let mut ffprobe = Command::new("ffprobe");
+    ffprobe
+        .args(["-v", "error", "-protocol_whitelist", "file", "-f", demuxer])
+        .args([
+            "-show_entries",
+            "stream=codec_type,width,height:format=duration",
+            "-of",
+            "json",
+        ])
+        .arg(path);
+    let out = match media::run_tool(ffprobe, None, "ffprobe").await {
+        Ok(out) => out,
+        Err(e) if media::input_refused(&e) => return Err(not_readable()),
+        Err(e) => return Err(server_side(e)),
+    };
+    let json: serde_json::Value = serde_json::from_slice(&out).map_err(|_| not_readable())?;
+    let streams = json["streams"].as_array().cloned().unwrap_or_default();
+    let video = streams
+        .iter()
+        .find(|s| s["codec_type"] == "video")
+        .ok_or_else(|| AppError::validation("body", "this clip has no video"))?;
+    let (w, h) = (
+        video["width"].as_u64().unwrap_or(0),
+        video["height"].as_u64().unwrap_or(0),
+    );
+    if w == 0 || h == 0 {
+        return Err(not_readable());
+    }
+    if w.max(h) > CLIP_MAX_SIDE {
+        return Err(AppError::validation(
+            "body",
+            format!("the clip is {w}×{h} pixels; at most {CLIP_MAX_SIDE} a side"),
+        ));
+    }
+    let seconds: f64 = json["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0.0);
+    Ok(Probed {
+        has_sound: streams.iter().any(|s| s["codec_type"] == "audio"),
+        duration_ms: (seconds * 1000.0).round() as i64,
+    })
+}
+
+/// The clip as the render wants it at `path`, and its first frame as a PNG at `thumb`.
+async fn convert(
+    upload: &Path,
+    path: &Path,
+    thumb: &Path,
+    size: (u32, u32),
+    fit: Fit,
+    has_sound: bool,
+) -> Result<(), AppError> {
+    let mut ffmpeg = Command::new("ffmpeg");
+    ffmpeg.args(["-hide_banner", "-loglevel", "error", "-y"]);
+    media::add_input(&mut ffmpeg, upload, "the clip").map_err(server_side)?;
+    if !has_sound {
+        ffmpeg.args(["-f", "lavfi", "-i", "anullsrc=r=48000:cl=stereo"]);
+    }
+    ffmpeg
+        .args(["-t", &limits::SCENE_SECONDS_MAX.to_string()])
+        .args([
+            "-filter_complex",
+            &format!("[0:v]fps=30,{},format=yuv420p[v]", fit.filter(size)),
+            "-map",
+            "[v]",
+            "-map",
+            if has_sound { "0:a:0" } else { "1:a" },
+        ])
+        .args(["-c:v", "libx264", "-preset", "veryfast", "-crf", "20"])
+        .args(["-c:a", "aac", "-b:a", "128k", "-ac", "2", "-ar", "48000"])
+        .args(["-shortest", "-movflags", "+faststart", "-f", "mp4"])
+        .arg(path);
+    match media::run_tool_within(ffmpeg, None, "ffmpeg", CONVERT_TIMEOUT).await {
+        Ok(_) => {}
+        // ffmpeg ran and could not decode it: the file's fault.
+        Err(e) if media::input_refused(&e) => {
+            return Err(AppError::validation(
+                "body",
+                "this clip could not be decoded to the end; it may be damaged",
+            ))
+        }
+        Err(e) => return Err(server_side(e)),
+    }
+    let mut first = Command::new("ffmpeg");
+    first.args(["-hide_banner", "-loglevel", "error", "-y"]);
+    media::add_input(&mut first, path, "the clip").map_err(server_side)?;
+    first
+        .args([
+            "-frames:v",
+            "1",
+            "-c:v",
+            "png",
+            "-f",
+            "image2",
+            "-update",
+            "1",
+        ])
+        .arg(thumb);
+    media::run_tool(first, None, "ffmpeg")
+        .await
+        .map_err(server_side)?;
+    Ok(())
+}
+
+fn server_side(e: TaskError) -> AppError {
+    tracing::error!(error = e.message(), "converting a creator's clip");
+    AppError::internal()
+}
+
+/// Records the clip and its thumbnail as the scene's visual; returns the storage keys of
+/// what they replaced.
+async fn record(
+    state: &AppState,
+    (content_id, scene_id): (i64, i64),
+    [(key, path), (thumb_key, thumb)]: [(&str, &std::path::PathBuf); 2],
+    (w, h, duration_ms): (u32, u32, i64),
+    options: ClipOptions,
+) -> Result<Vec<String>, AppError> {
+    let size = |p: &Path| {
+        let p = p.to_owned();
+        async move {
+            tokio::fs::metadata(&p)
+                .await
+                .map(|m| m.len() as i64)
+                .map_err(|e| super::error::internal("measuring a clip", e))
+        }
+    };
+    let (clip_bytes, thumb_bytes) = (size(path).await?, size(thumb).await?);
+    let now = now_ms();
+    let mut tx = state.pool().begin().await.db("starting a transaction")?;
+    let insert = "INSERT INTO assets (content_id, scene_id, kind, storage_key, mime_type, bytes, duration_ms, width, height, provider, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'upload', $10) RETURNING id";
+    let mut ids = Vec::with_capacity(2);
+    for (kind, key, mime, bytes, duration) in [
+        ("video", key, "video/mp4", clip_bytes, Some(duration_ms)),
+        ("image", thumb_key, "image/png", thumb_bytes, None),
+    ] {
+        let id: i64 = sqlx::query_scalar(insert)
+            .bind(content_id)
+            .bind(scene_id)
+            .bind(kind)
+            .bind(key)
+            .bind(mime)
+            .bind(bytes)
+            .bind(duration)
+            .bind(i64::from(w))
+            .bind(i64::from(h))
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await
+            .db("recording a clip")?;
+        ids.push(id);
+    }
+    sqlx::query(
+        "UPDATE scenes SET image_asset_id = $1, clip_asset_id = $2, clip_when_shorter = $3, clip_sound = $4, updated_at = $5 \
+         WHERE id = $6 AND content_id = $7",
+    )
+    .bind(ids[1])
+    .bind(ids[0])
+    .bind(options.when_shorter.as_str())
+    .bind(i64::from(options.sound))
+    .bind(now)
+    .bind(scene_id)
+    .bind(content_id)
+    .execute(&mut *tx)
+    .await
+    .db("setting a scene's clip")?;
+    let replaced = media::drop_unowned(&mut tx, content_id).await?;
+    tx.commit().await.db("committing a clip")?;
+    Ok(replaced)
+}
+
+/// Makes the picture or clip at a URL the creator pasted the scene's visual: fetched by
+/// [`outbound`](super::outbound)'s rules (http or https, public addresses unless the admin
+/// allows private ones, redirects checked), within the admin's media timeout, then kept
+/// as an upload of the type the answer names (`image/*` as [`media::save_scene_picture`],
+/// `video/*` as [`save_scene_clip`]). Errors: 422 naming `url` for a URL that may not be
+/// fetched, answers 4xx, or is neither a picture nor a clip; 502 when the server there
+/// fails or times out; otherwise as the upload would.
+pub async fn save_scene_visual_from_url(
+    state: &AppState,
+    user: &CurrentUser,
+    (content_id, scene_id): (i64, i64),
+    url: &str,
+    options: ClipOptions,
+) -> Result<ContentDetail, AppError> {
+    let content = super::contents::get(state, user, content_id).await?;
+    if !content.scenes.iter().any(|s| s.id == scene_id) {
+        return Err(AppError::not_found("scene"));
+    }
+    let url = super::validate::text("url", url, 1, 2048)?;
+    let (settings, _) = super::settings::for_tasks(state).await?;
+    let rules = super::outbound::Rules {
+        what: "the URL",
+        trusted: None,
+        allow_private: settings.allow_private_urls,
+    };
+    let timeout = Duration::from_secs(u64::from(settings.media_timeout_secs));
+    let deadline = tokio::time::Instant::now() + timeout;
+    let fetched = |e: TaskError| match e {
+        TaskError::Permanent(message) => AppError::validation("url", message),
+        other => AppError::new(ErrorCode::ProviderUnavailable, other.message().to_owned()),
+    };
+    let response = super::outbound::get(&url, &rules, deadline)
+        .await
+        .map_err(fetched)?;
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let read_failed = |e: reqwest::Error| fetched(super::outbound::download_failed("the URL", e));
+    if is_clip(content_type.as_deref()) {
+        let body = response.bytes_stream();
+        let body = within_deadline(body, deadline);
+        return save_scene_clip(
+            state,
+            user,
+            (content_id, scene_id),
+            content_type.as_deref(),
+            options,
+            Box::pin(body),
+        )
+        .await;
+    }
+    let is_picture = content_type
+        .as_deref()
+        .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("image/"));
+    if !is_picture {
+        return Err(AppError::validation(
+            "url",
+            format!(
+                "the URL answered {}, not a picture or a video clip",
+                content_type.as_deref().unwrap_or("without a Content-Type")
+            ),
+        ));
+    }
+    let max = limits::PICTURE_MAX_BYTES as u64;
+    let bytes = super::openai::read_capped(response, max, "picture")
+        .await
+        .map_err(|e| match e {
+            super::openai::ReadError::TooLarge(too_large) => {
+                AppError::new(ErrorCode::PayloadTooLarge, too_large.to_string())
+            }
+            super::openai::ReadError::Http(e) => read_failed(e),
+        })?;
+    media::save_scene_picture(
+        state,
+        user,
+        content_id,
+        scene_id,
+        content_type.as_deref(),
+        options.fit,
+        &bytes,
+    )
+    .await
+}
+
+/// A download's body that ends with an error once `deadline` passes, so a server that
+/// trickles bytes cannot hold the request open.
+fn within_deadline<S, B>(
+    body: S,
+    deadline: tokio::time::Instant,
+) -> impl Stream<Item = Result<B, String>>
+where
+    S: Stream<Item = Result<B, reqwest::Error>>,
+{
+    let expired = Box::pin(tokio::time::sleep_until(deadline));
+    futures::stream::unfold(
+        (Box::pin(body), expired, false),
+        |(mut body, mut expired, done)| async move {
+            if done {
+                return None;
+            }
+            tokio::select! {
+                item = body.next() => item.map(|item| (item.map_err(|e| e.to_string()), (body, expired, false))),
+                () = &mut expired => Some((Err("the download took longer than the media timeout".to_owned()), (body, expired, true))),
+            }
+        },
+    )
+}
