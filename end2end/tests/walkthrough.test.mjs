@@ -214,18 +214,25 @@ test('a creator generates images and narration and watches every scene fill in',
   assert.equal(await firstScene.locator('[role="alert"]').count(), 0);
   await shot(page, 'own-picture');
 
-  // A short clip on the second scene, held on its last frame: its first frame becomes the
-  // scene's picture and the scene says what the clip does.
+  // Two files chosen on the second scene: a short clip for it, held on its last frame (its
+  // first frame becomes the scene's picture, and the scene says what the clip does), and a
+  // picture for the scene after it.
   const secondScene = page.locator('li.scene').nth(1);
   await secondScene.locator('select[name="when_shorter"]').selectOption('freeze');
-  const oldSecond = await page.locator('.scene-media img').nth(1).getAttribute('src');
-  await secondScene.locator('input[name="picture"]').setInputFiles({ name: 'clip.mp4', mimeType: 'video/mp4', buffer: clipFile() });
+  const srcOf = (i) => page.locator('.scene-media img').nth(i).getAttribute('src');
+  const [oldSecond, oldThird] = [await srcOf(1), await srcOf(2)];
+  await secondScene.locator('input[name="picture"]').setInputFiles([
+    { name: 'clip.mp4', mimeType: 'video/mp4', buffer: clipFile() },
+    { name: 'third.png', mimeType: 'image/png', buffer: png },
+  ]);
   await secondScene.locator('.clip-label').waitFor({ timeout: 60_000 });
   assert.match(await secondScene.locator('.clip-label').textContent(), /Your clip · 1\.\d s · holds its last frame/);
-  await page.waitForFunction((old) => {
-    const img = document.querySelectorAll('.scene-media img')[1];
-    return img && img.getAttribute('src') !== old && img.complete && img.naturalWidth === 720;
-  }, oldSecond);
+  await page.waitForFunction(([second, third]) => {
+    const imgs = document.querySelectorAll('.scene-media img');
+    return [[imgs[1], second], [imgs[2], third]].every(([img, old]) =>
+      img && img.getAttribute('src') !== old && img.complete && img.naturalWidth === 720);
+  }, [oldSecond, oldThird]);
+  assert.equal(await page.locator('li.scene').nth(2).locator('.clip-label').count(), 0, 'the third scene got the picture');
   await shot(page, 'own-clip');
 
   // Crossfades between the scenes: saved as soon as chosen, drawn by the render.

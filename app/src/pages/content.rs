@@ -366,6 +366,24 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
         #[cfg(not(feature = "hydrate"))]
         let _ = (scene, query, file, id);
     };
+    // Several files dropped or chosen on a scene: the first goes to that scene, the next
+    // to the saved scene after it, and so on, each with its own scene's options.
+    #[cfg(feature = "hydrate")]
+    let send_files = move |from_key: usize, files: web_sys::FileList| {
+        let targets: Vec<Row> = rows.with_untracked(|rs| {
+            rs.iter()
+                .skip_while(|r| r.key != from_key)
+                .filter(|r| r.id.is_some())
+                .copied()
+                .collect()
+        });
+        for (i, row) in targets.into_iter().enumerate() {
+            let (Some(file), Some(scene)) = (files.get(i as u32), row.id) else {
+                break;
+            };
+            send_picture(scene, row.visual_query(), Some(file));
+        }
+    };
     // The saved scenes, in order, and whether each has words to narrate: what a render
     // would use.
     let saved: Vec<(i64, bool)> = detail
@@ -530,14 +548,11 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
                     <li class="scene" data-scene-key=key
                         on:dragover=move |ev: leptos::ev::DragEvent| ev.prevent_default()
                         on:drop=move |ev: leptos::ev::DragEvent| {
-                            // A picture dropped on a saved scene becomes its picture.
+                            // Pictures or clips dropped on a saved scene: it and the scenes after.
                             ev.prevent_default();
                             #[cfg(feature = "hydrate")]
-                            if let (Some(sid), Some(file)) = (
-                                row.id,
-                                ev.data_transfer().and_then(|d| d.files()).and_then(|f| f.get(0)),
-                            ) {
-                                send_picture(sid, row.visual_query(), Some(file));
+                            if let Some(files) = ev.data_transfer().and_then(|d| d.files()) {
+                                send_files(key, files);
                             }
                         }>
                         <div class="scene-bar">
@@ -566,15 +581,17 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
                                         </div>
                                         <div class="actions own-picture">
                                             <label class="file-button">"Use my picture or clip…"
-                                                <input type="file" name="picture" accept="image/png,image/jpeg,image/webp,video/mp4,video/quicktime,video/webm"
+                                                <input type="file" name="picture" multiple
+                                                    accept="image/png,image/jpeg,image/webp,video/mp4,video/quicktime,video/webm"
+                                                    title="Several files go to this scene and the ones after it, in order"
                                                     on:change=move |ev| {
                                                         #[cfg(feature = "hydrate")]
                                                         {
                                                             use wasm_bindgen::JsCast;
                                                             let input = ev.target().and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok());
                                                             if let Some(input) = input {
-                                                                if let Some(file) = input.files().and_then(|f| f.get(0)) {
-                                                                    send_picture(sid, row.visual_query(), Some(file));
+                                                                if let Some(files) = input.files() {
+                                                                    send_files(row.key, files);
                                                                 }
                                                                 input.set_value("");
                                                             }
