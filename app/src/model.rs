@@ -451,10 +451,12 @@ pub struct SettingsValues {
     /// Media one user's contents may hold on disk, in MiB (pictures, narration, videos,
     /// music); new media is refused beyond it. 0: no quota.
     pub storage_quota_mb: u32,
-    /// Let URLs from outside (a creator's pasted picture or clip, an image URL in a
-    /// provider's answer) reach private and loopback addresses: a media server on the
-    /// LAN. Off, only public addresses are fetched (`outbound`).
-    pub allow_private_urls: bool,
+    /// Non-public address ranges that URLs from outside (a creator's pasted picture or
+    /// clip, an image URL in a provider's answer) may reach anyway, as comma-separated
+    /// CIDR blocks (`192.168.1.0/24, fd00::/8`): a media server on the LAN. Empty: only
+    /// public addresses are fetched (`outbound`). As Mastodon's
+    /// `ALLOWED_PRIVATE_ADDRESSES`.
+    pub allowed_private_addresses: String,
     /// `builtin` (a scene card drawn offline) or `openai` (the Images API at
     /// `image_base_url`).
     pub image_provider: String,
@@ -549,7 +551,7 @@ impl Default for SettingsValues {
             rate_generate_per_minute: 10,
             rate_jobs_per_minute: 30,
             storage_quota_mb: 0,
-            allow_private_urls: false,
+            allowed_private_addresses: String::new(),
             image_provider: "builtin".into(),
             image_base_url: String::new(),
             image_model: "gpt-image-1-mini".into(),

@@ -235,6 +235,14 @@ test('a creator generates images and narration and watches every scene fill in',
   assert.equal(await page.locator('li.scene').nth(2).locator('.clip-label').count(), 0, 'the third scene got the picture');
   await shot(page, 'own-clip');
 
+  // A URL pasted on a scene goes to the same route as JSON; this one is on the server's
+  // own machine, which the outbound rules refuse unless an admin allows private addresses.
+  const thirdScene = page.locator('li.scene').nth(2);
+  await thirdScene.locator('input[name="visual_url"]').fill(`${stack.base}/favicon.ico`);
+  await thirdScene.getByRole('button', { name: 'Use URL' }).click();
+  await thirdScene.locator('[role="alert"]').waitFor();
+  assert.match(await thirdScene.locator('[role="alert"]').textContent(), /the URL points at a private address/);
+
   // Crossfades between the scenes: saved as soon as chosen, drawn by the render.
   await page.locator('.transition-picker select[name="transition"]').selectOption('crossfade');
   await page.locator('.transition-picker', { hasText: 'Saved: the next render draws it.' }).waitFor();

@@ -8,7 +8,9 @@
 //!     recorded to the finished MP4, against one scene's segment encode;
 //! (c) a re-render after one scene's narration changed, against a full render;
 //! (d) a full render with crossfades (`xfade` at every join) and (e) its re-render after
-//!     one scene changed, against (a) and (d).
+//!     one scene changed, against (a) and (d);
+//! (f) a full render with crossfades and a creator's clip (3 s, looped, its sound at 30 %)
+//!     on every other scene, against (a).
 //!
 //! Three rounds, interleaved; medians and ratios.
 
@@ -219,6 +221,64 @@ fn one_segment(narration: &str, work: &Path) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
+/// A creator's clip as `clips` stores one (1080x1920 H.264 at 30 fps with AAC, 3 s of a
+/// moving test pattern and a tone), put on every other scene, looping, its sound at 30 %.
+async fn put_clips(state: &app::ssr::state::AppState, content: i64, round: usize) {
+    let media = app::ssr::media::media_dir(state);
+    let key = format!("content-{content}/bench-clip-{round}.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=s=1080x1920:r=30:d=3",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=f=500:d=3",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-crf",
+        "20",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-ac",
+        "2",
+        "-ar",
+        "48000",
+        &media.join(&key).display().to_string(),
+    ]);
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO assets (content_id, kind, storage_key, mime_type, bytes, duration_ms, provider, created_at) \
+         VALUES ($1, 'video', $2, 'video/mp4', 0, 3000, 'bench', 0) RETURNING id",
+    )
+    .bind(content)
+    .bind(&key)
+    .fetch_one(state.pool())
+    .await
+    .expect("clip asset");
+    sqlx::query(
+        "UPDATE scenes SET clip_asset_id = $1, clip_when_shorter = 'loop', clip_sound = 30 \
+         WHERE content_id = $2 AND position % 2 = 0",
+    )
+    .bind(id)
+    .bind(content)
+    .execute(state.pool())
+    .await
+    .expect("clips on scenes");
+}
+
+async fn drop_clips(state: &app::ssr::state::AppState, content: i64) {
+    sqlx::query("UPDATE scenes SET clip_asset_id = NULL WHERE content_id = $1")
+        .bind(content)
+        .execute(state.pool())
+        .await
+        .expect("clips off");
+}
+
 /// A picture and a narration file (a tone) as assets of a scene, made current.
 async fn attach(state: &app::ssr::state::AppState, content: i64, scene: i64, i: usize, tone: u32) {
     let media = app::ssr::media::media_dir(state);
@@ -386,7 +446,7 @@ async fn main() {
     }
 
     let (mut single, mut full, mut one) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut crossfaded, mut crossfaded_one) = (Vec::new(), Vec::new());
+    let (mut crossfaded, mut crossfaded_one, mut clipped) = (Vec::new(), Vec::new(), Vec::new());
     let mut tails = vec![Vec::new(); SPEECH_LATENCIES_MS.len()];
     let (mut segment, mut tail_length) = (Vec::new(), 0.0);
     let (mut peak_alone, mut peak_with_ffmpeg) = (0u64, 0u64);
@@ -432,13 +492,21 @@ async fn main() {
         )
         .await;
         crossfaded_one.push(render(&state, &user, content.id).await);
+        put_clips(&state, content.id, round).await;
+        let _ = std::fs::remove_dir_all(&segments);
+        clipped.push(render(&state, &user, content.id).await);
+        drop_clips(&state, content.id).await;
         with(Transition::Fade).await.expect("fade");
     }
     let length = video_length(&state, content.id).await;
     let single_length = duration(&work.path().join("single.mp4"));
     let (s, f, o) = (median(&single), median(&full), median(&one));
     let g = median(&segment);
-    let (x, xo) = (median(&crossfaded), median(&crossfaded_one));
+    let (x, xo, xc) = (
+        median(&crossfaded),
+        median(&crossfaded_one),
+        median(&clipped),
+    );
     let runs = |v: &[f64]| {
         v.iter()
             .map(|x| format!("{x:.2}"))
@@ -455,6 +523,7 @@ async fn main() {
     println!("  CREVID re-render, one scene changed:  median {o:>6.2} s   (runs: {}), {:.2}x a full render", runs(&one), o / f);
     println!("  CREVID full render with crossfades:    median {x:>6.2} s = {:.2}x realtime   (runs: {}), {:.2}x a full render with fades", length / x, runs(&crossfaded), x / f);
     println!("  CREVID crossfade re-render, one scene changed: median {xo:>6.2} s   (runs: {}), {:.2}x a full crossfade render", runs(&crossfaded_one), xo / x);
+    println!("  CREVID full render, clips on half the scenes + crossfades: median {xc:>6.2} s = {:.2}x realtime   (runs: {}), {:.2}x a full render with fades", length / xc, runs(&clipped), xc / f);
     println!(
         "  peak RSS during a full render: {:.1} MiB the server (this process), {:.1} MiB with its ffmpeg children",
         peak_alone as f64 / 1024.0,

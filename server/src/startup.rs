@@ -107,6 +107,7 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         segments: Arc::default(),
         qstash: None,
         metrics: Arc::default(),
+        conversions: Arc::default(),
         shutdown: Arc::new(tokio::sync::watch::channel(false).0),
         timing: app::ssr::state::TaskTiming {
             lease_ms: config.task_lease_ms as i64,

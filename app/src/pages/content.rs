@@ -23,6 +23,14 @@ type PictureFile = web_sys::File;
 #[cfg(not(feature = "hydrate"))]
 type PictureFile = ();
 
+/// What a creator puts on a scene: a file, or the URL of one. (The server's render only
+/// builds the page; the browser sends.)
+#[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+enum Sent {
+    File(PictureFile),
+    Url(String),
+}
+
 /// What a scene shows of its media: the current picture and narration, and how the
 /// latest task for each is doing.
 #[derive(Clone, Default, PartialEq)]
@@ -155,6 +163,8 @@ struct Row {
     when_shorter: RwSignal<String>,
     /// The clip's own sound under the narration, in percent.
     sound: RwSignal<String>,
+    /// A picture or clip URL being pasted.
+    url: RwSignal<String>,
 }
 
 impl Row {
@@ -190,6 +200,7 @@ fn rows_from(detail: &ContentDetail, next_key: &mut usize) -> Vec<Row> {
                         .to_owned(),
                 ),
                 sound: RwSignal::new(s.clip.as_ref().map_or(0, |c| c.sound).to_string()),
+                url: RwSignal::new(String::new()),
             }
         })
         .collect()
@@ -255,6 +266,7 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
                 fit: RwSignal::new("crop".to_owned()),
                 when_shorter: RwSignal::new("loop".to_owned()),
                 sound: RwSignal::new("0".to_owned()),
+                url: RwSignal::new(String::new()),
             })
         });
         dirty.set(true);
@@ -326,7 +338,7 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
         Memo::new(move |_| latest.with(|list| own.with(|own| scene_media(&initial, list, own))));
     let picture_errors = RwSignal::new(HashMap::<i64, String>::new());
     // Puts a creator's file on a scene (or takes their picture off: no file).
-    let send_picture = move |scene: i64, query: String, file: Option<PictureFile>| {
+    let send_picture = move |scene: i64, query: String, sent: Option<Sent>| {
         #[cfg(feature = "hydrate")]
         {
             picture_errors.update(|e| {
@@ -335,13 +347,15 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
             let upto = latest.with_untracked(|l| l.iter().map(|d| d.job.id).max().unwrap_or(0));
             leptos::task::spawn_local(async move {
                 let url = format!("/api/contents/{id}/scenes/{scene}/visual?{query}");
-                let sent = super::upload::send_file(
-                    &url,
-                    file.as_ref(),
-                    "The picture could not be saved.",
-                )
-                .await;
-                match sent {
+                use super::upload::Body;
+                let body = match &sent {
+                    Some(Sent::File(file)) => Some(Body::File(file)),
+                    Some(Sent::Url(link)) => Some(Body::Json(serde_json::json!({ "url": link }))),
+                    None => None,
+                };
+                let answer =
+                    super::upload::send(&url, body, "The picture could not be saved.").await;
+                match answer {
                     Ok(data) => {
                         let view = data["scenes"]
                             .as_array()
@@ -364,15 +378,17 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
             });
         }
         #[cfg(not(feature = "hydrate"))]
-        let _ = (scene, query, file, id);
+        let _ = (scene, query, sent, id);
     };
     // Several files dropped or chosen on a scene: the first goes to that scene, the next
     // to the saved scene after it, and so on, each with its own scene's options.
     #[cfg(feature = "hydrate")]
     let send_files = move |from_key: usize, files: web_sys::FileList| {
+        // A scene not saved yet has nowhere to keep a file.
         let targets: Vec<Row> = rows.with_untracked(|rs| {
             rs.iter()
                 .skip_while(|r| r.key != from_key)
+                .take_while(|r| r.id.is_some() || r.key != from_key)
                 .filter(|r| r.id.is_some())
                 .copied()
                 .collect()
@@ -381,7 +397,7 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
             let (Some(file), Some(scene)) = (files.get(i as u32), row.id) else {
                 break;
             };
-            send_picture(scene, row.visual_query(), Some(file));
+            send_picture(scene, row.visual_query(), Some(Sent::File(file)));
         }
     };
     // The saved scenes, in order, and whether each has words to narrate: what a render
@@ -625,6 +641,20 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
                                                     "Remove picture"</button>
                                             })}
                                         </div>
+                                        <form class="actions visual-url" on:submit=move |ev: leptos::ev::SubmitEvent| {
+                                            ev.prevent_default();
+                                            let link = row.url.get_untracked();
+                                            if !link.trim().is_empty() {
+                                                send_picture(sid, row.visual_query(), Some(Sent::Url(link.trim().to_owned())));
+                                                row.url.set(String::new());
+                                            }
+                                        }>
+                                            <input type="url" name="visual_url" aria-label="A picture or clip URL"
+                                                placeholder="…or paste a picture or clip URL"
+                                                prop:value=move || row.url.get()
+                                                on:input=move |ev| row.url.set(event_target_value(&ev))/>
+                                            <button type="submit">"Use URL"</button>
+                                        </form>
                                         {move || picture_errors.with(|e| e.get(&sid).cloned()).map(|message| view! {
                                             <p class="error" role="alert">{message}</p>
                                         })}

@@ -43,6 +43,36 @@ const CLIP_MAX_SIDE: u64 = 4096;
 /// How long converting one clip may take: two minutes of 4K source on 2 cores with room.
 const CONVERT_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// How many clips one process converts at once: each is an ffmpeg using the cores for up
+/// to [`CONVERT_TIMEOUT`]; more wait their turn rather than starve renders and pages.
+const CONVERSIONS_AT_ONCE: usize = 2;
+
+/// The clip conversions running in this process.
+#[derive(Debug)]
+pub struct Conversions(tokio::sync::Semaphore);
+
+impl Default for Conversions {
+    fn default() -> Self {
+        Self(tokio::sync::Semaphore::new(CONVERSIONS_AT_ONCE))
+    }
+}
+
+/// Counts one clip or URL visual against the user's background jobs a minute.
+fn count_against_rate(
+    state: &AppState,
+    user: &CurrentUser,
+    per_minute: u32,
+) -> Result<(), AppError> {
+    state
+        .limits
+        .check(
+            super::limits::Bucket::Visuals,
+            &user.id.to_string(),
+            per_minute,
+        )
+        .map_err(|secs| AppError::rate_limited("clips and URLs", secs))
+}
+
 /// How a creator's clip is fitted and played.
 #[derive(Debug, Clone, Copy)]
 pub struct ClipOptions {
@@ -59,7 +89,7 @@ pub struct ClipOptions {
 /// Errors: 404 for another's content or a scene not in it, 415 for another type, 413 over
 /// the size or when the storage quota is full, 422 for a file ffmpeg cannot read as that
 /// type, with no video, or a frame over 4096 px a side. The visual it replaces goes.
-pub async fn save_scene_clip<S, B, E>(
+pub async fn save_scene_clip<S, B>(
     state: &AppState,
     user: &CurrentUser,
     (content_id, scene_id): (i64, i64),
@@ -68,10 +98,29 @@ pub async fn save_scene_clip<S, B, E>(
     body: S,
 ) -> Result<ContentDetail, AppError>
 where
-    S: Stream<Item = Result<B, E>> + Unpin,
+    S: Stream<Item = Result<B, BodyError>> + Unpin,
     B: AsRef<[u8]>,
-    E: std::fmt::Display,
 {
+    let content = scene_of(state, user, (content_id, scene_id), options).await?;
+    clip_from(
+        state,
+        user,
+        (&content, scene_id),
+        content_type,
+        options,
+        body,
+    )
+    .await
+}
+
+/// The content, when `scene_id` is one of its scenes and `options` hold; the visual is
+/// counted against the user's rate (a clip converted, a URL fetched).
+async fn scene_of(
+    state: &AppState,
+    user: &CurrentUser,
+    (content_id, scene_id): (i64, i64),
+    options: ClipOptions,
+) -> Result<ContentDetail, AppError> {
     let content = super::contents::get(state, user, content_id).await?;
     if !content.scenes.iter().any(|s| s.id == scene_id) {
         return Err(AppError::not_found("scene"));
@@ -82,6 +131,25 @@ where
             format!("sound is 0 to 100 % (got {})", options.sound),
         ));
     }
+    let (settings, _) = super::settings::for_tasks(state).await?;
+    count_against_rate(state, user, settings.rate_jobs_per_minute)?;
+    Ok(content)
+}
+
+/// [`save_scene_clip`] once the scene is known to be the caller's.
+async fn clip_from<S, B>(
+    state: &AppState,
+    user: &CurrentUser,
+    (content, scene_id): (&ContentDetail, i64),
+    content_type: Option<&str>,
+    options: ClipOptions,
+    body: S,
+) -> Result<ContentDetail, AppError>
+where
+    S: Stream<Item = Result<B, BodyError>> + Unpin,
+    B: AsRef<[u8]>,
+{
+    let content_id = content.id;
     // Emptiness is told by the stream below, so the type is checked on a stand-in byte.
     let ext = media::upload_ext(content_type, CLIP_TYPES, "video clip", b" ")?;
     media::check_quota(state, user, content_id).await?;
@@ -95,18 +163,25 @@ where
     let upload = path.with_file_name(format!("upload-{stamp}.{ext}"));
     let made = async {
         receive(&upload, body).await?;
+        let _turn = state
+            .conversions
+            .0
+            .acquire()
+            .await
+            .map_err(|e| super::error::internal("waiting to convert a clip", e))?;
         let probed = probe(&upload, ext).await?;
         let (w, h) = media::dimensions(&content.presets.aspect_ratio);
-        convert(
-            &upload,
-            &path,
-            &thumb,
-            (w, h),
-            options.fit,
-            probed.has_sound,
-        )
-        .await?;
+        convert(&upload, &path, &thumb, (w, h), options.fit, &probed).await?;
         let duration_ms = probe(&path, "mp4").await?.duration_ms;
+        // Two frames at least, and a first one to show: a clip that decodes to nothing is
+        // the file's fault.
+        let thumb_made = tokio::fs::try_exists(&thumb).await.unwrap_or(false);
+        if duration_ms < 2 * 1000 / 30 || !thumb_made {
+            return Err(AppError::validation(
+                "body",
+                "this clip is too short to play (under two frames); use a picture instead",
+            ));
+        }
         Ok::<_, AppError>((w, h, duration_ms))
     }
     .await;
@@ -130,6 +205,7 @@ where
             for key in replaced {
                 media::remove_file(state, &key).await;
             }
+            super::render::prepare_ahead(state, content_id);
         }
         Err(e) => {
             // Nothing points at these files: they go now, not at the next sweep.
@@ -141,13 +217,36 @@ where
     super::contents::get(state, user, content_id).await
 }
 
+/// Why a clip's body stopped arriving.
+#[derive(Debug)]
+pub enum BodyError {
+    /// Past the route's body limit.
+    TooLarge,
+    /// The client's upload broke off.
+    Broken(String),
+    /// The server a URL named failed or was too slow (502).
+    Upstream(String),
+}
+
+impl BodyError {
+    /// An upload stream's error: the route's body limit (`http_body_util::Limited`) ends
+    /// the stream with "length limit exceeded".
+    pub fn of_upload(e: impl std::fmt::Display) -> Self {
+        let why = e.to_string();
+        if why.contains("length limit") {
+            BodyError::TooLarge
+        } else {
+            BodyError::Broken(why)
+        }
+    }
+}
+
 /// Writes the body to `path` as it arrives, refusing an empty one and stopping past
 /// [`limits::CLIP_MAX_BYTES`].
-async fn receive<S, B, E>(path: &Path, mut body: S) -> Result<(), AppError>
+async fn receive<S, B>(path: &Path, mut body: S) -> Result<(), AppError>
 where
-    S: Stream<Item = Result<B, E>> + Unpin,
+    S: Stream<Item = Result<B, BodyError>> + Unpin,
     B: AsRef<[u8]>,
-    E: std::fmt::Display,
 {
     let too_large = || {
         AppError::new(
@@ -163,17 +262,13 @@ where
         .map_err(|e| super::error::internal("saving an upload", e))?;
     let mut received = 0usize;
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| {
-            let why = e.to_string();
-            // The route's body limit ends the stream this way once it is over the size.
-            if why.contains("length limit") {
-                too_large()
-            } else {
-                AppError::validation(
-                    "body",
-                    format!("the video clip did not arrive whole: {why}"),
-                )
-            }
+        let chunk = chunk.map_err(|e| match e {
+            BodyError::TooLarge => too_large(),
+            BodyError::Broken(why) => AppError::validation(
+                "body",
+                format!("the video clip did not arrive whole: {why}"),
+            ),
+            BodyError::Upstream(why) => AppError::new(ErrorCode::ProviderUnavailable, why),
         })?;
         let chunk = chunk.as_ref();
         received += chunk.len();
@@ -196,6 +291,7 @@ where
 /// What ffprobe says of a clip.
 struct Probed {
     has_sound: bool,
+    /// The picture's length.
     duration_ms: i64,
 }
 
@@ -214,7 +310,7 @@ async fn probe(path: &Path, ext: &str) -> Result<Probed, AppError> {
         .args(["-v", "error", "-protocol_whitelist", "file", "-f", demuxer])
         .args([
             "-show_entries",
-            "stream=codec_type,width,height:format=duration",
+            "stream=codec_type,width,height,duration:stream_disposition=attached_pic:format=duration",
             "-of",
             "json",
         ])
@@ -226,9 +322,10 @@ async fn probe(path: &Path, ext: &str) -> Result<Probed, AppError> {
     };
     let json: serde_json::Value = serde_json::from_slice(&out).map_err(|_| not_readable())?;
     let streams = json["streams"].as_array().cloned().unwrap_or_default();
+    // A cover picture in an audio file is a "video" stream too, but not a clip.
     let video = streams
         .iter()
-        .find(|s| s["codec_type"] == "video")
+        .find(|s| s["codec_type"] == "video" && s["disposition"]["attached_pic"] != 1)
         .ok_or_else(|| AppError::validation("body", "this clip has no video"))?;
     let (w, h) = (
         video["width"].as_u64().unwrap_or(0),
@@ -243,9 +340,10 @@ async fn probe(path: &Path, ext: &str) -> Result<Probed, AppError> {
             format!("the clip is {w}×{h} pixels; at most {CLIP_MAX_SIDE} a side"),
         ));
     }
-    let seconds: f64 = json["format"]["duration"]
-        .as_str()
-        .and_then(|d| d.parse().ok())
+    let seconds_of = |v: &serde_json::Value| v.as_str().and_then(|d| d.parse::<f64>().ok());
+    // The picture's own length where the container says it (WebM does not, per stream).
+    let seconds = seconds_of(&video["duration"])
+        .or_else(|| seconds_of(&json["format"]["duration"]))
         .unwrap_or(0.0);
     Ok(Probed {
         has_sound: streams.iter().any(|s| s["codec_type"] == "audio"),
@@ -260,27 +358,40 @@ async fn convert(
     thumb: &Path,
     size: (u32, u32),
     fit: Fit,
-    has_sound: bool,
+    probed: &Probed,
 ) -> Result<(), AppError> {
+    let has_sound = probed.has_sound;
+    // As long as the picture, up to the longest scene.
+    let seconds = (probed.duration_ms as f64 / 1000.0).min(limits::SCENE_SECONDS_MAX);
     let mut ffmpeg = Command::new("ffmpeg");
     ffmpeg.args(["-hide_banner", "-loglevel", "error", "-y"]);
     media::add_input(&mut ffmpeg, upload, "the clip").map_err(server_side)?;
     if !has_sound {
         ffmpeg.args(["-f", "lavfi", "-i", "anullsrc=r=48000:cl=stereo"]);
     }
+    // The picture sets the length: a shorter sound is padded with silence, and a clip
+    // without one gets silence.
+    let sound = if has_sound {
+        "[0:a:0]apad[a]"
+    } else {
+        "[1:a]anull[a]"
+    };
     ffmpeg
-        .args(["-t", &limits::SCENE_SECONDS_MAX.to_string()])
+        .args(["-t", &format!("{seconds:.3}")])
         .args([
             "-filter_complex",
-            &format!("[0:v]fps=30,{},format=yuv420p[v]", fit.filter(size)),
+            &format!(
+                "[0:V:0]fps=30,{},format=yuv420p[v];{sound}",
+                fit.filter(size)
+            ),
             "-map",
             "[v]",
             "-map",
-            if has_sound { "0:a:0" } else { "1:a" },
+            "[a]",
         ])
         .args(["-c:v", "libx264", "-preset", "veryfast", "-crf", "20"])
         .args(["-c:a", "aac", "-b:a", "128k", "-ac", "2", "-ar", "48000"])
-        .args(["-shortest", "-movflags", "+faststart", "-f", "mp4"])
+        .args(["-movflags", "+faststart", "-f", "mp4"])
         .arg(path);
     match media::run_tool_within(ffmpeg, None, "ffmpeg", CONVERT_TIMEOUT).await {
         Ok(_) => {}
@@ -396,16 +507,14 @@ pub async fn save_scene_visual_from_url(
     url: &str,
     options: ClipOptions,
 ) -> Result<ContentDetail, AppError> {
-    let content = super::contents::get(state, user, content_id).await?;
-    if !content.scenes.iter().any(|s| s.id == scene_id) {
-        return Err(AppError::not_found("scene"));
-    }
+    let content = scene_of(state, user, (content_id, scene_id), options).await?;
     let url = super::validate::text("url", url, 1, 2048)?;
     let (settings, _) = super::settings::for_tasks(state).await?;
     let rules = super::outbound::Rules {
         what: "the URL",
         trusted: None,
-        allow_private: settings.allow_private_urls,
+        allowed: super::outbound::parse_ranges(&settings.allowed_private_addresses)
+            .unwrap_or_default(),
     };
     let timeout = Duration::from_secs(u64::from(settings.media_timeout_secs));
     let deadline = tokio::time::Instant::now() + timeout;
@@ -423,12 +532,14 @@ pub async fn save_scene_visual_from_url(
         .map(str::to_owned);
     let read_failed = |e: reqwest::Error| fetched(super::outbound::download_failed("the URL", e));
     if is_clip(content_type.as_deref()) {
-        let body = response.bytes_stream();
-        let body = within_deadline(body, deadline);
-        return save_scene_clip(
+        // Another video type names the URL, not the (absent) upload.
+        media::upload_ext(content_type.as_deref(), CLIP_TYPES, "video clip", b" ")
+            .map_err(|e| AppError::validation("url", format!("the URL answered: {}", e.message)))?;
+        let body = within_deadline(response.bytes_stream(), deadline);
+        return clip_from(
             state,
             user,
-            (content_id, scene_id),
+            (&content, scene_id),
             content_type.as_deref(),
             options,
             Box::pin(body),
@@ -473,7 +584,7 @@ pub async fn save_scene_visual_from_url(
 fn within_deadline<S, B>(
     body: S,
     deadline: tokio::time::Instant,
-) -> impl Stream<Item = Result<B, String>>
+) -> impl Stream<Item = Result<B, BodyError>>
 where
     S: Stream<Item = Result<B, reqwest::Error>>,
 {
@@ -485,8 +596,18 @@ where
                 return None;
             }
             tokio::select! {
-                item = body.next() => item.map(|item| (item.map_err(|e| e.to_string()), (body, expired, false))),
-                () = &mut expired => Some((Err("the download took longer than the media timeout".to_owned()), (body, expired, true))),
+                item = body.next() => item.map(|item| {
+                    let item = item.map_err(|e| {
+                        BodyError::Upstream(format!("downloading from the URL failed: {}", e.without_url()))
+                    });
+                    (item, (body, expired, false))
+                }),
+                () = &mut expired => Some((
+                    Err(BodyError::Upstream(
+                        "downloading from the URL took longer than the media timeout".to_owned(),
+                    )),
+                    (body, expired, true),
+                )),
             }
         },
     )

@@ -279,6 +279,8 @@ pub async fn set_transition(
     if touched.rows_affected() == 0 {
         return Err(AppError::not_found("content"));
     }
+    // Segments are cut differently for each kind of join: start on them now.
+    super::render::prepare_ahead(state, id);
     get(state, user, id).await
 }
 

@@ -20,6 +20,8 @@ pub enum Bucket {
     Jobs,
     /// Voice samples (`GET /api/voices/preview`), at the background jobs' rate.
     VoiceSamples,
+    /// Clips converted and visuals fetched from URLs, at the background jobs' rate.
+    Visuals,
     SignInIp,
 }
 

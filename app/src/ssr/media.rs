@@ -1126,6 +1126,7 @@ pub async fn save_scene_picture(
             for key in replaced {
                 remove_file(state, &key).await;
             }
+            super::render::prepare_ahead(state, content_id);
         }
         Err(e) => {
             // Nothing points at the file: it goes now, not at the next sweep.

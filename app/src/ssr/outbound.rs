@@ -17,8 +17,23 @@ pub struct Rules<'a> {
     pub what: &'a str,
     /// An origin as trusted as the admin's own base URL, which may be local.
     pub trusted: Option<url::Origin>,
-    /// The admin lets URLs reach private addresses (`allow_private_urls`: a LAN server).
-    pub allow_private: bool,
+    /// Non-public ranges the admin lets URLs reach (`allowed_private_addresses`: a LAN
+    /// media server); every other non-public address is still refused.
+    pub allowed: Vec<ipnet::IpNet>,
+}
+
+/// The admin's `allowed_private_addresses`: CIDR blocks (or single addresses) separated
+/// by commas or spaces; Err names the first that is neither.
+pub fn parse_ranges(text: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    text.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            part.parse::<ipnet::IpNet>()
+                .or_else(|_| part.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| part.to_owned())
+        })
+        .collect()
 }
 
 /// GETs `url` by the rules and returns its successful answer, its body still unread,
@@ -115,11 +130,10 @@ async fn client_for(
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(10))
         .user_agent(concat!("crevid/", env!("CARGO_PKG_VERSION")));
-    let builder = if rules.allow_private
-        || rules
-            .trusted
-            .as_ref()
-            .is_some_and(|origin| *origin == url.origin())
+    let builder = if rules
+        .trusted
+        .as_ref()
+        .is_some_and(|origin| *origin == url.origin())
     {
         builder
     } else {
@@ -129,25 +143,25 @@ async fn client_for(
             None => return Err(TaskError::Permanent(format!("{what} has no host; refused"))),
             // An address as written is connected to as written: nothing to resolve.
             Some(url::Host::Ipv4(ip)) => {
-                refuse_non_public(what, IpAddr::V4(ip))?;
+                refuse_non_public(rules, IpAddr::V4(ip))?;
                 builder
             }
             Some(url::Host::Ipv6(ip)) => {
-                refuse_non_public(what, IpAddr::V6(ip))?;
+                refuse_non_public(rules, IpAddr::V6(ip))?;
                 builder
             }
             Some(url::Host::Domain(name)) => {
                 let port = url.port_or_known_default().unwrap_or(80);
                 let addrs = resolve(what, name, port, deadline).await?;
                 for addr in &addrs {
-                    refuse_non_public(what, addr.ip())?;
+                    refuse_non_public(rules, addr.ip())?;
                 }
                 builder.resolve_to_addrs(name, &addrs)
             }
         }
     };
     builder.build().map_err(|e| TaskError::Transient {
-        message: format!("preparing the image download failed: {e}"),
+        message: format!("preparing the download from {} failed: {e}", rules.what),
         retry_after: None,
     })
 }
@@ -174,11 +188,18 @@ async fn resolve(
     Ok(addrs)
 }
 
-fn refuse_non_public(what: &str, ip: IpAddr) -> Result<(), TaskError> {
+fn refuse_non_public(rules: &Rules<'_>, ip: IpAddr) -> Result<(), TaskError> {
+    // An IPv4-mapped address is allowed as the IPv4 address it reaches.
+    let reached = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
     match non_public(ip) {
         None => Ok(()),
+        Some(_) if rules.allowed.iter().any(|net| net.contains(&reached)) => Ok(()),
         Some(kind) => Err(TaskError::Permanent(format!(
-            "{what} points at a private address ({ip}, {kind}); refused"
+            "{} points at a private address ({ip}, {kind}); refused",
+            rules.what
         ))),
     }
 }
@@ -252,6 +273,29 @@ fn non_public_v6(ip: Ipv6Addr) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn allowed_ranges_are_cidr_blocks_or_addresses() {
+        let ranges = parse_ranges("192.168.1.0/24, fd00::/8 10.0.0.7").unwrap();
+        let shown: Vec<String> = ranges.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["192.168.1.0/24", "fd00::/8", "10.0.0.7/32"]);
+        assert_eq!(
+            parse_ranges("192.168.1.9/24").unwrap()[0].to_string(),
+            "192.168.1.0/24"
+        );
+        assert_eq!(parse_ranges(" ").unwrap(), vec![]);
+        assert_eq!(parse_ranges("10.0.0.0/8, lan").unwrap_err(), "lan");
+        let rules = Rules {
+            what: "the URL",
+            trusted: None,
+            allowed: parse_ranges("192.168.1.0/24").unwrap(),
+        };
+        assert!(refuse_non_public(&rules, "192.168.1.20".parse().unwrap()).is_ok());
+        assert!(refuse_non_public(&rules, "::ffff:192.168.1.20".parse().unwrap()).is_ok());
+        assert!(refuse_non_public(&rules, "192.168.2.20".parse().unwrap()).is_err());
+        assert!(refuse_non_public(&rules, "127.0.0.1".parse().unwrap()).is_err());
+        assert!(refuse_non_public(&rules, "169.254.169.254".parse().unwrap()).is_err());
+    }
 
     fn kind(ip: &str) -> Option<&'static str> {
         non_public(ip.parse().expect("an address"))

@@ -156,7 +156,7 @@ pub async fn image(
                 &endpoint.base_url,
                 url,
                 Duration::from_secs(u64::from(settings.media_timeout_secs)),
-                settings.allow_private_urls,
+                &settings.allowed_private_addresses,
             )
             .await?
         }
@@ -204,12 +204,13 @@ async fn fetch_image_url(
     base_url: &str,
     url: &str,
     timeout: Duration,
-    allow_private: bool,
+    allowed_private: &str,
 ) -> Result<Vec<u8>, TaskError> {
     let rules = outbound::Rules {
         what: "the provider's image URL",
         trusted: reqwest::Url::parse(base_url).ok().map(|u| u.origin()),
-        allow_private,
+        // Checked when saved; an older setting that no longer parses allows nothing.
+        allowed: outbound::parse_ranges(allowed_private).unwrap_or_default(),
     };
     let deadline = tokio::time::Instant::now() + timeout;
     let response = outbound::get(url, &rules, deadline).await?;

@@ -2,14 +2,17 @@
 //! MP4 with `+faststart`, and its subtitles as an `.srt` (burned in from ASS, so that no
 //! creator text is read as markup).
 //!
-//! Each scene becomes its own segment (the picture decoded once and animated by
-//! `zoompan`, its narration padded by the pause, its subtitle cues burned in), then the
-//! segments are joined by stream copy, so the join costs a file copy, not an encode. The
-//! MP4 is written under a temporary name and renamed: a half-written file is never served.
+//! Each scene becomes its own segment (its picture decoded once and slowly zoomed by
+//! `zoompan`, or the creator's clip cut, looped or held; its narration padded by the
+//! pause; its subtitle cues burned in), then the segments are joined by stream copy, so
+//! the join costs a file copy, not an encode. With an `xfade` transition each join is a
+//! short encode of its own from the ends the two scenes lend it ([`Overlap`]). The MP4 is
+//! written under a temporary name and renamed: a half-written file is never served.
 //! Progress comes from ffmpeg's `-progress` output; a cancelled job stops ffmpeg.
 //!
 //! Segments are also prepared ahead, as soon as a scene has its picture and narration,
-//! whenever a render is expected (`prepare_ahead`): the render then adds only the tail.
+//! whenever a render is expected (`prepare_ahead`): the render then adds only the tail
+//! and the joins.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -419,8 +422,6 @@ impl<'a> Progress<'a> {
     }
 }
 
-/// Runs ffmpeg with `-progress` on stdout, reporting each `out_time_us` as done of `part`;
-/// a failure keeps the last lines of stderr.
 /// How long an ffmpeg run making `media_ms` of video may take: two minutes to start plus
 /// 30 times real time, far beyond this machine's 2× real time at 1080p. A run past it is
 /// stuck (a hung filter, a file that never ends) and is killed and tried again.
@@ -428,8 +429,9 @@ fn deadline_for(media_ms: i64) -> Duration {
     Duration::from_secs(120) + Duration::from_millis(media_ms.max(0) as u64) * 30
 }
 
-/// How many of `missing` scene segments a render encodes at once, and x264's threads for
-/// each (0: ffmpeg's choice): two where there are two cores or more, sharing the cores.
+/// How many of `missing` scene segments (and then joins) a render encodes at once, and
+/// x264's threads for each (0: ffmpeg's choice): two where there are two cores or more,
+/// sharing the cores.
 /// An ffmpeg's filter chain (scale, zoompan, fades, subtitles) runs on one thread beside
 /// x264's, so one encode at a time leaves a core idle part of the time: on 2 cores, two
 /// at once with one x264 thread each take 0.82× the time of one at a time
@@ -442,6 +444,8 @@ fn segments_at_once(missing: usize) -> (usize, usize) {
     (2, cores / 2)
 }
 
+/// Runs ffmpeg with `-progress` on stdout, reporting each `out_time_us` as done of `part`;
+/// a failure keeps the last lines of stderr.
 async fn ffmpeg(
     mut command: Command,
     what: &str,
@@ -562,10 +566,11 @@ fn overlaps(
     settings: &SettingsValues,
     transition: Transition,
 ) -> Vec<Option<Overlap>> {
-    if xfade_name(transition).is_none() {
+    let edge = (u64::from(settings.video_fade_ms) * u64::from(FPS)).div_ceil(1000) as u32;
+    // No transition time: every join is a cut, and segments are whole.
+    if xfade_name(transition).is_none() || edge == 0 {
         return vec![None; lengths.len()];
     }
-    let edge = (u64::from(settings.video_fade_ms) * u64::from(FPS)).div_ceil(1000) as u32;
     let halves: Vec<u32> = lengths
         .windows(2)
         .map(|pair| edge.min(pair[0] / 3).min(pair[1] / 3))
@@ -654,16 +659,10 @@ fn segment_command(
             "[0:v]fps={FPS},scale={w}:{h}:force_original_aspect_ratio=increase,crop={w}:{h},setsar=1"
         );
         if head > 0 {
-            chain.push_str(&format!(
-                ",tpad=start_mode=clone:start_duration={:.4}",
-                f64::from(head) / f64::from(FPS)
-            ));
+            chain.push_str(&format!(",tpad=start_mode=clone:start={head}"));
         }
         if when_shorter == WhenShorter::Freeze {
-            chain.push_str(&format!(
-                ",tpad=stop_mode=clone:stop_duration={:.4}",
-                f64::from(made) / f64::from(FPS)
-            ));
+            chain.push_str(",tpad=stop_mode=clone:stop=-1");
         }
         chain.push_str(&format!(
             ",trim=end_frame={made},settb=1/{FPS},setpts=N,format=yuv420p"
@@ -935,7 +934,9 @@ fn subtitle_style(settings: &SettingsValues, portrait: bool, font: Font) -> Stri
 }
 
 /// Names a scene's segment by everything that goes into it, so a render re-encodes only
-/// the scenes whose picture, narration, words, video settings or transition changed.
+/// the scenes whose picture or clip, narration, words or video settings changed, or
+/// whose joins are now cut another way (a cut, a fade, or the frames lent to `xfade`:
+/// one `xfade` kind for another changes only the joins, named in [`ensure_join`]).
 fn segment_name(
     scene: &RenderScene,
     (frames, overlap): (u32, Option<Overlap>),
@@ -978,6 +979,8 @@ pub async fn render(
     task: &ClaimedTask,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Output, TaskError> {
+    // Before the scenes are read: a segment prepared ahead from here on is kept.
+    let started = std::time::SystemTime::now();
     let Plan {
         scenes,
         settings,
@@ -1033,7 +1036,7 @@ pub async fn render(
         &work,
         &media_dir,
         music_path.as_deref(),
-        transition,
+        (transition, started),
         stop,
     )
     .await;
@@ -1085,10 +1088,9 @@ async fn render_in(
     work: &Path,
     media_dir: &Path,
     music: Option<&Path>,
-    transition: Transition,
+    (transition, started): (Transition, std::time::SystemTime),
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(String, String, i64), TaskError> {
-    let started = std::time::SystemTime::now();
     let lengths: Vec<u32> = scenes
         .iter()
         .map(|s| frames(s.sound_ms(), settings.video_pause_ms))
@@ -1381,14 +1383,18 @@ async fn ensure_segment(
         fade,
     } = plan;
     let files = SceneFiles::of(&name, overlap);
-    // The segment itself is renamed last: when it is there, so is the rest.
-    let done = segments.join(&files.video);
     let mut stop = progress.stop.clone();
     let _guard = tokio::select! {
         guard = state.segments.lock(&name) => guard,
         Ok(_) = stop.wait_for(|s| *s) => return Err(TaskError::Cancelled),
     };
-    if tokio::fs::try_exists(&done).await.unwrap_or(false) {
+    let mut done = true;
+    for file in files.all() {
+        done &= tokio::fs::try_exists(segments.join(file))
+            .await
+            .unwrap_or(false);
+    }
+    if done {
         progress
             .report(Part::Scene(index), ms_of_frames(frames), false)
             .await;
@@ -1851,6 +1857,11 @@ async fn prune(state: &AppState, segments: &Path, used: &[String], since: std::t
     let Ok(mut entries) = tokio::fs::read_dir(segments).await else {
         return;
     };
+    // A segment is several files (its frames, its sound, the ends it lends): they are
+    // kept or dropped together, by the stem before the first dot.
+    let stem = |name: &str| name.split('.').next().unwrap_or_default().to_owned();
+    let mut keep: std::collections::HashSet<String> = used.iter().map(|n| stem(n)).collect();
+    let mut found = Vec::new();
     while let Ok(Some(entry)) = entries.next_entry().await {
         let name = entry.file_name().to_string_lossy().into_owned();
         let recent = entry
@@ -1858,8 +1869,14 @@ async fn prune(state: &AppState, segments: &Path, used: &[String], since: std::t
             .await
             .and_then(|m| m.modified())
             .is_ok_and(|modified| modified >= since);
-        if !used.contains(&name) && !recent && !state.segments.busy(&name) {
-            let _ = tokio::fs::remove_file(entry.path()).await;
+        if recent || state.segments.busy(&name) {
+            keep.insert(stem(&name));
+        }
+        found.push((name, entry.path()));
+    }
+    for (name, path) in found {
+        if !keep.contains(&stem(&name)) {
+            let _ = tokio::fs::remove_file(path).await;
         }
     }
 }
@@ -1908,7 +1925,8 @@ mod tests {
         };
         assert_eq!(
             overlaps(&[90, 60], &no_time, Transition::Crossfade),
-            vec![lent(0, 0), lent(0, 0)]
+            vec![None, None],
+            "no time, no joins: whole segments"
         );
     }
 
@@ -2044,7 +2062,7 @@ mod tests {
         assert!(!frozen.contains(&"-stream_loop".to_owned()));
         let graph = &frozen[frozen.iter().position(|a| a == "-filter_complex").unwrap() + 1];
         assert!(
-            graph.contains("tpad=stop_mode=clone:stop_duration=3.0000"),
+            graph.contains("tpad=stop_mode=clone:stop=-1,trim=end_frame=90,"),
             "{graph}"
         );
         assert!(

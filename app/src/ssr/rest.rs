@@ -1159,7 +1159,10 @@ async fn put_visual(
         .await?);
     }
     if clips::is_clip(content_type) {
-        let stream = body.into_data_stream();
+        use futures::StreamExt as _;
+        let stream = body
+            .into_data_stream()
+            .map(|chunk| chunk.map_err(clips::BodyError::of_upload));
         return ok(clips::save_scene_clip(
             &state,
             &user,

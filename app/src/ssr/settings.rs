@@ -308,7 +308,20 @@ pub fn validate(v: SettingsValues) -> Result<SettingsValues, AppError> {
             0,
             10_000_000,
         )?,
-        allow_private_urls: v.allow_private_urls,
+        allowed_private_addresses: super::outbound::parse_ranges(&v.allowed_private_addresses)
+            .map(|ranges| {
+                ranges
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .map_err(|bad| {
+                AppError::validation(
+                    "values.allowed_private_addresses",
+                    format!("{bad:?} is not an address range like 192.168.1.0/24 or fd00::/8"),
+                )
+            })?,
         image_provider: validate::one_of("values.image_provider", &v.image_provider, &PROVIDERS)?,
         image_base_url: optional_url("values.image_base_url", &v.image_base_url)?,
         image_model: validate::text("values.image_model", &v.image_model, 1, short)?,

@@ -56,6 +56,8 @@ pub struct AppState {
     pub qstash: Option<Arc<super::qstash::QStash>>,
     /// This process's counters and histograms, served at `/metrics`.
     pub metrics: Arc<super::metrics::Metrics>,
+    /// Clip conversions under way in this process, bounded (see `clips::Conversions`).
+    pub conversions: Arc<super::clips::Conversions>,
 }
 
 #[derive(Debug, Clone, Copy)]

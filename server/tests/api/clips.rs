@@ -376,6 +376,35 @@ async fn a_clip_is_checked_before_it_is_kept(db: Db) {
             .contains("no video"),
         "{answer}"
     );
+    // One frame is a picture, not a clip.
+    let one_frame = {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("one.mp4");
+        let made = Command::new("ffmpeg")
+            .args([
+                "-v",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "color=c=red:s=160x120:r=30",
+            ])
+            .args(["-frames:v", "1", "-c:v", "libx264", "-pix_fmt", "yuv420p"])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        std::fs::read(path).unwrap()
+    };
+    let (status, answer) = put_picture(&app, Who::CreatorA, &visual, "video/mp4", one_frame).await;
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("too short"),
+        "{answer}"
+    );
     assert_eq!(app.count("assets").await, assets, "nothing kept");
     let leftovers: Vec<_> = std::fs::read_dir(
         app.state
@@ -492,7 +521,7 @@ async fn pictures_and_clips_come_from_urls_by_the_outbound_rules(db: Db) {
     assert_eq!(hits.load(Ordering::SeqCst), 0, "nothing was fetched");
 
     // An admin lets URLs reach this network.
-    app.configure_llm_with(|v| v.allow_private_urls = true)
+    app.configure_llm_with(|v| v.allowed_private_addresses = "127.0.0.0/8".into())
         .await;
     let (status, answer) = put_url(format!("http://{addr}/moved")).await;
     assert_eq!(status, 200, "{answer}");

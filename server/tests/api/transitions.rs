@@ -82,11 +82,12 @@ async fn transitions_are_drawn_at_the_joins_and_re_rendered_piecewise(db: Db) {
     assert!(lengths.iter().all(|f| f / 3 >= half), "{lengths:?}");
 
     // Crossfade: each join blends the two scenes, centred on where the first one ends.
-    set_transition(&app, id, "crossfade").await;
+    // (Counted from before each change: segments may be prepared as soon as it is made.)
     let (scenes_before, joins_before) = (
         frames_encoded(&app, "scene").await,
         frames_encoded(&app, "join").await,
     );
+    set_transition(&app, id, "crossfade").await;
     let video = render_video(&app, id, total, (720, 1280)).await;
     // Each scene's own frames and the ends it lends (two joins of 2·half each), once;
     // then each join's frames, once.
@@ -117,10 +118,10 @@ async fn transitions_are_drawn_at_the_joins_and_re_rendered_piecewise(db: Db) {
     );
 
     // Another transition redraws the joins only: every scene's frames are kept.
-    let detail = set_transition(&app, id, "slide").await;
-    assert_eq!(detail["video_out_of_date"], true, "{detail}");
     let scenes_before = frames_encoded(&app, "scene").await;
     let joins_before = frames_encoded(&app, "join").await;
+    let detail = set_transition(&app, id, "slide").await;
+    assert_eq!(detail["video_out_of_date"], true, "{detail}");
     let video = render_video(&app, id, total, (720, 1280)).await;
     assert_eq!(frames_encoded(&app, "scene").await - scenes_before, 0);
     assert_eq!(
@@ -139,6 +140,8 @@ async fn transitions_are_drawn_at_the_joins_and_re_rendered_piecewise(db: Db) {
     assert_eq!(detail["data"]["video_out_of_date"], false, "{detail}");
 
     // A new picture for the middle scene: that scene and its two joins, nothing else.
+    let scenes_before = frames_encoded(&app, "scene").await;
+    let joins_before = frames_encoded(&app, "join").await;
     let (status, answer) = put_picture(
         &app,
         Who::CreatorA,
@@ -148,8 +151,6 @@ async fn transitions_are_drawn_at_the_joins_and_re_rendered_piecewise(db: Db) {
     )
     .await;
     assert_eq!(status, 200, "{answer}");
-    let scenes_before = frames_encoded(&app, "scene").await;
-    let joins_before = frames_encoded(&app, "join").await;
     let video = render_video(&app, id, total, (720, 1280)).await;
     assert_eq!(
         frames_encoded(&app, "scene").await - scenes_before,
