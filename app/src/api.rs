@@ -112,6 +112,26 @@ pub async fn set_transition(id: i64, transition: Transition) -> Result<ContentDe
 }
 
 #[server(prefix = "/_sfn", input = Json)]
+pub async fn set_clip_options(
+    id: i64,
+    scene_id: i64,
+    update: ClipUpdate,
+) -> Result<ContentDetail, AppError> {
+    respond(
+        async {
+            crate::ssr::clips::set_clip_options(
+                &app_state()?,
+                &require_user()?,
+                (id, scene_id),
+                update,
+            )
+            .await
+        }
+        .await,
+    )
+}
+
+#[server(prefix = "/_sfn", input = Json)]
 pub async fn delete_content(id: i64) -> Result<(), AppError> {
     respond(async { contents::delete(&app_state()?, &require_user()?, id).await }.await)
 }
@@ -265,6 +285,7 @@ pub fn server_fn_rules() -> Vec<(&'static str, crate::ssr::security::Access)> {
         (<ListVoices as ServerFn>::PATH, User),
         (<SetVoice as ServerFn>::PATH, User),
         (<SetTransition as ServerFn>::PATH, User),
+        (<SetClipOptions as ServerFn>::PATH, User),
         (<StartJob as ServerFn>::PATH, User),
         (<ContentJobs as ServerFn>::PATH, User),
         (<StartRender as ServerFn>::PATH, User),

@@ -283,6 +283,17 @@ pub struct SceneClip {
     pub sound: u32,
 }
 
+/// How a scene's clip plays, changed after upload (`PUT …/scenes/{scene_id}/clip`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ClipUpdate {
+    pub when_shorter: WhenShorter,
+    /// The clip's own sound under the narration, 0–100 %.
+    #[cfg_attr(feature = "ssr", schema(minimum = 0, maximum = 100))]
+    pub sound: u32,
+}
+
 /// What a clip does when its scene lasts longer than it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]

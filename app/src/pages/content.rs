@@ -8,13 +8,13 @@ use super::jobs::{keep_polling, Chip, JobCard};
 use super::music::MusicPicker;
 use super::voice::VoicePicker;
 use crate::api::{
-    cancel_job, content_jobs, delete_content, get_content, retry_job, set_transition, start_job,
-    start_render, update_content,
+    cancel_job, content_jobs, delete_content, get_content, retry_job, set_clip_options,
+    set_transition, start_job, start_render, update_content,
 };
 use crate::components::ErrorBox;
 use crate::model::{
-    limits, ContentDetail, JobDetail, JobKind, MediaRequest, SceneClip, SceneEdit, Transition,
-    UpdateContentRequest, WhenShorter,
+    limits, ClipUpdate, ContentDetail, JobDetail, JobKind, MediaRequest, SceneClip, SceneEdit,
+    Transition, UpdateContentRequest, WhenShorter,
 };
 
 /// A file a creator chose or dropped (only the browser has one).
@@ -380,6 +380,30 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
         #[cfg(not(feature = "hydrate"))]
         let _ = (scene, query, sent, id);
     };
+    // A clip's options changed in the page: saved at once (the next render uses them).
+    let change_clip = move |row: Row, scene: i64| {
+        let update = ClipUpdate {
+            when_shorter: WhenShorter::parse(&row.when_shorter.get_untracked()).unwrap_or_default(),
+            sound: row.sound.get_untracked().parse().unwrap_or(0),
+        };
+        let upto = latest.with_untracked(|l| l.iter().map(|d| d.job.id).max().unwrap_or(0));
+        leptos::task::spawn_local(async move {
+            match set_clip_options(id, scene, update).await {
+                Ok(detail) => {
+                    if let Some(s) = detail.scenes.iter().find(|s| s.id == scene) {
+                        let label = s.clip.as_ref().map(clip_label);
+                        own.update(|o| {
+                            o.insert(scene, (s.image_asset_id, label, upto));
+                        });
+                        sources_changed.set(true);
+                    }
+                }
+                Err(error) => picture_errors.update(|e| {
+                    e.insert(scene, error.message);
+                }),
+            }
+        });
+    };
     // Several files dropped or chosen on a scene: the first goes to that scene, the next
     // to the saved scene after it, and so on, each with its own scene's options.
     #[cfg(feature = "hydrate")]
@@ -588,7 +612,7 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
                             <div class="scene-media">
                                 {m.image.map(|a| view! { <img src=format!("/api/assets/{a}") alt="Scene picture"/> })}
                                 <div class="scene-media-side">
-                                    {row.id.map(|sid| view! {
+                                    {row.id.map(|sid| { let has_clip = m.clip.is_some(); view! {
                                         <div class="actions">
                                             <button type="button" on:click=move |_| { start.dispatch((JobKind::Media, Some(sid))); }>
                                                 "Regenerate picture"</button>
@@ -623,13 +647,19 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
                                             </select>
                                             <select name="when_shorter" aria-label="What a clip shorter than the scene does"
                                                 prop:value=move || row.when_shorter.get()
-                                                on:change=move |ev| row.when_shorter.set(event_target_value(&ev))>
+                                                on:change=move |ev| {
+                                                    row.when_shorter.set(event_target_value(&ev));
+                                                    if has_clip { change_clip(row, sid); }
+                                                }>
                                                 <option value="loop">"Short clip: loop"</option>
                                                 <option value="freeze">"Short clip: hold last frame"</option>
                                             </select>
                                             <select name="sound" aria-label="The clip's own sound under the narration"
                                                 prop:value=move || row.sound.get()
-                                                on:change=move |ev| row.sound.set(event_target_value(&ev))>
+                                                on:change=move |ev| {
+                                                    row.sound.set(event_target_value(&ev));
+                                                    if has_clip { change_clip(row, sid); }
+                                                }>
                                                 <option value="0">"Clip sound: off"</option>
                                                 <option value="25">"Clip sound: 25 %"</option>
                                                 <option value="50">"Clip sound: 50 %"</option>
@@ -658,7 +688,7 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
                                         {move || picture_errors.with(|e| e.get(&sid).cloned()).map(|message| view! {
                                             <p class="error" role="alert">{message}</p>
                                         })}
-                                    }.into_any())}
+                                    }.into_any() })}
                                     {m.clip.clone().map(|label| view! { <p class="clip-label">{label}</p> })}
                                     {m.audio.map(|a| view! { <audio controls preload="none" src=format!("/api/assets/{a}")></audio> })}
                                     <div class="chips">

@@ -612,3 +612,42 @@ where
         },
     )
 }
+
+/// Changes how the scene's clip plays; the next render uses it (the video is out of date
+/// until then). Errors: 404 for another's content, a scene not in it or a scene without a
+/// clip; 422 for a sound over 100 %.
+pub async fn set_clip_options(
+    state: &AppState,
+    user: &CurrentUser,
+    (content_id, scene_id): (i64, i64),
+    update: crate::model::ClipUpdate,
+) -> Result<ContentDetail, AppError> {
+    let content = super::contents::get(state, user, content_id).await?;
+    let has_clip = content
+        .scenes
+        .iter()
+        .any(|s| s.id == scene_id && s.clip.is_some());
+    if !has_clip {
+        return Err(AppError::not_found("clip"));
+    }
+    if update.sound > 100 {
+        return Err(AppError::validation(
+            "sound",
+            format!("sound is 0 to 100 % (got {})", update.sound),
+        ));
+    }
+    sqlx::query(
+        "UPDATE scenes SET clip_when_shorter = $1, clip_sound = $2, updated_at = $3 \
+         WHERE id = $4 AND content_id = $5 AND clip_asset_id IS NOT NULL",
+    )
+    .bind(update.when_shorter.as_str())
+    .bind(i64::from(update.sound))
+    .bind(now_ms())
+    .bind(scene_id)
+    .bind(content_id)
+    .execute(state.pool())
+    .await
+    .db("changing a clip")?;
+    super::render::prepare_ahead(state, content_id);
+    super::contents::get(state, user, content_id).await
+}

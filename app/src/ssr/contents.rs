@@ -384,9 +384,20 @@ pub async fn get(state: &AppState, user: &CurrentUser, id: i64) -> Result<Conten
             .iter()
             .map(|s| (s.image_asset_id, s.audio_asset_id))
             .collect();
-        detail.video_out_of_date =
-            super::render::sources_of(&now, detail.music_asset_id, detail.presets.transition)
-                != made_from;
+        detail.video_out_of_date = super::render::sources_of(
+            &now,
+            detail.music_asset_id,
+            detail.presets.transition,
+            &detail
+                .scenes
+                .iter()
+                .map(|s| {
+                    s.clip
+                        .as_ref()
+                        .map(|c| (c.asset_id, c.when_shorter, c.sound))
+                })
+                .collect::<Vec<_>>(),
+        ) != made_from;
     }
     Ok(detail)
 }

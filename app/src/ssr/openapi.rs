@@ -85,6 +85,7 @@ pub struct ErrorBody {
         rest::preview_voice,
         rest::put_voice,
         rest::put_transition,
+        rest::put_clip,
         rest::put_visual,
         rest::delete_visual,
     ),

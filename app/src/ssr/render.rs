@@ -53,6 +53,7 @@ pub struct RenderScene {
 /// A scene's clip as the render plays it.
 #[derive(Debug, Clone)]
 pub struct RenderClip {
+    pub id: i64,
     pub key: String,
     pub when_shorter: WhenShorter,
     /// Its own sound under the narration, 0–100 %.
@@ -98,6 +99,7 @@ pub async fn scenes(
         f64,
         String,
         Option<String>,
+        Option<i64>,
         Option<String>,
         String,
         i64,
@@ -105,7 +107,7 @@ pub async fn scenes(
     let rows: Vec<Row> =
         sqlx::query_as(
             "SELECT s.narration, s.image_asset_id, ia.storage_key, s.audio_asset_id, aa.storage_key, aa.duration_ms, s.planned_seconds, c.language, aa.words, \
-             ca.storage_key, s.clip_when_shorter, s.clip_sound \
+             s.clip_asset_id, ca.storage_key, s.clip_when_shorter, s.clip_sound \
              FROM scenes s JOIN contents c ON c.id = s.content_id \
              LEFT JOIN assets ia ON ia.id = s.image_asset_id LEFT JOIN assets aa ON aa.id = s.audio_asset_id \
              LEFT JOIN assets ca ON ca.id = s.clip_asset_id \
@@ -127,6 +129,7 @@ pub async fn scenes(
                 planned,
                 language,
                 words,
+                clip_id,
                 clip_key,
                 when_shorter,
                 sound,
@@ -142,7 +145,8 @@ pub async fn scenes(
                     font: super::text_layout::font_for(&language),
                     // Unreadable timings (another version's) fall back to the estimate.
                     words: words.and_then(|w| serde_json::from_str(&w).ok()),
-                    clip: clip_key.map(|key| RenderClip {
+                    clip: clip_id.zip(clip_key).map(|(id, key)| RenderClip {
+                        id,
                         key,
                         when_shorter: WhenShorter::parse(&when_shorter).unwrap_or_default(),
                         sound: sound.clamp(0, 100) as u32,
@@ -153,20 +157,26 @@ pub async fn scenes(
         .collect())
 }
 
-/// What a video is made from (each scene's picture and narration, in order, the music
-/// and the transition), as stored with it and compared to tell when it is out of date.
-/// The transition is named only when it is not `fade`, which every video had before
-/// transitions were a choice: those videos stay up to date.
+/// What a video is made from (each scene's picture and narration, in order, the music,
+/// the transition and each scene's clip with how it plays), as stored with it and
+/// compared to tell when it is out of date. The transition is named only when it is not
+/// `fade`, which every video had before transitions were a choice: those videos stay up
+/// to date.
 pub fn sources_of(
     pairs: &[(Option<i64>, Option<i64>)],
     music: Option<i64>,
     transition: Transition,
+    clips: &[Option<(i64, WhenShorter, u32)>],
 ) -> String {
-    match transition {
-        Transition::Fade => serde_json::json!({ "scenes": pairs, "music": music }),
-        other => serde_json::json!({ "scenes": pairs, "music": music, "transition": other }),
+    let mut sources = serde_json::json!({ "scenes": pairs, "music": music });
+    if transition != Transition::Fade {
+        sources["transition"] = serde_json::json!(transition);
     }
-    .to_string()
+    // Likewise named only when a scene has a clip: each scene's clip and how it plays.
+    if clips.iter().any(Option::is_some) {
+        sources["clips"] = serde_json::json!(clips);
+    }
+    sources.to_string()
 }
 
 /// "scenes 2 and 5 have no picture; scene 3 has no narration", or None when all are ready.
@@ -1074,6 +1084,10 @@ pub async fn render(
                 .collect::<Vec<_>>(),
             music.as_ref().map(|m| m.0),
             transition,
+            &scenes
+                .iter()
+                .map(|s| s.clip.as_ref().map(|c| (c.id, c.when_shorter, c.sound)))
+                .collect::<Vec<_>>(),
         )),
     })
 }

@@ -189,6 +189,12 @@ pub fn api_routes() -> Vec<ApiRoute> {
         route(Method::PUT, "/api/contents/{id}/voice", User, put_voice),
         route(
             Method::PUT,
+            "/api/contents/{id}/scenes/{scene_id}/clip",
+            User,
+            put_clip,
+        ),
+        route(
+            Method::PUT,
             "/api/contents/{id}/transition",
             User,
             put_transition,
@@ -1064,6 +1070,28 @@ async fn put_voice(
     ApiJson(req): ApiJson<VoiceUpdate>,
 ) -> ApiResult<ContentDetail> {
     ok(voices::set(&state, &user, id_param(&id)?, req).await?)
+}
+
+#[utoipa::path(
+    put,
+    path = "/api/contents/{id}/scenes/{scene_id}/clip",
+    tag = "contents",
+    summary = "Change how a scene's clip plays (the next render uses it)",
+    params(
+        ("id" = i64, Path, minimum = 1, description = "The content's id."),
+        ("scene_id" = i64, Path, minimum = 1, description = "The scene's id."),
+    ),
+    request_body = ClipUpdate,
+    responses((status = 200, description = "The content with the scene's clip as it now plays.", body = Data<ContentDetail>))
+)]
+async fn put_clip(
+    State(state): State<AppState>,
+    Actor(user): Actor,
+    Path((id, scene_id)): Path<(String, String)>,
+    ApiJson(req): ApiJson<ClipUpdate>,
+) -> ApiResult<ContentDetail> {
+    let ids = (id_param(&id)?, scene_param(&scene_id)?);
+    ok(clips::set_clip_options(&state, &user, ids, req).await?)
 }
 
 #[utoipa::path(

@@ -42,6 +42,27 @@ async fn fresh_content_of_a(app: &TestApp) -> i64 {
         .unwrap()
 }
 
+/// A's new content with a clip on its first scene: (content, scene).
+async fn content_of_a_with_clip(app: &TestApp) -> (i64, i64) {
+    let content = app
+        .saved_content("Owls turn their heads far. They see in the dark.")
+        .await;
+    let (id, scene) = (
+        content["id"].as_i64().unwrap(),
+        content["scenes"][0]["id"].as_i64().unwrap(),
+    );
+    let (status, _, answer) = app
+        .send(
+            app.client_for(Who::CreatorA)
+                .put(app.url(&format!("/api/contents/{id}/scenes/{scene}/visual")))
+                .header("content-type", "video/mp4")
+                .body(crate::clips::clip("mp4", (64, 48), &["red"], false)),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    (id, scene)
+}
+
 async fn fresh_token_of_a(app: &TestApp) -> i64 {
     let (_, created) = app
         .call(
@@ -134,6 +155,14 @@ async fn rest_sample(app: &TestApp, method: &Method, path: &str) -> (String, Opt
             Some(json!({ "voice": "en+f3", "speed": 1.25 })),
             Owner::ContentOfA,
         ),
+        ("PUT", "/api/contents/{id}/scenes/{scene_id}/clip") => {
+            let (content, scene) = content_of_a_with_clip(app).await;
+            (
+                format!("/api/contents/{content}/scenes/{scene}/clip"),
+                Some(json!({ "when_shorter": "loop", "sound": 0 })),
+                Owner::ContentOfA,
+            )
+        }
         ("PUT", "/api/contents/{id}/transition") => (
             format!("/api/contents/{}/transition", fresh_content_of_a(app).await),
             Some(json!({ "transition": "crossfade" })),
@@ -327,6 +356,13 @@ async fn server_functions_follow_their_rules(db: Db) {
                     json!({ "id": fresh_content_of_a(&app).await, "req": { "voice": "alloy" } }),
                     Owner::ContentOfA,
                 ),
+                "set_clip_options" => {
+                    let (content, scene) = content_of_a_with_clip(&app).await;
+                    (
+                        json!({ "id": content, "scene_id": scene, "update": { "when_shorter": "loop", "sound": 0 } }),
+                        Owner::ContentOfA,
+                    )
+                }
                 "set_transition" => (
                     json!({ "id": fresh_content_of_a(&app).await, "transition": "wipe" }),
                     Owner::ContentOfA,

@@ -29,7 +29,7 @@ const SCRIPT: &str =
 
 /// A `w`×`h` clip showing each of `colours` for a second, with a 1 kHz tone when `tone`,
 /// in `ext` (mp4 and mov: H.264 and AAC; webm: VP8 and Opus).
-fn clip(ext: &str, (w, h): (u32, u32), colours: &[&str], tone: bool) -> Vec<u8> {
+pub(crate) fn clip(ext: &str, (w, h): (u32, u32), colours: &[&str], tone: bool) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(format!("clip.{ext}"));
     let mut ffmpeg = Command::new("ffmpeg");
@@ -228,6 +228,53 @@ async fn clips_play_in_their_scenes(db: Db) {
         with_tone > without + 15.0,
         "1 kHz: {with_tone} dB with the clip's sound, {without} dB without"
     );
+
+    // How a clip plays can change after upload: held instead of looped, and the video is
+    // out of date until rendered again.
+    let (status, answer) = app
+        .call(
+            Who::CreatorA,
+            reqwest::Method::PUT,
+            &format!("/api/contents/{id}/scenes/{}/clip", scenes[0]),
+            Some(&json!({ "when_shorter": "freeze", "sound": 0 })),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["data"]["scenes"][0]["clip"]["when_shorter"],
+        "freeze"
+    );
+    assert_eq!(answer["data"]["video_out_of_date"], true, "{answer}");
+    let video = render_video(&app, id, total, (720, 1280)).await;
+    let seen = pixel(&video, "mp4", 2.5, 360, 640);
+    assert!(near(seen, BLUE), "the last frame held: {seen:?}");
+    for (scene, body, status) in [
+        (
+            scenes[0],
+            json!({ "when_shorter": "freeze", "sound": 101 }),
+            422,
+        ),
+        (
+            scenes[0],
+            json!({ "when_shorter": "bounce", "sound": 0 }),
+            422,
+        ),
+        (
+            scenes[1] + 1000,
+            json!({ "when_shorter": "loop", "sound": 0 }),
+            404,
+        ),
+    ] {
+        let (got, answer) = app
+            .call(
+                Who::CreatorA,
+                reqwest::Method::PUT,
+                &format!("/api/contents/{id}/scenes/{scene}/clip"),
+                Some(&body),
+            )
+            .await;
+        assert_eq!(got, status, "{body}: {answer}");
+    }
 
     // A picture put on a clip's scene replaces the clip.
     let (status, answer) = put_picture(
