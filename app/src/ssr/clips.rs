@@ -40,6 +40,9 @@ pub fn is_clip(content_type: Option<&str>) -> bool {
 /// Largest clip frame accepted, in pixels a side (4K and DCI 4K fit).
 const CLIP_MAX_SIDE: u64 = 4096;
 
+/// How long an upload may send nothing before it is given up.
+const UPLOAD_IDLE: Duration = Duration::from_secs(30);
+
 /// How long converting one clip may take: two minutes of 4K source on 2 cores with room.
 const CONVERT_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -161,6 +164,9 @@ where
         .map_err(|e| AppError::new(ErrorCode::Internal, e.message().to_owned()))?;
     let thumb = media::media_dir(state).join(&thumb_key);
     let upload = path.with_file_name(format!("upload-{stamp}.{ext}"));
+    // Until the clip is on record its files are ours to remove, also when the request is
+    // dropped half-way (the client went away; ffmpeg dies with it).
+    let mut unrecorded = Unrecorded(vec![upload.clone(), path.clone(), thumb.clone()]);
     let made = async {
         receive(&upload, body).await?;
         let _turn = state
@@ -200,21 +206,26 @@ where
         }
         Err(e) => Err(e),
     };
-    match recorded {
-        Ok(replaced) => {
-            for key in replaced {
-                media::remove_file(state, &key).await;
-            }
-            super::render::prepare_ahead(state, content_id);
-        }
-        Err(e) => {
-            // Nothing points at these files: they go now, not at the next sweep.
-            let _ = tokio::fs::remove_file(&path).await;
-            let _ = tokio::fs::remove_file(&thumb).await;
-            return Err(e);
+    // Nothing points at the files of a clip that failed: they go now (`unrecorded`), not
+    // at the next sweep.
+    let replaced = recorded?;
+    unrecorded.0.clear();
+    for key in replaced {
+        media::remove_file(state, &key).await;
+    }
+    super::render::prepare_ahead(state, content_id);
+    super::contents::get(state, user, content_id).await
+}
+
+/// Files of a clip not on record yet, removed when dropped unless cleared.
+struct Unrecorded(Vec<std::path::PathBuf>);
+
+impl Drop for Unrecorded {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = std::fs::remove_file(path);
         }
     }
-    super::contents::get(state, user, content_id).await
 }
 
 /// Why a clip's body stopped arriving.
@@ -261,7 +272,20 @@ where
         .await
         .map_err(|e| super::error::internal("saving an upload", e))?;
     let mut received = 0usize;
-    while let Some(chunk) = body.next().await {
+    loop {
+        // A client that stops sending holds a request and a file: it is let go.
+        let Ok(next) = tokio::time::timeout(UPLOAD_IDLE, body.next()).await else {
+            return Err(AppError::validation(
+                "body",
+                format!(
+                    "the video clip stopped arriving (nothing for {} s)",
+                    UPLOAD_IDLE.as_secs()
+                ),
+            ));
+        };
+        let Some(chunk) = next else {
+            break;
+        };
         let chunk = chunk.map_err(|e| match e {
             BodyError::TooLarge => too_large(),
             BodyError::Broken(why) => AppError::validation(
@@ -531,6 +555,23 @@ pub async fn save_scene_visual_from_url(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let read_failed = |e: reqwest::Error| fetched(super::outbound::download_failed("the URL", e));
+    // What is wrong with the file there is said of the URL, not of a body the caller sent.
+    let of_url = |e: AppError| match e.field.as_deref() {
+        Some("body") => AppError::validation("url", format!("the URL's file: {}", e.message)),
+        _ => e,
+    };
+    if response
+        .content_length()
+        .is_some_and(|n| n > limits::CLIP_MAX_BYTES as u64)
+    {
+        return Err(AppError::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "the URL's file is larger than {} MiB",
+                limits::CLIP_MAX_BYTES / 1024 / 1024
+            ),
+        ));
+    }
     if is_clip(content_type.as_deref()) {
         // Another video type names the URL, not the (absent) upload.
         media::upload_ext(content_type.as_deref(), CLIP_TYPES, "video clip", b" ")
@@ -544,7 +585,8 @@ pub async fn save_scene_visual_from_url(
             options,
             Box::pin(body),
         )
-        .await;
+        .await
+        .map_err(of_url);
     }
     let is_picture = content_type
         .as_deref()
@@ -577,6 +619,12 @@ pub async fn save_scene_visual_from_url(
         &bytes,
     )
     .await
+    .map_err(|e| match e.code {
+        ErrorCode::UnsupportedMediaType => {
+            AppError::validation("url", format!("the URL answered: {}", e.message))
+        }
+        _ => of_url(e),
+    })
 }
 
 /// A download's body that ends with an error once `deadline` passes, so a server that

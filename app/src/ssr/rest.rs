@@ -1201,6 +1201,20 @@ async fn put_visual(
         )
         .await?);
     }
+    let picture = content_type.is_some_and(|t| {
+        t.trim_start()
+            .get(..6)
+            .is_some_and(|p| p.eq_ignore_ascii_case("image/"))
+    });
+    if !picture {
+        return Err(AppError::new(
+            crate::error::ErrorCode::UnsupportedMediaType,
+            format!(
+                "Send a picture (image/png, image/jpeg or image/webp), a video clip (video/mp4, video/quicktime or video/webm), or {{\"url\"}} as application/json (got {})",
+                content_type.unwrap_or("no Content-Type")
+            ),
+        ));
+    }
     let (content_type, bytes) =
         file_body(&headers, body, limits::PICTURE_MAX_BYTES, "picture").await?;
     ok(media::save_scene_picture(&state, &user, id, scene_id, content_type, fit, &bytes).await?)

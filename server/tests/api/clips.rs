@@ -393,6 +393,23 @@ async fn a_clip_is_checked_before_it_is_kept(db: Db) {
             assert_eq!(answer["error"]["field"], field, "{answer}");
         }
     }
+    // A type that is neither says what is taken.
+    let (status, answer) = put_picture(
+        &app,
+        Who::CreatorA,
+        &visual,
+        "application/octet-stream",
+        good.clone(),
+    )
+    .await;
+    assert_eq!(status, 415, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("video/mp4"),
+        "{answer}"
+    );
     // Audio only is not a clip.
     let audio_only = {
         let dir = tempfile::tempdir().unwrap();
@@ -502,6 +519,10 @@ async fn media_server(
             get(move || async move { ([(CONTENT_TYPE, "video/mp4")], clip) }),
         )
         .route(
+            "/anim.gif",
+            get(|| async { ([(CONTENT_TYPE, "image/gif")], "GIF89a") }),
+        )
+        .route(
             "/notes.txt",
             get(|| async { ([(CONTENT_TYPE, "text/plain")], "not media") }),
         )
@@ -605,6 +626,11 @@ async fn pictures_and_clips_come_from_urls_by_the_outbound_rules(db: Db) {
             "/gone",
             422,
             "downloading from the URL failed with status 404 Not Found",
+        ),
+        (
+            "/anim.gif",
+            422,
+            "the URL answered: Send the picture as image/png, image/jpeg or image/webp (got image/gif)",
         ),
     ] {
         let (got, answer) = put_url(format!("http://{addr}{path}")).await;
