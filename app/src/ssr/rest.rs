@@ -1207,6 +1207,8 @@ async fn put_visual(
             .is_some_and(|p| p.eq_ignore_ascii_case("image/"))
     });
     if !picture {
+        // Another's content is 404 whatever is sent, as everywhere.
+        contents::get(&state, &user, id).await?;
         return Err(AppError::new(
             crate::error::ErrorCode::UnsupportedMediaType,
             format!(
