@@ -30,11 +30,7 @@ const CLIP_TYPES: &[(&[&str], &str)] = &[
 
 /// Whether an upload's `Content-Type` names a video clip rather than a picture.
 pub fn is_clip(content_type: Option<&str>) -> bool {
-    content_type.is_some_and(|t| {
-        t.trim_start()
-            .get(..6)
-            .is_some_and(|p| p.eq_ignore_ascii_case("video/"))
-    })
+    media::top_type_is(content_type, "video")
 }
 
 /// Largest clip frame accepted, in pixels a side (4K and DCI 4K fit).
@@ -588,10 +584,7 @@ pub async fn save_scene_visual_from_url(
         .await
         .map_err(of_url);
     }
-    let is_picture = content_type
-        .as_deref()
-        .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("image/"));
-    if !is_picture {
+    if !media::top_type_is(content_type.as_deref(), "image") {
         return Err(AppError::validation(
             "url",
             format!(

@@ -868,6 +868,13 @@ pub async fn save_music(
     super::contents::get(state, user, content_id).await
 }
 
+/// Whether `content_type`'s top-level type is `top` (`image`, `video`), case aside.
+pub fn top_type_is(content_type: Option<&str>, top: &str) -> bool {
+    content_type
+        .and_then(|t| t.trim_start().split_once('/'))
+        .is_some_and(|(t, _)| t.eq_ignore_ascii_case(top))
+}
+
 /// The media types a music upload may have (`Content-Type` names, the extension its demuxer
 /// reads).
 const MUSIC_TYPES: &[(&[&str], &str)] = &[

@@ -1164,12 +1164,7 @@ async fn put_visual(
         when_shorter,
         sound: params.number("sound", 0..=100)?.unwrap_or(0),
     };
-    let json = content_type.is_some_and(|t| {
-        t.split(';')
-            .next()
-            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
-    });
-    if json {
+    if is_json(&headers) {
         let (_, bytes) = file_body(&headers, body, limits::BODY_MAX_BYTES, "request body").await?;
         let req: VisualUrl = serde_json::from_slice(&bytes).map_err(|e| {
             AppError::new(
@@ -1201,12 +1196,7 @@ async fn put_visual(
         )
         .await?);
     }
-    let picture = content_type.is_some_and(|t| {
-        t.trim_start()
-            .get(..6)
-            .is_some_and(|p| p.eq_ignore_ascii_case("image/"))
-    });
-    if !picture {
+    if !media::top_type_is(content_type, "image") {
         // Another's content is 404 whatever is sent, as everywhere.
         contents::get(&state, &user, id).await?;
         return Err(AppError::new(

@@ -69,6 +69,20 @@ pub(crate) fn clip(ext: &str, (w, h): (u32, u32), colours: &[&str], tone: bool) 
     std::fs::read(path).unwrap()
 }
 
+/// The MP4 that ffmpeg makes with `args` (inputs and output options).
+fn ffmpeg_mp4(args: &[&str]) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("made.mp4");
+    let made = Command::new("ffmpeg")
+        .args(["-v", "error"])
+        .args(args)
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(made.success(), "ffmpeg {args:?}");
+    std::fs::read(path).unwrap()
+}
+
 /// The mean loudness of the 1 kHz band of `video` from `at` for `seconds`, in dB.
 fn tone_db(video: &[u8], at: f64, seconds: f64) -> f64 {
     let dir = tempfile::tempdir().unwrap();
@@ -411,26 +425,7 @@ async fn a_clip_is_checked_before_it_is_kept(db: Db) {
         "{answer}"
     );
     // Audio only is not a clip.
-    let audio_only = {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tone.mp4");
-        let made = Command::new("ffmpeg")
-            .args([
-                "-v",
-                "error",
-                "-f",
-                "lavfi",
-                "-i",
-                "sine=f=440:d=1",
-                "-c:a",
-                "aac",
-            ])
-            .arg(&path)
-            .status()
-            .unwrap();
-        assert!(made.success());
-        std::fs::read(path).unwrap()
-    };
+    let audio_only = ffmpeg_mp4(&["-f", "lavfi", "-i", "sine=f=440:d=1", "-c:a", "aac"]);
     let (status, answer) = put_picture(&app, Who::CreatorA, &visual, "video/mp4", audio_only).await;
     assert_eq!(status, 422, "{answer}");
     assert!(
@@ -441,25 +436,18 @@ async fn a_clip_is_checked_before_it_is_kept(db: Db) {
         "{answer}"
     );
     // One frame is a picture, not a clip.
-    let one_frame = {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("one.mp4");
-        let made = Command::new("ffmpeg")
-            .args([
-                "-v",
-                "error",
-                "-f",
-                "lavfi",
-                "-i",
-                "color=c=red:s=160x120:r=30",
-            ])
-            .args(["-frames:v", "1", "-c:v", "libx264", "-pix_fmt", "yuv420p"])
-            .arg(&path)
-            .status()
-            .unwrap();
-        assert!(made.success());
-        std::fs::read(path).unwrap()
-    };
+    let one_frame = ffmpeg_mp4(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=red:s=160x120:r=30",
+        "-frames:v",
+        "1",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+    ]);
     let (status, answer) = put_picture(&app, Who::CreatorA, &visual, "video/mp4", one_frame).await;
     assert_eq!(status, 422, "{answer}");
     assert!(
