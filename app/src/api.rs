@@ -12,7 +12,7 @@ use crate::model::*;
 use crate::ssr::auth::{current_user, require_admin, require_user, respond, session};
 #[cfg(feature = "ssr")]
 use crate::ssr::{
-    contents, jobs, script, settings, state::app_state, status, tokens, users, voices,
+    contents, jobs, script, settings, state::app_state, status, stock, tokens, users, voices,
 };
 
 #[cfg(feature = "ssr")]
@@ -129,6 +129,65 @@ pub async fn set_clip_options(
         }
         .await,
     )
+}
+
+/// The stock libraries creators can search (those with a key in Settings).
+#[server(prefix = "/_sfn", input = Json)]
+pub async fn stock_sources() -> Result<Vec<StockProvider>, AppError> {
+    respond(
+        async {
+            require_user()?;
+            let (values, keys) = settings::for_tasks(&app_state()?).await?;
+            Ok(stock::configured(&values, &keys))
+        }
+        .await,
+    )
+}
+
+#[server(prefix = "/_sfn", input = Json)]
+pub async fn search_footage(
+    id: i64,
+    scene_id: i64,
+    query: Option<String>,
+    kind: StockKind,
+    provider: Option<StockProvider>,
+    page: u32,
+) -> Result<StockResults, AppError> {
+    respond(
+        async {
+            let asked = stock::Asked {
+                query,
+                kind,
+                provider,
+                page,
+            };
+            stock::search_for_scene(&app_state()?, &require_user()?, (id, scene_id), asked).await
+        }
+        .await,
+    )
+}
+
+/// A stock result made the scene's visual: cropped to the frame, a clip looped and silent
+/// (`set_clip_options` changes that).
+#[server(prefix = "/_sfn", input = Json)]
+pub async fn pick_footage(id: i64, scene_id: i64, pick: String) -> Result<ContentDetail, AppError> {
+    respond(
+        async {
+            let options = crate::ssr::clips::ClipOptions {
+                fit: crate::ssr::media::Fit::Crop,
+                when_shorter: WhenShorter::Loop,
+                sound: 0,
+            };
+            let (state, user) = (app_state()?, require_user()?);
+            stock::use_pick(&state, &user, (id, scene_id), &pick, options).await
+        }
+        .await,
+    )
+}
+
+#[server(prefix = "/_sfn", input = Json)]
+pub async fn find_footage(req: FootageRequest) -> Result<JobView, AppError> {
+    respond(async { jobs::create_footage(&app_state()?, &require_user()?, req).await }.await)
 }
 
 #[server(prefix = "/_sfn", input = Json)]
@@ -286,6 +345,10 @@ pub fn server_fn_rules() -> Vec<(&'static str, crate::ssr::security::Access)> {
         (<SetVoice as ServerFn>::PATH, User),
         (<SetTransition as ServerFn>::PATH, User),
         (<SetClipOptions as ServerFn>::PATH, User),
+        (<StockSources as ServerFn>::PATH, User),
+        (<SearchFootage as ServerFn>::PATH, User),
+        (<PickFootage as ServerFn>::PATH, User),
+        (<FindFootage as ServerFn>::PATH, User),
         (<StartJob as ServerFn>::PATH, User),
         (<ContentJobs as ServerFn>::PATH, User),
         (<StartRender as ServerFn>::PATH, User),

@@ -257,6 +257,161 @@ pub struct SceneView {
     /// clip's first frame).
     #[serde(default)]
     pub clip: Option<SceneClip>,
+    /// Who made the picture or clip, when it is stock footage (the licences ask for it).
+    #[serde(default)]
+    pub credit: Option<StockCredit>,
+}
+
+/// A stock library CREVID searches with the admin's key (`pexels_api_key`,
+/// `pixabay_api_key`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum StockProvider {
+    Pexels,
+    Pixabay,
+}
+
+impl StockProvider {
+    pub const ALL: [StockProvider; 2] = [StockProvider::Pexels, StockProvider::Pixabay];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StockProvider::Pexels => "pexels",
+            StockProvider::Pixabay => "pixabay",
+        }
+    }
+
+    /// The library's own name, as credits write it.
+    pub fn label(self) -> &'static str {
+        match self {
+            StockProvider::Pexels => "Pexels",
+            StockProvider::Pixabay => "Pixabay",
+        }
+    }
+
+    /// The library's home page, linked wherever its results are shown (both ask for it).
+    pub fn home(self) -> &'static str {
+        match self {
+            StockProvider::Pexels => "https://www.pexels.com",
+            StockProvider::Pixabay => "https://pixabay.com",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+/// Stock photos or stock video clips.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum StockKind {
+    Photos,
+    #[default]
+    Videos,
+}
+
+impl StockKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StockKind::Photos => "photos",
+            StockKind::Videos => "videos",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [StockKind::Photos, StockKind::Videos]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// Who made a stock picture or clip: "Photo by {author} on Pexels", linked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct StockCredit {
+    pub provider: StockProvider,
+    pub kind: StockKind,
+    pub author: String,
+    /// The author's page at the library.
+    pub author_url: String,
+    /// The picture's or clip's page at the library.
+    pub page_url: String,
+}
+
+impl StockCredit {
+    /// `Photo by Jane Doe on Pexels`.
+    pub fn line(&self) -> String {
+        let what = match self.kind {
+            StockKind::Photos => "Photo",
+            StockKind::Videos => "Video",
+        };
+        format!("{what} by {} on {}", self.author, self.provider.label())
+    }
+}
+
+/// One search result: show `preview_url`, credit `credit`, and send `pick` to use it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct StockCandidate {
+    /// The library's id for it.
+    pub id: String,
+    pub width: u32,
+    pub height: u32,
+    /// A clip's length, in milliseconds; none for a photo.
+    pub duration_ms: Option<i64>,
+    pub credit: StockCredit,
+    /// A small picture of it, served through CREVID (`GET /api/stock/preview`).
+    pub preview_url: String,
+    /// An opaque token for `PUT …/scenes/{scene_id}/visual` with `{"stock": pick}`; it names
+    /// what to download and is valid for 24 hours.
+    pub pick: String,
+}
+
+/// One page of stock search results for a scene.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct StockResults {
+    pub provider: StockProvider,
+    pub kind: StockKind,
+    /// The words searched for (the creator's, or some of the scene's visual prompt).
+    pub query: String,
+    /// `portrait`, `landscape` or `square`, from the content's aspect ratio.
+    pub orientation: String,
+    pub page: u32,
+    /// How many results the library has for the query.
+    pub total: u64,
+    pub candidates: Vec<StockCandidate>,
+}
+
+/// A stock picture or clip chosen from search results, as a scene's visual (`PUT
+/// …/visual` with a JSON body).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct StockPick {
+    /// A candidate's `pick` token.
+    pub stock: String,
+}
+
+/// Stock footage for a content's scenes, found in the background: each scene gets the
+/// best match for its visual prompt. All scenes without a creator's own visual when
+/// `scene_ids` is left out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct FootageRequest {
+    pub content_id: i64,
+    #[serde(default)]
+    pub scene_ids: Option<Vec<i64>>,
+    /// Clips (the default; a photo when no clip is found) or photos.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub kind: StockKind,
+    /// Render the video once every scene has its picture and narration.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub render_after: bool,
 }
 
 /// A picture or clip for a scene, fetched from a URL (`PUT …/visual` with a JSON body).
@@ -428,6 +583,12 @@ pub struct SettingsView {
     /// The transcription endpoint's own key, masked.
     #[serde(default)]
     pub transcription_api_key_masked: Option<String>,
+    /// The Pexels API key, masked; none: Pexels is not searched.
+    #[serde(default)]
+    pub pexels_api_key_masked: Option<String>,
+    /// The Pixabay API key, masked; none: Pixabay is not searched.
+    #[serde(default)]
+    pub pixabay_api_key_masked: Option<String>,
 }
 
 /// Every non-secret setting. Stored as one JSON document; unknown keys from older
@@ -532,6 +693,12 @@ pub struct SettingsValues {
     /// Background music level, in percent of its own loudness (it is also lowered further
     /// while someone speaks).
     pub music_volume: u32,
+    /// Pexels' API (photos at `{base}/v1/search`, videos at `{base}/videos/search`); searched
+    /// once `pexels_api_key` is set. Another URL only for a stand-in.
+    pub pexels_base_url: String,
+    /// Pixabay's API (photos at `{base}/`, videos at `{base}/videos/`); searched once
+    /// `pixabay_api_key` is set.
+    pub pixabay_base_url: String,
 }
 
 impl SettingsValues {
@@ -592,6 +759,8 @@ impl Default for SettingsValues {
             caption_style: "lines".into(),
             caption_highlight_colour: "#FFD400".into(),
             music_volume: 25,
+            pexels_base_url: "https://api.pexels.com".into(),
+            pixabay_base_url: "https://pixabay.com/api".into(),
         }
     }
 }
@@ -616,6 +785,13 @@ pub struct SettingsUpdate {
     /// The transcription endpoint's own key, as `llm_api_key`.
     #[serde(default)]
     pub transcription_api_key: Option<String>,
+    /// The Pexels API key (pexels.com/api), as `llm_api_key`; with it, creators can search
+    /// Pexels for stock footage.
+    #[serde(default)]
+    pub pexels_api_key: Option<String>,
+    /// The Pixabay API key (pixabay.com/api/docs), as `llm_api_key`.
+    #[serde(default)]
+    pub pixabay_api_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -777,6 +953,8 @@ pub enum JobKind {
     Tts,
     /// The content's video, from every scene's picture and narration.
     Render,
+    /// Stock footage for scenes (Pexels, Pixabay).
+    Footage,
 }
 
 impl JobKind {
@@ -785,6 +963,7 @@ impl JobKind {
             JobKind::Media => "media",
             JobKind::Tts => "tts",
             JobKind::Render => "render",
+            JobKind::Footage => "footage",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -792,6 +971,7 @@ impl JobKind {
             "media" => Some(JobKind::Media),
             "tts" => Some(JobKind::Tts),
             "render" => Some(JobKind::Render),
+            "footage" => Some(JobKind::Footage),
             _ => None,
         }
     }

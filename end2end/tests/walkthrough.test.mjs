@@ -89,6 +89,9 @@ test('first run: the first admin is created in the browser, configures the provi
   await page.locator('input[name="llm_base_url"]').fill(stack.fakeUrl);
   await page.locator('input[name="llm_model"]').fill('fake-script-model');
   await page.locator('input[name="llm_api_key"]').fill('sk-e2e-0123456789abcdef');
+  // Stock footage from the fake's stand-in for Pexels.
+  await page.locator('input[name="pexels_base_url"]').fill(stack.fakeUrl.replace(/\/v1$/, '/pexels'));
+  await page.locator('input[name="pexels_api_key"]').fill('pexels-e2e-key');
   await page.getByRole('button', { name: 'Save settings' }).click();
   await page.getByText('Settings saved.').waitFor();
   assert.match(await page.locator('input[name="llm_api_key"]').getAttribute('placeholder'), /sk-…cdef/);
@@ -242,6 +245,30 @@ test('a creator generates images and narration and watches every scene fill in',
   await thirdScene.getByRole('button', { name: 'Use URL' }).click();
   await thirdScene.locator('[role="alert"]').waitFor();
   assert.match(await thirdScene.locator('[role="alert"]').textContent(), /the URL points at a private address/);
+
+  // Stock footage for the third scene: its visual prompt searched on Pexels (the fake's
+  // stand-in), the results shown through the server with their authors, a clip used.
+  assert.equal(await page.getByRole('button', { name: 'Find footage for all scenes' }).count(), 1);
+  const footage = thirdScene.locator('details.footage');
+  await footage.locator('summary').click();
+  await footage.getByRole('button', { name: 'Search' }).click();
+  await footage.locator('.stock-results li').first().waitFor({ timeout: 30_000 });
+  assert.equal(await footage.locator('.stock-results li').count(), 15);
+  assert.match(await footage.locator('p.muted').first().textContent(), /40 results for “.+” \(portrait\) on Pexels/);
+  await page.waitForFunction(() => [...document.querySelectorAll('li.scene')[2].querySelectorAll('.stock-results img')]
+    .slice(0, 3).every((i) => i.complete && i.naturalWidth === 180));
+  const firstResult = footage.locator('.stock-results li').first();
+  assert.match(await firstResult.textContent(), /Video by Pexels Videographer 0 on Pexels/);
+  await shot(page, 'stock-search');
+  const beforeStock = await srcOf(2);
+  await firstResult.getByRole('button', { name: 'Use' }).click();
+  await thirdScene.locator('.scene-credit').waitFor({ timeout: 60_000 });
+  assert.match(await thirdScene.locator('.scene-credit').textContent(), /Video by Pexels Videographer 0 on Pexels/);
+  await page.waitForFunction((old) => {
+    const img = document.querySelectorAll('.scene-media img')[2];
+    return img && img.getAttribute('src') !== old && img.complete && img.naturalWidth === 720;
+  }, beforeStock);
+  await page.locator('.video .credits', { hasText: 'Pexels Videographer 0' }).waitFor();
 
   // Crossfades between the scenes: saved as soon as chosen, drawn by the render.
   await page.locator('.transition-picker select[name="transition"]').selectOption('crossfade');

@@ -38,6 +38,9 @@ mod media;
 pub mod profiles;
 pub mod proxy;
 pub mod qstash;
+mod stock;
+
+pub use stock::{StockRequest, CLIP_SECONDS as STOCK_CLIP_SECONDS, TOTAL as STOCK_TOTAL};
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -295,6 +298,8 @@ struct Inner {
     /// Requests under `/files/` and `/redirect/`, whatever they were answered.
     file_requests: AtomicUsize,
     huge: Arc<HugeCounters>,
+    /// The Pexels and Pixabay stand-ins.
+    stock: Arc<stock::Stock>,
 }
 
 /// What became of the huge answers.
@@ -367,6 +372,7 @@ impl FakeOpenAi {
             next_file: AtomicU64::new(1),
             file_requests: AtomicUsize::new(0),
             huge: Arc::default(),
+            stock: Arc::default(),
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
@@ -380,7 +386,8 @@ impl FakeOpenAi {
             .route("/_fake/config", get(config_view).post(config_update))
             .route("/_fake/stats", get(stats))
             .route("/_fake/reset", post(reset))
-            .with_state(inner.clone());
+            .with_state(inner.clone())
+            .merge(stock::routes(inner.stock.clone(), format!("http://{addr}")));
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -390,6 +397,31 @@ impl FakeOpenAi {
     /// The base URL to put into CREVID's settings.
     pub fn base_url(&self) -> String {
         format!("http://{}/v1", self.addr)
+    }
+
+    /// The stand-in for Pexels' API, for `pexels_base_url` (`stock` module).
+    pub fn pexels_url(&self) -> String {
+        format!("http://{}/pexels", self.addr)
+    }
+
+    /// The stand-in for Pixabay's API, for `pixabay_base_url`.
+    pub fn pixabay_url(&self) -> String {
+        format!("http://{}/pixabay/api", self.addr)
+    }
+
+    /// The keys the stock stand-ins accept; any non-empty key when None.
+    pub fn require_stock_keys(&self, pexels: Option<&str>, pixabay: Option<&str>) {
+        self.inner.stock.require_keys(pexels, pixabay);
+    }
+
+    /// Every stock search received, oldest first.
+    pub fn stock_requests(&self) -> Vec<StockRequest> {
+        self.inner.stock.requests()
+    }
+
+    /// The names of the stock files fetched (`{rrggbb}-{w}x{h}.png|mp4`), oldest first.
+    pub fn stock_media_requests(&self) -> Vec<String> {
+        self.inner.stock.media_requests()
     }
 
     /// Where images answered by URL live: `http://ADDR/files/`, then a file's name.

@@ -4,17 +4,19 @@ use leptos_router::hooks::{use_navigate, use_params_map};
 
 use std::collections::HashMap;
 
+use super::footage::{Credit, FootagePicker};
 use super::jobs::{keep_polling, Chip, JobCard};
 use super::music::MusicPicker;
 use super::voice::VoicePicker;
 use crate::api::{
-    cancel_job, content_jobs, delete_content, get_content, retry_job, set_clip_options,
-    set_transition, start_job, start_render, update_content,
+    cancel_job, content_jobs, delete_content, find_footage, get_content, retry_job,
+    set_clip_options, set_transition, start_job, start_render, stock_sources, update_content,
 };
 use crate::components::ErrorBox;
 use crate::model::{
-    limits, ClipUpdate, ContentDetail, JobDetail, JobKind, MediaRequest, SceneClip, SceneEdit,
-    Transition, UpdateContentRequest, WhenShorter,
+    limits, ClipUpdate, ContentDetail, FootageRequest, JobDetail, JobKind, MediaRequest, SceneClip,
+    SceneEdit, SceneView, StockCredit, StockKind, StockProvider, Transition, UpdateContentRequest,
+    WhenShorter,
 };
 
 /// A file a creator chose or dropped (only the browser has one).
@@ -40,14 +42,34 @@ struct SceneMedia {
     /// "Clip · 4.2 s · loops" when the visual is the creator's clip (`image` is its first
     /// frame).
     clip: Option<String>,
+    /// Who made it, when it is stock footage.
+    credit: Option<StockCredit>,
     image_task: Option<(String, Option<String>)>,
     audio_task: Option<(String, Option<String>)>,
 }
 
-/// A creator's own picture or clip put on (or taken off) a scene in this page: the
-/// picture's asset, the clip's label, and the newest job known then, whose older pictures
-/// it replaces.
-type OwnPictures = HashMap<i64, (Option<i64>, Option<String>, i64)>;
+/// A creator's own picture or clip put on (or taken off) a scene in this page.
+#[derive(Clone, PartialEq)]
+struct Own {
+    image: Option<i64>,
+    clip: Option<String>,
+    credit: Option<StockCredit>,
+    /// The newest job known then, whose older pictures it replaces.
+    upto: i64,
+}
+
+impl Own {
+    fn of(scene: &SceneView, upto: i64) -> Self {
+        Self {
+            image: scene.image_asset_id,
+            clip: scene.clip.as_ref().map(clip_label),
+            credit: scene.credit.clone(),
+            upto,
+        }
+    }
+}
+
+type OwnPictures = HashMap<i64, Own>;
 
 /// How the scene list names a clip.
 fn clip_label(clip: &SceneClip) -> String {
@@ -80,15 +102,17 @@ fn scene_media(
                     image: s.image_asset_id,
                     audio: s.audio_asset_id,
                     clip: s.clip.as_ref().map(clip_label),
+                    credit: s.credit.clone(),
                     ..Default::default()
                 },
             )
         })
         .collect();
-    for (scene, (asset, clip, _)) in own {
+    for (scene, own) in own {
         if let Some(entry) = media.get_mut(scene) {
-            entry.image = *asset;
-            entry.clip = clip.clone();
+            entry.image = own.image;
+            entry.clip = own.clip.clone();
+            entry.credit = own.credit.clone();
         }
     }
     // Oldest job first, so the newest task decides what a scene shows.
@@ -97,12 +121,13 @@ fn scene_media(
             let Some(entry) = task.scene_id.and_then(|id| media.get_mut(&id)) else {
                 continue;
             };
-            let image = task.kind == "scene.image";
+            // Stock footage found in the background is the scene's picture too.
+            let image = task.kind == "scene.image" || task.kind == "scene.footage";
             let replaced_by_own = image
                 && task
                     .scene_id
                     .and_then(|id| own.get(&id))
-                    .is_some_and(|(_, _, upto)| job.job.id <= *upto);
+                    .is_some_and(|own| job.job.id <= own.upto);
             if task.status == "succeeded" && !replaced_by_own {
                 // Asset ids grow: an older task's picture never hides the newer one the
                 // page was loaded with (a creator's upload after that job).
@@ -111,6 +136,7 @@ fn scene_media(
                     if image && newer(entry.image, asset) {
                         entry.image = Some(asset);
                         entry.clip = None;
+                        entry.credit = None;
                     } else if !image && newer(entry.audio, asset) {
                         entry.audio = Some(asset)
                     }
@@ -310,12 +336,33 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
             },
         )
     });
+    // The stock libraries with a key; none hides every stock control.
+    let sources = RwSignal::new(Vec::<StockProvider>::new());
+    let load_sources = Action::new(|_: &()| stock_sources());
+    Effect::new(move |_| {
+        load_sources.dispatch(());
+    });
+    Effect::new(move |_| {
+        if let Some(Ok(found)) = load_sources.value().get() {
+            sources.set(found);
+        }
+    });
+    let footage_kind = RwSignal::new(StockKind::Videos);
+    let find_all = Action::new(move |_: &()| {
+        find_footage(FootageRequest {
+            content_id: id,
+            scene_ids: None,
+            kind: footage_kind.get_untracked(),
+            render_after: render_after.get_untracked(),
+        })
+    });
     let cancel = Action::new(|job: &i64| cancel_job(*job));
     let retry = Action::new(|job: &i64| retry_job(*job));
     let render = Action::new(move |_: &()| start_render(id));
     Effect::new(move |previous: Option<usize>| {
         // Any action's answer changes what the jobs show: look again now.
         let versions = start.version().get()
+            + find_all.version().get()
             + cancel.version().get()
             + retry.version().get()
             + render.version().get();
@@ -359,15 +406,19 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
                     Ok(data) => {
                         let view = data["scenes"]
                             .as_array()
-                            .and_then(|s| s.iter().find(|s| s["id"] == scene));
-                        let asset = view.and_then(|s| s["image_asset_id"].as_i64());
-                        let clip = view
-                            .and_then(|s| {
-                                serde_json::from_value::<SceneClip>(s["clip"].clone()).ok()
-                            })
-                            .map(|c| clip_label(&c));
+                            .and_then(|s| s.iter().find(|s| s["id"] == scene))
+                            .and_then(|s| serde_json::from_value::<SceneView>(s.clone()).ok());
+                        let own_now = match view {
+                            Some(view) => Own::of(&view, upto),
+                            None => Own {
+                                image: None,
+                                clip: None,
+                                credit: None,
+                                upto,
+                            },
+                        };
                         own.update(|o| {
-                            o.insert(scene, (asset, clip, upto));
+                            o.insert(scene, own_now);
                         });
                         sources_changed.set(true);
                     }
@@ -391,9 +442,8 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
             match set_clip_options(id, scene, update).await {
                 Ok(detail) => {
                     if let Some(s) = detail.scenes.iter().find(|s| s.id == scene) {
-                        let label = s.clip.as_ref().map(clip_label);
                         own.update(|o| {
-                            o.insert(scene, (s.image_asset_id, label, upto));
+                            o.insert(scene, Own::of(s, upto));
                         });
                         sources_changed.set(true);
                     }
@@ -431,6 +481,7 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
         .iter()
         .map(|s| (s.id, !s.narration.trim().is_empty()))
         .collect();
+    let saved_for_credits = saved.clone();
     let missing = Memo::new(move |_| {
         media.with(|m| {
             saved
@@ -450,6 +501,49 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
             .map(|d| d.job.id)
             .max()
     };
+    // Footage found in the background lands on scenes as a pick does: once a footage job
+    // finishes, the content is read again for its scenes' clips and credits.
+    let seen_footage = StoredValue::new(None::<i64>);
+    Effect::new(move |_| {
+        let Some(job) = latest.with(|list| newest(list, &["footage"])) else {
+            return;
+        };
+        if seen_footage.get_value().is_some_and(|seen| seen >= job) {
+            return;
+        }
+        seen_footage.set_value(Some(job));
+        leptos::task::spawn_local(async move {
+            if let Ok(detail) = get_content(id).await {
+                own.update(|o| {
+                    for scene in detail.scenes.iter().filter(|s| s.credit.is_some()) {
+                        o.insert(scene.id, Own::of(scene, job));
+                    }
+                });
+            }
+        });
+    });
+    let on_picked = move |scene: i64| {
+        Callback::new(move |detail: ContentDetail| {
+            let upto = latest.with_untracked(|l| l.iter().map(|d| d.job.id).max().unwrap_or(0));
+            if let Some(s) = detail.scenes.iter().find(|s| s.id == scene) {
+                own.update(|o| {
+                    o.insert(scene, Own::of(s, upto));
+                });
+                sources_changed.set(true);
+            }
+        })
+    };
+    // The stock footage in the video, for its description (both libraries ask for credit).
+    let credits = Memo::new(move |_| {
+        media.with(|m| {
+            let mut lines: Vec<StockCredit> = saved_for_credits
+                .iter()
+                .filter_map(|(id, _)| m.get(id).and_then(|s| s.credit.clone()))
+                .collect();
+            lines.dedup();
+            lines
+        })
+    });
     let (first_video, was_out_of_date) = (detail.video_asset_id, detail.video_out_of_date);
     let transition = RwSignal::new(detail.presets.transition);
     let save_transition = Action::new(move |t: &Transition| {
@@ -529,6 +623,17 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
             <div class="actions">
                 <button on:click=move |_| { start.dispatch((JobKind::Media, None)); } disabled=move || start.pending().get()>"Generate images"</button>
                 <button on:click=move |_| { start.dispatch((JobKind::Tts, None)); } disabled=move || start.pending().get()>"Generate narration"</button>
+                {move || (!sources.with(|s| s.is_empty())).then(|| view! {
+                    <span class="find-footage">
+                        <button on:click=move |_| { find_all.dispatch(()); } disabled=move || find_all.pending().get()>
+                            "Find footage for all scenes"</button>
+                        <select name="footage_kind" aria-label="Stock clips or photos"
+                            on:change=move |ev| footage_kind.set(StockKind::parse(&event_target_value(&ev)).unwrap_or_default())>
+                            <option value="videos">"Clips"</option>
+                            <option value="photos">"Photos"</option>
+                        </select>
+                    </span>
+                })}
                 <label class="checkbox"><input type="checkbox" name="render_after"
                     prop:checked=move || render_after.get()
                     on:change=move |ev| render_after.set(event_target_checked(&ev))/>
@@ -538,6 +643,7 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
             </div>
             <VoicePicker content_id=id language=voice_language initial_voice=first_voice initial_speed=first_speed/>
             {move || start.value().get().and_then(|r| r.err()).map(|error| view! { <ErrorBox error=error/> })}
+            {move || find_all.value().get().and_then(|r| r.err()).map(|error| view! { <ErrorBox error=error/> })}
             {move || load.value().get().and_then(|r| r.err()).map(|error| view! { <ErrorBox error=error/> })}
             {move || latest.get().into_iter().map(|d| view! { <JobCard detail=d on_cancel=on_cancel on_retry=on_retry/> }).collect_view()}
         </section>
@@ -562,6 +668,11 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
                     {move || out_of_date.get().then(|| view! {
                         <strong class="stale">" · Video out of date: a scene, the music or the transition changed since it was rendered."</strong>
                     })}
+                </p>
+            })}
+            {move || (!credits.with(|c| c.is_empty())).then(|| view! {
+                <p class="credits">"Stock footage: "
+                    {credits.get().into_iter().map(|c| view! { <Credit credit=c/> }).collect_view()}
                 </p>
             })}
             <MusicPicker content_id=id initial=first_music changed=sources_changed/>
@@ -688,8 +799,10 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
                                         {move || picture_errors.with(|e| e.get(&sid).cloned()).map(|message| view! {
                                             <p class="error" role="alert">{message}</p>
                                         })}
+                                        <FootagePicker content_id=id scene_id=sid sources=sources on_picked=on_picked(sid)/>
                                     }.into_any() })}
                                     {m.clip.clone().map(|label| view! { <p class="clip-label">{label}</p> })}
+                                    {m.credit.clone().map(|credit| view! { <p class="scene-credit"><Credit credit=credit/></p> })}
                                     {m.audio.map(|a| view! { <audio controls preload="none" src=format!("/api/assets/{a}")></audio> })}
                                     <div class="chips">
                                         <Chip label="Picture".to_owned() task=m.image_task.clone()/>

@@ -92,6 +92,7 @@ fn kind_label(kind: &str) -> &'static str {
     match kind {
         "media" => "Images",
         "tts" => "Narration",
+        "footage" => "Stock footage",
         _ => "Video",
     }
 }

@@ -1,5 +1,6 @@
 mod account;
 mod content;
+mod footage;
 mod generate;
 mod jobs;
 mod library;

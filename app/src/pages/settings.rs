@@ -106,6 +106,8 @@ fn SettingsForm(initial: SettingsView) -> impl IntoView {
     let image_key = KeyInput::new(initial.image_api_key_masked.clone());
     let tts_key = KeyInput::new(initial.tts_api_key_masked.clone());
     let transcription_key = KeyInput::new(initial.transcription_api_key_masked.clone());
+    let pexels_key = KeyInput::new(initial.pexels_api_key_masked.clone());
+    let pixabay_key = KeyInput::new(initial.pixabay_api_key_masked.clone());
 
     let save = Action::new(|update: &SettingsUpdate| {
         let update = update.clone();
@@ -118,6 +120,8 @@ fn SettingsForm(initial: SettingsView) -> impl IntoView {
         image_key.reset(view.image_api_key_masked);
         tts_key.reset(view.tts_api_key_masked);
         transcription_key.reset(view.transcription_api_key_masked);
+        pexels_key.reset(view.pexels_api_key_masked);
+        pixabay_key.reset(view.pixabay_api_key_masked);
     };
     Effect::new(move |_| {
         if let Some(Ok(view)) = save.value().get() {
@@ -138,6 +142,8 @@ fn SettingsForm(initial: SettingsView) -> impl IntoView {
             image_api_key: image_key.update(),
             tts_api_key: tts_key.update(),
             transcription_api_key: transcription_key.update(),
+            pexels_api_key: pexels_key.update(),
+            pixabay_api_key: pixabay_key.update(),
         });
     };
     let error = move || {
@@ -203,6 +209,15 @@ fn SettingsForm(initial: SettingsView) -> impl IntoView {
                 {text_field!(values, "Narrations in flight", tts_concurrency, "1–64, across all servers")}
                 {text_field!(values, "Narrations per minute", tts_per_minute, "0 for no limit")}
                 {text_field!(values, "Media request timeout (s)", media_timeout_secs, "5–900; a slower answer is retried")}
+            </div>
+
+            <h2>"Stock footage"</h2>
+            <p class="muted">"With a key, creators search Pexels or Pixabay for photos and clips under each scene, and \"Find footage for all scenes\" picks them in the background. Both are free; their authors are credited as the licences ask."</p>
+            <div class="grid">
+                {pexels_key.view("pexels_api_key", "Pexels API key", "From pexels.com/api; empty: Pexels is not searched")}
+                {text_field!(values, "Pexels API", pexels_base_url, format!("Default {}", defaults.pexels_base_url))}
+                {pixabay_key.view("pixabay_api_key", "Pixabay API key", "From pixabay.com/api/docs; empty: Pixabay is not searched")}
+                {text_field!(values, "Pixabay API", pixabay_base_url, format!("Default {}", defaults.pixabay_base_url))}
             </div>
 
             <h2>"Video"</h2>

@@ -114,7 +114,7 @@ where
 
 /// The content, when `scene_id` is one of its scenes and `options` hold; the visual is
 /// counted against the user's rate (a clip converted, a URL fetched).
-async fn scene_of(
+pub(crate) async fn scene_of(
     state: &AppState,
     user: &CurrentUser,
     (content_id, scene_id): (i64, i64),
@@ -530,19 +530,44 @@ pub async fn save_scene_visual_from_url(
     let content = scene_of(state, user, (content_id, scene_id), options).await?;
     let url = super::validate::text("url", url, 1, 2048)?;
     let (settings, _) = super::settings::for_tasks(state).await?;
-    let rules = super::outbound::Rules {
-        what: "the URL",
-        trusted: None,
-        allowed: super::outbound::parse_ranges(&settings.allowed_private_addresses)
-            .unwrap_or_default(),
+    let source = Fetched {
+        field: "url",
+        rules: super::outbound::Rules {
+            what: "the URL",
+            trusted: None,
+            allowed: super::outbound::parse_ranges(&settings.allowed_private_addresses)
+                .unwrap_or_default(),
+        },
+        timeout: Duration::from_secs(u64::from(settings.media_timeout_secs)),
     };
-    let timeout = Duration::from_secs(u64::from(settings.media_timeout_secs));
-    let deadline = tokio::time::Instant::now() + timeout;
+    visual_from(state, user, (&content, scene_id), &url, &source, options).await
+}
+
+/// Where a visual is fetched from and how its errors are named.
+pub(crate) struct Fetched<'a> {
+    /// The request field that errors about the file name (`url`, `stock`).
+    pub field: &'a str,
+    pub rules: super::outbound::Rules<'a>,
+    pub timeout: Duration,
+}
+
+/// [`save_scene_visual_from_url`] once the scene is known to be the caller's (and the
+/// fetch counted against their rate, where it is to be).
+pub(crate) async fn visual_from(
+    state: &AppState,
+    user: &CurrentUser,
+    (content, scene_id): (&ContentDetail, i64),
+    url: &str,
+    source: &Fetched<'_>,
+    options: ClipOptions,
+) -> Result<ContentDetail, AppError> {
+    let (content_id, field, what) = (content.id, source.field, source.rules.what);
+    let deadline = tokio::time::Instant::now() + source.timeout;
     let fetched = |e: TaskError| match e {
-        TaskError::Permanent(message) => AppError::validation("url", message),
+        TaskError::Permanent(message) => AppError::validation(field, message),
         other => AppError::new(ErrorCode::ProviderUnavailable, other.message().to_owned()),
     };
-    let response = super::outbound::get(&url, &rules, deadline)
+    let response = super::outbound::get(url, &source.rules, deadline)
         .await
         .map_err(fetched)?;
     let content_type = response
@@ -550,10 +575,10 @@ pub async fn save_scene_visual_from_url(
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let read_failed = |e: reqwest::Error| fetched(super::outbound::download_failed("the URL", e));
+    let read_failed = |e: reqwest::Error| fetched(super::outbound::download_failed(what, e));
     // What is wrong with the file there is said of the URL, not of a body the caller sent.
     let of_url = |e: AppError| match e.field.as_deref() {
-        Some("body") => AppError::validation("url", format!("the URL's file: {}", e.message)),
+        Some("body") => AppError::validation(field, format!("{what}'s file: {}", e.message)),
         _ => e,
     };
     if response
@@ -563,7 +588,7 @@ pub async fn save_scene_visual_from_url(
         return Err(AppError::new(
             ErrorCode::PayloadTooLarge,
             format!(
-                "the URL's file is larger than {} MiB",
+                "{what}'s file is larger than {} MiB",
                 limits::CLIP_MAX_BYTES / 1024 / 1024
             ),
         ));
@@ -571,12 +596,12 @@ pub async fn save_scene_visual_from_url(
     if is_clip(content_type.as_deref()) {
         // Another video type names the URL, not the (absent) upload.
         media::upload_ext(content_type.as_deref(), CLIP_TYPES, "video clip", b" ")
-            .map_err(|e| AppError::validation("url", format!("the URL answered: {}", e.message)))?;
+            .map_err(|e| AppError::validation(field, format!("{what} answered: {}", e.message)))?;
         let body = within_deadline(response.bytes_stream(), deadline);
         return clip_from(
             state,
             user,
-            (&content, scene_id),
+            (content, scene_id),
             content_type.as_deref(),
             options,
             Box::pin(body),
@@ -586,9 +611,9 @@ pub async fn save_scene_visual_from_url(
     }
     if !media::top_type_is(content_type.as_deref(), "image") {
         return Err(AppError::validation(
-            "url",
+            field,
             format!(
-                "the URL answered {}, not a picture or a video clip",
+                "{what} answered {}, not a picture or a video clip",
                 content_type.as_deref().unwrap_or("without a Content-Type")
             ),
         ));
@@ -614,7 +639,7 @@ pub async fn save_scene_visual_from_url(
     .await
     .map_err(|e| match e.code {
         ErrorCode::UnsupportedMediaType => {
-            AppError::validation("url", format!("the URL answered: {}", e.message))
+            AppError::validation(field, format!("{what} answered: {}", e.message))
         }
         _ => of_url(e),
     })

@@ -303,7 +303,7 @@ pub async fn get(state: &AppState, user: &CurrentUser, id: i64) -> Result<Conten
     let scenes = sqlx::query(
         "SELECT s.id, s.position, s.narration, s.visual_prompt, s.planned_seconds, s.image_asset_id, \
          s.audio_asset_id, CASE WHEN a.provider = 'upload' THEN 1 ELSE 0 END AS own_image, \
-         s.clip_asset_id, ca.duration_ms AS clip_ms, s.clip_when_shorter, s.clip_sound \
+         s.clip_asset_id, ca.duration_ms AS clip_ms, s.clip_when_shorter, s.clip_sound, a.credit \
          FROM scenes s LEFT JOIN assets a ON a.id = s.image_asset_id \
          LEFT JOIN assets ca ON ca.id = s.clip_asset_id \
          WHERE s.content_id = $1 ORDER BY s.position, s.id",
@@ -363,6 +363,9 @@ pub async fn get(state: &AppState, user: &CurrentUser, id: i64) -> Result<Conten
                                 sound: s.try_get::<i64, _>("clip_sound")?.clamp(0, 100) as u32,
                             }),
                         },
+                        credit: s
+                            .try_get::<Option<String>, _>("credit")?
+                            .and_then(|c| serde_json::from_str(&c).ok()),
                     })
                 })
                 .collect::<Result<_, sqlx::Error>>()?,

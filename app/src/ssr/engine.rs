@@ -17,7 +17,7 @@ use tokio::sync::{Notify, Semaphore};
 
 use super::db::{now_ms, Backend};
 use super::error::DbResultExt;
-use super::jobs::{self, RENDER, SCENE_AUDIO, SCENE_IMAGE};
+use super::jobs::{self, RENDER, SCENE_AUDIO, SCENE_FOOTAGE, SCENE_IMAGE};
 use super::media;
 use super::metrics::TaskOutcome;
 use super::state::AppState;
@@ -44,6 +44,9 @@ impl KindLimits {
         let (concurrency, per_window) = match kind {
             SCENE_IMAGE => (settings.image_concurrency, settings.image_per_minute),
             SCENE_AUDIO => (settings.tts_concurrency, settings.tts_per_minute),
+            // Each finds footage and converts it as a creator's pick is: two at a time, as
+            // clips convert, and Pexels' and Pixabay's own limits answer 429 when reached.
+            SCENE_FOOTAGE => (2, 0),
             // ffmpeg uses every core it is given: renders run one or two at a time.
             _ => (settings.render_concurrency, 0),
         };
@@ -154,26 +157,43 @@ impl TaskError {
 }
 
 /// What a successful task made: its main asset (the task's output), any others, and for a
-/// render, which scene assets the video was made from.
+/// render, which scene assets the video was made from. A task that recorded its result
+/// itself (stock footage, put on the scene as a creator's pick is) has no primary, only
+/// the asset it recorded.
 pub struct Output {
-    pub primary: NewAsset,
+    pub primary: Option<NewAsset>,
     pub also: Vec<NewAsset>,
     pub video_sources: Option<String>,
+    /// The task's output when it recorded it itself.
+    pub recorded: Option<i64>,
 }
 
 impl Output {
     pub fn one(asset: NewAsset) -> Self {
         Self {
-            primary: asset,
+            primary: Some(asset),
             also: Vec::new(),
             video_sources: None,
+            recorded: None,
         }
     }
 
+    /// Nothing left for the engine to record: the task put `asset` in place itself.
+    pub fn recorded(asset: Option<i64>) -> Self {
+        Self {
+            primary: None,
+            also: Vec::new(),
+            video_sources: None,
+            recorded: asset,
+        }
+    }
+
+    fn assets(&self) -> impl Iterator<Item = &NewAsset> {
+        self.primary.iter().chain(&self.also)
+    }
+
     fn keys(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(&self.primary)
-            .chain(&self.also)
-            .map(|a| a.storage_key.as_str())
+        self.assets().map(|a| a.storage_key.as_str())
     }
 }
 
@@ -308,6 +328,7 @@ pub async fn claim(
 pub struct Signals {
     image: Notify,
     audio: Notify,
+    footage: Notify,
     render: Notify,
 }
 
@@ -316,6 +337,7 @@ impl Signals {
         match kind {
             SCENE_IMAGE => &self.image,
             SCENE_AUDIO => &self.audio,
+            SCENE_FOOTAGE => &self.footage,
             _ => &self.render,
         }
     }
@@ -432,6 +454,7 @@ pub async fn run_claimed_within(
         match task.kind.as_str() {
             SCENE_IMAGE => media::scene_image(state, &task).await,
             SCENE_AUDIO => media::scene_audio(state, &task).await,
+            SCENE_FOOTAGE => super::stock::scene_footage(state, &task).await,
             RENDER => super::render::render(state, &task, stopped).await,
             other => Err(TaskError::Permanent(format!("unknown task kind {other:?}"))),
         }
@@ -557,9 +580,9 @@ async fn finish(
     let mut video_ms = None;
     match result {
         Ok(output) => {
-            video_ms = output.primary.duration_ms;
+            video_ms = output.primary.as_ref().and_then(|p| p.duration_ms);
             let mut ids = Vec::new();
-            for asset in std::iter::once(&output.primary).chain(&output.also) {
+            for asset in output.assets() {
                 ids.push(insert_asset(&mut tx, task, asset, now).await?);
             }
             // Succeeded, or cancelled when the job was cancelled meanwhile. Whether a render
@@ -576,7 +599,7 @@ async fn finish(
                   OR EXISTS (SELECT 1 FROM jobs o WHERE o.id = tasks.job_id AND o.options LIKE '%\"render_after\":true%')) \
                  THEN 1 ELSE 0 END AS BIGINT)"
             ))
-            .bind(ids[0])
+            .bind(output.primary.as_ref().and(ids.first().copied()).or(output.recorded))
             .bind(task.id)
             .bind(&*state.worker_id)
             .bind(now)
@@ -589,8 +612,7 @@ async fn finish(
                     succeeded = true;
                     counted = Some(TaskOutcome::Succeeded);
                     render_expected = outcome.as_ref().is_some_and(|(_, r)| *r == 1);
-                    let assets = std::iter::once(&output.primary).chain(&output.also);
-                    for (asset, id) in assets.zip(&ids) {
+                    for (asset, id) in output.assets().zip(&ids) {
                         make_current(&mut tx, task, asset.kind, *id, &output, now).await?;
                     }
                     // What the new assets replace is dropped with them.
@@ -825,7 +847,7 @@ pub async fn drain(state: &AppState) -> Result<usize, AppError> {
 }
 
 /// Every task kind, for what is kept or shown per kind.
-pub const KINDS: [&str; 3] = [SCENE_IMAGE, SCENE_AUDIO, RENDER];
+pub const KINDS: [&str; 4] = [SCENE_IMAGE, SCENE_AUDIO, SCENE_FOOTAGE, RENDER];
 
 /// How long a worker with nothing to claim may sleep: until the next task falls due (a
 /// queued `run_at`, an expiring lease), or, when due work waits on the limits, until the

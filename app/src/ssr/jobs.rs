@@ -17,6 +17,7 @@ use crate::model::{
 pub const SCENE_IMAGE: &str = "scene.image";
 pub const SCENE_AUDIO: &str = "scene.audio";
 pub const RENDER: &str = "content.render";
+pub const SCENE_FOOTAGE: &str = "scene.footage";
 pub const MAX_ATTEMPTS: i64 = 5;
 
 const JOB_COLUMNS: &str =
@@ -54,6 +55,7 @@ fn task_kind(kind: JobKind) -> &'static str {
         JobKind::Media => SCENE_IMAGE,
         JobKind::Tts => SCENE_AUDIO,
         JobKind::Render => RENDER,
+        JobKind::Footage => SCENE_FOOTAGE,
     }
 }
 
@@ -65,6 +67,48 @@ pub async fn create(
     user: &CurrentUser,
     kind: JobKind,
     req: MediaRequest,
+) -> Result<JobView, AppError> {
+    if kind == JobKind::Footage {
+        return Err(AppError::validation(
+            "kind",
+            "stock footage has its own request: use the footage route",
+        ));
+    }
+    create_with(state, user, kind, req, serde_json::Map::new()).await
+}
+
+/// Stock footage for the chosen scenes (every scene without the creator's own visual when
+/// none are named), as [`create`] does pictures; 409 when no library has a key.
+pub async fn create_footage(
+    state: &AppState,
+    user: &CurrentUser,
+    req: crate::model::FootageRequest,
+) -> Result<JobView, AppError> {
+    let (values, keys) = super::settings::for_tasks(state).await?;
+    if super::stock::configured(&values, &keys).is_empty() {
+        // Another's content is 404 before anything else, as everywhere.
+        super::contents::get(state, user, req.content_id).await?;
+        return Err(AppError::new(
+            crate::error::ErrorCode::ProviderNotConfigured,
+            "Stock footage needs a Pexels or Pixabay API key: an admin sets one in Settings",
+        ));
+    }
+    let mut options = serde_json::Map::new();
+    options.insert("stock_kind".into(), req.kind.as_str().into());
+    let media = MediaRequest {
+        content_id: req.content_id,
+        scene_ids: req.scene_ids,
+        render_after: req.render_after,
+    };
+    create_with(state, user, JobKind::Footage, media, options).await
+}
+
+async fn create_with(
+    state: &AppState,
+    user: &CurrentUser,
+    kind: JobKind,
+    req: MediaRequest,
+    options: serde_json::Map<String, serde_json::Value>,
 ) -> Result<JobView, AppError> {
     // Ownership and the scene list are checked before anything is written.
     let content = super::contents::get(state, user, req.content_id).await?;
@@ -119,7 +163,15 @@ pub async fn create(
     super::media::check_quota(state, user, req.content_id).await?;
     check_rate(state, user).await?;
     let content_ids = [req.content_id];
-    insert(state, user.id, kind, &content_ids, tasks, req.render_after).await
+    insert(
+        state,
+        user.id,
+        kind,
+        &content_ids,
+        tasks,
+        (req.render_after, options),
+    )
+    .await
 }
 
 /// One job for every scene of several contents (each the caller's).
@@ -186,7 +238,15 @@ pub async fn create_batch(
         super::media::check_quota(state, user, *id).await?;
     }
     check_rate(state, user).await?;
-    insert(state, user.id, kind, &ids, tasks, req.render_after).await
+    insert(
+        state,
+        user.id,
+        kind,
+        &ids,
+        tasks,
+        (req.render_after, serde_json::Map::new()),
+    )
+    .await
 }
 
 /// With QStash, refuses media work whose provider timeout outlasts a delivery.
@@ -199,6 +259,7 @@ async fn fits(state: &AppState, kind: JobKind) -> Result<(), AppError> {
     let provider = match kind {
         JobKind::Media => settings.image_provider == "openai",
         JobKind::Tts => settings.tts_provider == "openai",
+        JobKind::Footage => true,
         JobKind::Render => false,
     };
     let timeout = if provider {
@@ -228,7 +289,7 @@ async fn fits_render(
 /// Why a job for "every scene" has no scene left to work on.
 fn nothing_to_make(kind: JobKind) -> &'static str {
     match kind {
-        JobKind::Media => {
+        JobKind::Media | JobKind::Footage => {
             "every scene has your own picture: name a scene (scene_ids) to replace its picture"
         }
         _ => "these scenes have no words to narrate",
@@ -238,7 +299,7 @@ fn nothing_to_make(kind: JobKind) -> &'static str {
 /// Pictures for every scene leave the creator's own alone (a scene named by id gets a
 /// new one).
 fn without_own_pictures(kind: JobKind, content: &ContentDetail, scenes: Vec<i64>) -> Vec<i64> {
-    if kind != JobKind::Media {
+    if !matches!(kind, JobKind::Media | JobKind::Footage) {
         return scenes;
     }
     scenes
@@ -302,7 +363,7 @@ async fn enqueue_render(
         JobKind::Render,
         &[content_id],
         vec![(content_id, None)],
-        false,
+        (false, serde_json::Map::new()),
     )
     .await
 }
@@ -374,9 +435,13 @@ async fn insert(
     kind: JobKind,
     content_ids: &[i64],
     tasks: Vec<(i64, Option<i64>)>,
-    render_after: bool,
+    (render_after, mut options): (bool, serde_json::Map<String, serde_json::Value>),
 ) -> Result<JobView, AppError> {
-    let options = serde_json::json!({ "render_after": render_after }).to_string();
+    // The engine looks for `"render_after":true` in the text, as serde_json writes it.
+    let mut all = serde_json::Map::new();
+    all.insert("render_after".into(), render_after.into());
+    all.append(&mut options);
+    let options = serde_json::Value::Object(all).to_string();
     let content_id = (content_ids.len() == 1).then(|| content_ids[0]);
     let content_list = serde_json::to_string(content_ids)
         .map_err(|e| super::error::internal("encoding a job", e))?;

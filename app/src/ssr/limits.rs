@@ -22,6 +22,8 @@ pub enum Bucket {
     VoiceSamples,
     /// Clips converted and visuals fetched from URLs, at the background jobs' rate.
     Visuals,
+    /// Stock footage searches, at the background jobs' rate.
+    StockSearches,
     SignInIp,
 }
 

@@ -28,6 +28,7 @@ pub mod settings;
 pub mod splitter;
 pub mod state;
 pub mod status;
+pub mod stock;
 pub mod text_layout;
 pub mod tokens;
 pub mod users;

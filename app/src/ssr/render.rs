@@ -1075,7 +1075,7 @@ pub async fn render(
     })
     .await?;
     Ok(Output {
-        primary: video,
+        primary: Some(video),
         also: vec![subtitles],
         video_sources: Some(sources_of(
             &scenes
@@ -1089,6 +1089,7 @@ pub async fn render(
                 .map(|s| s.clip.as_ref().map(|c| (c.id, c.when_shorter, c.sound)))
                 .collect::<Vec<_>>(),
         )),
+        recorded: None,
     })
 }
 

@@ -18,7 +18,7 @@ use super::openapi::{
 };
 use super::security::Access;
 use super::state::AppState;
-use super::{clips, contents, jobs, media, script, settings, status, tokens, users, voices};
+use super::{clips, contents, jobs, media, script, settings, status, stock, tokens, users, voices};
 use crate::error::AppError;
 use crate::model::*;
 
@@ -211,6 +211,14 @@ pub fn api_routes() -> Vec<ApiRoute> {
             User,
             delete_visual,
         ),
+        route(
+            Method::GET,
+            "/api/contents/{id}/scenes/{scene_id}/footage",
+            User,
+            search_footage,
+        ),
+        route(Method::GET, "/api/stock/preview", User, stock_preview),
+        route(Method::POST, "/api/footage/find", User, find_footage),
         route(Method::GET, "/api/voices", User, list_voices),
         route(Method::GET, "/api/voices/preview", User, preview_voice),
         route(
@@ -1002,6 +1010,22 @@ async fn list_voices(
     ok(voices::list(&state, params.get("language")).await?)
 }
 
+/// A GET that spends a provider call: another site must not make the browser send it (a
+/// top-level navigation carries the session cookie). Fetch Metadata says where a request
+/// comes from; clients that send none (API tools) are not browsers.
+fn refuse_cross_site(headers: &axum::http::HeaderMap) -> Result<(), AppError> {
+    if headers
+        .get("sec-fetch-site")
+        .is_some_and(|site| site.as_bytes() == b"cross-site")
+    {
+        return Err(AppError::new(
+            crate::error::ErrorCode::Csrf,
+            "This request came from another site and was refused.",
+        ));
+    }
+    Ok(())
+}
+
 #[utoipa::path(
     get,
     path = "/api/voices/preview",
@@ -1025,18 +1049,7 @@ async fn preview_voice(
     headers: axum::http::HeaderMap,
     ApiQuery(raw): ApiQuery<std::collections::HashMap<String, String>>,
 ) -> Result<axum::response::Response, AppError> {
-    // A GET that spends a provider call: another site must not make the browser send it
-    // (a top-level navigation carries the session cookie). Fetch Metadata says where a
-    // request comes from; clients that send none (API tools) are not browsers.
-    if headers
-        .get("sec-fetch-site")
-        .is_some_and(|site| site.as_bytes() == b"cross-site")
-    {
-        return Err(AppError::new(
-            crate::error::ErrorCode::Csrf,
-            "This request came from another site and was refused.",
-        ));
-    }
+    refuse_cross_site(&headers)?;
     let params = QueryParams::new(&raw, &["voice", "language", "speed", "content_id", "text"])?;
     let request = voices::PreviewRequest {
         voice: params.get("voice").unwrap_or_default().to_owned(),
@@ -1124,7 +1137,7 @@ async fn put_transition(
         ("when_shorter" = Option<String>, Query, description = "Clips only: `loop` (the default) or `freeze` (hold the last frame) when the scene outlasts the clip."),
         ("sound" = Option<u32>, Query, minimum = 0, maximum = 100, description = "Clips only: the clip's own sound under the narration, in percent; 0 (the default) drops it."),
     ),
-    request_body(description = "A PNG, JPEG or WebP picture, an MP4, QuickTime or WebM clip (its first 120 s are kept), or `{\"url\"}` naming either on the web.", content((Binary = "image/png"), (Binary = "image/jpeg"), (Binary = "image/webp"), (Binary = "video/mp4"), (Binary = "video/quicktime"), (Binary = "video/webm"), (VisualUrl = "application/json"))),
+    request_body(description = "A PNG, JPEG or WebP picture, an MP4, QuickTime or WebM clip (its first 120 s are kept), `{\"url\"}` naming either on the web, or `{\"stock\"}` with a stock search result's `pick`.", content((Binary = "image/png"), (Binary = "image/jpeg"), (Binary = "image/webp"), (Binary = "video/mp4"), (Binary = "video/quicktime"), (Binary = "video/webm"), (VisualUrl = "application/json"))),
     responses((status = 200, description = "The content, the scene showing the picture or clip.", body = Data<ContentDetail>), QuotaExceeded)
 )]
 async fn put_visual(
@@ -1166,6 +1179,17 @@ async fn put_visual(
     };
     if is_json(&headers) {
         let (_, bytes) = file_body(&headers, body, limits::BODY_MAX_BYTES, "request body").await?;
+        let stock = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .is_ok_and(|v| v.get("stock").is_some());
+        if stock {
+            let req: StockPick = serde_json::from_slice(&bytes).map_err(|e| {
+                AppError::new(
+                    crate::error::ErrorCode::InvalidJson,
+                    format!("The body is not a {{\"stock\"}} object: {e}"),
+                )
+            })?;
+            return ok(stock::use_pick(&state, &user, (id, scene_id), &req.stock, options).await?);
+        }
         let req: VisualUrl = serde_json::from_slice(&bytes).map_err(|e| {
             AppError::new(
                 crate::error::ErrorCode::InvalidJson,
@@ -1230,6 +1254,98 @@ async fn delete_visual(
 ) -> ApiResult<ContentDetail> {
     let (id, scene_id) = (id_param(&id)?, scene_param(&scene_id)?);
     ok(media::remove_scene_picture(&state, &user, id, scene_id).await?)
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/contents/{id}/scenes/{scene_id}/footage",
+    tag = "contents",
+    summary = "Search Pexels or Pixabay for stock photos or clips for a scene",
+    params(
+        ("id" = i64, Path, minimum = 1, description = "The content's id."),
+        ("scene_id" = i64, Path, minimum = 1, description = "The scene's id."),
+        ("q" = Option<String>, Query, max_length = 100, description = "What to look for; some words of the scene's visual prompt when left out."),
+        ("kind" = Option<String>, Query, description = "`videos` (the default) or `photos`."),
+        ("provider" = Option<String>, Query, description = "`pexels` or `pixabay`; the first with a key in Settings when left out."),
+        ("page" = Option<u32>, Query, minimum = 1, maximum = 66, description = "From 1; 15 results a page."),
+    ),
+    responses(
+        (status = 200, description = "One page of results in the content's orientation, each with its author and a `pick` token.", body = Data<StockResults>),
+        ContentNotFound, TooManyRequests, ProviderErrors, CrossSite
+    )
+)]
+async fn search_footage(
+    State(state): State<AppState>,
+    Actor(user): Actor,
+    Path((id, scene_id)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+    ApiQuery(raw): ApiQuery<std::collections::HashMap<String, String>>,
+) -> ApiResult<StockResults> {
+    let (id, scene_id) = (id_param(&id)?, scene_param(&scene_id)?);
+    refuse_cross_site(&headers)?;
+    let params = QueryParams::new(&raw, &["q", "kind", "provider", "page"])?;
+    let kind = match params.get("kind") {
+        None => StockKind::default(),
+        Some(k) => StockKind::parse(k).ok_or_else(|| {
+            AppError::validation("kind", format!("kind is videos or photos (got {k:?})"))
+        })?,
+    };
+    let provider = match params.get("provider") {
+        None => None,
+        Some(p) => Some(StockProvider::parse(p).ok_or_else(|| {
+            AppError::validation(
+                "provider",
+                format!("provider is pexels or pixabay (got {p:?})"),
+            )
+        })?),
+    };
+    let asked = stock::Asked {
+        query: params.get("q").map(str::to_owned),
+        kind,
+        provider,
+        page: params.number("page", 1..=66)?.unwrap_or(1),
+    };
+    ok(stock::search_for_scene(&state, &user, (id, scene_id), asked).await?)
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/stock/preview",
+    tag = "contents",
+    summary = "A stock search result's preview picture, passed through this server",
+    params(("pick" = String, Query, description = "A result's `pick` token.")),
+    responses(
+        (status = 200, description = "The library's preview picture.", content_type = "image/jpeg", body = Binary),
+        ProviderErrors
+    )
+)]
+async fn stock_preview(
+    State(state): State<AppState>,
+    Actor(_user): Actor,
+    ApiQuery(raw): ApiQuery<std::collections::HashMap<String, String>>,
+) -> Result<axum::response::Response, AppError> {
+    let params = QueryParams::new(&raw, &["pick"])?;
+    let token = params
+        .get("pick")
+        .ok_or_else(|| AppError::validation("pick", "pick is required"))?;
+    let (content_type, bytes) = stock::preview(&state, token).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, content_type)], bytes).into_response())
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/footage/find",
+    tag = "jobs",
+    summary = "Find stock footage for a content's scenes (a background job)",
+    request_body = FootageRequest,
+    responses((status = 202, description = "The job was queued; poll `GET /api/jobs/{id}`.", body = Data<JobView>), TooManyRequests, ContentNotFound, QuotaExceeded)
+)]
+async fn find_footage(
+    State(state): State<AppState>,
+    Actor(user): Actor,
+    ApiJson(req): ApiJson<FootageRequest>,
+) -> Result<(StatusCode, Json<Data<JobView>>), AppError> {
+    Ok(accepted(jobs::create_footage(&state, &user, req).await?))
 }
 
 fn scene_param(raw: &str) -> Result<i64, AppError> {

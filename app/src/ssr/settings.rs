@@ -8,7 +8,9 @@ use super::error::DbResultExt;
 use super::state::AppState;
 use super::validate;
 use crate::error::AppError;
-use crate::model::{limits, SettingsUpdate, SettingsValues, SettingsView, ASPECT_RATIOS};
+use crate::model::{
+    limits, SettingsUpdate, SettingsValues, SettingsView, StockProvider, ASPECT_RATIOS,
+};
 
 const VALUES_KEY: &str = "values";
 const LLM_KEY: &str = "secret.llm_api_key";
@@ -75,15 +77,31 @@ pub enum Capability {
     /// Word timestamps of provider narration, for captions; defaults to the speech
     /// endpoint rather than the script's.
     Transcription,
+    /// Stock footage searches (not OpenAI-compatible; never the script's key).
+    Pexels,
+    Pixabay,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 4] = [
+    pub const ALL: [Capability; 6] = [
         Capability::Script,
         Capability::Images,
         Capability::Speech,
         Capability::Transcription,
+        Capability::Pexels,
+        Capability::Pixabay,
     ];
+
+    pub fn of_stock(provider: StockProvider) -> Self {
+        match provider {
+            StockProvider::Pexels => Capability::Pexels,
+            StockProvider::Pixabay => Capability::Pixabay,
+        }
+    }
+
+    fn is_stock(self) -> bool {
+        matches!(self, Capability::Pexels | Capability::Pixabay)
+    }
 
     /// Where its sealed key is stored.
     fn secret(self) -> &'static str {
@@ -92,6 +110,8 @@ impl Capability {
             Capability::Images => "secret.image_api_key",
             Capability::Speech => "secret.tts_api_key",
             Capability::Transcription => "secret.transcription_api_key",
+            Capability::Pexels => "secret.pexels_api_key",
+            Capability::Pixabay => "secret.pixabay_api_key",
         }
     }
 
@@ -102,13 +122,15 @@ impl Capability {
             Capability::Images => &v.image_base_url,
             Capability::Speech => &v.tts_base_url,
             Capability::Transcription => &v.transcription_base_url,
+            Capability::Pexels => &v.pexels_base_url,
+            Capability::Pixabay => &v.pixabay_base_url,
         }
     }
 }
 
 /// The stored keys, decrypted, one per [`Capability`] (in `Capability::ALL`'s order).
 #[derive(Debug, Clone, Default)]
-pub struct Keys([Option<String>; 4]);
+pub struct Keys([Option<String>; 6]);
 
 impl Keys {
     fn get(&self, capability: Capability) -> Option<&str> {
@@ -145,7 +167,7 @@ pub fn endpoint(values: &SettingsValues, keys: &Keys, capability: Capability) ->
         };
     }
     let key = keys.get(capability).or_else(|| {
-        (origin(own) == origin(&values.llm_base_url))
+        (!capability.is_stock() && origin(own) == origin(&values.llm_base_url))
             .then_some(script_key)
             .flatten()
     });
@@ -180,16 +202,19 @@ pub async fn for_tasks(state: &AppState) -> Result<(SettingsValues, Keys), AppEr
         Err(_) => 0,
     };
     // One statement for all, so a key is never paired with another endpoint's settings.
-    let rows: Vec<(String, String)> =
-        sqlx::query_as("SELECT key, value FROM settings WHERE key IN ($1, $2, $3, $4, $5)")
-            .bind(VALUES_KEY)
-            .bind(Capability::Script.secret())
-            .bind(Capability::Images.secret())
-            .bind(Capability::Speech.secret())
-            .bind(Capability::Transcription.secret())
-            .fetch_all(state.pool())
-            .await
-            .db("reading settings")?;
+    let placeholders: Vec<String> = (1..=Capability::ALL.len() + 1)
+        .map(|i| format!("${i}"))
+        .collect();
+    let sql = format!(
+        "SELECT key, value FROM settings WHERE key IN ({})",
+        placeholders.join(", ")
+    );
+    let query = Capability::ALL
+        .iter()
+        .fold(sqlx::query_as(&sql).bind(VALUES_KEY), |q, c| {
+            q.bind(c.secret())
+        });
+    let rows: Vec<(String, String)> = query.fetch_all(state.pool()).await.db("reading settings")?;
     let find = |k: &str| {
         rows.iter()
             .find(|(key, _)| key == k)
@@ -245,6 +270,8 @@ pub async fn view(state: &AppState) -> Result<SettingsView, AppError> {
         image_api_key_masked: masked(stored_key(state, Capability::Images).await?),
         tts_api_key_masked: masked(stored_key(state, Capability::Speech).await?),
         transcription_api_key_masked: masked(stored_key(state, Capability::Transcription).await?),
+        pexels_api_key_masked: masked(stored_key(state, Capability::Pexels).await?),
+        pixabay_api_key_masked: masked(stored_key(state, Capability::Pixabay).await?),
     })
 }
 
@@ -404,6 +431,8 @@ pub fn validate(v: SettingsValues) -> Result<SettingsValues, AppError> {
             &v.caption_highlight_colour,
         )?,
         music_volume: validate::range_u32("values.music_volume", v.music_volume, 0, 100)?,
+        pexels_base_url: validate::http_url("values.pexels_base_url", &v.pexels_base_url)?,
+        pixabay_base_url: validate::http_url("values.pixabay_base_url", &v.pixabay_base_url)?,
     })
 }
 
@@ -483,6 +512,8 @@ pub async fn update(state: &AppState, update: SettingsUpdate) -> Result<Settings
         Capability::Images => update.image_api_key.as_deref(),
         Capability::Speech => update.tts_api_key.as_deref(),
         Capability::Transcription => update.transcription_api_key.as_deref(),
+        Capability::Pexels => update.pexels_api_key.as_deref(),
+        Capability::Pixabay => update.pixabay_api_key.as_deref(),
     };
     let mut key_changes = Vec::new();
     for capability in Capability::ALL {

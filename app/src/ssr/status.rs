@@ -354,6 +354,7 @@ fn kind_name(kind: &str) -> &'static str {
     match kind {
         super::jobs::SCENE_IMAGE => "pictures",
         super::jobs::SCENE_AUDIO => "narration",
+        super::jobs::SCENE_FOOTAGE => "stock footage",
         _ => "renders",
     }
 }

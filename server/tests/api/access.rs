@@ -182,6 +182,25 @@ async fn rest_sample(app: &TestApp, method: &Method, path: &str) -> (String, Opt
                 Owner::ContentOfA,
             )
         }
+        ("GET", "/api/contents/{id}/scenes/{scene_id}/footage") => {
+            let content = app
+                .saved_content("Owls turn their heads far. They see in the dark.")
+                .await;
+            (
+                format!(
+                    "/api/contents/{}/scenes/{}/footage?q=owls",
+                    content["id"], content["scenes"][0]["id"]
+                ),
+                None,
+                Owner::ContentOfA,
+            )
+        }
+        ("GET", "/api/stock/preview") => ("/api/stock/preview?pick=x".into(), None, Owner::None),
+        ("POST", "/api/footage/find") => (
+            path.into(),
+            Some(json!({ "content_id": fresh_content_of_a(app).await })),
+            Owner::ContentOfA,
+        ),
         ("GET", "/api/voices") => ("/api/voices?language=French".into(), None, Owner::None),
         ("GET", "/api/voices/preview") => (
             format!(
@@ -363,6 +382,23 @@ async fn server_functions_follow_their_rules(db: Db) {
                         Owner::ContentOfA,
                     )
                 }
+                "stock_sources" => (json!({}), Owner::None),
+                "search_footage" | "pick_footage" => {
+                    let content = app
+                        .saved_content("Owls turn their heads far. They see in the dark.")
+                        .await;
+                    let (id, scene) = (&content["id"], &content["scenes"][0]["id"]);
+                    let args = if name == "pick_footage" {
+                        json!({ "id": id, "scene_id": scene, "pick": "x" })
+                    } else {
+                        json!({ "id": id, "scene_id": scene, "query": "owls", "kind": "videos", "provider": null, "page": 1 })
+                    };
+                    (args, Owner::ContentOfA)
+                }
+                "find_footage" => (
+                    json!({ "req": { "content_id": fresh_content_of_a(&app).await } }),
+                    Owner::ContentOfA,
+                ),
                 "set_transition" => (
                     json!({ "id": fresh_content_of_a(&app).await, "transition": "wipe" }),
                     Owner::ContentOfA,

@@ -18,6 +18,7 @@ mod profiles;
 mod qstash;
 mod render;
 mod settings;
+mod stock;
 mod storage;
 mod transitions;
 mod visuals;

@@ -80,7 +80,7 @@ pub(crate) async fn put_picture(
     (status, answer)
 }
 
-async fn bytes_of(app: &TestApp, path: &str) -> Vec<u8> {
+pub(crate) async fn bytes_of(app: &TestApp, path: &str) -> Vec<u8> {
     let response = app.client.get(app.url(path)).send().await.unwrap();
     assert_eq!(response.status(), 200, "{path}");
     response.bytes().await.unwrap().to_vec()
