@@ -173,13 +173,8 @@ pub async fn search_footage(
 pub async fn pick_footage(id: i64, scene_id: i64, pick: String) -> Result<ContentDetail, AppError> {
     respond(
         async {
-            let options = crate::ssr::clips::ClipOptions {
-                fit: crate::ssr::media::Fit::Crop,
-                when_shorter: WhenShorter::Loop,
-                sound: 0,
-            };
             let (state, user) = (app_state()?, require_user()?);
-            stock::use_pick(&state, &user, (id, scene_id), &pick, options).await
+            stock::use_pick(&state, &user, (id, scene_id), &pick, stock::PICKED).await
         }
         .await,
     )

@@ -16,6 +16,8 @@ where
 /// Bounds on what a client may send. They are part of the API contract (README) and are
 /// checked in `ssr::validate` before anything is written.
 pub mod limits {
+    /// Stock search results a page holds, as Pexels' default.
+    pub const STOCK_PER_PAGE: u32 = 15;
     pub const TOPIC_MIN_CHARS: usize = 3;
     pub const TOPIC_MAX_CHARS: usize = 500;
     pub const SCRIPT_MIN_CHARS: usize = 20;
@@ -279,6 +281,16 @@ impl StockProvider {
         match self {
             StockProvider::Pexels => "pexels",
             StockProvider::Pixabay => "pixabay",
+        }
+    }
+
+    /// The last page the library serves at [`limits::STOCK_PER_PAGE`]: Pixabay's API
+    /// reaches its first 500 results (`totalHits`); Pexels documents no bound, so 66 pages
+    /// (about 1 000 results) it is.
+    pub fn last_page(self) -> u32 {
+        match self {
+            StockProvider::Pixabay => 500 / limits::STOCK_PER_PAGE,
+            StockProvider::Pexels => 66,
         }
     }
 

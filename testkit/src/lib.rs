@@ -414,6 +414,11 @@ impl FakeOpenAi {
         self.inner.stock.require_keys(pexels, pixabay);
     }
 
+    /// Every stock search answers 429 with the library's reset header while `on`.
+    pub fn set_stock_rate_limited(&self, on: bool) {
+        self.inner.stock.set_rate_limited(on);
+    }
+
     /// Every stock search received, oldest first.
     pub fn stock_requests(&self) -> Vec<StockRequest> {
         self.inner.stock.requests()

@@ -50,6 +50,8 @@ pub(crate) struct Stock {
     pixabay_key: Mutex<Option<String>>,
     requests: Mutex<Vec<StockRequest>>,
     media_requests: Mutex<Vec<String>>,
+    /// Every search answers 429 with the library's own reset header.
+    rate_limited: Mutex<bool>,
     /// Made clips by name, so each is encoded once.
     clips: Mutex<HashMap<String, Vec<u8>>>,
 }
@@ -58,6 +60,10 @@ impl Stock {
     pub(crate) fn require_keys(&self, pexels: Option<&str>, pixabay: Option<&str>) {
         *lock(&self.pexels_key) = pexels.map(str::to_owned);
         *lock(&self.pixabay_key) = pixabay.map(str::to_owned);
+    }
+
+    pub(crate) fn set_rate_limited(&self, on: bool) {
+        *lock(&self.rate_limited) = on;
     }
 
     pub(crate) fn requests(&self) -> Vec<StockRequest> {
@@ -143,6 +149,27 @@ fn admit(
         authorization: authorization.clone(),
     });
     let pexels = library == "pexels";
+    if *lock(&stock.rate_limited) {
+        // As documented: Pexels sends when the limit resets as a UNIX time, Pixabay the
+        // seconds until it does; neither sends Retry-After.
+        let reset = if pexels {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            (now + 120).to_string()
+        } else {
+            "30".to_owned()
+        };
+        return Err((
+            StatusCode::TOO_MANY_REQUESTS,
+            [
+                ("x-ratelimit-remaining", "0".to_owned()),
+                ("x-ratelimit-reset", reset),
+            ],
+            "Too Many Requests",
+        )
+            .into_response());
+    }
     let (given, wanted) = if pexels {
         (
             authorization.unwrap_or_default(),

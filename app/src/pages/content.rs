@@ -481,7 +481,6 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
         .iter()
         .map(|s| (s.id, !s.narration.trim().is_empty()))
         .collect();
-    let saved_for_credits = saved.clone();
     let missing = Memo::new(move |_| {
         media.with(|m| {
             saved
@@ -505,7 +504,15 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
     // finishes, the content is read again for its scenes' clips and credits.
     let seen_footage = StoredValue::new(None::<i64>);
     Effect::new(move |_| {
-        let Some(job) = latest.with(|list| newest(list, &["footage"])) else {
+        // Ended, however: a job where one scene found nothing fails, yet the others got theirs.
+        let ended = latest.with(|list| {
+            list.iter()
+                .filter(|d| d.job.kind == "footage")
+                .filter(|d| matches!(d.job.status.as_str(), "completed" | "failed" | "cancelled"))
+                .map(|d| d.job.id)
+                .max()
+        });
+        let Some(job) = ended else {
             return;
         };
         if seen_footage.get_value().is_some_and(|seen| seen >= job) {
@@ -535,12 +542,17 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
     };
     // The stock footage in the video, for its description (both libraries ask for credit).
     let credits = Memo::new(move |_| {
+        let scenes: Vec<i64> = rows.with(|rs| rs.iter().filter_map(|r| r.id).collect());
         media.with(|m| {
-            let mut lines: Vec<StockCredit> = saved_for_credits
+            let mut lines: Vec<StockCredit> = Vec::new();
+            for credit in scenes
                 .iter()
-                .filter_map(|(id, _)| m.get(id).and_then(|s| s.credit.clone()))
-                .collect();
-            lines.dedup();
+                .filter_map(|id| m.get(id).and_then(|s| s.credit.clone()))
+            {
+                if !lines.contains(&credit) {
+                    lines.push(credit);
+                }
+            }
             lines
         })
     });
@@ -572,15 +584,18 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
     });
     let out_of_date = Memo::new(move |_| {
         let changed = sources_changed.get();
-        latest.with(
-            |list| match (newest(list, &["render"]), newest(list, &["media", "tts"])) {
+        latest.with(|list| {
+            match (
+                newest(list, &["render"]),
+                newest(list, &["media", "tts", "footage"]),
+            ) {
                 (Some(render), Some(media)) => media > render || changed,
                 (Some(_), None) => changed,
                 (None, media) => {
                     was_out_of_date || (first_video.is_some() && (media.is_some() || changed))
                 }
-            },
-        )
+            }
+        })
     });
 
     view! {
@@ -799,7 +814,6 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
                                         {move || picture_errors.with(|e| e.get(&sid).cloned()).map(|message| view! {
                                             <p class="error" role="alert">{message}</p>
                                         })}
-                                        <FootagePicker content_id=id scene_id=sid sources=sources on_picked=on_picked(sid)/>
                                     }.into_any() })}
                                     {m.clip.clone().map(|label| view! { <p class="clip-label">{label}</p> })}
                                     {m.credit.clone().map(|credit| view! { <p class="scene-credit"><Credit credit=credit/></p> })}
@@ -811,6 +825,11 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
                                 </div>
                             </div>
                         }.into_any())}
+                        // Outside the media above, which the job poll redraws: typed words and
+                        // results stay while jobs run.
+                        {row.id.map(|sid| view! {
+                            <FootagePicker content_id=id scene_id=sid sources=sources on_picked=on_picked(sid)/>
+                        })}
                         <label class="field"><span>"Narration"</span>
                             <textarea name="narration" rows="3" maxlength=limits::NARRATION_MAX_CHARS
                                 prop:value=move || row.narration.get()

@@ -6,11 +6,11 @@ use leptos::prelude::*;
 use crate::api::{pick_footage, search_footage};
 use crate::components::ErrorBox;
 use crate::model::{
-    ContentDetail, StockCandidate, StockCredit, StockKind, StockProvider, StockResults,
+    limits, ContentDetail, StockCandidate, StockCredit, StockKind, StockProvider, StockResults,
 };
 
-/// Results a search page holds (`stock::PER_PAGE`).
-const PER_PAGE: u64 = 15;
+/// A search as sent: the typed words (none: the visual prompt's), kind, library and page.
+type Asked = (Option<String>, StockKind, Option<StockProvider>, u32);
 
 /// "Video by Jane on Pexels", each part linked to the library's page for it.
 #[component]
@@ -44,27 +44,30 @@ pub fn FootagePicker(
     let kind = RwSignal::new(StockKind::Videos);
     let provider = RwSignal::new(None::<StockProvider>);
     let results = RwSignal::new(Vec::<StockCandidate>::new());
-    let last = RwSignal::new(None::<StockResults>);
-    let search = Action::new(move |page: &u32| {
+    // The last answer, with the search it answered: "More results" asks for its next page
+    // even when the inputs have changed since.
+    let last = RwSignal::new(None::<(Asked, StockResults)>);
+    let search = Action::new(move |asked: &Asked| {
+        let (typed, kind, provider, page) = asked.clone();
+        async move {
+            let found =
+                search_footage(content_id, scene_id, typed.clone(), kind, provider, page).await;
+            found.map(|found| ((typed, kind, provider, page), found))
+        }
+    });
+    let new_search = move || {
         let typed = query.get_untracked();
         let typed = (!typed.trim().is_empty()).then_some(typed);
-        search_footage(
-            content_id,
-            scene_id,
-            typed,
-            kind.get_untracked(),
-            provider.get_untracked(),
-            *page,
-        )
-    });
+        search.dispatch((typed, kind.get_untracked(), provider.get_untracked(), 1));
+    };
     Effect::new(move |_| {
-        if let Some(Ok(found)) = search.value().get() {
+        if let Some(Ok((asked, found))) = search.value().get() {
             if found.page <= 1 {
                 results.set(found.candidates.clone());
             } else {
                 results.update(|r| r.extend(found.candidates.clone()));
             }
-            last.set(Some(found));
+            last.set(Some((asked, found)));
         }
     });
     let pick = Action::new(move |token: &String| pick_footage(content_id, scene_id, token.clone()));
@@ -79,7 +82,7 @@ pub fn FootagePicker(
                 <summary>"Find stock footage"</summary>
                 <form class="actions" on:submit=move |ev: leptos::ev::SubmitEvent| {
                     ev.prevent_default();
-                    search.dispatch(1);
+                    new_search();
                 }>
                     <input type="search" name="stock_query" maxlength="100"
                         aria-label="Words to look for"
@@ -102,7 +105,7 @@ pub fn FootagePicker(
                 </form>
                 {move || search.value().get().and_then(|r| r.err()).map(|error| view! { <ErrorBox error=error/> })}
                 {move || pick.value().get().and_then(|r| r.err()).map(|error| view! { <ErrorBox error=error/> })}
-                {move || last.get().map(|found| view! {
+                {move || last.get().map(|(_, found)| view! {
                     <p class="muted">
                         {format!("{} results for “{}” ({}) on ", found.total, found.query, found.orientation)}
                         <a href=found.provider.home() target="_blank" rel="noopener">{found.provider.label()}</a>
@@ -110,7 +113,7 @@ pub fn FootagePicker(
                     </p>
                 })}
                 <ul class="stock-results">
-                    <For each=move || results.get() key=|c| c.id.clone() children=move |c: StockCandidate| {
+                    <For each=move || results.get() key=|c| c.pick.clone() children=move |c: StockCandidate| {
                         let token = c.pick.clone();
                         let length = c.duration_ms.map(|ms| format!(" · {:.0} s", ms as f64 / 1000.0));
                         view! {
@@ -124,10 +127,13 @@ pub fn FootagePicker(
                         }
                     }/>
                 </ul>
-                {move || last.get().filter(|f| u64::from(f.page) * PER_PAGE < f.total).map(|f| view! {
-                    <button type="button" disabled=move || search.pending().get()
-                        on:click=move |_| { search.dispatch(f.page + 1); }>"More results"</button>
-                })}
+                {move || last.get()
+                    .filter(|(_, f)| f.page < f.provider.last_page()
+                        && u64::from(f.page) * u64::from(limits::STOCK_PER_PAGE) < f.total)
+                    .map(|((typed, kind, provider, page), _)| view! {
+                        <button type="button" disabled=move || search.pending().get()
+                            on:click=move |_| { search.dispatch((typed.clone(), kind, provider, page + 1)); }>"More results"</button>
+                    })}
             </details>
         </Show>
     }

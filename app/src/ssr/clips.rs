@@ -106,7 +106,7 @@ where
         user,
         (&content, scene_id),
         content_type,
-        options,
+        (options, None),
         body,
     )
     .await
@@ -135,13 +135,14 @@ pub(crate) async fn scene_of(
     Ok(content)
 }
 
-/// [`save_scene_clip`] once the scene is known to be the caller's.
+/// [`save_scene_clip`] once the scene is known to be the caller's; `credit` (a stock
+/// clip's author, JSON) is recorded with the clip and its thumbnail.
 async fn clip_from<S, B>(
     state: &AppState,
     user: &CurrentUser,
     (content, scene_id): (&ContentDetail, i64),
     content_type: Option<&str>,
-    options: ClipOptions,
+    (options, credit): (ClipOptions, Option<&str>),
     body: S,
 ) -> Result<ContentDetail, AppError>
 where
@@ -196,7 +197,7 @@ where
                 (content_id, scene_id),
                 files,
                 (w, h, duration_ms),
-                options,
+                (options, credit),
             )
             .await
         }
@@ -457,7 +458,7 @@ async fn record(
     (content_id, scene_id): (i64, i64),
     [(key, path), (thumb_key, thumb)]: [(&str, &std::path::PathBuf); 2],
     (w, h, duration_ms): (u32, u32, i64),
-    options: ClipOptions,
+    (options, credit): (ClipOptions, Option<&str>),
 ) -> Result<Vec<String>, AppError> {
     let size = |p: &Path| {
         let p = p.to_owned();
@@ -471,8 +472,8 @@ async fn record(
     let (clip_bytes, thumb_bytes) = (size(path).await?, size(thumb).await?);
     let now = now_ms();
     let mut tx = state.pool().begin().await.db("starting a transaction")?;
-    let insert = "INSERT INTO assets (content_id, scene_id, kind, storage_key, mime_type, bytes, duration_ms, width, height, provider, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'upload', $10) RETURNING id";
+    let insert = "INSERT INTO assets (content_id, scene_id, kind, storage_key, mime_type, bytes, duration_ms, width, height, provider, created_at, credit) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'upload', $10, $11) RETURNING id";
     let mut ids = Vec::with_capacity(2);
     for (kind, key, mime, bytes, duration) in [
         ("video", key, "video/mp4", clip_bytes, Some(duration_ms)),
@@ -489,6 +490,7 @@ async fn record(
             .bind(i64::from(w))
             .bind(i64::from(h))
             .bind(now)
+            .bind(credit)
             .fetch_one(&mut *tx)
             .await
             .db("recording a clip")?;
@@ -532,6 +534,7 @@ pub async fn save_scene_visual_from_url(
     let (settings, _) = super::settings::for_tasks(state).await?;
     let source = Fetched {
         field: "url",
+        credit: None,
         rules: super::outbound::Rules {
             what: "the URL",
             trusted: None,
@@ -547,6 +550,8 @@ pub async fn save_scene_visual_from_url(
 pub(crate) struct Fetched<'a> {
     /// The request field that errors about the file name (`url`, `stock`).
     pub field: &'a str,
+    /// Who made the file (a stock library's credit, JSON), recorded with it.
+    pub credit: Option<String>,
     pub rules: super::outbound::Rules<'a>,
     pub timeout: Duration,
 }
@@ -603,7 +608,7 @@ pub(crate) async fn visual_from(
             user,
             (content, scene_id),
             content_type.as_deref(),
-            options,
+            (options, source.credit.as_deref()),
             Box::pin(body),
         )
         .await
@@ -635,6 +640,7 @@ pub(crate) async fn visual_from(
         content_type.as_deref(),
         options.fit,
         &bytes,
+        source.credit.as_deref(),
     )
     .await
     .map_err(|e| match e.code {

@@ -88,10 +88,7 @@ pub async fn create_footage(
     if super::stock::configured(&values, &keys).is_empty() {
         // Another's content is 404 before anything else, as everywhere.
         super::contents::get(state, user, req.content_id).await?;
-        return Err(AppError::new(
-            crate::error::ErrorCode::ProviderNotConfigured,
-            "Stock footage needs a Pexels or Pixabay API key: an admin sets one in Settings",
-        ));
+        return Err(super::stock::not_configured());
     }
     let mut options = serde_json::Map::new();
     options.insert("stock_kind".into(), req.kind.as_str().into());

@@ -1053,6 +1053,7 @@ pub async fn save_scene_picture(
     content_type: Option<&str>,
     fit: Fit,
     bytes: &[u8],
+    credit: Option<&str>,
 ) -> Result<crate::model::ContentDetail, crate::error::AppError> {
     use crate::error::AppError;
     let content = super::contents::get(state, user, content_id).await?;
@@ -1127,7 +1128,8 @@ pub async fn save_scene_picture(
             return Err(AppError::internal());
         }
     }
-    let recorded = record_scene_picture(state, content_id, scene_id, &key, &path, (w, h)).await;
+    let recorded =
+        record_scene_picture(state, (content_id, scene_id), (&key, &path), (w, h), credit).await;
     match recorded {
         Ok(replaced) => {
             for key in replaced {
@@ -1148,11 +1150,10 @@ pub async fn save_scene_picture(
 /// storage keys of what it replaced.
 async fn record_scene_picture(
     state: &AppState,
-    content_id: i64,
-    scene_id: i64,
-    key: &str,
-    path: &Path,
+    (content_id, scene_id): (i64, i64),
+    (key, path): (&str, &Path),
     (w, h): (u32, u32),
+    credit: Option<&str>,
 ) -> Result<Vec<String>, crate::error::AppError> {
     let stored_bytes = tokio::fs::metadata(path)
         .await
@@ -1160,8 +1161,8 @@ async fn record_scene_picture(
         .map_err(|e| super::error::internal("measuring a picture", e))?;
     let mut tx = state.pool().begin().await.db("starting a transaction")?;
     let asset_id: i64 = sqlx::query_scalar(
-        "INSERT INTO assets (content_id, scene_id, kind, storage_key, mime_type, bytes, width, height, provider, created_at) \
-         VALUES ($1, $2, 'image', $3, 'image/png', $4, $5, $6, 'upload', $7) RETURNING id",
+        "INSERT INTO assets (content_id, scene_id, kind, storage_key, mime_type, bytes, width, height, provider, created_at, credit) \
+         VALUES ($1, $2, 'image', $3, 'image/png', $4, $5, $6, 'upload', $7, $8) RETURNING id",
     )
     .bind(content_id)
     .bind(scene_id)
@@ -1170,6 +1171,7 @@ async fn record_scene_picture(
     .bind(i64::from(w))
     .bind(i64::from(h))
     .bind(now_ms())
+    .bind(credit)
     .fetch_one(&mut *tx)
     .await
     .db("recording a picture")?;

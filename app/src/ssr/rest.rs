@@ -1233,7 +1233,10 @@ async fn put_visual(
     }
     let (content_type, bytes) =
         file_body(&headers, body, limits::PICTURE_MAX_BYTES, "picture").await?;
-    ok(media::save_scene_picture(&state, &user, id, scene_id, content_type, fit, &bytes).await?)
+    ok(
+        media::save_scene_picture(&state, &user, id, scene_id, content_type, fit, &bytes, None)
+            .await?,
+    )
 }
 
 #[utoipa::path(
@@ -1267,7 +1270,7 @@ async fn delete_visual(
         ("q" = Option<String>, Query, max_length = 100, description = "What to look for; some words of the scene's visual prompt when left out."),
         ("kind" = Option<String>, Query, description = "`videos` (the default) or `photos`."),
         ("provider" = Option<String>, Query, description = "`pexels` or `pixabay`; the first with a key in Settings when left out."),
-        ("page" = Option<u32>, Query, minimum = 1, maximum = 66, description = "From 1; 15 results a page."),
+        ("page" = Option<u32>, Query, minimum = 1, maximum = 66, description = "From 1; 15 results a page; Pixabay serves 33 pages (its first 500 results)."),
     ),
     responses(
         (status = 200, description = "One page of results in the content's orientation, each with its author and a `pick` token.", body = Data<StockResults>),
@@ -1316,14 +1319,16 @@ async fn search_footage(
     params(("pick" = String, Query, description = "A result's `pick` token.")),
     responses(
         (status = 200, description = "The library's preview picture.", content_type = "image/jpeg", body = Binary),
-        ProviderErrors
+        ProviderErrors, CrossSite
     )
 )]
 async fn stock_preview(
     State(state): State<AppState>,
     Actor(_user): Actor,
+    headers: axum::http::HeaderMap,
     ApiQuery(raw): ApiQuery<std::collections::HashMap<String, String>>,
 ) -> Result<axum::response::Response, AppError> {
+    refuse_cross_site(&headers)?;
     let params = QueryParams::new(&raw, &["pick"])?;
     let token = params
         .get("pick")

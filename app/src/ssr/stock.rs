@@ -25,8 +25,8 @@ use crate::model::{
     StockProvider, StockResults, WhenShorter,
 };
 
-/// Results per page, as Pexels' default.
-pub const PER_PAGE: u32 = 15;
+/// Results per page.
+pub const PER_PAGE: u32 = crate::model::limits::STOCK_PER_PAGE;
 /// The longest query, as Pixabay's API allows (`q` "may not exceed 100 characters").
 pub const QUERY_MAX_CHARS: usize = 100;
 /// How long a pick token is good for: Pixabay's result URLs are valid for 24 hours.
@@ -69,7 +69,9 @@ pub struct Found {
     pub height: u32,
     pub duration_ms: Option<i64>,
     pub credit: StockCredit,
-    /// The file to download: a photo sized for the video, or the clip file closest to it.
+    /// The file to download: a photo at a size that fills the 720×1280 still it becomes
+    /// (Pexels' `large2x`, up to 1880 px; Pixabay's `largeImageURL`, up to 1280 px: its
+    /// full size needs approved API access), or the clip file closest above the video.
     pub media_url: String,
     pub preview_url: String,
 }
@@ -85,6 +87,39 @@ pub struct Search<'a> {
     /// The video's short side in px: the clip file closest above it is chosen.
     pub short_side: u32,
 }
+
+impl Found {
+    /// Credit links go into pages' `href`s: anything but http(s) becomes the library's
+    /// home page.
+    fn web_links_only(mut self) -> Self {
+        let home = self.credit.provider.home();
+        for link in [&mut self.credit.author_url, &mut self.credit.page_url] {
+            if !(link.starts_with("https://") || link.starts_with("http://")) {
+                *link = home.to_owned();
+            }
+        }
+        self
+    }
+}
+
+impl From<Found> for Pick {
+    fn from(found: Found) -> Self {
+        Pick {
+            credit: found.credit,
+            media_url: found.media_url,
+            preview_url: found.preview_url,
+            issued_ms: now_ms(),
+        }
+    }
+}
+
+/// How a stock picture or clip is put on a scene: cropped to fill the frame, a clip
+/// looped and silent (`PUT …/clip` changes that afterwards).
+pub const PICKED: ClipOptions = ClipOptions {
+    fit: super::media::Fit::Crop,
+    when_shorter: WhenShorter::Loop,
+    sound: 0,
+};
 
 /// `portrait`, `landscape` or `square` for a content's aspect ratio (Pexels' words).
 pub fn orientation(aspect_ratio: &str) -> &'static str {
@@ -191,16 +226,97 @@ pub fn prompt_terms(prompt: &str) -> String {
     terms
 }
 
+/// Why a search failed, each with the message a creator reads.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SearchError {
+    /// The library refused the key (Pexels: 401 or 403; Pixabay: 400 naming the key).
+    Key(String),
+    /// 429: the library's limit is reached; `retry_after` from its reset header.
+    RateLimited {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    Timeout(String),
+    /// Unreachable, a 5xx, an answer cut off.
+    Unavailable(String),
+    /// Another 4xx, or an answer that is not search results.
+    Refused(String),
+}
+
+impl From<SearchError> for TaskError {
+    fn from(e: SearchError) -> Self {
+        match e {
+            SearchError::RateLimited {
+                message,
+                retry_after,
+            } => TaskError::Transient {
+                message,
+                retry_after,
+            },
+            SearchError::Timeout(message) | SearchError::Unavailable(message) => {
+                TaskError::Transient {
+                    message,
+                    retry_after: None,
+                }
+            }
+            SearchError::Key(message) | SearchError::Refused(message) => {
+                TaskError::Permanent(message)
+            }
+        }
+    }
+}
+
+impl From<SearchError> for AppError {
+    fn from(e: SearchError) -> Self {
+        match e {
+            SearchError::Key(m) => AppError::new(ErrorCode::ProviderAuth, m),
+            SearchError::RateLimited {
+                message,
+                retry_after,
+            } => AppError {
+                retry_after_secs: Some(retry_after.map_or(60, |w| w.as_secs().max(1))),
+                ..AppError::new(ErrorCode::ProviderRateLimited, message)
+            },
+            SearchError::Timeout(m) => AppError::new(ErrorCode::ProviderTimeout, m),
+            SearchError::Unavailable(m) => AppError::new(ErrorCode::ProviderUnavailable, m),
+            SearchError::Refused(m) => AppError::new(ErrorCode::ProviderBadRequest, m),
+        }
+    }
+}
+
+/// When a library's rate limit resets: `Retry-After` (seconds), else Pexels'
+/// `X-Ratelimit-Reset` (a UNIX time, in seconds) or Pixabay's `X-RateLimit-Reset`
+/// (seconds left); header names are case-insensitive, so one lookup serves both.
+fn reset_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let number = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    if let Some(secs) = number("retry-after") {
+        return Some(Duration::from_secs(secs));
+    }
+    let reset = number("x-ratelimit-reset")?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // A time after 2001 is a UNIX time; anything smaller counts seconds from now.
+    Some(Duration::from_secs(if reset > 1_000_000_000 {
+        reset.saturating_sub(now)
+    } else {
+        reset
+    }))
+}
+
 /// Searches `provider` for `search`: the library's total and this page's results.
-/// Errors: Permanent for a refused key or request, Transient for a timeout, a 429 (with
-/// its `Retry-After`) or the library's own failure.
 pub async fn search(
     http: &reqwest::Client,
     endpoint: &Endpoint,
     provider: StockProvider,
     search: &Search<'_>,
     timeout: Duration,
-) -> Result<(u64, Vec<Found>), TaskError> {
+) -> Result<(u64, Vec<Found>), SearchError> {
     let base = endpoint.base_url.trim_end_matches('/');
     let (per_page, page) = (search.per_page.to_string(), search.page.to_string());
     let request = match provider {
@@ -244,65 +360,53 @@ pub async fn search(
         }
     };
     let label = provider.label();
-    let response = request
-        .timeout(timeout)
-        .send()
-        .await
-        .map_err(|e| TaskError::Transient {
-            message: if e.is_timeout() {
-                format!("{label} did not answer within {} s", timeout.as_secs())
-            } else {
-                format!("{label} could not be reached: {}", e.without_url())
-            },
-            retry_after: None,
-        })?;
+    let response = request.timeout(timeout).send().await.map_err(|e| {
+        if e.is_timeout() {
+            SearchError::Timeout(format!(
+                "{label} did not answer within {} s; try again",
+                timeout.as_secs()
+            ))
+        } else {
+            SearchError::Unavailable(format!("{label} could not be reached: {}", e.without_url()))
+        }
+    })?;
     let status = response.status();
     if !status.is_success() {
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = reset_after(response.headers());
         let said = response.text().await.unwrap_or_default();
         let said: String = said.trim().chars().take(200).collect();
+        let name = provider.as_str();
         return Err(match status.as_u16() {
+            401 | 403 => SearchError::Key(format!(
+                "{label} refused the API key ({status}): check {name}_api_key in Settings"
+            )),
             // Pixabay answers a wrong key with 400 "[ERROR 400] Invalid or missing API key".
-            401 | 403 => TaskError::Permanent(format!(
-                "{label} refused the API key ({status}): check {}_api_key in Settings",
-                provider.as_str()
+            400 if said.to_lowercase().contains("key") => SearchError::Key(format!(
+                "{label} refused the API key ({said}): check {name}_api_key in Settings"
             )),
-            400 if said.to_lowercase().contains("key") => TaskError::Permanent(format!(
-                "{label} refused the API key ({said}): check {}_api_key in Settings",
-                provider.as_str()
-            )),
-            429 => TaskError::Transient {
-                message: format!("{label}'s rate limit is reached; try again later"),
+            429 => SearchError::RateLimited {
+                message: format!("{label}'s rate limit for this key is reached; try again later"),
                 retry_after,
             },
-            s if s >= 500 => TaskError::Transient {
-                message: format!("{label} failed with status {status}"),
-                retry_after,
-            },
-            _ => TaskError::Permanent(format!("{label} refused the search ({status}): {said}")),
+            s if s >= 500 => {
+                SearchError::Unavailable(format!("{label} failed with status {status}"))
+            }
+            _ => SearchError::Refused(format!("{label} refused the search ({status}): {said}")),
         });
     }
-    let body = response.bytes().await.map_err(|e| TaskError::Transient {
-        message: format!("{label}'s answer broke off: {}", e.without_url()),
-        retry_after: None,
+    let body = response.bytes().await.map_err(|e| {
+        SearchError::Unavailable(format!("{label}'s answer broke off: {}", e.without_url()))
     })?;
     let malformed = |e: serde_json::Error| {
-        TaskError::Permanent(format!(
+        SearchError::Refused(format!(
             "{label} answered something that is not its search results: {e}"
         ))
     };
-    match (provider, search.kind) {
+    let (total, found): (u64, Vec<Found>) = match (provider, search.kind) {
         (StockProvider::Pexels, StockKind::Photos) => {
             let page: pexels::Photos = serde_json::from_slice(&body).map_err(malformed)?;
-            Ok((
-                page.total_results,
-                page.photos.into_iter().map(Found::from).collect(),
-            ))
+            let found = page.photos.into_iter().map(Found::from).collect();
+            (page.total_results, found)
         }
         (StockProvider::Pexels, StockKind::Videos) => {
             let page: pexels::Videos = serde_json::from_slice(&body).map_err(malformed)?;
@@ -311,7 +415,7 @@ pub async fn search(
                 .into_iter()
                 .filter_map(|v| v.found(search.short_side))
                 .collect();
-            Ok((page.total_results, found))
+            (page.total_results, found)
         }
         (StockProvider::Pixabay, kind) => {
             let page: pixabay::Page = serde_json::from_slice(&body).map_err(malformed)?;
@@ -320,9 +424,13 @@ pub async fn search(
                 .into_iter()
                 .filter_map(|hit| hit.found(kind, search.short_side))
                 .collect();
-            Ok((page.total_hits, found))
+            (page.total_hits, found)
         }
-    }
+    };
+    Ok((
+        total,
+        found.into_iter().map(Found::web_links_only).collect(),
+    ))
 }
 
 /// The smallest file whose short side reaches `short_side`, else the largest.
@@ -623,8 +731,12 @@ pub async fn search_for_scene(
         ));
     }
     let page = asked.page.max(1);
-    if u64::from(page) * u64::from(PER_PAGE) > 1000 {
-        return Err(AppError::validation("page", "page is at most 66"));
+    let last = provider.last_page();
+    if page > last {
+        return Err(AppError::validation(
+            "page",
+            format!("{} shows at most {last} pages of results", provider.label()),
+        ));
     }
     state
         .limits
@@ -651,7 +763,7 @@ pub async fn search_for_scene(
         timeout,
     )
     .await
-    .map_err(|e| search_failed(provider, e))?;
+    .map_err(AppError::from)?;
     let candidates = found
         .into_iter()
         .map(|f| candidate(state, f))
@@ -667,33 +779,11 @@ pub async fn search_for_scene(
     })
 }
 
-fn not_configured() -> AppError {
+pub(crate) fn not_configured() -> AppError {
     AppError::new(
         ErrorCode::ProviderNotConfigured,
         "Stock footage needs a Pexels or Pixabay API key: an admin sets one in Settings",
     )
-}
-
-fn search_failed(provider: StockProvider, e: TaskError) -> AppError {
-    let message = e.message().to_owned();
-    match e {
-        TaskError::Permanent(_) if message.contains("API key") => {
-            AppError::new(ErrorCode::ProviderAuth, message)
-        }
-        TaskError::Permanent(_) => AppError::new(ErrorCode::ProviderBadRequest, message),
-        TaskError::Transient {
-            retry_after: Some(wait),
-            ..
-        } => AppError {
-            retry_after_secs: Some(wait.as_secs().max(1)),
-            ..AppError::new(ErrorCode::ProviderRateLimited, message)
-        },
-        _ if message.contains("within") => AppError::new(
-            ErrorCode::ProviderTimeout,
-            format!("{message}; {} may be slow, try again", provider.label()),
-        ),
-        _ => AppError::new(ErrorCode::ProviderUnavailable, message),
-    }
 }
 
 /// The words a scene is searched by: its visual prompt's, else its narration's.
@@ -707,25 +797,27 @@ fn scene_terms(scene: &SceneView) -> String {
 }
 
 fn candidate(state: &AppState, found: Found) -> Result<StockCandidate, AppError> {
-    let pick = Pick {
-        credit: found.credit.clone(),
-        media_url: found.media_url,
-        preview_url: found.preview_url,
-        issued_ms: now_ms(),
-    };
-    let json =
-        serde_json::to_string(&pick).map_err(|e| super::error::internal("sealing a pick", e))?;
+    let shown = (
+        found.id.clone(),
+        found.width,
+        found.height,
+        found.duration_ms,
+    );
+    let credit = found.credit.clone();
+    let json = serde_json::to_string(&Pick::from(found))
+        .map_err(|e| super::error::internal("sealing a pick", e))?;
     let token = state.secrets.seal(&format!("{PICK_PREFIX}{json}"));
     let preview_url = format!(
         "/api/stock/preview?pick={}",
         url::form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>()
     );
+    let (id, width, height, duration_ms) = shown;
     Ok(StockCandidate {
-        id: found.id,
-        width: found.width,
-        height: found.height,
-        duration_ms: found.duration_ms,
-        credit: found.credit,
+        id,
+        width,
+        height,
+        duration_ms,
+        credit,
         preview_url,
         pick: token,
     })
@@ -754,10 +846,17 @@ fn open_pick(state: &AppState, token: &str, field: &str) -> Result<Pick, AppErro
 
 /// How a stock file is fetched: by the outbound rules, the library's own origin (its base
 /// URL, which may be a local stand-in) trusted as the admin's other endpoints are.
-fn fetched<'a>(values: &SettingsValues, keys: &Keys, credit: &StockCredit) -> Fetched<'a> {
+fn fetched<'a>(
+    values: &SettingsValues,
+    keys: &Keys,
+    credit: &StockCredit,
+) -> Result<Fetched<'a>, AppError> {
     let base = endpoint(values, keys, credit.provider).base_url;
-    Fetched {
+    let credit = serde_json::to_string(credit)
+        .map_err(|e| super::error::internal("encoding a credit", e))?;
+    Ok(Fetched {
         field: "stock",
+        credit: Some(credit),
         rules: super::outbound::Rules {
             what: "the stock library",
             trusted: url::Url::parse(&base).ok().map(|u| u.origin()),
@@ -765,7 +864,7 @@ fn fetched<'a>(values: &SettingsValues, keys: &Keys, credit: &StockCredit) -> Fe
                 .unwrap_or_default(),
         },
         timeout: Duration::from_secs(u64::from(values.media_timeout_secs)),
-    }
+    })
 }
 
 /// Makes a picked stock photo or clip the scene's visual, credited to its author: fetched,
@@ -802,7 +901,8 @@ async fn apply(
     keys: &Keys,
     options: ClipOptions,
 ) -> Result<ContentDetail, AppError> {
-    let source = fetched(values, keys, &pick.credit);
+    let source = fetched(values, keys, &pick.credit)?;
+    // The credit is recorded with the files, in their transaction.
     clips::visual_from(
         state,
         user,
@@ -811,32 +911,7 @@ async fn apply(
         &source,
         options,
     )
-    .await?;
-    credit_scene(state, content.id, scene_id, &pick.credit).await?;
-    super::contents::get(state, user, content.id).await
-}
-
-/// Writes `credit` on the scene's current picture and clip (the files just made).
-async fn credit_scene(
-    state: &AppState,
-    content_id: i64,
-    scene_id: i64,
-    credit: &StockCredit,
-) -> Result<(), AppError> {
-    let json = serde_json::to_string(credit)
-        .map_err(|e| super::error::internal("encoding a credit", e))?;
-    sqlx::query(
-        "UPDATE assets SET credit = $1 WHERE id IN \
-         (SELECT image_asset_id FROM scenes WHERE id = $2 AND content_id = $3 \
-          UNION SELECT clip_asset_id FROM scenes WHERE id = $2 AND content_id = $3)",
-    )
-    .bind(json)
-    .bind(scene_id)
-    .bind(content_id)
-    .execute(state.pool())
     .await
-    .db("crediting stock footage")?;
-    Ok(())
 }
 
 /// A picked candidate's preview, fetched for the browser (whose pages may load pictures
@@ -844,7 +919,7 @@ async fn credit_scene(
 pub async fn preview(state: &AppState, token: &str) -> Result<(String, Vec<u8>), AppError> {
     let pick = open_pick(state, token, "pick")?;
     let (values, keys) = super::settings::for_tasks(state).await?;
-    let source = fetched(&values, &keys, &pick.credit);
+    let source = fetched(&values, &keys, &pick.credit)?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let unavailable = |message: String| AppError::new(ErrorCode::ProviderUnavailable, message);
     let response = super::outbound::get(&pick.preview_url, &source.rules, deadline)
@@ -945,25 +1020,37 @@ pub async fn scene_footage(state: &AppState, task: &ClaimedTask) -> Result<Outpu
             providers.iter().map(|p| p.label()).collect::<Vec<_>>().join(" or ")
         )));
     };
-    let pick = Pick {
-        credit: found.credit,
-        media_url: found.media_url,
-        preview_url: found.preview_url,
-        issued_ms: now_ms(),
-    };
-    let options = ClipOptions {
-        fit: super::media::Fit::Crop,
-        when_shorter: WhenShorter::Loop,
-        sound: 0,
-    };
+    // Looked at again after the searches: a job cancelled meanwhile records nothing, and
+    // a visual the creator put on the scene after this task was queued stays, as it does
+    // for a picture task.
+    let now: i64 = sqlx::query_scalar(
+        "SELECT CAST(CASE \
+           WHEN EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND status = 'cancelled') THEN 1 \
+           WHEN EXISTS (SELECT 1 FROM scenes s JOIN assets a ON a.id = s.image_asset_id \
+             WHERE s.id = $2 AND a.provider = 'upload' \
+             AND a.created_at > (SELECT t.created_at FROM tasks t WHERE t.id = $3)) THEN 2 \
+           ELSE 0 END AS BIGINT)",
+    )
+    .bind(task.job_id)
+    .bind(scene.id)
+    .bind(task.id)
+    .fetch_one(state.pool())
+    .await
+    .db("reading a scene")
+    .map_err(fault)?;
+    match now {
+        1 => return Err(TaskError::Cancelled),
+        2 => return Ok(Output::recorded(None)),
+        _ => {}
+    }
     let detail = apply(
         state,
         &owner,
         (&content, scene.id),
-        &pick,
+        &Pick::from(found),
         &values,
         &keys,
-        options,
+        PICKED,
     )
     .await
     .map_err(fault)?;
@@ -976,9 +1063,10 @@ pub async fn scene_footage(state: &AppState, task: &ClaimedTask) -> Result<Outpu
 }
 
 /// The first result that suits the scene: shorter and shorter queries (the prompt's words,
-/// then its first three, then its first), each library in turn, clips before photos when
-/// clips are wanted. A result in the frame's orientation, and a clip at least as long as
-/// the scene, is preferred within a page.
+/// then its first three, then its first), each asked of every library in turn, clips
+/// before photos when clips are wanted. A result in the frame's orientation, and a clip at
+/// least as long as the scene, is preferred within a page. A library that fails is left
+/// out of the rest of the search; the search fails only when every library did.
 async fn best_match(
     state: &AppState,
     values: &SettingsValues,
@@ -999,10 +1087,14 @@ async fn best_match(
         StockKind::Photos => &[StockKind::Photos],
     };
     let timeout = Duration::from_secs(u64::from(values.media_timeout_secs).min(30));
+    let mut failed: Vec<(StockProvider, SearchError)> = Vec::new();
     for kind in kinds {
         for query in &queries {
             for provider in providers {
-                let (_, found) = search(
+                if failed.iter().any(|(p, _)| p == provider) {
+                    continue;
+                }
+                let searched = search(
                     &state.http,
                     &endpoint(values, keys, *provider),
                     *provider,
@@ -1016,7 +1108,14 @@ async fn best_match(
                     },
                     timeout,
                 )
-                .await?;
+                .await;
+                let found = match searched {
+                    Ok((_, found)) => found,
+                    Err(e) => {
+                        failed.push((*provider, e));
+                        continue;
+                    }
+                };
                 let fits = |f: &Found| {
                     let shape = match orientation {
                         "portrait" => f.height > f.width,
@@ -1032,6 +1131,11 @@ async fn best_match(
                     return Ok(Some(first));
                 }
             }
+        }
+    }
+    if failed.len() == providers.len() {
+        if let Some((_, e)) = failed.pop() {
+            return Err(e.into());
         }
     }
     Ok(None)
@@ -1060,6 +1164,50 @@ mod tests {
         assert_eq!(prompt_terms("cinematic 4k photo"), "");
         let long = "supercalifragilisticexpialidocious ".repeat(5);
         assert!(prompt_terms(&long).chars().count() <= QUERY_MAX_CHARS);
+    }
+
+    #[test]
+    fn credit_links_are_web_links() {
+        let found = Found {
+            id: "1".into(),
+            width: 1,
+            height: 1,
+            duration_ms: None,
+            credit: StockCredit {
+                provider: StockProvider::Pexels,
+                kind: StockKind::Photos,
+                author: "A".into(),
+                author_url: "javascript:alert(1)".into(),
+                page_url: "https://www.pexels.com/photo/1/".into(),
+            },
+            media_url: String::new(),
+            preview_url: String::new(),
+        }
+        .web_links_only();
+        assert_eq!(found.credit.author_url, "https://www.pexels.com");
+        assert_eq!(found.credit.page_url, "https://www.pexels.com/photo/1/");
+    }
+
+    #[test]
+    fn reset_headers_say_when_to_come_back() {
+        use reqwest::header::{HeaderMap, HeaderValue};
+        let mut pixabay = HeaderMap::new();
+        pixabay.insert("X-RateLimit-Reset", HeaderValue::from_static("42"));
+        assert_eq!(reset_after(&pixabay), Some(Duration::from_secs(42)));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let mut pexels = HeaderMap::new();
+        pexels.insert(
+            "X-Ratelimit-Reset",
+            (now + 600).to_string().parse().unwrap(),
+        );
+        let wait = reset_after(&pexels).unwrap().as_secs();
+        assert!((598..=600).contains(&wait), "{wait}");
+        pexels.insert("Retry-After", HeaderValue::from_static("7"));
+        assert_eq!(reset_after(&pexels), Some(Duration::from_secs(7)));
+        assert_eq!(reset_after(&HeaderMap::new()), None);
     }
 
     #[test]

@@ -274,9 +274,7 @@ pub async fn in_process(
         app::model::SettingsUpdate {
             values: values.to_update_map(),
             llm_api_key: api_key.map(str::to_owned),
-            image_api_key: None,
-            tts_api_key: None,
-            transcription_api_key: None,
+            ..Default::default()
         },
     )
     .await

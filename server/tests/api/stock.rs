@@ -284,6 +284,26 @@ async fn stock_footage_is_searched_previewed_and_picked(db: Db) {
     let (status, answer) = app.get(&format!("{footage}?provider=pixabay")).await;
     assert_eq!(status, 502, "{answer}");
     assert_eq!(answer["error"]["code"], "provider_auth");
+    app.fake
+        .require_stock_keys(Some(PEXELS_KEY), Some(PIXABAY_KEY));
+    let (status, answer) = app
+        .get(&format!("{footage}?provider=pixabay&page=34"))
+        .await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(
+        answer["error"]["message"],
+        "Pixabay shows at most 33 pages of results"
+    );
+    // A library's rate limit is a 429 that says when to come back, from its own header.
+    app.fake.set_stock_rate_limited(true);
+    for (params, from, to) in [("", 100, 120), ("?provider=pixabay", 30, 30)] {
+        let (status, answer) = app.get(&format!("{footage}{params}")).await;
+        assert_eq!(status, 429, "{answer}");
+        assert_eq!(answer["error"]["code"], "provider_rate_limited");
+        let wait = answer["error"]["retry_after_secs"].as_u64().unwrap();
+        assert!((from..=to).contains(&wait), "{params}: {wait}");
+    }
+    app.fake.set_stock_rate_limited(false);
     assert_eq!(app.count("assets").await, assets, "nothing kept");
 
     // A full quota refuses a pick with the reason.
@@ -312,6 +332,14 @@ async fn stock_footage_is_searched_previewed_and_picked(db: Db) {
         .as_str()
         .unwrap()
         .starts_with("Your media take"));
+}
+
+/// Queues a footage job with `body`, runs it now, and returns the ended job.
+async fn run_footage(app: &TestApp, body: Value) -> Value {
+    let (status, job) = app.post("/api/footage/find", &body).await;
+    assert_eq!(status, 202, "{job}");
+    app.drain().await;
+    app.wait_for_job(job["data"]["id"].as_i64().unwrap()).await
 }
 
 fn write_temp(bytes: &[u8]) -> std::path::PathBuf {
@@ -387,16 +415,57 @@ async fn footage_for_every_scene_is_a_background_job(db: Db) {
         .iter()
         .all(|r| (r.library, r.kind) == ("pixabay", "videos") && r.query["key"] == PIXABAY_KEY));
 
-    // Photos for one scene; then a scene whose prompt finds nothing fails, saying so.
+    // With Pexels too, but its key refused: Pixabay still answers.
+    use_stock(&app, true, true).await;
+    app.fake
+        .require_stock_keys(Some("another-key"), Some(PIXABAY_KEY));
+    let done = run_footage(&app, json!({ "content_id": id, "scene_ids": [scenes[1]] })).await;
+    assert_eq!(done["job"]["status"], "completed", "{done}");
+    let searched: Vec<_> = app.fake.stock_requests()[2..]
+        .iter()
+        .map(|r| r.library)
+        .collect();
+    assert_eq!(
+        searched,
+        ["pexels", "pixabay"],
+        "Pexels once, then Pixabay only"
+    );
+    app.fake
+        .require_stock_keys(Some(PEXELS_KEY), Some(PIXABAY_KEY));
+    use_stock(&app, false, true).await;
+
+    // A picture the creator puts on the scene while the job waits stays.
     let (status, job) = app
         .post(
             "/api/footage/find",
-            &json!({ "content_id": id, "scene_ids": [scenes[2]], "kind": "photos" }),
+            &json!({ "content_id": id, "scene_ids": [scenes[1]] }),
         )
         .await;
     assert_eq!(status, 202, "{job}");
+    let (status, answer) = put_picture(
+        &app,
+        Who::CreatorA,
+        &format!("/api/contents/{id}/scenes/{}/visual", scenes[1]),
+        "image/png",
+        picture("png", 90, 160, "blue"),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let own = answer["data"]["scenes"][1]["image_asset_id"].clone();
     app.drain().await;
     let done = app.wait_for_job(job["data"]["id"].as_i64().unwrap()).await;
+    assert_eq!(done["job"]["status"], "completed", "{done}");
+    let (_, detail) = app.get(&format!("/api/contents/{id}")).await;
+    let second = &detail["data"]["scenes"][1];
+    assert_eq!(second["image_asset_id"], own, "{second}");
+    assert_eq!(second["credit"], Value::Null);
+
+    // Photos for one scene; then a scene whose prompt finds nothing fails, saying so.
+    let done = run_footage(
+        &app,
+        json!({ "content_id": id, "scene_ids": [scenes[2]], "kind": "photos" }),
+    )
+    .await;
     assert_eq!(done["job"]["status"], "completed", "{done}");
     let (_, detail) = app.get(&format!("/api/contents/{id}")).await;
     let third = &detail["data"]["scenes"][2];
@@ -408,15 +477,7 @@ async fn footage_for_every_scene_is_a_background_job(db: Db) {
         .execute(app.state.pool())
         .await
         .unwrap();
-    let (status, job) = app
-        .post(
-            "/api/footage/find",
-            &json!({ "content_id": id, "scene_ids": [scenes[1]] }),
-        )
-        .await;
-    assert_eq!(status, 202, "{job}");
-    app.drain().await;
-    let done = app.wait_for_job(job["data"]["id"].as_i64().unwrap()).await;
+    let done = run_footage(&app, json!({ "content_id": id, "scene_ids": [scenes[1]] })).await;
     assert_eq!(done["job"]["status"], "failed", "{done}");
     let error = done["tasks"][0]["last_error"].as_str().unwrap();
     assert!(
