@@ -39,7 +39,7 @@ pub fn FootagePicker(
     sources: Signal<Vec<StockProvider>>,
     /// The content once a result is the scene's visual.
     on_picked: Callback<ContentDetail>,
-) -> impl IntoView {
+) -> AnyView {
     let query = RwSignal::new(String::new());
     let kind = RwSignal::new(StockKind::Videos);
     let provider = RwSignal::new(None::<StockProvider>);
@@ -137,4 +137,7 @@ pub fn FootagePicker(
             </details>
         </Show>
     }
+    // Type-erased: inside each scene's row its full type overflows the compiler's query
+    // depth in a clean build.
+    .into_any()
 }
