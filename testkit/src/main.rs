@@ -1,12 +1,17 @@
 //! `fake-openai`: the test fake as a process, for browser tests and benchmarks. It prints
 //! its base URL on stdout; `<addr>/_fake/config`, `/_fake/stats` and `/_fake/reset`
-//! configure it and read its counters while it runs (see the library's docs).
+//! configure it and read its counters while it runs (see the library's docs). It also
+//! stands in for Pexels at `<addr>/pexels` and Pixabay at `<addr>/pixabay/api` (Settings'
+//! `pexels_base_url` and `pixabay_base_url`; any non-empty key is accepted).
 
 use std::time::Duration;
 
 use clap::Parser;
 
+/// A local OpenAI-compatible server, with stand-ins for Pexels (`<addr>/pexels`) and
+/// Pixabay (`<addr>/pixabay/api`) that accept any non-empty key.
 #[derive(Parser)]
+#[command(about)]
 struct Args {
     /// Address to listen on; port 0 picks a free one (printed on stdout).
     #[arg(long, default_value = "127.0.0.1:0")]

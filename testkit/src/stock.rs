@@ -99,6 +99,15 @@ fn look(query: &str, i: usize, orientation: &str) -> (String, u32, u32) {
     (format!("{r:02x}{g:02x}{b:02x}"), w, h)
 }
 
+/// How many results the library has for `query`, whichever page was asked for.
+fn total_for(query: &str) -> usize {
+    if query.contains("nothing") {
+        0
+    } else {
+        TOTAL
+    }
+}
+
 /// The orientation asked for, else `default`.
 fn oriented<'a>(params: &'a HashMap<String, String>, default: &'a str) -> &'a str {
     params.get("orientation").map_or(default, String::as_str)
@@ -241,7 +250,7 @@ async fn pexels_photos(
             })
         })
         .collect();
-    Json(json!({"total_results": if photos.is_empty() { 0 } else { TOTAL }, "page": 1, "per_page": photos.len(), "photos": photos})).into_response()
+    Json(json!({"total_results": total_for(&query), "page": 1, "per_page": photos.len(), "photos": photos})).into_response()
 }
 
 async fn pexels_videos(
@@ -278,7 +287,7 @@ async fn pexels_videos(
             })
         })
         .collect();
-    Json(json!({"total_results": if videos.is_empty() { 0 } else { TOTAL }, "page": 1, "per_page": videos.len(), "videos": videos, "url": "https://www.pexels.com/videos/"})).into_response()
+    Json(json!({"total_results": total_for(&query), "page": 1, "per_page": videos.len(), "videos": videos, "url": "https://www.pexels.com/videos/"})).into_response()
 }
 
 async fn pixabay_photos(
@@ -308,7 +317,7 @@ async fn pixabay_photos(
             })
         })
         .collect();
-    let total = if hits.is_empty() { 0 } else { TOTAL };
+    let total = total_for(&query);
     Json(json!({"total": total, "totalHits": total, "hits": hits})).into_response()
 }
 
@@ -349,7 +358,7 @@ async fn pixabay_videos(
             })
         })
         .collect();
-    let total = if hits.is_empty() { 0 } else { TOTAL };
+    let total = total_for(&query);
     Json(json!({"total": total, "totalHits": total, "hits": hits})).into_response()
 }
 

@@ -1193,7 +1193,7 @@ async fn put_visual(
         let req: VisualUrl = serde_json::from_slice(&bytes).map_err(|e| {
             AppError::new(
                 crate::error::ErrorCode::InvalidJson,
-                format!("The body is not a {{\"url\"}} object: {e}"),
+                format!("The body is not a {{\"url\"}} or {{\"stock\"}} object: {e}"),
             )
         })?;
         return ok(clips::save_scene_visual_from_url(

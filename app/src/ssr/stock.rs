@@ -243,6 +243,19 @@ pub enum SearchError {
     Refused(String),
 }
 
+impl SearchError {
+    /// What the creator reads.
+    pub fn message(&self) -> &str {
+        match self {
+            SearchError::Key(m)
+            | SearchError::RateLimited { message: m, .. }
+            | SearchError::Timeout(m)
+            | SearchError::Unavailable(m)
+            | SearchError::Refused(m) => m,
+        }
+    }
+}
+
 impl From<SearchError> for TaskError {
     fn from(e: SearchError) -> Self {
         match e {
@@ -1133,9 +1146,17 @@ async fn best_match(
             }
         }
     }
+    // Every library failed: each one's reason, the last one's kind (a rate limit retries).
     if failed.len() == providers.len() {
-        if let Some((_, e)) = failed.pop() {
-            return Err(e.into());
+        let said: Vec<String> = failed.iter().map(|(_, e)| e.message().to_owned()).collect();
+        if let Some((_, last)) = failed.pop() {
+            return Err(match TaskError::from(last) {
+                TaskError::Transient { retry_after, .. } => TaskError::Transient {
+                    message: said.join("; "),
+                    retry_after,
+                },
+                _ => TaskError::Permanent(said.join("; ")),
+            });
         }
     }
     Ok(None)

@@ -430,6 +430,17 @@ async fn footage_for_every_scene_is_a_background_job(db: Db) {
         ["pexels", "pixabay"],
         "Pexels once, then Pixabay only"
     );
+    // Both keys refused: the scene fails with both libraries' reasons.
+    app.fake
+        .require_stock_keys(Some("another-key"), Some("another-key"));
+    let done = run_footage(&app, json!({ "content_id": id, "scene_ids": [scenes[1]] })).await;
+    assert_eq!(done["job"]["status"], "failed", "{done}");
+    let error = done["tasks"][0]["last_error"].as_str().unwrap();
+    assert!(
+        error.starts_with("Pexels refused the API key")
+            && error.contains("; Pixabay refused the API key"),
+        "{error}"
+    );
     app.fake
         .require_stock_keys(Some(PEXELS_KEY), Some(PIXABAY_KEY));
     use_stock(&app, false, true).await;
