@@ -1179,23 +1179,22 @@ async fn put_visual(
     };
     if is_json(&headers) {
         let (_, bytes) = file_body(&headers, body, limits::BODY_MAX_BYTES, "request body").await?;
-        let stock = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .is_ok_and(|v| v.get("stock").is_some());
-        if stock {
-            let req: StockPick = serde_json::from_slice(&bytes).map_err(|e| {
-                AppError::new(
-                    crate::error::ErrorCode::InvalidJson,
-                    format!("The body is not a {{\"stock\"}} object: {e}"),
-                )
-            })?;
-            return ok(stock::use_pick(&state, &user, (id, scene_id), &req.stock, options).await?);
-        }
-        let req: VisualUrl = serde_json::from_slice(&bytes).map_err(|e| {
+        // Parsed once; which of the two forms it is decides the shape it must have.
+        let not_json = |what: &str, e: serde_json::Error| {
             AppError::new(
                 crate::error::ErrorCode::InvalidJson,
-                format!("The body is not a {{\"url\"}} or {{\"stock\"}} object: {e}"),
+                format!("The body is not a {what} object: {e}"),
             )
-        })?;
+        };
+        let body: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| not_json("{\"url\"} or {\"stock\"}", e))?;
+        if body.get("stock").is_some() {
+            let req: StockPick =
+                serde_json::from_value(body).map_err(|e| not_json("{\"stock\"}", e))?;
+            return ok(stock::use_pick(&state, &user, (id, scene_id), &req.stock, options).await?);
+        }
+        let req: VisualUrl =
+            serde_json::from_value(body).map_err(|e| not_json("{\"url\"} or {\"stock\"}", e))?;
         return ok(clips::save_scene_visual_from_url(
             &state,
             &user,

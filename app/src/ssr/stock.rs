@@ -39,6 +39,12 @@ const PICK_PREFIX: &str = "stock-pick:";
 /// whole sentence finds little.
 const PROMPT_TERMS: usize = 5;
 
+/// How long one search may take: the admin's media timeout, at most 30 s (a search is a
+/// small JSON answer; a library slower than that is better tried again).
+fn search_timeout(values: &SettingsValues) -> Duration {
+    Duration::from_secs(u64::from(values.media_timeout_secs).min(30))
+}
+
 /// The libraries searched, in order: those with a key.
 pub fn configured(values: &SettingsValues, keys: &Keys) -> Vec<StockProvider> {
     StockProvider::ALL
@@ -760,7 +766,7 @@ pub async fn search_for_scene(
         )
         .map_err(|secs| AppError::rate_limited("stock searches", secs))?;
     let orientation = orientation(&content.presets.aspect_ratio);
-    let timeout = Duration::from_secs(u64::from(values.media_timeout_secs).min(30));
+    let timeout = search_timeout(&values);
     let (total, found) = search(
         &state.http,
         &endpoint(&values, &keys, provider),
@@ -1099,7 +1105,7 @@ async fn best_match(
         StockKind::Videos => &[StockKind::Videos, StockKind::Photos],
         StockKind::Photos => &[StockKind::Photos],
     };
-    let timeout = Duration::from_secs(u64::from(values.media_timeout_secs).min(30));
+    let timeout = search_timeout(values);
     let mut failed: Vec<(StockProvider, SearchError)> = Vec::new();
     for kind in kinds {
         for query in &queries {
