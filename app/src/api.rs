@@ -13,6 +13,7 @@ use crate::ssr::auth::{current_user, require_admin, require_user, respond, sessi
 #[cfg(feature = "ssr")]
 use crate::ssr::{
     contents, jobs, script, settings, state::app_state, status, stock, tokens, users, voices,
+    webhooks,
 };
 
 #[cfg(feature = "ssr")]
@@ -249,6 +250,46 @@ pub async fn revoke_token(id: i64) -> Result<(), AppError> {
 }
 
 #[server(prefix = "/_sfn", input = Json)]
+pub async fn list_webhooks() -> Result<Vec<WebhookEndpointView>, AppError> {
+    respond(async { webhooks::list(&app_state()?, &require_user()?).await }.await)
+}
+
+#[server(prefix = "/_sfn", input = Json)]
+pub async fn create_webhook(req: CreateWebhookRequest) -> Result<WebhookWithSecret, AppError> {
+    respond(async { webhooks::create(&app_state()?, &require_user()?, req).await }.await)
+}
+
+#[server(prefix = "/_sfn", input = Json)]
+pub async fn update_webhook(
+    id: i64,
+    req: UpdateWebhookRequest,
+) -> Result<WebhookEndpointView, AppError> {
+    respond(async { webhooks::update(&app_state()?, &require_user()?, id, req).await }.await)
+}
+
+#[server(prefix = "/_sfn", input = Json)]
+pub async fn delete_webhook(id: i64) -> Result<(), AppError> {
+    respond(async { webhooks::delete(&app_state()?, &require_user()?, id).await }.await)
+}
+
+#[server(prefix = "/_sfn", input = Json)]
+pub async fn rotate_webhook_secret(id: i64) -> Result<WebhookWithSecret, AppError> {
+    respond(async { webhooks::rotate_secret(&app_state()?, &require_user()?, id).await }.await)
+}
+
+#[server(prefix = "/_sfn", input = Json)]
+pub async fn webhook_deliveries(id: i64) -> Result<Vec<WebhookDeliveryView>, AppError> {
+    respond(async { webhooks::deliveries(&app_state()?, &require_user()?, id).await }.await)
+}
+
+#[server(prefix = "/_sfn", input = Json)]
+pub async fn redeliver_webhook(id: i64, delivery_id: i64) -> Result<WebhookDeliveryView, AppError> {
+    respond(
+        async { webhooks::redeliver(&app_state()?, &require_user()?, id, delivery_id).await }.await,
+    )
+}
+
+#[server(prefix = "/_sfn", input = Json)]
 pub async fn get_settings() -> Result<SettingsView, AppError> {
     respond(
         async {
@@ -353,6 +394,13 @@ pub fn server_fn_rules() -> Vec<(&'static str, crate::ssr::security::Access)> {
         (<ListTokens as ServerFn>::PATH, User),
         (<CreateToken as ServerFn>::PATH, User),
         (<RevokeToken as ServerFn>::PATH, User),
+        (<ListWebhooks as ServerFn>::PATH, User),
+        (<CreateWebhook as ServerFn>::PATH, User),
+        (<UpdateWebhook as ServerFn>::PATH, User),
+        (<DeleteWebhook as ServerFn>::PATH, User),
+        (<RotateWebhookSecret as ServerFn>::PATH, User),
+        (<WebhookDeliveries as ServerFn>::PATH, User),
+        (<RedeliverWebhook as ServerFn>::PATH, User),
         (<GetSettings as ServerFn>::PATH, Admin),
         (<UpdateSettings as ServerFn>::PATH, Admin),
         (<ResetSettings as ServerFn>::PATH, Admin),

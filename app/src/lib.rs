@@ -18,7 +18,7 @@ use leptos_router::{path, SsrMode};
 
 use pages::{
     ContentPage, GeneratePage, JobsPage, LibraryPage, LoginPage, NotFound, SettingsPage, SetupPage,
-    StatusPage, TokensPage, UsersPage,
+    StatusPage, TokensPage, UsersPage, WebhooksPage,
 };
 
 use crate::model::{Role, UserView};
@@ -88,6 +88,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/status") view=StatusPage/>
                     <Route path=path!("/users") view=UsersPage/>
                     <Route path=path!("/tokens") view=TokensPage/>
+                    <Route path=path!("/webhooks") view=WebhooksPage/>
                     <Route path=path!("/login") view=LoginPage/>
                     <Route path=path!("/setup") view=SetupPage/>
                 </Routes>
@@ -115,6 +116,7 @@ fn Nav(user: Option<UserView>) -> impl IntoView {
             <A href="/library">"Library"</A>
             <A href="/jobs">"Jobs"</A>
             <A href="/tokens">"API tokens"</A>
+            <A href="/webhooks">"Webhooks"</A>
             {admin.then(|| view! {
                 <A href="/settings">"Settings"</A>
                 <A href="/status">"Status"</A>

@@ -48,6 +48,12 @@ pub mod limits {
     pub const PASSWORD_MAX_CHARS: usize = 128;
     pub const EMAIL_MAX_CHARS: usize = 254;
     pub const TOKEN_NAME_MAX_CHARS: usize = 100;
+    /// Webhook endpoints one user may register.
+    pub const WEBHOOKS_PER_USER: i64 = 20;
+    /// A webhook endpoint's URL, in characters.
+    pub const WEBHOOK_URL_MAX_CHARS: usize = 2000;
+    /// A webhook endpoint's description, in characters.
+    pub const WEBHOOK_DESCRIPTION_MAX_CHARS: usize = 200;
     /// Whole request bodies, enforced before any parsing.
     pub const BODY_MAX_BYTES: usize = 256 * 1024;
     /// An uploaded background music file.
@@ -953,6 +959,124 @@ pub struct CreateTokenRequest {
 pub struct CreatedToken {
     pub token: TokenView,
     pub secret: String,
+}
+
+/// What a webhook endpoint can be told about. The names and the payload's envelope
+/// (`{"type", "timestamp", "data"}`) follow the Standard Webhooks specification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub enum WebhookEvent {
+    /// A job finished with every task done; `data` is the job (as `GET /api/jobs` lists it).
+    #[serde(rename = "job.completed")]
+    JobCompleted,
+    /// A job finished with a task failed; `data` is the job.
+    #[serde(rename = "job.failed")]
+    JobFailed,
+    /// A render made the content's video; `data`: `content_id`, `job_id`, `title`,
+    /// `video_url`, `duration_ms`.
+    #[serde(rename = "video.ready")]
+    VideoReady,
+    /// A content was deleted; `data`: `content_id`, `title`.
+    #[serde(rename = "content.deleted")]
+    ContentDeleted,
+}
+
+impl WebhookEvent {
+    pub const ALL: [WebhookEvent; 4] = [
+        WebhookEvent::JobCompleted,
+        WebhookEvent::JobFailed,
+        WebhookEvent::VideoReady,
+        WebhookEvent::ContentDeleted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookEvent::JobCompleted => "job.completed",
+            WebhookEvent::JobFailed => "job.failed",
+            WebhookEvent::VideoReady => "video.ready",
+            WebhookEvent::ContentDeleted => "content.deleted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.as_str() == s)
+    }
+}
+
+/// A webhook endpoint, without its secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct WebhookEndpointView {
+    pub id: i64,
+    pub url: String,
+    pub description: String,
+    pub events: Vec<WebhookEvent>,
+    /// A disabled endpoint is sent nothing new.
+    pub enabled: bool,
+    pub created_at: String,
+    /// Until when the secret before the last rotation still signs deliveries too.
+    pub previous_secret_expires_at: Option<String>,
+}
+
+/// A new endpoint. `events` left out or `null`: every event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateWebhookRequest {
+    /// http or https; it must reach a public address unless the admin allows the range
+    /// (`allowed_private_addresses`).
+    pub url: String,
+    #[serde(default)]
+    pub events: Option<Vec<WebhookEvent>>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// Changes to an endpoint; a field left out or `null` stays as it is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UpdateWebhookRequest {
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub events: Option<Vec<WebhookEvent>>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+/// An endpoint with its signing secret (`whsec_` and base64, as Standard Webhooks
+/// libraries take it): shown when the endpoint is made and when the secret is rotated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct WebhookWithSecret {
+    pub endpoint: WebhookEndpointView,
+    pub secret: String,
+}
+
+/// One event sent (or being sent) to an endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct WebhookDeliveryView {
+    pub id: i64,
+    /// The `webhook-id` header: the same on every attempt and redelivery.
+    pub message_id: String,
+    pub event: WebhookEvent,
+    /// `pending` (being sent or waiting to retry), `succeeded` (a 2xx answer) or `failed`
+    /// (no attempt left; Redeliver sends it again).
+    pub status: String,
+    /// HTTP requests made, over every redelivery.
+    pub attempts: i64,
+    /// The last answer's HTTP status, if one came.
+    pub response_status: Option<i64>,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub delivered_at: Option<String>,
+    /// The JSON body sent.
+    pub payload: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

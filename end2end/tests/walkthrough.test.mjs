@@ -7,6 +7,8 @@ import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createServer } from 'node:http';
+import { createHmac } from 'node:crypto';
 import { startStack, newPage, open, outputDir, signIn, ADMIN, CREATOR } from '../support.mjs';
 
 let stack;
@@ -412,5 +414,85 @@ test('with the OpenAI-compatible image provider, 20 scenes fill in and the jobs 
   assert.equal(await job.locator('progress').evaluate((p) => p.value), 100);
   await job.getByText('All 20 scenes done').waitFor();
   await shot(page, 'jobs');
+  await page.context().close();
+});
+
+test('a creator adds a webhook, sees its signed delivery and redelivers it', async () => {
+  // The receiver: records each call and resolves the waiter for its count.
+  const got = [];
+  const waiters = [];
+  const server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (chunk) => { body += chunk; });
+    req.on('end', () => {
+      got.push({ headers: req.headers, body });
+      res.writeHead(204).end();
+      waiters.filter((w) => got.length >= w.n).forEach((w) => w.resolve());
+    });
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const received = (n) => new Promise((resolve) => {
+    if (got.length >= n) resolve(); else waiters.push({ n, resolve });
+  });
+  const url = `http://127.0.0.1:${server.address().port}/hooks/crevid`;
+
+  // Webhook URLs, like pasted ones, reach this machine only once the admin allows it.
+  const admin = await newPage(stack);
+  await signIn(stack, admin, ADMIN);
+  await open(admin, `${stack.base}/settings`);
+  await admin.locator('input[name="allowed_private_addresses"]').fill('127.0.0.0/8');
+  await admin.getByRole('button', { name: 'Save settings' }).click();
+  await admin.getByText('Settings saved.').waitFor();
+  await admin.context().close();
+
+  const page = await newPage(stack);
+  await signIn(stack, page, CREATOR);
+  await open(page, `${stack.base}/webhooks`);
+  await page.locator('input[name="webhook_url"]').fill(url);
+  await page.locator('input[name="webhook_description"]').fill('Tell the archive');
+  for (const event of ['job.completed', 'job.failed', 'video.ready']) {
+    await page.locator(`input[name="webhook_event"][value="${event}"]`).uncheck();
+  }
+  await page.getByRole('button', { name: 'Add endpoint' }).click();
+  const secret = (await page.getByTestId('webhook-secret').locator('code').innerText()).trim();
+  assert.match(secret, /^whsec_[A-Za-z0-9+/]{43}=$/);
+  const endpoint = page.getByTestId('webhook');
+  await endpoint.getByText(url).waitFor();
+  assert.match(await endpoint.innerText(), /content\.deleted · added/);
+
+  // A content saved and deleted through the API, as the page's own session.
+  const deletedId = await page.evaluate(async () => {
+    const post = (path, body) => fetch(path, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body),
+    }).then((r) => r.json());
+    const input = 'Tides rise twice a day. The moon pulls the sea.';
+    const script = await post('/api/content/generate', { mode: 'script', input });
+    const saved = await post('/api/contents', { mode: 'script', input, script: script.data });
+    await fetch(`/api/contents/${saved.data.id}`, { method: 'DELETE' });
+    return saved.data.id;
+  });
+  await received(1);
+  const [first] = got;
+  const body = JSON.parse(first.body);
+  assert.equal(body.type, 'content.deleted');
+  assert.equal(body.data.content_id, deletedId);
+  // Signed as Standard Webhooks specify: v1, base64 HMAC-SHA256 of "id.timestamp.body".
+  const key = Buffer.from(secret.slice('whsec_'.length), 'base64');
+  const signed = `${first.headers['webhook-id']}.${first.headers['webhook-timestamp']}.${first.body}`;
+  const expected = `v1,${createHmac('sha256', key).update(signed).digest('base64')}`;
+  assert.equal(first.headers['webhook-signature'], expected);
+
+  await endpoint.getByRole('button', { name: 'Deliveries' }).click();
+  const row = page.getByTestId('delivery');
+  await row.getByText('succeeded').waitFor();
+  assert.match(await row.innerText(), /content\.deleted\s+succeeded\s+1\s+204/);
+  await page.getByRole('button', { name: 'Redeliver' }).click();
+  await received(2);
+  assert.equal(got[1].headers['webhook-id'], first.headers['webhook-id']);
+  assert.equal(got[1].body, first.body);
+  // The list follows the pending redelivery by itself.
+  await page.waitForFunction(() => /succeeded\s+2\s+204/.test(document.querySelector('[data-testid="delivery"]')?.innerText ?? ''));
+  await shot(page, 'webhooks');
+  server.close();
   await page.context().close();
 });

@@ -39,6 +39,7 @@ pub mod profiles;
 pub mod proxy;
 pub mod qstash;
 mod stock;
+pub mod webhooks;
 
 pub use stock::{StockRequest, CLIP_SECONDS as STOCK_CLIP_SECONDS, TOTAL as STOCK_TOTAL};
 

@@ -322,7 +322,7 @@ fn Editor(detail: ContentDetail) -> impl IntoView {
     Effect::new(move |_| {
         load.dispatch(());
     });
-    keep_polling(load, latest);
+    keep_polling(load, latest, super::jobs::active);
     // "Render the video when everything is ready", for the Generate buttons.
     let render_after = RwSignal::new(false);
     // Every scene, or (regenerate) just one.

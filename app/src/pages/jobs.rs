@@ -14,12 +14,13 @@ pub fn active(job: &JobDetail) -> bool {
         || job.tasks.iter().any(|t| t.status == "running")
 }
 
-/// Polls `load` again 2 s after each answer while a job is active (after a failed poll,
-/// while the last good answer had one), with one timer at a time, cleared when the page
-/// goes: a timer firing after navigation must not touch a disposed action.
-pub fn keep_polling(
-    load: Action<(), Result<Vec<JobDetail>, crate::error::AppError>>,
-    latest: RwSignal<Vec<JobDetail>>,
+/// Polls `load` again 2 s after each answer while an item is `active` (after a failed
+/// poll, while the last good answer had one), with one timer at a time, cleared when the
+/// page goes: a timer firing after navigation must not touch a disposed action.
+pub fn keep_polling<T: Clone + Send + Sync + 'static>(
+    load: Action<(), Result<Vec<T>, crate::error::AppError>>,
+    latest: RwSignal<Vec<T>>,
+    active: fn(&T) -> bool,
 ) {
     let timer = StoredValue::new(None::<leptos::leptos_dom::helpers::TimeoutHandle>);
     let clear = move || {
@@ -163,7 +164,7 @@ pub fn JobsPage() -> impl IntoView {
         load.dispatch(());
     });
     // Polled only while a job is active; the poll stops by itself when all are done.
-    keep_polling(load, latest);
+    keep_polling(load, latest, active);
     let cancel = Action::new(|job: &i64| cancel_job(*job));
     let retry = Action::new(|job: &i64| retry_job(*job));
     Effect::new(move |previous: Option<usize>| {

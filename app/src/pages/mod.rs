@@ -10,6 +10,7 @@ mod status;
 mod upload;
 mod users;
 mod voice;
+mod webhooks;
 
 pub use account::{LoginPage, SetupPage, TokensPage};
 pub use content::ContentPage;
@@ -19,6 +20,7 @@ pub use library::LibraryPage;
 pub use settings::SettingsPage;
 pub use status::StatusPage;
 pub use users::UsersPage;
+pub use webhooks::WebhooksPage;
 
 use leptos::prelude::*;
 use leptos_meta::Title;

@@ -181,7 +181,7 @@ fn SettingsForm(initial: SettingsView) -> impl IntoView {
             {text_field!(values, "Script generations per user per minute", rate_generate_per_minute, "")}
             {text_field!(values, "Background jobs per user per minute", rate_jobs_per_minute, "")}
             {text_field!(values, "Media storage per user (MiB)", storage_quota_mb, "0 for no quota; new pictures, narration, videos and music are refused beyond it")}
-            {text_field!(values, "Private addresses URLs may reach", allowed_private_addresses, "Comma-separated ranges (192.168.1.0/24, fd00::/8) that pasted picture and clip URLs and providers' image URLs may reach, such as a media server on this network; empty: public addresses only")}
+            {text_field!(values, "Private addresses URLs may reach", allowed_private_addresses, "Comma-separated ranges (192.168.1.0/24, fd00::/8) that pasted picture and clip URLs, providers' image URLs and webhook URLs may reach, such as a media server on this network; empty: public addresses only")}
             <label class="checkbox"><input type="checkbox" name="llm_json_schema"
                 prop:checked=move || values.with(|v| v.llm_json_schema)
                 on:change=move |ev| values.update(|v| v.llm_json_schema = event_target_checked(&ev))/>

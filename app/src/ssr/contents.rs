@@ -496,7 +496,7 @@ pub async fn update(
             .db("deleting a scene")?;
     }
     for job in touched_jobs {
-        super::jobs::refresh_in(&mut tx, job).await?;
+        super::jobs::refresh_in(state, &mut tx, job).await?;
     }
     for (position, (edit, scene)) in req.scenes.iter().zip(&scenes).enumerate() {
         match edit.id {
@@ -522,6 +522,7 @@ pub async fn update(
     // Narration of edited words and the media of deleted scenes go with the edit.
     let dropped = super::media::drop_unowned(&mut tx, id).await?;
     tx.commit().await.db("committing a content edit")?;
+    super::webhooks::wake(state);
     for key in dropped {
         super::media::remove_file(state, &key).await;
     }
@@ -534,17 +535,26 @@ pub async fn delete(state: &AppState, user: &CurrentUser, id: i64) -> Result<(),
     // QStash's messages for its unfinished tasks (batch jobs' too) are cancelled once
     // the rows are gone.
     let messages = super::qstash::messages_of_content(state, id).await?;
-    // Scenes, assets and jobs go with the row (ON DELETE CASCADE).
-    let deleted = sqlx::query("DELETE FROM contents WHERE id = $1 AND ($2 = 1 OR owner_id = $3)")
-        .bind(id)
-        .bind(i64::from(user.is_admin()))
-        .bind(user.id)
-        .execute(pool)
-        .await
-        .db("deleting a content")?;
-    if deleted.rows_affected() == 0 {
+    // Scenes, assets and jobs go with the row (ON DELETE CASCADE); the owner's webhooks
+    // hear of it from the same transaction.
+    let mut tx = pool.begin().await.db("starting a transaction")?;
+    let deleted: Option<(Option<i64>, String)> = sqlx::query_as(
+        "DELETE FROM contents WHERE id = $1 AND ($2 = 1 OR owner_id = $3) RETURNING owner_id, title",
+    )
+    .bind(id)
+    .bind(i64::from(user.is_admin()))
+    .bind(user.id)
+    .fetch_optional(&mut *tx)
+    .await
+    .db("deleting a content")?;
+    let Some((owner_id, title)) = deleted else {
         return Err(AppError::not_found("content"));
+    };
+    if let Some(owner_id) = owner_id {
+        super::webhooks::content_deleted(state, &mut tx, owner_id, id, &title).await?;
     }
+    tx.commit().await.db("deleting a content")?;
+    super::webhooks::wake(state);
     // Every file of the content lives in its own directory: assets, cached segments,
     // anything half-made.
     super::media::remove_content_files(state, id).await;

@@ -215,6 +215,18 @@ pub fn format_ms(ms: i64) -> String {
     )
 }
 
+/// `ms` since the Unix epoch as RFC 3339 in UTC (`2026-12-07T18:00:00.123Z`), as machine
+/// readers want it (Standard Webhooks' `timestamp`).
+pub fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
 /// An optional non-negative number to bind as `NULLIF($n, -1.0)`: -1 stands for NULL.
 /// sqlx's Any driver binds a NULL double as a float4 (sqlx-core 0.8 `any/arguments.rs`),
 /// and Postgres refuses it for a statement it prepared with a float8 ("incorrect binary

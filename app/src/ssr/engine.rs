@@ -17,7 +17,7 @@ use tokio::sync::{Notify, Semaphore};
 
 use super::db::{now_ms, Backend};
 use super::error::DbResultExt;
-use super::jobs::{self, RENDER, SCENE_AUDIO, SCENE_FOOTAGE, SCENE_IMAGE};
+use super::jobs::{self, RENDER, SCENE_AUDIO, SCENE_FOOTAGE, SCENE_IMAGE, WEBHOOK_DELIVERY};
 use super::media;
 use super::metrics::TaskOutcome;
 use super::state::AppState;
@@ -47,6 +47,8 @@ impl KindLimits {
             // Each finds footage and converts it as a creator's pick is: two at a time, as
             // clips convert, and Pexels' and Pixabay's own limits answer 429 when reached.
             SCENE_FOOTAGE => (2, 0),
+            // A delivery waits on the receiver only; a slow one should not hold the rest.
+            WEBHOOK_DELIVERY => (8, 0),
             // ffmpeg uses every core it is given: renders run one or two at a time.
             _ => (settings.render_concurrency, 0),
         };
@@ -76,7 +78,8 @@ pub struct ClaimedTask {
     pub id: i64,
     pub job_id: i64,
     pub kind: String,
-    pub content_id: i64,
+    /// None for a task about no content (a webhook delivery).
+    pub content_id: Option<i64>,
     /// None for a task about the whole content (a render).
     pub scene_id: Option<i64>,
     pub attempt: i64,
@@ -86,6 +89,12 @@ pub struct ClaimedTask {
 }
 
 impl ClaimedTask {
+    /// The content a scene's or a render's task works on.
+    pub fn content(&self) -> Result<i64, TaskError> {
+        self.content_id
+            .ok_or_else(|| TaskError::Permanent(format!("task {} names no content", self.id)))
+    }
+
     /// From a claim's `RETURNING id, job_id, kind, content_id, scene_id, attempt, max_attempts`.
     pub fn from_row(row: &sqlx::any::AnyRow) -> Result<Self, AppError> {
         (|| -> Result<Self, sqlx::Error> {
@@ -330,6 +339,7 @@ pub struct Signals {
     audio: Notify,
     footage: Notify,
     render: Notify,
+    webhook: Notify,
 }
 
 impl Signals {
@@ -338,6 +348,7 @@ impl Signals {
             SCENE_IMAGE => &self.image,
             SCENE_AUDIO => &self.audio,
             SCENE_FOOTAGE => &self.footage,
+            WEBHOOK_DELIVERY => &self.webhook,
             _ => &self.render,
         }
     }
@@ -456,6 +467,7 @@ pub async fn run_claimed_within(
             SCENE_AUDIO => media::scene_audio(state, &task).await,
             SCENE_FOOTAGE => super::stock::scene_footage(state, &task).await,
             RENDER => super::render::render(state, &task, stopped).await,
+            WEBHOOK_DELIVERY => super::webhooks::deliver(state, &task).await,
             other => Err(TaskError::Permanent(format!("unknown task kind {other:?}"))),
         }
     };
@@ -616,7 +628,9 @@ async fn finish(
                         make_current(&mut tx, task, asset.kind, *id, &output, now).await?;
                     }
                     // What the new assets replace is dropped with them.
-                    superseded = media::drop_unowned(&mut tx, task.content_id).await?;
+                    if let Some(content_id) = task.content_id {
+                        superseded = media::drop_unowned(&mut tx, content_id).await?;
+                    }
                 }
                 Some(_) => {
                     counted = Some(TaskOutcome::Cancelled);
@@ -704,8 +718,11 @@ async fn finish(
             }
         }
     }
-    let job_status = jobs::refresh_in(&mut tx, task.job_id).await?;
+    let job_status = jobs::refresh_in(state, &mut tx, task.job_id).await?;
     tx.commit().await.db("committing a task")?;
+    if matches!(job_status, Some("completed" | "failed")) {
+        super::webhooks::wake(state);
+    }
     if let Some(outcome) = counted {
         let took = task.claimed_at.elapsed();
         state.metrics.task(&task.kind, outcome, took);
@@ -731,8 +748,8 @@ async fn finish(
                 tracing::warn!(error = %e.message, "starting a render when ready failed");
             }
         }
-        if succeeded && render_expected {
-            super::render::prepare_ahead(state, task.content_id);
+        if let Some(content_id) = task.content_id.filter(|_| succeeded && render_expected) {
+            super::render::prepare_ahead(state, content_id);
         }
     }
     Ok(())
@@ -800,7 +817,7 @@ async fn make_current(
         ),
         "subtitles" => (
             "UPDATE contents SET subtitles_asset_id = $1, updated_at = $2 WHERE id = $3",
-            Some(task.content_id),
+            task.content_id,
         ),
         _ => {
             sqlx::query(
@@ -847,7 +864,13 @@ pub async fn drain(state: &AppState) -> Result<usize, AppError> {
 }
 
 /// Every task kind, for what is kept or shown per kind.
-pub const KINDS: [&str; 4] = [SCENE_IMAGE, SCENE_AUDIO, SCENE_FOOTAGE, RENDER];
+pub const KINDS: [&str; 5] = [
+    SCENE_IMAGE,
+    SCENE_AUDIO,
+    SCENE_FOOTAGE,
+    RENDER,
+    WEBHOOK_DELIVERY,
+];
 
 /// How long a worker with nothing to claim may sleep: until the next task falls due (a
 /// queued `run_at`, an expiring lease), or, when due work waits on the limits, until the

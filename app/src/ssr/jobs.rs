@@ -18,6 +18,10 @@ pub const SCENE_IMAGE: &str = "scene.image";
 pub const SCENE_AUDIO: &str = "scene.audio";
 pub const RENDER: &str = "content.render";
 pub const SCENE_FOOTAGE: &str = "scene.footage";
+/// One webhook delivery (`webhooks`): its job has kind `webhook` and no content.
+pub const WEBHOOK_DELIVERY: &str = "webhook.deliver";
+/// The job kind of webhook deliveries, kept out of the creator's job list.
+pub const WEBHOOK_JOB: &str = "webhook";
 pub const MAX_ATTEMPTS: i64 = 5;
 
 const JOB_COLUMNS: &str =
@@ -48,6 +52,19 @@ fn job_view(row: &sqlx::any::AnyRow) -> Result<JobView, sqlx::Error> {
         content_ids: serde_json::from_str(&content_ids).unwrap_or_default(),
         content_title: row.try_get("content_title")?,
     })
+}
+
+/// A job as `GET /api/jobs/{id}` shows it, read in the caller's transaction.
+pub async fn view_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: i64,
+) -> Result<Option<JobView>, AppError> {
+    let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await
+        .db("reading a job")?;
+    row.as_ref().map(job_view).transpose().db("decoding a job")
 }
 
 fn task_kind(kind: JobKind) -> &'static str {
@@ -417,7 +434,7 @@ pub async fn render_when_ready(state: &AppState, job_id: i64) -> Result<(), AppE
 }
 
 /// Spends one of the user's background jobs per minute (a new job, or a Retry failed).
-async fn check_rate(state: &AppState, user: &CurrentUser) -> Result<(), AppError> {
+pub async fn check_rate(state: &AppState, user: &CurrentUser) -> Result<(), AppError> {
     let limit = super::settings::values(state).await?.rate_jobs_per_minute;
     state
         .limits
@@ -494,10 +511,11 @@ fn scope() -> &'static str {
     "($2 = 1 OR owner_id = $3)"
 }
 
-/// 404 unless the job exists and is the caller's (or the caller is an admin).
+/// 404 unless the job exists and is the caller's (or the caller is an admin). A webhook
+/// delivery's job is reached through its endpoint (`webhooks`) only.
 async fn check_owner(state: &AppState, user: &CurrentUser, id: i64) -> Result<(), AppError> {
     sqlx::query_scalar::<_, i64>(&format!(
-        "SELECT id FROM jobs WHERE id = $1 AND {}",
+        "SELECT id FROM jobs WHERE id = $1 AND {} AND kind <> '{WEBHOOK_JOB}'",
         scope()
     ))
     .bind(id)
@@ -544,7 +562,7 @@ pub async fn list(
     }
     // A batch job has no single content_id; its tasks say which contents it covers.
     let rows = sqlx::query(&format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE {} \
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE {} AND kind <> '{WEBHOOK_JOB}' \
          AND ($1 = 0 OR content_id = $1 OR (content_id IS NULL AND EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = jobs.id AND t.content_id = $1))) \
          AND ($4 = '' OR status = $4) AND ($5 = '' OR kind = $5) \
          ORDER BY created_at DESC, id DESC LIMIT $6",
@@ -655,7 +673,7 @@ const TASK_COLUMNS: &str = "t.id, t.job_id, t.kind, t.scene_id, t.status, t.atte
 
 pub async fn get(state: &AppState, user: &CurrentUser, id: i64) -> Result<JobDetail, AppError> {
     let row = sqlx::query(&format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND {}",
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND {} AND kind <> '{WEBHOOK_JOB}'",
         scope()
     ))
     .bind(id)
@@ -753,7 +771,7 @@ pub async fn cancel(state: &AppState, user: &CurrentUser, id: i64) -> Result<Job
     .execute(&mut *tx)
     .await
     .db("cancelling publications")?;
-    refresh_in(&mut tx, id).await?;
+    refresh_in(state, &mut tx, id).await?;
     tx.commit().await.db("committing a cancel")?;
     // A job already finished has nothing left in QStash.
     if cancelled {
@@ -827,7 +845,7 @@ pub async fn retry_failed(
         .db("reopening a job")?;
     super::qstash::enqueue_tasks(state, &mut tx, &retried).await?;
     tx.commit().await.db("retrying tasks")?;
-    refresh(state.pool(), id).await?;
+    refresh(state, id).await?;
     super::engine::wake(state, None).await;
     super::qstash::nudge(state);
     get(state, user, id).await
@@ -862,16 +880,21 @@ pub fn started_set(now: &str) -> String {
 
 /// Recomputes a job's counts, progress, status and stage message from its tasks, so the
 /// job never disagrees with what its scenes show.
-pub async fn refresh(pool: &sqlx::AnyPool, job_id: i64) -> Result<(), AppError> {
-    let mut tx = pool.begin().await.db("starting a transaction")?;
-    refresh_in(&mut tx, job_id).await?;
-    tx.commit().await.db("committing a job")
+pub async fn refresh(state: &AppState, job_id: i64) -> Result<(), AppError> {
+    let mut tx = state.pool().begin().await.db("starting a transaction")?;
+    refresh_in(state, &mut tx, job_id).await?;
+    tx.commit().await.db("committing a job")?;
+    super::webhooks::wake(state);
+    Ok(())
 }
 
 /// `refresh` inside the caller's transaction, after its own writes to the job's tasks:
-/// a task's outcome and its job's counts then commit together. Returns the job's new
-/// status (None when the job is gone).
+/// a task's outcome and its job's counts then commit together. A job that has just
+/// completed or failed queues its webhook deliveries in the same transaction; the caller
+/// calls `webhooks::wake` after committing. Returns the job's new status (None when the
+/// job is gone).
 pub async fn refresh_in(
+    state: &AppState,
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     job_id: i64,
 ) -> Result<Option<&'static str>, AppError> {
@@ -1023,6 +1046,9 @@ pub async fn refresh_in(
     .execute(&mut **tx)
     .await
     .db("updating a job")?;
+    if matches!(status, "completed" | "failed") && current != status && kind != WEBHOOK_JOB {
+        super::webhooks::job_finished(state, tx, job_id).await?;
+    }
     Ok(Some(status))
 }
 

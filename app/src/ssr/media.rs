@@ -342,7 +342,7 @@ async fn provider_setup(
 fn output_key(task: &ClaimedTask, ext: &str) -> String {
     format!(
         "content-{}/scene-{}-{}-{}.{ext}",
-        task.content_id,
+        task.content_id.unwrap_or_default(),
         task.scene_id.unwrap_or_default(),
         task.id,
         task.attempt

@@ -99,6 +99,51 @@ pub async fn get(
     )))
 }
 
+/// POSTs `body` to `url` by the same rules as [`get`] and returns the answer, whatever its
+/// status, within `deadline`. Redirects are not followed: a webhook receiver is expected
+/// to answer at the URL it was registered with, and a 3xx counts as a failed attempt.
+/// Errors: Permanent for what the URL is, Transient for a refused connection or timeout.
+pub async fn post(
+    url: &str,
+    rules: &Rules<'_>,
+    deadline: tokio::time::Instant,
+    headers: reqwest::header::HeaderMap,
+    body: String,
+) -> Result<reqwest::Response, TaskError> {
+    let what = rules.what;
+    let url = reqwest::Url::parse(url)
+        .map_err(|_| TaskError::Permanent(format!("{what} is not a valid URL; refused")))?;
+    let client = client_for(&url, rules, deadline).await?;
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    client
+        .post(url)
+        .headers(headers)
+        .body(body)
+        .timeout(left)
+        .send()
+        .await
+        .map_err(|e| TaskError::Transient {
+            message: if e.is_timeout() {
+                format!("{what} did not answer in time")
+            } else {
+                format!("sending to {what} failed: {}", e.without_url())
+            },
+            retry_after: None,
+        })
+}
+
+/// Checks now what [`get`] and [`post`] check before connecting: the scheme, and that the
+/// host resolves only to addresses the rules allow.
+pub async fn check(
+    url: &str,
+    rules: &Rules<'_>,
+    deadline: tokio::time::Instant,
+) -> Result<(), TaskError> {
+    let url = reqwest::Url::parse(url)
+        .map_err(|_| TaskError::Permanent(format!("{} is not a valid URL", rules.what)))?;
+    client_for(&url, rules, deadline).await.map(drop)
+}
+
 /// A transport failure while downloading (refused connection, timeout, a cut-off body).
 pub(crate) fn download_failed(what: &str, e: reqwest::Error) -> TaskError {
     TaskError::Transient {

@@ -24,7 +24,7 @@ use serde_json::json;
 use super::db::{now_ms, Backend};
 use super::engine::{self, ClaimedTask, KindLimits, KINDS};
 use super::error::DbResultExt;
-use super::jobs::{RENDER, SCENE_AUDIO};
+use super::jobs::{RENDER, SCENE_AUDIO, WEBHOOK_DELIVERY};
 use super::state::AppState;
 use crate::error::AppError;
 
@@ -233,12 +233,15 @@ pub const TTS_ROUTE: &str = "tts-generation";
 pub const BATCH_ROUTE: &str = "batch-operation";
 pub const RENDER_ROUTE: &str = "render";
 pub const FAILED_ROUTE: &str = "failed";
+/// Webhook deliveries (`webhooks`): not one of the seeds' routes.
+pub const WEBHOOK_ROUTE: &str = "webhook-delivery";
 
 /// The route a task is delivered to: tasks of a job over several contents go to the
 /// batch route, the others to their kind's.
 fn route_of(kind: &str, batch: bool) -> &'static str {
     match (kind, batch) {
         (RENDER, _) => RENDER_ROUTE,
+        (WEBHOOK_DELIVERY, _) => WEBHOOK_ROUTE,
         (_, true) => BATCH_ROUTE,
         (SCENE_AUDIO, false) => TTS_ROUTE,
         _ => MEDIA_ROUTE,
@@ -460,10 +463,11 @@ async fn fail_undelivered(state: &AppState, stalled: &Stalled) -> Result<(), App
     .await
     .db("failing a task")?;
     if let Some(job) = job {
-        super::jobs::refresh_in(&mut tx, job).await?;
+        super::jobs::refresh_in(state, &mut tx, job).await?;
         tracing::warn!(task_id = stalled.task_id, "{message}");
     }
     tx.commit().await.db("failing a task")?;
+    super::webhooks::wake(state);
     state.work.notify_waiters();
     Ok(())
 }
@@ -1851,9 +1855,10 @@ async fn mark_failed(
     .await
     .db("failing a task")?;
     if let Some(job) = job {
-        super::jobs::refresh_in(&mut tx, job).await?;
+        super::jobs::refresh_in(state, &mut tx, job).await?;
     }
     tx.commit().await.db("failing a task")?;
+    super::webhooks::wake(state);
     state.work.notify_waiters();
     Ok(())
 }
@@ -1916,6 +1921,7 @@ mod tests {
         assert_eq!(route_of(SCENE_AUDIO, true), BATCH_ROUTE);
         assert_eq!(route_of(SCENE_IMAGE, true), BATCH_ROUTE);
         assert_eq!(route_of(RENDER, false), RENDER_ROUTE);
+        assert_eq!(route_of(WEBHOOK_DELIVERY, true), WEBHOOK_ROUTE);
     }
 
     #[test]

@@ -991,12 +991,13 @@ pub async fn render(
 ) -> Result<Output, TaskError> {
     // Before the scenes are read: a segment prepared ahead from here on is kept.
     let started = std::time::SystemTime::now();
+    let content_id = task.content()?;
     let Plan {
         scenes,
         settings,
         size,
         transition,
-    } = plan(state, task.content_id)
+    } = plan(state, content_id)
         .await?
         .ok_or_else(|| TaskError::Permanent("the content was deleted".into()))?;
     if scenes.is_empty() {
@@ -1010,14 +1011,14 @@ pub async fn render(
     let music: Option<(i64, String)> = sqlx::query_as(
         "SELECT a.id, a.storage_key FROM contents c JOIN assets a ON a.id = c.music_asset_id WHERE c.id = $1",
     )
-    .bind(task.content_id)
+    .bind(content_id)
     .fetch_optional(state.pool())
     .await
     .map_err(|e| server_fault("the database could not be read", e, true))?;
     let media_dir = media::media_dir(state);
     // What an earlier attempt of this task left when its worker died mid-way.
     for attempt in 1..task.attempt {
-        let stem = format!("content-{}/", task.content_id);
+        let stem = format!("content-{content_id}/");
         let _ = tokio::fs::remove_dir_all(
             media_dir.join(format!("{stem}render-{}-{attempt}", task.id)),
         )
@@ -1027,10 +1028,7 @@ pub async fn render(
         )
         .await;
     }
-    let work_key = format!(
-        "content-{}/render-{}-{}",
-        task.content_id, task.id, task.attempt
-    );
+    let work_key = format!("content-{content_id}/render-{}-{}", task.id, task.attempt);
     let work = media::prepare(state, &format!("{work_key}/list.txt"))
         .await?
         .parent()
@@ -1106,6 +1104,7 @@ async fn render_in(
     (transition, started): (Transition, std::time::SystemTime),
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(String, String, i64), TaskError> {
+    let content_id = task.content()?;
     let lengths: Vec<u32> = scenes
         .iter()
         .map(|s| frames(s.sound_ms(), settings.video_pause_ms))
@@ -1118,7 +1117,7 @@ async fn render_in(
     let mut offset = 0i64;
     let mut list = String::new();
     // Segments outlive a render: the next one reuses every scene that did not change.
-    let segments = segments_dir(media_dir, task.content_id);
+    let segments = segments_dir(media_dir, content_id);
     tokio::fs::create_dir_all(&segments)
         .await
         .map_err(|e| server_fault("the media directory could not be written", e, true))?;
@@ -1224,10 +1223,7 @@ async fn render_in(
     if apart {
         write(&work.join("sound.txt"), &sound).await?;
     }
-    let stem = format!(
-        "content-{}/video-{}-{}",
-        task.content_id, task.id, task.attempt
-    );
+    let stem = format!("content-{content_id}/video-{}-{}", task.id, task.attempt);
     let (video_key, srt_key) = (format!("{stem}.mp4"), format!("{stem}.srt"));
     let partial = media_dir.join(format!("{stem}.partial.mp4"));
     let mut join = ffmpeg_in(work);

@@ -18,7 +18,9 @@ use super::openapi::{
 };
 use super::security::Access;
 use super::state::AppState;
-use super::{clips, contents, jobs, media, script, settings, status, stock, tokens, users, voices};
+use super::{
+    clips, contents, jobs, media, script, settings, status, stock, tokens, users, voices, webhooks,
+};
 use crate::error::AppError;
 use crate::model::*;
 
@@ -239,6 +241,29 @@ pub fn api_routes() -> Vec<ApiRoute> {
         route(Method::GET, "/api/tokens", User, list_tokens),
         route(Method::POST, "/api/tokens", User, create_token),
         route(Method::DELETE, "/api/tokens/{id}", User, revoke_token),
+        route(Method::GET, "/api/webhooks", User, list_webhooks),
+        route(Method::POST, "/api/webhooks", User, create_webhook),
+        route(Method::GET, "/api/webhooks/{id}", User, get_webhook),
+        route(Method::PUT, "/api/webhooks/{id}", User, update_webhook),
+        route(Method::DELETE, "/api/webhooks/{id}", User, delete_webhook),
+        route(
+            Method::POST,
+            "/api/webhooks/{id}/rotate-secret",
+            User,
+            rotate_webhook_secret,
+        ),
+        route(
+            Method::GET,
+            "/api/webhooks/{id}/deliveries",
+            User,
+            list_webhook_deliveries,
+        ),
+        route(
+            Method::POST,
+            "/api/webhooks/{id}/deliveries/{delivery_id}/redeliver",
+            User,
+            redeliver_webhook,
+        ),
         route(Method::GET, "/api/settings", Admin, get_settings),
         route(Method::PUT, "/api/settings", Admin, put_settings),
         route(Method::POST, "/api/settings/reset", Admin, reset_settings),
@@ -545,6 +570,155 @@ async fn revoke_token(
 ) -> Result<StatusCode, AppError> {
     tokens::revoke(&state, &user, id_param(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/webhooks",
+    tag = "webhooks",
+    summary = "The caller's webhook endpoints",
+    responses((status = 200, description = "The endpoints (never their secrets).", body = Data<Vec<WebhookEndpointView>>))
+)]
+async fn list_webhooks(
+    State(state): State<AppState>,
+    Actor(user): Actor,
+) -> ApiResult<Vec<WebhookEndpointView>> {
+    ok(webhooks::list(&state, &user).await?)
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/webhooks",
+    tag = "webhooks",
+    summary = "Register an endpoint for events; its signing secret is in the answer",
+    request_body = CreateWebhookRequest,
+    responses((status = 201, description = "The endpoint and its `whsec_` secret.", body = Data<WebhookWithSecret>), Conflict)
+)]
+async fn create_webhook(
+    State(state): State<AppState>,
+    Actor(user): Actor,
+    ApiJson(req): ApiJson<CreateWebhookRequest>,
+) -> Result<(StatusCode, Json<Data<WebhookWithSecret>>), AppError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(Data {
+            data: webhooks::create(&state, &user, req).await?,
+        }),
+    ))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/webhooks/{id}",
+    tag = "webhooks",
+    summary = "One of the caller's endpoints",
+    params(("id" = i64, Path, minimum = 1, description = "The endpoint's id.")),
+    responses((status = 200, description = "The endpoint.", body = Data<WebhookEndpointView>))
+)]
+async fn get_webhook(
+    State(state): State<AppState>,
+    Actor(user): Actor,
+    Path(id): Path<String>,
+) -> ApiResult<WebhookEndpointView> {
+    ok(webhooks::get(&state, &user, id_param(&id)?).await?)
+}
+
+#[utoipa::path(
+    put,
+    path = "/api/webhooks/{id}",
+    tag = "webhooks",
+    summary = "Change an endpoint's URL, events, description, or enable or disable it",
+    params(("id" = i64, Path, minimum = 1, description = "The endpoint's id.")),
+    request_body = UpdateWebhookRequest,
+    responses((status = 200, description = "The endpoint as saved.", body = Data<WebhookEndpointView>))
+)]
+async fn update_webhook(
+    State(state): State<AppState>,
+    Actor(user): Actor,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<UpdateWebhookRequest>,
+) -> ApiResult<WebhookEndpointView> {
+    ok(webhooks::update(&state, &user, id_param(&id)?, req).await?)
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/webhooks/{id}",
+    tag = "webhooks",
+    summary = "Delete an endpoint and its deliveries",
+    params(("id" = i64, Path, minimum = 1, description = "The endpoint's id.")),
+    responses((status = 204, description = "Deleted."))
+)]
+async fn delete_webhook(
+    State(state): State<AppState>,
+    Actor(user): Actor,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AppError> {
+    webhooks::delete(&state, &user, id_param(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/webhooks/{id}/rotate-secret",
+    tag = "webhooks",
+    summary = "A new signing secret; the previous one keeps signing too for 24 hours",
+    params(("id" = i64, Path, minimum = 1, description = "The endpoint's id.")),
+    responses((status = 200, description = "The endpoint and its new secret.", body = Data<WebhookWithSecret>))
+)]
+async fn rotate_webhook_secret(
+    State(state): State<AppState>,
+    Actor(user): Actor,
+    Path(id): Path<String>,
+) -> ApiResult<WebhookWithSecret> {
+    ok(webhooks::rotate_secret(&state, &user, id_param(&id)?).await?)
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/webhooks/{id}/deliveries",
+    tag = "webhooks",
+    summary = "An endpoint's latest 50 deliveries, newest first",
+    params(("id" = i64, Path, minimum = 1, description = "The endpoint's id.")),
+    responses((status = 200, description = "The deliveries, each with its status and body.", body = Data<Vec<WebhookDeliveryView>>))
+)]
+async fn list_webhook_deliveries(
+    State(state): State<AppState>,
+    Actor(user): Actor,
+    Path(id): Path<String>,
+) -> ApiResult<Vec<WebhookDeliveryView>> {
+    ok(webhooks::deliveries(&state, &user, id_param(&id)?).await?)
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/webhooks/{id}/deliveries/{delivery_id}/redeliver",
+    tag = "webhooks",
+    summary = "Send a delivery again (same webhook-id and body, signed anew)",
+    params(
+        ("id" = i64, Path, minimum = 1, description = "The endpoint's id."),
+        ("delivery_id" = i64, Path, minimum = 1, description = "The delivery's id."),
+    ),
+    responses((status = 202, description = "Queued: the delivery, pending.", body = Data<WebhookDeliveryView>), Conflict)
+)]
+async fn redeliver_webhook(
+    State(state): State<AppState>,
+    Actor(user): Actor,
+    Path((id, delivery_id)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<Data<WebhookDeliveryView>>), AppError> {
+    let id = id_param(&id)?;
+    let delivery_id = id_param(&delivery_id).map_err(|_| {
+        AppError::validation(
+            "delivery_id",
+            format!("delivery_id must be a positive integer (got {delivery_id:?})"),
+        )
+    })?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Data {
+            data: webhooks::redeliver(&state, &user, id, delivery_id).await?,
+        }),
+    ))
 }
 
 #[utoipa::path(

@@ -36,6 +36,7 @@ pub const PAGES: &[(&str, Access)] = &[
     ("/jobs", Access::User),
     ("/contents/:id", Access::User),
     ("/tokens", Access::User),
+    ("/webhooks", Access::User),
     ("/settings", Access::Admin),
     ("/status", Access::Admin),
     ("/users", Access::Admin),

@@ -1003,7 +1003,7 @@ pub async fn scene_footage(state: &AppState, task: &ClaimedTask) -> Result<Outpu
         .await
         .map_err(fault)?
         .ok_or_else(|| TaskError::Permanent("the job's owner can no longer sign in".into()))?;
-    let content = super::contents::get(state, &owner, task.content_id)
+    let content = super::contents::get(state, &owner, task.content()?)
         .await
         .map_err(fault)?;
     let scene = content

@@ -23,8 +23,8 @@ enum Owner {
     None,
     /// A's content (or its job or asset): B gets 404, an admin may act on it.
     ContentOfA,
-    /// A's token: only A may touch it.
-    TokenOfA,
+    /// A's token or webhook endpoint: only A may touch it (admins get 404 too).
+    PrivateOfA,
     /// A's account (admin-only routes).
     UserA,
 }
@@ -73,6 +73,45 @@ async fn fresh_token_of_a(app: &TestApp) -> i64 {
         )
         .await;
     created["data"]["token"]["id"].as_i64().unwrap()
+}
+
+/// A's new webhook endpoint, disabled so that events in the other samples queue nothing
+/// for it; and a finished delivery of it.
+async fn fresh_webhook_of_a(app: &TestApp) -> (i64, i64) {
+    // The matrix makes dozens; one account may have 20.
+    sqlx::query("DELETE FROM webhook_endpoints WHERE owner_id = $1")
+        .bind(app.a.user.id)
+        .execute(app.state.pool())
+        .await
+        .unwrap();
+    let (status, created) = app
+        .call(
+            Who::CreatorA,
+            Method::POST,
+            "/api/webhooks",
+            Some(&json!({ "url": "https://93.184.215.14/crevid", "events": ["video.ready"] })),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["data"]["endpoint"]["id"].as_i64().unwrap();
+    let (status, _) = app
+        .call(
+            Who::CreatorA,
+            Method::PUT,
+            &format!("/api/webhooks/{id}"),
+            Some(&json!({ "enabled": false })),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let delivery: i64 = sqlx::query_scalar(
+        "INSERT INTO webhook_deliveries (endpoint_id, message_id, event, payload, created_at, updated_at) \
+         VALUES ($1, 'msg_matrix', 'video.ready', '{}', 0, 0) RETURNING id",
+    )
+    .bind(id)
+    .fetch_one(app.state.pool())
+    .await
+    .unwrap();
+    (id, delivery)
 }
 
 async fn job_of_a(app: &TestApp) -> i64 {
@@ -128,6 +167,7 @@ async fn rest_sample(app: &TestApp, method: &Method, path: &str) -> (String, Opt
         ),
         ("GET", "/api/contents")
         | ("GET", "/api/tokens")
+        | ("GET", "/api/webhooks")
         | ("GET", "/api/settings")
         | ("GET", "/api/settings/status")
         | ("GET", "/metrics")
@@ -260,8 +300,36 @@ async fn rest_sample(app: &TestApp, method: &Method, path: &str) -> (String, Opt
         ("DELETE", "/api/tokens/{id}") => (
             format!("/api/tokens/{}", fresh_token_of_a(app).await),
             None,
-            Owner::TokenOfA,
+            Owner::PrivateOfA,
         ),
+        ("POST", "/api/webhooks") => (
+            path.into(),
+            Some(
+                json!({ "url": format!("https://93.184.215.14/hook{n}"), "events": ["video.ready"] }),
+            ),
+            Owner::None,
+        ),
+        ("GET", "/api/webhooks/{id}")
+        | ("DELETE", "/api/webhooks/{id}")
+        | ("POST", "/api/webhooks/{id}/rotate-secret")
+        | ("GET", "/api/webhooks/{id}/deliveries") => (
+            path.replace("{id}", &fresh_webhook_of_a(app).await.0.to_string()),
+            None,
+            Owner::PrivateOfA,
+        ),
+        ("PUT", "/api/webhooks/{id}") => (
+            path.replace("{id}", &fresh_webhook_of_a(app).await.0.to_string()),
+            Some(json!({ "description": "matrix" })),
+            Owner::PrivateOfA,
+        ),
+        ("POST", "/api/webhooks/{id}/deliveries/{delivery_id}/redeliver") => {
+            let (id, delivery) = fresh_webhook_of_a(app).await;
+            (
+                format!("/api/webhooks/{id}/deliveries/{delivery}/redeliver"),
+                None,
+                Owner::PrivateOfA,
+            )
+        }
         ("PUT", "/api/settings") => (path.into(), Some(json!({ "values": {} })), Owner::None),
         ("POST", "/api/users") => (
             path.into(),
@@ -286,10 +354,14 @@ fn check(route: &str, access: Access, owner: Owner, who: Who, status: u16, body:
         (Access::Public, _) => assert_ne!(status, 401, "{ctx}"),
         (_, Who::Anonymous) => assert_eq!(status, 401, "{ctx}"),
         (Access::Admin, Who::CreatorA | Who::CreatorB) => assert_eq!(status, 403, "{ctx}"),
-        (Access::User, Who::CreatorB) if owner == Owner::ContentOfA || owner == Owner::TokenOfA => {
+        (Access::User, Who::CreatorB)
+            if owner == Owner::ContentOfA || owner == Owner::PrivateOfA =>
+        {
             assert_eq!(status, 404, "{ctx}")
         }
-        (Access::User, Who::Admin) if owner == Owner::TokenOfA => assert_eq!(status, 404, "{ctx}"),
+        (Access::User, Who::Admin) if owner == Owner::PrivateOfA => {
+            assert_eq!(status, 404, "{ctx}")
+        }
         _ => assert!(!denied && status < 500, "{ctx}"),
     }
 }
@@ -342,8 +414,8 @@ async fn server_functions_follow_their_rules(db: Db) {
             let n = counter();
             let name = name_of(path);
             let (args, owner) = match name.as_str() {
-                "me" | "sign_out" | "list_tokens" | "get_settings" | "reset_settings"
-                | "system_status" | "list_users" => (json!({}), Owner::None),
+                "me" | "sign_out" | "list_tokens" | "list_webhooks" | "get_settings"
+                | "reset_settings" | "system_status" | "list_users" => (json!({}), Owner::None),
                 "setup_admin" => (
                     json!({ "req": { "email": format!("late{n}@example.com"), "password": PASSWORD } }),
                     Owner::None,
@@ -426,9 +498,28 @@ async fn server_functions_follow_their_rules(db: Db) {
                         .unwrap();
                     (json!({ "id": job }), Owner::ContentOfA)
                 }
+                "create_webhook" => (
+                    json!({ "req": { "url": format!("https://93.184.215.14/sfn{n}"), "events": ["video.ready"] } }),
+                    Owner::None,
+                ),
+                "update_webhook" => (
+                    json!({ "id": fresh_webhook_of_a(&app).await.0, "req": { "description": "m" } }),
+                    Owner::PrivateOfA,
+                ),
+                "delete_webhook" | "rotate_webhook_secret" | "webhook_deliveries" => (
+                    json!({ "id": fresh_webhook_of_a(&app).await.0 }),
+                    Owner::PrivateOfA,
+                ),
+                "redeliver_webhook" => {
+                    let (id, delivery) = fresh_webhook_of_a(&app).await;
+                    (
+                        json!({ "id": id, "delivery_id": delivery }),
+                        Owner::PrivateOfA,
+                    )
+                }
                 "revoke_token" => (
                     json!({ "id": fresh_token_of_a(&app).await }),
-                    Owner::TokenOfA,
+                    Owner::PrivateOfA,
                 ),
                 "update_settings" => (json!({ "update": { "values": {} } }), Owner::None),
                 "create_user" => (

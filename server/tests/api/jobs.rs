@@ -265,7 +265,7 @@ async fn retry_runs_only_the_failed_tasks(db: Db) {
         .execute(app.state.pool())
         .await
         .unwrap();
-    app::ssr::jobs::refresh(app.state.pool(), id).await.unwrap();
+    app::ssr::jobs::refresh(&app.state, id).await.unwrap();
     let (_, detail) = app.get(&format!("/api/jobs/{id}")).await;
     assert_eq!(detail["data"]["job"]["status"], "failed");
     assert_eq!(
@@ -493,7 +493,7 @@ async fn retry_failed_counts_against_the_job_rate(db: Db) {
         .execute(app.state.pool())
         .await
         .unwrap();
-        app::ssr::jobs::refresh(app.state.pool(), id).await.unwrap();
+        app::ssr::jobs::refresh(&app.state, id).await.unwrap();
     };
     fail_all().await;
     let (status, retried) = app.post(&format!("/api/jobs/{id}/retry"), &json!({})).await;

@@ -23,3 +23,4 @@ mod storage;
 mod transitions;
 mod visuals;
 mod voices;
+mod webhooks;

@@ -28,7 +28,9 @@ async fn both_dialects_have_the_same_tables_and_columns() {
             "settings",
             "task_starts",
             "tasks",
-            "users"
+            "users",
+            "webhook_deliveries",
+            "webhook_endpoints"
         ]
     );
 
