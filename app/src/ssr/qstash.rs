@@ -1863,6 +1863,12 @@ async fn mark_failed(
     Ok(())
 }
 
+/// With QStash, how long a delivery of `kind` may work before it is stopped
+/// ([`deadline`]); None on the embedded queue.
+pub fn delivery_limit(state: &AppState, kind: &str) -> Option<Duration> {
+    state.qstash.as_ref().map(|q| deadline(&q.config, kind))
+}
+
 /// How long a delivery may work before it stops, so its answer reaches QStash before
 /// QStash's timeout: a render needs up to 30 s more to stop ffmpeg and clean up.
 fn deadline(config: &QStashConfig, kind: &str) -> Duration {

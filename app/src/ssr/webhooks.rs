@@ -503,14 +503,15 @@ pub async fn content_deleted(
     emit(state, tx, owner, WebhookEvent::ContentDeleted, data).await
 }
 
-/// Whether the user has any enabled endpoint: most have none, and an event then costs
-/// this one query.
+/// Whether the user (an active account) has any enabled endpoint: most have none, and an
+/// event then costs this one query.
 async fn listening(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     owner: i64,
 ) -> Result<bool, AppError> {
     let any: Option<i64> = sqlx::query_scalar(
-        "SELECT id FROM webhook_endpoints WHERE owner_id = $1 AND enabled = 1 LIMIT 1",
+        "SELECT e.id FROM webhook_endpoints e JOIN users u ON u.id = e.owner_id \
+         WHERE e.owner_id = $1 AND e.enabled = 1 AND u.disabled_at IS NULL LIMIT 1",
     )
     .bind(owner)
     .fetch_optional(&mut **tx)
@@ -618,8 +619,12 @@ pub async fn deliver(state: &AppState, task: &ClaimedTask) -> Result<Output, Tas
         transient: true,
     };
     let row = sqlx::query(
-        "SELECT d.id, d.message_id, d.payload, e.url, e.secret, e.previous_secret, e.previous_expires_at, e.enabled \
-         FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id WHERE d.task_id = $1",
+        "SELECT d.id, d.message_id, d.payload, e.url, e.secret, e.previous_secret, e.previous_expires_at, \
+         CASE WHEN e.enabled = 1 AND u.disabled_at IS NULL THEN 1 ELSE 0 END AS sending, \
+         CASE WHEN u.disabled_at IS NULL THEN 'the webhook endpoint is disabled' \
+           ELSE 'the webhook endpoint''s account is disabled' END AS why_not \
+         FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id \
+         JOIN users u ON u.id = e.owner_id WHERE d.task_id = $1",
     )
     .bind(task.id)
     .fetch_optional(state.pool())
@@ -636,8 +641,8 @@ pub async fn deliver(state: &AppState, task: &ClaimedTask) -> Result<Output, Tas
     let message_id: String = row.try_get("message_id").map_err(field)?;
     let body: String = row.try_get("payload").map_err(field)?;
     let url: String = row.try_get("url").map_err(field)?;
-    if row.try_get::<i64, _>("enabled").map_err(field)? == 0 {
-        let refused = TaskError::Permanent("the webhook endpoint is disabled".into());
+    if row.try_get::<i64, _>("sending").map_err(field)? == 0 {
+        let refused = TaskError::Permanent(row.try_get("why_not").map_err(field)?);
         record(state, task, delivery_id, None, Err(&refused), true).await?;
         return Err(refused);
     }
@@ -673,7 +678,15 @@ pub async fn deliver(state: &AppState, task: &ClaimedTask) -> Result<Output, Tas
     header("webhook-timestamp", &timestamp.to_string());
     header("webhook-signature", &signatures.join(" "));
     let rules = rules(state).await.map_err(fault)?;
-    let deadline = tokio::time::Instant::now() + ATTEMPT_TIMEOUT;
+    // Under QStash the attempt ends a moment before the delivery would be cut off, so its
+    // outcome is recorded and retried like any other.
+    let timeout =
+        super::qstash::delivery_limit(state, WEBHOOK_DELIVERY).map_or(ATTEMPT_TIMEOUT, |limit| {
+            limit
+                .saturating_sub(Duration::from_secs(1))
+                .min(ATTEMPT_TIMEOUT)
+        });
+    let deadline = tokio::time::Instant::now() + timeout;
     let (status, outcome) = match super::outbound::post(&url, &rules, deadline, headers, body).await
     {
         Ok(response) if response.status().is_success() => {

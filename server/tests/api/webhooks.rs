@@ -529,6 +529,28 @@ async fn endpoints_are_checked_and_kept_to_their_owner(db: Db) {
     assert_eq!(status, 404);
     let (status, _) = app.get(&format!("/api/webhooks/{endpoint}")).await;
     assert_eq!(status, 404);
+    // A disabled account's endpoints hear nothing, even of what an admin does to its work.
+    register(&app, json!({ "url": receiver.url("/later") })).await;
+    let content = app.saved_content("Clouds gather. Rain starts.").await;
+    let (status, _) = app
+        .call(
+            Who::Admin,
+            reqwest::Method::PUT,
+            &format!("/api/users/{}", app.a.user.id),
+            Some(&json!({ "disabled": true })),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = app
+        .call(
+            Who::Admin,
+            reqwest::Method::DELETE,
+            &format!("/api/contents/{}", content["id"]),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(app.count("webhook_deliveries").await, 0);
 }
 
 async fn deliveries_travel_through_qstash_too(db: Db) {
