@@ -1067,7 +1067,7 @@ pub struct WebhookDeliveryView {
     /// `pending` (being sent or waiting to retry), `succeeded` (a 2xx answer) or `failed`
     /// (no attempt left; Redeliver sends it again).
     pub status: String,
-    /// HTTP requests made, over every redelivery.
+    /// Requests sent (answered or not), over every redelivery.
     pub attempts: i64,
     /// The last answer's HTTP status, if one came.
     pub response_status: Option<i64>,

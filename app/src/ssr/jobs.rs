@@ -618,16 +618,19 @@ async fn queue_ahead(state: &AppState, job: &JobView) -> Result<Option<i64>, App
 }
 
 /// The latest `limit` failed tasks of every user, newest first, with their details: for
-/// the admins' status page.
+/// the admins' status page. Webhook deliveries are left out: a creator's unreachable
+/// receiver is theirs to see (on their Webhooks page), and would push the rest off.
 pub async fn recent_failures(
     state: &AppState,
     limit: i64,
 ) -> Result<Vec<crate::model::TaskFailure>, AppError> {
     let rows = sqlx::query(
         "SELECT id, job_id, content_id, kind, last_error, error_detail, COALESCE(finished_at, updated_at) AS failed_at \
-         FROM tasks WHERE status = 'failed' ORDER BY COALESCE(finished_at, updated_at) DESC, id DESC LIMIT $1",
+         FROM tasks WHERE status = 'failed' AND kind <> $2 \
+         ORDER BY COALESCE(finished_at, updated_at) DESC, id DESC LIMIT $1",
     )
     .bind(limit)
+    .bind(WEBHOOK_DELIVERY)
     .fetch_all(state.pool())
     .await
     .db("reading failed tasks")?;

@@ -126,10 +126,20 @@ pub async fn post(
             message: if e.is_timeout() {
                 format!("{what} did not answer in time")
             } else {
-                format!("sending to {what} failed: {}", e.without_url())
+                format!("sending to {what} failed: {}", cause(&e))
             },
             retry_after: None,
         })
+}
+
+/// The innermost cause of a transport error ("Connection refused (os error 111)"), which
+/// says more than reqwest's own "error sending request".
+fn cause(e: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
 }
 
 /// Checks now what [`get`] and [`post`] check before connecting: the scheme, and that the

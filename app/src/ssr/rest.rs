@@ -699,7 +699,7 @@ async fn list_webhook_deliveries(
         ("id" = i64, Path, minimum = 1, description = "The endpoint's id."),
         ("delivery_id" = i64, Path, minimum = 1, description = "The delivery's id."),
     ),
-    responses((status = 202, description = "Queued: the delivery, pending.", body = Data<WebhookDeliveryView>), Conflict)
+    responses((status = 202, description = "Queued: the delivery, pending.", body = Data<WebhookDeliveryView>), Conflict, TooManyRequests)
 )]
 async fn redeliver_webhook(
     State(state): State<AppState>,

@@ -124,7 +124,17 @@ async fn checked_url(state: &AppState, raw: &str) -> Result<String, AppError> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     super::outbound::check(&url, &rules(state).await?, deadline)
         .await
-        .map_err(|e| AppError::validation("url", e.message()))?;
+        .map_err(|e| {
+            let message = e.message();
+            AppError::validation(
+                "url",
+                if message.contains("private address") {
+                    format!("{message} (an admin can allow the range: allowed_private_addresses in Settings)")
+                } else {
+                    message.to_owned()
+                },
+            )
+        })?;
     Ok(url)
 }
 
@@ -185,13 +195,22 @@ pub async fn get(
     endpoint_view(&row).db("decoding a webhook")
 }
 
+fn too_many() -> AppError {
+    AppError::new(
+        ErrorCode::Conflict,
+        format!(
+            "an account may have {} webhook endpoints; delete one first",
+            limits::WEBHOOKS_PER_USER
+        ),
+    )
+}
+
 /// Registers an endpoint; its secret is in the answer.
 pub async fn create(
     state: &AppState,
     user: &CurrentUser,
     req: CreateWebhookRequest,
 ) -> Result<WebhookWithSecret, AppError> {
-    let url = checked_url(state, &req.url).await?;
     let events = events_json(req.events)?;
     let description = description(req.description.as_deref())?;
     let count: i64 =
@@ -201,18 +220,26 @@ pub async fn create(
             .await
             .db("counting webhooks")?;
     if count >= limits::WEBHOOKS_PER_USER {
-        return Err(AppError::new(
-            ErrorCode::Conflict,
-            format!(
-                "you have {count} webhook endpoints, the most one account may have; delete one first"
-            ),
-        ));
+        return Err(too_many());
     }
+    // Last: it may look the host up.
+    let url = checked_url(state, &req.url).await?;
     let secret = new_secret();
     let now = now_ms();
-    let id: i64 = sqlx::query_scalar(
+    // The count above answers the common case with its number; this one holds under
+    // concurrent requests: SQLite runs the statement alone, Postgres takes the user's lock.
+    let mut tx = state.pool().begin().await.db("starting a transaction")?;
+    if state.db.backend == super::db::Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('crevid.webhooks.' || $1))")
+            .bind(user.id.to_string())
+            .execute(&mut *tx)
+            .await
+            .db("locking webhooks")?;
+    }
+    let id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO webhook_endpoints (owner_id, url, description, events, secret, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id",
+         SELECT $1, $2, $3, $4, $5, $6, $6 \
+         WHERE (SELECT COUNT(*) FROM webhook_endpoints WHERE owner_id = $1) < $7 RETURNING id",
     )
     .bind(user.id)
     .bind(&url)
@@ -220,9 +247,14 @@ pub async fn create(
     .bind(&events)
     .bind(state.secrets.seal(&secret))
     .bind(now)
-    .fetch_one(state.pool())
+    .bind(limits::WEBHOOKS_PER_USER)
+    .fetch_optional(&mut *tx)
     .await
     .db("creating a webhook")?;
+    tx.commit().await.db("creating a webhook")?;
+    let Some(id) = id else {
+        return Err(too_many());
+    };
     Ok(WebhookWithSecret {
         endpoint: get(state, user, id).await?,
         secret,
@@ -385,12 +417,6 @@ pub async fn redeliver(
     id: i64,
 ) -> Result<WebhookDeliveryView, AppError> {
     let endpoint = get(state, user, endpoint_id).await?;
-    if !endpoint.enabled {
-        return Err(AppError::new(
-            ErrorCode::Conflict,
-            "this endpoint is disabled; enable it before redelivering",
-        ));
-    }
     let current: Option<i64> = sqlx::query_scalar(
         "SELECT task_id FROM webhook_deliveries WHERE id = $1 AND endpoint_id = $2",
     )
@@ -400,13 +426,20 @@ pub async fn redeliver(
     .await
     .db("reading a delivery")?
     .ok_or_else(|| AppError::not_found("delivery"))?;
+    if !endpoint.enabled {
+        return Err(AppError::new(
+            ErrorCode::Conflict,
+            "this endpoint is disabled; enable it before redelivering",
+        ));
+    }
     super::jobs::check_rate(state, user).await?;
     let mut tx = state.pool().begin().await.db("starting a transaction")?;
     let task_id = queue_task(state, &mut tx, user.id).await?;
     // Taken over only from the task read above, and only when that one has ended: of two
     // Redeliver clicks at once, one queues a task and the other is refused.
     let taken = sqlx::query(
-        "UPDATE webhook_deliveries SET task_id = $1, status = 'pending', updated_at = $2 \
+        "UPDATE webhook_deliveries SET task_id = $1, status = 'pending', response_status = NULL, last_error = NULL, \
+         delivered_at = NULL, updated_at = $2 \
          WHERE id = $3 AND COALESCE(task_id, 0) = $4 AND NOT EXISTS (SELECT 1 FROM tasks t \
            WHERE t.id = webhook_deliveries.task_id AND t.status IN ('queued', 'running'))",
     )
@@ -643,7 +676,7 @@ pub async fn deliver(state: &AppState, task: &ClaimedTask) -> Result<Output, Tas
     let url: String = row.try_get("url").map_err(field)?;
     if row.try_get::<i64, _>("sending").map_err(field)? == 0 {
         let refused = TaskError::Permanent(row.try_get("why_not").map_err(field)?);
-        record(state, task, delivery_id, None, Err(&refused), true).await?;
+        record(state, task, delivery_id, None, Err(&refused), true, false).await?;
         return Err(refused);
     }
     let mut secrets = vec![row.try_get::<String, _>("secret").map_err(field)?];
@@ -714,9 +747,19 @@ pub async fn deliver(state: &AppState, task: &ClaimedTask) -> Result<Output, Tas
         }
         Err(error) => (None, Err(error)),
     };
-    let last =
-        task.attempt >= task.max_attempts || outcome.as_ref().is_err_and(|e| !e.is_transient());
-    record(state, task, delivery_id, status, outcome.as_ref(), last).await?;
+    // A URL refused before any connection (a private address) is no attempt to send.
+    let refused = outcome.as_ref().is_err_and(|e| !e.is_transient());
+    let last = task.attempt >= task.max_attempts || refused;
+    record(
+        state,
+        task,
+        delivery_id,
+        status,
+        outcome.as_ref(),
+        last,
+        !refused,
+    )
+    .await?;
     outcome.map(|()| Output::recorded(None))
 }
 
@@ -730,16 +773,28 @@ async fn answer_start(mut response: reqwest::Response, deadline: tokio::time::In
             _ => break,
         }
     }
+    // Shown on a page and written to the log: control characters (terminal escapes) and
+    // bidirectional overrides become spaces.
     String::from_utf8_lossy(&bytes)
-        .trim()
         .chars()
+        .map(|c| {
+            if c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
+                ' '
+            } else {
+                c
+            }
+        })
         .take(ANSWER_SHOWN_CHARS)
-        .collect()
+        .collect::<String>()
+        .trim()
+        .to_owned()
 }
 
 /// Writes one attempt's outcome on the delivery, if this run still holds the task (a run
 /// whose lease was taken over, or whose delivery was redelivered meanwhile, writes
-/// nothing). `last`: no attempt follows a failure, so the delivery has failed.
+/// nothing). `last`: no attempt follows a failure, so the delivery has failed. `tried`:
+/// a request was sent (answered or not), so it counts as an attempt and its answer's
+/// status replaces the last one.
 async fn record(
     state: &AppState,
     task: &ClaimedTask,
@@ -747,10 +802,12 @@ async fn record(
     status: Option<u16>,
     outcome: Result<&(), &TaskError>,
     last: bool,
+    tried: bool,
 ) -> Result<(), TaskError> {
     let now = now_ms();
     sqlx::query(
-        "UPDATE webhook_deliveries SET attempts = attempts + 1, response_status = $1, last_error = $2, \
+        "UPDATE webhook_deliveries SET attempts = attempts + $9, \
+         response_status = CASE WHEN $9 = 1 THEN $1 ELSE response_status END, last_error = $2, \
          status = $3, delivered_at = CASE WHEN $3 = 'succeeded' THEN $4 ELSE delivered_at END, updated_at = $4 \
          WHERE id = $5 AND task_id = $6 AND EXISTS (SELECT 1 FROM tasks t WHERE t.id = $6 AND t.worker_id = $7 \
            AND t.attempt = $8 AND t.status = 'running')",
@@ -767,6 +824,7 @@ async fn record(
     .bind(task.id)
     .bind(&*state.worker_id)
     .bind(task.attempt)
+    .bind(i64::from(tried))
     .execute(state.pool())
     .await
     .map(drop)
