@@ -556,7 +556,7 @@ pub async fn list(
         if JobKind::parse(kind).is_none() {
             return Err(AppError::validation(
                 "kind",
-                format!("kind must be media, tts or render (got {kind:?})"),
+                format!("kind must be media, tts, render or footage (got {kind:?})"),
             ));
         }
     }

@@ -902,7 +902,7 @@ async fn batch_tts(
     path = "/api/jobs",
     tag = "jobs",
     summary = "The caller's jobs, newest first",
-    params(("status" = Option<String>, Query, description = "queued, processing, completed, failed or cancelled."), ("kind" = Option<String>, Query, description = "media, tts or render."), ("content_id" = Option<i64>, Query, minimum = 1, description = "Only this content's jobs."), ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "From 1 to 500; 100 when left out.")),
+    params(("status" = Option<String>, Query, description = "queued, processing, completed, failed or cancelled."), ("kind" = Option<String>, Query, description = "media, tts, render or footage."), ("content_id" = Option<i64>, Query, minimum = 1, description = "Only this content's jobs."), ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "From 1 to 500; 100 when left out.")),
     responses((status = 200, description = "The jobs.", body = Data<Vec<JobView>>))
 )]
 async fn list_jobs(
