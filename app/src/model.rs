@@ -1067,7 +1067,8 @@ pub struct WebhookDeliveryView {
     /// `pending` (being sent or waiting to retry), `succeeded` (a 2xx answer) or `failed`
     /// (no attempt left; Redeliver sends it again).
     pub status: String,
-    /// Requests sent (answered or not), over every redelivery.
+    /// Attempts to send, answered or not, over every redelivery (a URL refused for what
+    /// it is, such as a private address, is none).
     pub attempts: i64,
     /// The last answer's HTTP status, if one came.
     pub response_status: Option<i64>,

@@ -355,6 +355,7 @@ fn kind_name(kind: &str) -> &'static str {
         super::jobs::SCENE_IMAGE => "pictures",
         super::jobs::SCENE_AUDIO => "narration",
         super::jobs::SCENE_FOOTAGE => "stock footage",
+        super::jobs::WEBHOOK_DELIVERY => "webhook deliveries",
         _ => "renders",
     }
 }

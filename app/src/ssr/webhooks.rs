@@ -747,7 +747,8 @@ pub async fn deliver(state: &AppState, task: &ClaimedTask) -> Result<Output, Tas
         }
         Err(error) => (None, Err(error)),
     };
-    // A URL refused before any connection (a private address) is no attempt to send.
+    // A URL refused for what it is (a private address, another scheme) is no attempt to
+    // send; a failed lookup or connection is one.
     let refused = outcome.as_ref().is_err_and(|e| !e.is_transient());
     let last = task.attempt >= task.max_attempts || refused;
     record(
@@ -773,9 +774,14 @@ async fn answer_start(mut response: reqwest::Response, deadline: tokio::time::In
             _ => break,
         }
     }
-    // Shown on a page and written to the log: control characters (terminal escapes) and
-    // bidirectional overrides become spaces.
-    String::from_utf8_lossy(&bytes)
+    shown(&bytes)
+}
+
+/// A receiver's words as they may be shown on a page and written to the log: control
+/// characters (terminal escapes) and bidirectional overrides become spaces, runs of spaces
+/// one, at most [`ANSWER_SHOWN_CHARS`] characters.
+fn shown(bytes: &[u8]) -> String {
+    let text: String = String::from_utf8_lossy(bytes)
         .chars()
         .map(|c| {
             if c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
@@ -784,10 +790,13 @@ async fn answer_start(mut response: reqwest::Response, deadline: tokio::time::In
                 c
             }
         })
+        .collect();
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
         .take(ANSWER_SHOWN_CHARS)
-        .collect::<String>()
-        .trim()
-        .to_owned()
+        .collect()
 }
 
 /// Writes one attempt's outcome on the delivery, if this run still holds the task (a run
@@ -850,6 +859,14 @@ mod tests {
             sign(secret, id, timestamp, body).as_deref(),
             Some("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=")
         );
+    }
+
+    #[test]
+    fn a_receiver_s_words_are_shown_without_escapes() {
+        let answer = b"\n\n    <html>\x1b[31mred\x00nul \xe2\x80\xae turned \xff end";
+        assert_eq!(shown(answer), "<html> [31mred nul turned \u{fffd} end");
+        assert_eq!(shown(&[b' '; 500]), "");
+        assert_eq!(shown(&[b'x'; 500]).chars().count(), ANSWER_SHOWN_CHARS);
     }
 
     #[test]
