@@ -495,15 +495,9 @@ pub async fn update(state: &AppState, update: SettingsUpdate) -> Result<Settings
                 format!("values.{field} is not a setting"),
             ));
         }
-        let was = std::mem::replace(&mut merged[&field], value);
+        merged[&field] = value;
         // Parsed after each field, so a value of the wrong type is named.
         if let Err(e) = serde_json::from_value::<SettingsValues>(merged.clone()) {
-            // `null` for a setting that cannot be empty means "not given", as everywhere
-            // in the API.
-            if merged[&field].is_null() {
-                merged[&field] = was;
-                continue;
-            }
             return Err(AppError::validation(
                 &format!("values.{field}"),
                 format!("values.{field}: {e}"),
