@@ -535,12 +535,7 @@ pub async fn save_scene_visual_from_url(
     let source = Fetched {
         field: "url",
         credit: None,
-        rules: super::outbound::Rules {
-            what: "the URL",
-            trusted: None,
-            allowed: super::outbound::parse_ranges(&settings.allowed_private_addresses)
-                .unwrap_or_default(),
-        },
+        rules: super::outbound::Rules::new("the URL", None, &settings.allowed_private_addresses),
         timeout: Duration::from_secs(u64::from(settings.media_timeout_secs)),
     };
     visual_from(state, user, (&content, scene_id), &url, &source, options).await

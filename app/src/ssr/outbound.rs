@@ -22,6 +22,18 @@ pub struct Rules<'a> {
     pub allowed: Vec<ipnet::IpNet>,
 }
 
+impl<'a> Rules<'a> {
+    /// Public addresses, `trusted`'s origin, and the admin's `allowed_private_addresses`
+    /// (checked when saved; an older value that no longer parses allows nothing).
+    pub fn new(what: &'a str, trusted: Option<url::Origin>, allowed_private: &str) -> Self {
+        Self {
+            what,
+            trusted,
+            allowed: parse_ranges(allowed_private).unwrap_or_default(),
+        }
+    }
+}
+
 /// The admin's `allowed_private_addresses`: CIDR blocks (or single addresses) separated
 /// by commas or spaces; Err names the first that is neither.
 pub fn parse_ranges(text: &str) -> Result<Vec<ipnet::IpNet>, String> {

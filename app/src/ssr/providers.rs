@@ -206,12 +206,11 @@ async fn fetch_image_url(
     timeout: Duration,
     allowed_private: &str,
 ) -> Result<Vec<u8>, TaskError> {
-    let rules = outbound::Rules {
-        what: "the provider's image URL",
-        trusted: reqwest::Url::parse(base_url).ok().map(|u| u.origin()),
-        // Checked when saved; an older setting that no longer parses allows nothing.
-        allowed: outbound::parse_ranges(allowed_private).unwrap_or_default(),
-    };
+    let rules = outbound::Rules::new(
+        "the provider's image URL",
+        reqwest::Url::parse(base_url).ok().map(|u| u.origin()),
+        allowed_private,
+    );
     let deadline = tokio::time::Instant::now() + timeout;
     let response = outbound::get(url, &rules, deadline).await?;
     openai::read_capped(response, openai::IMAGE_MAX_BYTES, "image")

@@ -876,12 +876,11 @@ fn fetched<'a>(
     Ok(Fetched {
         field: "stock",
         credit: Some(credit),
-        rules: super::outbound::Rules {
-            what: "the stock library",
-            trusted: url::Url::parse(&base).ok().map(|u| u.origin()),
-            allowed: super::outbound::parse_ranges(&values.allowed_private_addresses)
-                .unwrap_or_default(),
-        },
+        rules: super::outbound::Rules::new(
+            "the stock library",
+            url::Url::parse(&base).ok().map(|u| u.origin()),
+            &values.allowed_private_addresses,
+        ),
         timeout: Duration::from_secs(u64::from(values.media_timeout_secs)),
     })
 }

@@ -94,13 +94,12 @@ pub fn sign(secret: &str, message_id: &str, timestamp: i64, body: &str) -> Optio
 
 /// The outbound rules for a user's endpoint: public addresses, or the admin's ranges.
 async fn rules(state: &AppState) -> Result<super::outbound::Rules<'static>, AppError> {
-    let settings = super::settings::values(state).await?;
-    Ok(super::outbound::Rules {
-        what: "the webhook URL",
-        trusted: None,
-        allowed: super::outbound::parse_ranges(&settings.allowed_private_addresses)
-            .unwrap_or_default(),
-    })
+    let (settings, _) = super::settings::for_tasks(state).await?;
+    Ok(super::outbound::Rules::new(
+        "the webhook URL",
+        None,
+        &settings.allowed_private_addresses,
+    ))
 }
 
 /// The URL as given, if it is http(s) with a host that may be reached now.
@@ -481,7 +480,8 @@ pub async fn job_finished(
     let Some(owner) = owner.flatten() else {
         return Ok(());
     };
-    if !listening(tx, owner).await? {
+    let listeners = listeners(tx, owner).await?;
+    if listeners.is_empty() {
         return Ok(());
     }
     let job = super::jobs::view_in(tx, job_id)
@@ -494,7 +494,7 @@ pub async fn job_finished(
     };
     let data =
         serde_json::to_value(&job).map_err(|e| super::error::internal("encoding a job", e))?;
-    emit(state, tx, owner, event, data).await?;
+    emit(state, tx, (owner, &listeners), event, data).await?;
     if job.kind == crate::model::JobKind::Render.as_str() && job.status == "completed" {
         if let Some(content_id) = job.content_id {
             let duration: Option<Option<i64>> = sqlx::query_scalar(
@@ -515,7 +515,14 @@ pub async fn job_finished(
                 },
                 "duration_ms": duration.flatten(),
             });
-            emit(state, tx, owner, WebhookEvent::VideoReady, data).await?;
+            emit(
+                state,
+                tx,
+                (owner, &listeners),
+                WebhookEvent::VideoReady,
+                data,
+            )
+            .await?;
         }
     }
     Ok(())
@@ -529,46 +536,47 @@ pub async fn content_deleted(
     content_id: i64,
     title: &str,
 ) -> Result<(), AppError> {
-    if !listening(tx, owner).await? {
-        return Ok(());
-    }
+    let listeners = listeners(tx, owner).await?;
     let data = serde_json::json!({ "content_id": content_id, "title": title });
-    emit(state, tx, owner, WebhookEvent::ContentDeleted, data).await
-}
-
-/// Whether the user (an active account) has any enabled endpoint: most have none, and an
-/// event then costs this one query.
-async fn listening(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    owner: i64,
-) -> Result<bool, AppError> {
-    let any: Option<i64> = sqlx::query_scalar(
-        "SELECT e.id FROM webhook_endpoints e JOIN users u ON u.id = e.owner_id \
-         WHERE e.owner_id = $1 AND e.enabled = 1 AND u.disabled_at IS NULL LIMIT 1",
+    emit(
+        state,
+        tx,
+        (owner, &listeners),
+        WebhookEvent::ContentDeleted,
+        data,
     )
-    .bind(owner)
-    .fetch_optional(&mut **tx)
     .await
-    .db("reading webhooks")?;
-    Ok(any.is_some())
 }
 
-/// One delivery, with its task, for each of the owner's enabled endpoints that want
-/// `event`. The body is fixed here, so every attempt and redelivery sends the same bytes.
-async fn emit(
-    state: &AppState,
+/// The owner's enabled endpoints (none for a disabled account) and the events each
+/// wants, read once per change: most users have none, and an event then costs this query.
+async fn listeners(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     owner: i64,
-    event: WebhookEvent,
-    data: serde_json::Value,
-) -> Result<(), AppError> {
-    let endpoints: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT id, events FROM webhook_endpoints WHERE owner_id = $1 AND enabled = 1 ORDER BY id",
+) -> Result<Vec<(i64, Vec<WebhookEvent>)>, AppError> {
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT e.id, e.events FROM webhook_endpoints e JOIN users u ON u.id = e.owner_id \
+         WHERE e.owner_id = $1 AND e.enabled = 1 AND u.disabled_at IS NULL ORDER BY e.id",
     )
     .bind(owner)
     .fetch_all(&mut **tx)
     .await
     .db("reading webhooks")?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, events)| (id, serde_json::from_str(&events).unwrap_or_default()))
+        .collect())
+}
+
+/// One delivery, with its task, for each of `listeners` that wants `event`. The body is
+/// fixed here, so every attempt and redelivery sends the same bytes.
+async fn emit(
+    state: &AppState,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    (owner, listeners): (i64, &[(i64, Vec<WebhookEvent>)]),
+    event: WebhookEvent,
+    data: serde_json::Value,
+) -> Result<(), AppError> {
     let now = now_ms();
     let payload = serde_json::json!({
         "type": event.as_str(),
@@ -576,8 +584,7 @@ async fn emit(
         "data": data,
     })
     .to_string();
-    for (endpoint_id, events) in endpoints {
-        let wanted: Vec<WebhookEvent> = serde_json::from_str(&events).unwrap_or_default();
+    for (endpoint_id, wanted) in listeners {
         if !wanted.contains(&event) {
             continue;
         }
