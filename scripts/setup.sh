@@ -68,8 +68,9 @@ if [ ! -x node_modules/.bin/wasm-opt ] || [ ! -d node_modules/playwright-core ] 
   npm ci --no-audit --no-fund --loglevel=error
 fi
 
-# PyPI, for the tests only: the Prometheus text parser that reads /metrics back, in a
-# virtual environment of the project's own (target/pytools), never the system's Python.
+# PyPI, for the tests only (scripts/test-requirements.txt: the Prometheus text parser,
+# schemathesis, standardwebhooks, moto's S3 server), in a virtual environment of the
+# project's own (target/pytools), never the system's Python.
 if [ "$for_tests" = 1 ]; then
   stamp=target/pytools/.requirements
   if [ ! -x target/pytools/bin/python ] || ! cmp -s scripts/test-requirements.txt "$stamp"; then

@@ -51,6 +51,9 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// `QSTASH_TOKEN` and the rest: tasks go through QStash instead of the embedded workers.
     pub qstash: Option<app::ssr::qstash::QStashConfig>,
+    /// `CREVID_STORAGE_URL` (`s3://bucket/prefix`) with the `AWS_*` variables: media in an
+    /// S3-compatible object store instead of only under the data dir.
+    pub object_store: Option<app::ssr::storage::ObjectStoreConfig>,
 }
 
 impl std::fmt::Debug for Config {
@@ -71,6 +74,7 @@ impl std::fmt::Debug for Config {
             .field("task_lease_ms", &self.task_lease_ms)
             .field("retry_base_ms", &self.retry_base_ms)
             .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .field("object_store", &self.object_store)
             .field(
                 "qstash",
                 &self.qstash.as_ref().map(|q| {
@@ -103,6 +107,7 @@ struct FileConfig {
     log_format: Option<String>,
     env: Option<String>,
     public_url: Option<String>,
+    storage_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -318,7 +323,33 @@ impl Config {
                 )
             }
         };
+        let object_store = match pick("CREVID_STORAGE_URL", file.storage_url) {
+            None => None,
+            Some(url) => {
+                if !url.starts_with("s3://") {
+                    return Err(ConfigError(format!(
+                        "CREVID_STORAGE_URL must be s3://bucket or s3://bucket/prefix (got {url:?})"
+                    )));
+                }
+                let options = S3_VARIABLES
+                    .iter()
+                    .filter_map(|name| env(name).map(|v| (name.to_ascii_lowercase(), v)))
+                    .collect();
+                let presign = whole("CREVID_STORAGE_PRESIGN_SECS", 0, 0)?;
+                if presign > 7 * 24 * 3600 {
+                    return Err(ConfigError(format!(
+                        "CREVID_STORAGE_PRESIGN_SECS must be at most 604800, S3's limit for a pre-signed URL (got {presign})"
+                    )));
+                }
+                Some(app::ssr::storage::ObjectStoreConfig {
+                    url,
+                    options,
+                    presign: (presign > 0).then(|| std::time::Duration::from_secs(presign)),
+                })
+            }
+        };
         Ok(Config {
+            object_store,
             qstash,
             embedded_workers,
             task_lease_ms,
@@ -340,6 +371,19 @@ impl Config {
         })
     }
 }
+
+/// The AWS variables the object store reads (object_store's names for them, in upper
+/// case): where the store is, and the credentials.
+const S3_VARIABLES: [&str; 8] = [
+    "AWS_ENDPOINT_URL",
+    "AWS_REGION",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ALLOW_HTTP",
+    "AWS_VIRTUAL_HOSTED_STYLE_REQUEST",
+    "AWS_SKIP_SIGNATURE",
+];
 
 fn read_file(path: &Path, named_by: &str) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(path)
@@ -380,6 +424,45 @@ mod tests {
         let c = load(&[("CREVID_DATA_DIR", "/tmp/x")]).unwrap();
         assert_eq!(c.database_url, "sqlite:///tmp/x/crevid.db");
         assert_eq!(c.site_addr.to_string(), "127.0.0.1:3000");
+    }
+
+    #[test]
+    fn an_object_store_takes_its_url_and_the_aws_variables() {
+        let c = load(&[("CREVID_DATA_DIR", "/tmp/x")]).unwrap();
+        assert!(c.object_store.is_none(), "the data dir by default");
+        let c = load(&[
+            ("CREVID_STORAGE_URL", "s3://media/crevid"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"),
+            ("AWS_SECRET_ACCESS_KEY", "very-secret"),
+            ("CREVID_STORAGE_PRESIGN_SECS", "300"),
+        ])
+        .unwrap();
+        let store = c.object_store.as_ref().expect("an object store");
+        assert_eq!(store.url, "s3://media/crevid");
+        assert_eq!(
+            store.options,
+            [
+                (
+                    "aws_endpoint_url".to_owned(),
+                    "http://127.0.0.1:9000".to_owned()
+                ),
+                ("aws_secret_access_key".to_owned(), "very-secret".to_owned())
+            ]
+        );
+        assert_eq!(store.presign, Some(std::time::Duration::from_secs(300)));
+        assert!(
+            !format!("{c:?}").contains("very-secret"),
+            "no secret in logs"
+        );
+
+        let e = load(&[("CREVID_STORAGE_URL", "minio://media")]).unwrap_err();
+        assert!(e.0.contains("CREVID_STORAGE_URL must be s3://"), "{}", e.0);
+        let e = load(&[
+            ("CREVID_STORAGE_URL", "s3://media"),
+            ("CREVID_STORAGE_PRESIGN_SECS", "604801"),
+        ])
+        .unwrap_err();
+        assert!(e.0.contains("at most 604800"), "{}", e.0);
     }
 
     #[test]

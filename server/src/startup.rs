@@ -13,6 +13,7 @@ use app::ssr::db::Database;
 use app::ssr::limits::Limits;
 use app::ssr::security;
 use app::ssr::state::AppState;
+use app::ssr::storage::Storage;
 use app::{shell, App};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::header::CONTENT_LENGTH;
@@ -85,7 +86,15 @@ pub async fn build_state(config: &Config) -> anyhow::Result<AppState> {
         .user_agent(concat!("crevid/", env!("CARGO_PKG_VERSION")))
         .build()
         .context("building the HTTP client")?;
+    let media = config.data_dir.join("media");
+    let storage = match &config.object_store {
+        None => Storage::local(media),
+        Some(store) => Storage::open(media, store)
+            .await
+            .map_err(anyhow::Error::msg)?,
+    };
     Ok(AppState {
+        storage: Arc::new(storage),
         leptos_options,
         db,
         http,

@@ -1,6 +1,7 @@
 //! A TCP front for an app under test that can play a server restarting: the connections
 //! it is told to drop are accepted and closed at once, unanswered, as a client meets a
-//! process that is going down; the others are forwarded to the app byte for byte.
+//! process that is going down; the others are forwarded to the app byte for byte. Given
+//! several apps it is a load balancer: each connection goes to the next in turn.
 //!
 //! QStash (or its stand-in) calls the front's address as the app's public URL, so a test
 //! can make a delivery fail without an answer, which is where `Upstash-Retry-Delay`, not
@@ -8,7 +9,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use tokio::net::{TcpListener, TcpStream};
 
@@ -21,7 +22,8 @@ pub struct Front {
 
 #[derive(Default)]
 struct Shared {
-    target: OnceLock<SocketAddr>,
+    targets: Mutex<Vec<SocketAddr>>,
+    turn: AtomicUsize,
     to_drop: AtomicUsize,
     dropped: AtomicUsize,
     forwarded: AtomicUsize,
@@ -47,9 +49,19 @@ impl Front {
         format!("http://{}", self.addr)
     }
 
-    /// Where forwarded connections go; set once.
+    /// Where forwarded connections go.
     pub fn forward_to(&self, target: SocketAddr) {
-        let _ = self.shared.target.set(target);
+        self.balance(&[target]);
+    }
+
+    /// Forwarded connections go to each of `targets` in turn (from now on), as a load
+    /// balancer's round robin; none: every connection is dropped.
+    pub fn balance(&self, targets: &[SocketAddr]) {
+        *self
+            .shared
+            .targets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = targets.to_vec();
     }
 
     /// The next `n` connections are closed as soon as they are accepted.
@@ -80,7 +92,11 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             .to_drop
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
-        let target = shared.target.get().copied();
+        let target = {
+            let targets = shared.targets.lock().unwrap_or_else(|e| e.into_inner());
+            let turn = shared.turn.fetch_add(1, Ordering::SeqCst);
+            (!targets.is_empty()).then(|| targets[turn % targets.len()])
+        };
         match target {
             Some(target) if !dropping => {
                 shared.forwarded.fetch_add(1, Ordering::SeqCst);

@@ -159,7 +159,10 @@ where
     let path = media::prepare(state, &key)
         .await
         .map_err(|e| AppError::new(ErrorCode::Internal, e.message().to_owned()))?;
-    let thumb = media::media_dir(state).join(&thumb_key);
+    let thumb = state
+        .storage
+        .path(&thumb_key)
+        .map_err(|e| super::error::internal("naming a clip's thumbnail", e))?;
     let upload = path.with_file_name(format!("upload-{stamp}.{ext}"));
     // Until the clip is on record its files are ours to remove, also when the request is
     // dropped half-way (the client went away; ffmpeg dies with it).
@@ -208,7 +211,7 @@ where
     let replaced = recorded?;
     unrecorded.0.clear();
     for key in replaced {
-        media::remove_file(state, &key).await;
+        state.storage.remove(&key).await;
     }
     super::render::prepare_ahead(state, content_id);
     super::contents::get(state, user, content_id).await
@@ -470,6 +473,13 @@ async fn record(
         }
     };
     let (clip_bytes, thumb_bytes) = (size(path).await?, size(thumb).await?);
+    for key in [key, thumb_key] {
+        state
+            .storage
+            .keep(key)
+            .await
+            .map_err(|e| super::error::internal("storing a clip", e))?;
+    }
     let now = now_ms();
     let mut tx = state.pool().begin().await.db("starting a transaction")?;
     let insert = "INSERT INTO assets (content_id, scene_id, kind, storage_key, mime_type, bytes, duration_ms, width, height, provider, created_at, credit) \

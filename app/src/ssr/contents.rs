@@ -524,7 +524,7 @@ pub async fn update(
     tx.commit().await.db("committing a content edit")?;
     super::webhooks::wake(state);
     for key in dropped {
-        super::media::remove_file(state, &key).await;
+        state.storage.remove(&key).await;
     }
     get(state, user, id).await
 }
@@ -557,7 +557,7 @@ pub async fn delete(state: &AppState, user: &CurrentUser, id: i64) -> Result<(),
     super::webhooks::wake(state);
     // Every file of the content lives in its own directory: assets, cached segments,
     // anything half-made.
-    super::media::remove_content_files(state, id).await;
+    state.storage.remove_content(id).await;
     super::qstash::cancel_messages(state, messages);
     Ok(())
 }

@@ -652,7 +652,7 @@ async fn finish(
                     // Another worker holds the task now: keep nothing of this run.
                     drop(tx);
                     for key in output.keys() {
-                        media::remove_file(state, key).await;
+                        state.storage.remove(key).await;
                     }
                     return Ok(());
                 }
@@ -734,11 +734,11 @@ async fn finish(
     }
     if let Some(output) = discard {
         for key in output.keys() {
-            media::remove_file(state, key).await;
+            state.storage.remove(key).await;
         }
     }
     for key in &superseded {
-        media::remove_file(state, key).await;
+        state.storage.remove(key).await;
     }
     wake(state, Some(&task.kind)).await;
     if task.kind != RENDER {

@@ -31,10 +31,6 @@ const MIN_NARRATION_MS: i64 = 50;
 /// speed that is well under 30 minutes (ms).
 const MAX_NARRATION_MS: i64 = 30 * 60_000;
 
-pub fn media_dir(state: &AppState) -> PathBuf {
-    state.data_dir.join("media")
-}
-
 pub fn dimensions(aspect_ratio: &str) -> (u32, u32) {
     match aspect_ratio {
         "16:9" => (1280, 720),
@@ -350,13 +346,11 @@ fn output_key(task: &ClaimedTask, ext: &str) -> String {
 }
 
 pub(crate) async fn prepare(state: &AppState, key: &str) -> Result<PathBuf, TaskError> {
-    let path = media_dir(state).join(key);
-    if let Some(dir) = path.parent() {
-        tokio::fs::create_dir_all(dir)
-            .await
-            .map_err(|e| server_fault("the media directory could not be written", e, true))?;
-    }
-    Ok(path)
+    state
+        .storage
+        .prepare(key)
+        .await
+        .map_err(|e| server_fault("the media directory could not be written", e, true))
 }
 
 /// What a provider made, before it becomes an asset.
@@ -374,15 +368,21 @@ pub(crate) struct Made<'a> {
 
 /// The made file as the asset it becomes; the engine inserts it in the same transaction
 /// that records the task's outcome, so a task that lost its lease leaves no row behind.
-async fn into_output(made: Made<'_>) -> Result<Output, TaskError> {
-    Ok(Output::one(new_asset(made).await?))
+async fn into_output(state: &AppState, made: Made<'_>) -> Result<Output, TaskError> {
+    Ok(Output::one(new_asset(state, made).await?))
 }
 
-pub(crate) async fn new_asset(made: Made<'_>) -> Result<NewAsset, TaskError> {
+/// The made file, stored (uploaded to the object store, when there is one) and measured.
+pub(crate) async fn new_asset(state: &AppState, made: Made<'_>) -> Result<NewAsset, TaskError> {
     let bytes = tokio::fs::metadata(&made.path)
         .await
         .map_err(|e| server_fault("the result could not be read back", e, true))?
         .len();
+    state
+        .storage
+        .keep(&made.key)
+        .await
+        .map_err(|e| server_fault("the result could not be stored", e, true))?;
     Ok(NewAsset {
         kind: made.kind,
         storage_key: made.key,
@@ -420,16 +420,19 @@ pub async fn scene_image(state: &AppState, task: &ClaimedTask) -> Result<Output,
             Some(size) => Some(size),
             None => probe(&path).await?.size,
         };
-        return into_output(Made {
-            kind: "image",
-            key,
-            path,
-            mime: image.mime,
-            duration_ms: None,
-            size,
-            provider: format!("openai:{}", settings.image_model),
-            words: None,
-        })
+        return into_output(
+            state,
+            Made {
+                kind: "image",
+                key,
+                path,
+                mime: image.mime,
+                duration_ms: None,
+                size,
+                provider: format!("openai:{}", settings.image_model),
+                words: None,
+            },
+        )
         .await;
     }
     let (w, h) = dimensions(&scene.aspect_ratio);
@@ -479,16 +482,19 @@ pub async fn scene_image(state: &AppState, task: &ClaimedTask) -> Result<Output,
     let result = run_tool(ffmpeg, None, "ffmpeg").await;
     let _ = tokio::fs::remove_file(&script_path).await;
     result?;
-    into_output(Made {
-        kind: "image",
-        key,
-        path,
-        mime: "image/png",
-        duration_ms: None,
-        size: Some((w, h)),
-        provider: "builtin:scene-card".into(),
-        words: None,
-    })
+    into_output(
+        state,
+        Made {
+            kind: "image",
+            key,
+            path,
+            mime: "image/png",
+            duration_ms: None,
+            size: Some((w, h)),
+            provider: "builtin:scene-card".into(),
+            words: None,
+        },
+    )
     .await
 }
 
@@ -573,16 +579,19 @@ pub async fn scene_audio(state: &AppState, task: &ClaimedTask) -> Result<Output,
         )
         .await;
         let mime = "audio/wav";
-        return into_output(Made {
-            kind: "audio",
-            key,
-            path,
-            mime,
-            duration_ms: Some(duration),
-            size: None,
-            provider: format!("openai:{}", settings.tts_model),
-            words,
-        })
+        return into_output(
+            state,
+            Made {
+                kind: "audio",
+                key,
+                path,
+                mime,
+                duration_ms: Some(duration),
+                size: None,
+                provider: format!("openai:{}", settings.tts_model),
+                words,
+            },
+        )
         .await;
     }
     let key = output_key(task, "wav");
@@ -597,16 +606,19 @@ pub async fn scene_audio(state: &AppState, task: &ClaimedTask) -> Result<Output,
     }
     let duration = wav_duration_ms(&spoken.wav)
         .ok_or_else(|| TaskError::Permanent("espeak-ng wrote an unreadable WAV file".into()))?;
-    into_output(Made {
-        kind: "audio",
-        key,
-        path,
-        mime: "audio/wav",
-        duration_ms: Some(duration),
-        size: None,
-        provider: "builtin:espeak-ng".into(),
-        words: spoken.words,
-    })
+    into_output(
+        state,
+        Made {
+            kind: "audio",
+            key,
+            path,
+            mime: "audio/wav",
+            duration_ms: Some(duration),
+            size: None,
+            provider: "builtin:espeak-ng".into(),
+            words: spoken.words,
+        },
+    )
     .await
 }
 
@@ -846,6 +858,10 @@ pub async fn save_music(
         .await
         .map(|m| m.len() as i64)
         .map_err(|e| super::error::internal("measuring music", e))?;
+    if let Err(e) = state.storage.keep(&key).await {
+        let _ = tokio::fs::remove_file(&path).await;
+        return Err(super::error::internal("storing music", e));
+    }
     let mut tx = state.pool().begin().await.db("starting a transaction")?;
     let asset_id: i64 = sqlx::query_scalar(
         "INSERT INTO assets (content_id, kind, storage_key, mime_type, bytes, duration_ms, provider, created_at) \
@@ -863,7 +879,7 @@ pub async fn save_music(
     let replaced = set_music(&mut tx, content_id, Some(asset_id)).await?;
     tx.commit().await.db("committing music")?;
     for key in replaced {
-        remove_file(state, &key).await;
+        state.storage.remove(&key).await;
     }
     super::contents::get(state, user, content_id).await
 }
@@ -1007,7 +1023,7 @@ pub async fn remove_music(
     let removed = set_music(&mut tx, content_id, None).await?;
     tx.commit().await.db("removing music")?;
     for key in removed {
-        remove_file(state, &key).await;
+        state.storage.remove(&key).await;
     }
     super::contents::get(state, user, content_id).await
 }
@@ -1133,7 +1149,7 @@ pub async fn save_scene_picture(
     match recorded {
         Ok(replaced) => {
             for key in replaced {
-                remove_file(state, &key).await;
+                state.storage.remove(&key).await;
             }
             super::render::prepare_ahead(state, content_id);
         }
@@ -1159,6 +1175,11 @@ async fn record_scene_picture(
         .await
         .map(|m| m.len() as i64)
         .map_err(|e| super::error::internal("measuring a picture", e))?;
+    state
+        .storage
+        .keep(key)
+        .await
+        .map_err(|e| super::error::internal("storing a picture", e))?;
     let mut tx = state.pool().begin().await.db("starting a transaction")?;
     let asset_id: i64 = sqlx::query_scalar(
         "INSERT INTO assets (content_id, scene_id, kind, storage_key, mime_type, bytes, width, height, provider, created_at, credit) \
@@ -1195,7 +1216,7 @@ pub async fn remove_scene_picture(
     let removed = set_scene_picture(&mut tx, content_id, scene_id, None).await?;
     tx.commit().await.db("removing a picture")?;
     for key in removed {
-        remove_file(state, &key).await;
+        state.storage.remove(&key).await;
     }
     super::contents::get(state, user, content_id).await
 }
@@ -1258,35 +1279,6 @@ pub async fn content_file(
     }
 }
 
-/// Removes a file a task made but may not keep (its job was cancelled, or its lease was
-/// taken over by another worker).
-/// Removes a stored file whose row is gone (called after the transaction that dropped the
-/// row committed). A key that could leave the media directory is never followed.
-pub async fn remove_file(state: &AppState, storage_key: &str) {
-    if storage_key
-        .split('/')
-        .any(|part| part == ".." || part.is_empty())
-    {
-        return;
-    }
-    if let Err(e) = tokio::fs::remove_file(media_dir(state).join(storage_key)).await {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(error = %e, key = storage_key, "could not remove a media file");
-        }
-    }
-}
-
-/// Removes everything stored for a deleted content: its assets, cached segments and any
-/// half-made files (called after the row was deleted).
-pub async fn remove_content_files(state: &AppState, content_id: i64) {
-    let dir = media_dir(state).join(format!("content-{content_id}"));
-    if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(error = %e, content_id, "could not remove a deleted content's files");
-        }
-    }
-}
-
 /// Refuses new media for `owner_id` when their contents' stored media (pictures,
 /// narration, videos, subtitles, music; bytes as recorded) reach the admin's quota
 /// (`storage_quota_mb`, MiB; 0: none).
@@ -1333,7 +1325,9 @@ pub async fn check_quota(
 /// dropping a row and removing its file, left behind. Removes every file under the media
 /// directory older than `min_age` that no asset row names, except the cached segments
 /// and work directories of live contents (the render keeps and prunes those); and whole
-/// directories of contents that no longer exist. Returns how many files went.
+/// directories of contents that no longer exist. With an object store, the same for its
+/// objects, and local copies of stored objects unused for `min_age` are evicted too.
+/// Returns how many files and objects went.
 pub async fn sweep(state: &AppState, min_age: Duration) -> Result<usize, crate::error::AppError> {
     use std::collections::HashSet;
     let keys: HashSet<String> = sqlx::query_scalar("SELECT storage_key FROM assets")
@@ -1348,24 +1342,35 @@ pub async fn sweep(state: &AppState, min_age: Duration) -> Result<usize, crate::
         .db("listing contents")?
         .into_iter()
         .collect();
-    let root = media_dir(state);
+    let storage = &state.storage;
     let now = std::time::SystemTime::now();
-    let old_enough = |meta: &std::fs::Metadata| {
-        meta.modified()
-            .ok()
-            .and_then(|at| now.duration_since(at).ok())
-            .is_some_and(|age| age >= min_age)
+    let old_enough =
+        |at: std::time::SystemTime| now.duration_since(at).is_ok_and(|age| age >= min_age);
+    let content_of = |key: &str| {
+        key.split('/')
+            .next()
+            .and_then(|dir| dir.strip_prefix("content-"))
+            .and_then(|id| id.parse::<i64>().ok())
     };
     let mut removed = 0;
-    let Ok(mut dirs) = tokio::fs::read_dir(&root).await else {
-        return Ok(0);
+    let objects = storage
+        .objects()
+        .await
+        .map_err(|e| super::error::internal("listing the object store", e))?;
+    for (key, written) in objects {
+        // Only finished files are uploaded, so an object is an asset's or no one's.
+        if !keys.contains(&key) && old_enough(written) {
+            storage.remove(&key).await;
+            removed += 1;
+        }
+    }
+    let evict_copies = storage.copies_are_evictable();
+    let Ok(mut dirs) = tokio::fs::read_dir(storage.root()).await else {
+        return Ok(removed);
     };
     while let Ok(Some(entry)) = dirs.next_entry().await {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(content_id) = name
-            .strip_prefix("content-")
-            .and_then(|id| id.parse::<i64>().ok())
-        else {
+        let Some(content_id) = content_of(&name) else {
             continue;
         };
         let Ok(meta) = entry.metadata().await else {
@@ -1375,8 +1380,8 @@ pub async fn sweep(state: &AppState, min_age: Duration) -> Result<usize, crate::
             continue;
         }
         if !contents.contains(&content_id) {
-            if old_enough(&meta) {
-                remove_content_files(state, content_id).await;
+            if meta.modified().is_ok_and(old_enough) {
+                storage.remove_content(content_id).await;
                 removed += 1;
             }
             continue;
@@ -1393,8 +1398,14 @@ pub async fn sweep(state: &AppState, min_age: Duration) -> Result<usize, crate::
                 continue;
             }
             let key = format!("{name}/{}", file.file_name().to_string_lossy());
-            if !keys.contains(&key) && old_enough(&meta) {
-                remove_file(state, &key).await;
+            let evictable = !keys.contains(&key) || evict_copies;
+            if evictable && meta.modified().is_ok_and(old_enough) {
+                if keys.contains(&key) {
+                    // Only the copy: the object stays.
+                    let _ = tokio::fs::remove_file(file.path()).await;
+                } else {
+                    storage.remove(&key).await;
+                }
                 removed += 1;
             }
         }

@@ -29,6 +29,7 @@ pub mod splitter;
 pub mod state;
 pub mod status;
 pub mod stock;
+pub mod storage;
 pub mod text_layout;
 pub mod tokens;
 pub mod users;

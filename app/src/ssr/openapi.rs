@@ -462,12 +462,22 @@ impl IntoResponses for ProviderErrors {
     }
 }
 
-/// A stored file's range answers (RFC 9110 §14).
+/// A stored file's range answers (RFC 9110 §14), and the redirect to the object store.
 pub struct RangeErrors;
 
 impl IntoResponses for RangeErrors {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
         BTreeMap::from([
+            (
+                "307".into(),
+                ResponseBuilder::new()
+                    .description(
+                        "With an object store and `CREVID_STORAGE_PRESIGN_SECS`: `Location` is a \
+                         pre-signed URL of the file, valid that many seconds.",
+                    )
+                    .build()
+                    .into(),
+            ),
             (
                 "304".into(),
                 ResponseBuilder::new()

@@ -1015,7 +1015,7 @@ pub async fn render(
     .fetch_optional(state.pool())
     .await
     .map_err(|e| server_fault("the database could not be read", e, true))?;
-    let media_dir = media::media_dir(state);
+    let media_dir = state.storage.root().to_path_buf();
     // What an earlier attempt of this task left when its worker died mid-way.
     for attempt in 1..task.attempt {
         let stem = format!("content-{content_id}/");
@@ -1034,7 +1034,10 @@ pub async fn render(
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| media_dir.clone());
-    let music_path = music.as_ref().map(|m| media_dir.join(&m.1));
+    let music_path = match &music {
+        Some((_, key)) => Some(input(state, "the music", key).await?),
+        None => None,
+    };
     let result = render_in(
         state,
         task,
@@ -1050,27 +1053,33 @@ pub async fn render(
     .await;
     let _ = tokio::fs::remove_dir_all(&work).await;
     let (video_key, srt_key, total_ms) = result?;
-    let video = new_asset(Made {
-        kind: "video",
-        key: video_key.clone(),
-        path: media_dir.join(&video_key),
-        mime: "video/mp4",
-        duration_ms: Some(total_ms),
-        size: Some(size),
-        provider: "builtin:ffmpeg".into(),
-        words: None,
-    })
+    let video = new_asset(
+        state,
+        Made {
+            kind: "video",
+            key: video_key.clone(),
+            path: media_dir.join(&video_key),
+            mime: "video/mp4",
+            duration_ms: Some(total_ms),
+            size: Some(size),
+            provider: "builtin:ffmpeg".into(),
+            words: None,
+        },
+    )
     .await?;
-    let subtitles = new_asset(Made {
-        kind: "subtitles",
-        key: srt_key.clone(),
-        path: media_dir.join(&srt_key),
-        mime: "application/x-subrip",
-        duration_ms: Some(total_ms),
-        size: None,
-        provider: "builtin:ffmpeg".into(),
-        words: None,
-    })
+    let subtitles = new_asset(
+        state,
+        Made {
+            kind: "subtitles",
+            key: srt_key.clone(),
+            path: media_dir.join(&srt_key),
+            mime: "application/x-subrip",
+            duration_ms: Some(total_ms),
+            size: None,
+            provider: "builtin:ffmpeg".into(),
+            words: None,
+        },
+    )
     .await?;
     Ok(Output {
         primary: Some(video),
@@ -1162,7 +1171,7 @@ async fn render_in(
     for (_, place, _) in &mut places {
         place.threads = threads;
     }
-    let dirs = (media_dir, segments.as_path(), work);
+    let dirs = (segments.as_path(), work);
     // Collected first: a stream over a lazy `map` makes the render's future not provably
     // `Send` (rust-lang/rust#102211).
     let encodes: Vec<_> = places
@@ -1372,7 +1381,7 @@ impl SceneFiles {
 /// already encoding that very segment, this waits for it instead of encoding it twice.
 async fn ensure_segment(
     state: &AppState,
-    (media_dir, segments, work): (&Path, &Path, &Path),
+    (segments, work): (&Path, &Path),
     (scene, plan): (&RenderScene, SegmentPlan),
     place: Place<'_>,
     settings: &SettingsValues,
@@ -1412,24 +1421,16 @@ async fn ensure_segment(
         return Ok(files);
     }
     write(&work.join(format!("scene-{index}.ass")), &subtitles).await?;
-    let path_of = |key: &Option<String>| key.as_deref().map(|k| media_dir.join(k));
-    let image = match &scene.clip {
-        Some(clip) => media_dir.join(&clip.key),
-        None => path_of(&scene.image_key)
-            .ok_or_else(|| TaskError::Permanent(format!("{what} has no picture")))?,
+    let image = match (&scene.clip, &scene.image_key) {
+        (Some(clip), _) => &clip.key,
+        (None, Some(key)) => key,
+        (None, None) => return Err(TaskError::Permanent(format!("{what} has no picture"))),
     };
-    let audio = path_of(&scene.audio_key).filter(|_| scene.speaks());
-    // A picture or narration replaced since the render read the scenes has had its file
-    // removed; the next attempt reads the scenes again.
-    for input in std::iter::once(&image).chain(audio.as_ref()) {
-        if !tokio::fs::try_exists(input).await.unwrap_or(false) {
-            return Err(server_fault(
-                format!("{what} changed while the video was being made; it will be tried again"),
-                format!("{} is gone", input.display()),
-                true,
-            ));
-        }
-    }
+    let image = input(state, &what, image).await?;
+    let audio = match scene.audio_key.as_deref().filter(|_| scene.speaks()) {
+        Some(key) => Some(input(state, &what, key).await?),
+        None => None,
+    };
     let partial_of = |file: &str| {
         segments.join(format!(
             "{}.partial-{tag}.mp4",
@@ -1767,7 +1768,7 @@ async fn prepare(
     else {
         return Ok(());
     };
-    let media_dir = media::media_dir(state);
+    let media_dir = state.storage.root().to_path_buf();
     let segments = segments_dir(&media_dir, content_id);
     let tag = format!("ahead-{}", state.worker_id);
     let work = media_dir.join(format!("content-{content_id}/{tag}"));
@@ -1803,7 +1804,7 @@ async fn prepare(
             // One segment at a time, as narration comes in: all of x264's threads.
             threads: 0,
         };
-        let dirs = (media_dir.as_path(), segments.as_path(), work.as_path());
+        let dirs = (segments.as_path(), work.as_path());
         let plan = plan_segment(
             scene,
             (place.frames, overlaps[index]),
@@ -1857,6 +1858,22 @@ async fn plan(state: &AppState, content_id: i64) -> Result<Option<Plan>, TaskErr
 }
 
 /// Where a content's segments are kept between renders.
+/// A local file with `key`'s bytes for ffmpeg to read. A picture or narration replaced
+/// since the render read the scenes has had its file removed; the next attempt reads the
+/// scenes again.
+async fn input(state: &AppState, what: &str, key: &str) -> Result<PathBuf, TaskError> {
+    state.storage.fetch(key).await.map_err(|e| match e {
+        super::storage::StorageError::NotFound(_) | super::storage::StorageError::BadKey(_) => {
+            server_fault(
+                format!("{what} changed while the video was being made; it will be tried again"),
+                format!("{key} is gone"),
+                true,
+            )
+        }
+        e => server_fault("the media store could not be read", e, true),
+    })
+}
+
 fn segments_dir(media_dir: &Path, content_id: i64) -> std::path::PathBuf {
     media_dir.join(format!("content-{content_id}/segments"))
 }

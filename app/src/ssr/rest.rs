@@ -1089,7 +1089,20 @@ async fn serve(
     key: String,
     request: axum::extract::Request,
 ) -> Result<axum::response::Response, AppError> {
-    let service = tower_http::services::ServeFile::new(media::media_dir(state).join(key));
+    use super::storage::StorageError;
+    match state.storage.presigned(&key).await {
+        Ok(Some(url)) => {
+            return Ok(axum::response::Redirect::temporary(url.as_str()).into_response())
+        }
+        Ok(None) => {}
+        Err(e) => return Err(super::error::internal("signing a media URL", e)),
+    }
+    let path = match state.storage.fetch(&key).await {
+        Ok(path) => path,
+        Err(StorageError::NotFound(_)) => return Err(AppError::not_found("file")),
+        Err(e) => return Err(super::error::internal("fetching a media file", e)),
+    };
+    let service = tower_http::services::ServeFile::new(path);
     let response = tower::ServiceExt::oneshot(service, request)
         .await
         .map_err(|e| super::error::internal("serving a file", e))?;

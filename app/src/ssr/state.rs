@@ -21,6 +21,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     pub secrets: Arc<SecretBox>,
     pub data_dir: Arc<PathBuf>,
+    /// The one owner of media files: the local directory, or an object store beside it.
+    pub storage: Arc<super::storage::Storage>,
     pub limits: Arc<Limits>,
     /// Set once the first account exists (it never goes back).
     pub setup_done: Arc<AtomicBool>,

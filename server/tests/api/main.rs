@@ -10,6 +10,7 @@ mod generate;
 mod input;
 mod jobs;
 mod metrics;
+mod object_store;
 mod openapi;
 mod outbound;
 mod pages;
