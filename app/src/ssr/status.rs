@@ -397,18 +397,30 @@ fn account_summary(account: &AccountStatus) -> String {
     out
 }
 
+async fn media_storage(state: &AppState) -> StatusCheck {
+    let started = Instant::now();
+    match state.storage.check().await {
+        Ok(message) => check("Media storage", Verdict::Ok, message, started),
+        Err(message) => {
+            tracing::error!(error = %message, "status: media storage check failed");
+            check("Media storage", Verdict::Error, message, started)
+        }
+    }
+}
+
 pub async fn report(state: &AppState) -> Result<StatusReport, AppError> {
-    let (db, llm, queue, ffmpeg, espeak) = tokio::join!(
+    let (db, llm, queue, ffmpeg, espeak, media) = tokio::join!(
         database(state),
         language_model(state),
         transport(state),
         tool("ffmpeg", "ffmpeg", "-version", "video render"),
         tool("espeak-ng", "espeak-ng", "--version", "offline narration"),
+        media_storage(state),
     );
     Ok(StatusReport {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         database: state.db.backend.name().to_owned(),
-        checks: vec![db, llm, queue, ffmpeg, espeak],
+        checks: vec![db, llm, queue, ffmpeg, espeak, media],
         recent_failures: super::jobs::recent_failures(state, 10).await?,
     })
 }

@@ -86,6 +86,9 @@ impl StorageError {
     }
 }
 
+/// How long the status page waits for the object store to answer a listing.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// See the module docs.
 pub struct Storage {
     root: PathBuf,
@@ -364,11 +367,64 @@ impl Storage {
         Ok(objects)
     }
 
+    /// For the status page: where media live and whether that place works, as Ok(what
+    /// to say) or Err(what is wrong). The local directory must be writable (its free
+    /// space is said); the object store must answer a listing.
+    pub async fn check(&self) -> Result<String, String> {
+        let dir = self.root.display();
+        tokio::fs::create_dir_all(&self.root)
+            .await
+            .map_err(|e| format!("The media directory {dir} cannot be written: {e}."))?;
+        let free = free_bytes(&self.root)
+            .map(|b| format!(" ({:.1} GiB free)", b as f64 / (1u64 << 30) as f64))
+            .unwrap_or_default();
+        let Some(remote) = &self.remote else {
+            return Ok(format!("Media in {dir}{free}."));
+        };
+        // The client retries a failing store for minutes; the page says so sooner.
+        let listed =
+            tokio::time::timeout(CHECK_TIMEOUT, remote.s3.list(remote.prefix.as_ref()).next())
+                .await;
+        match listed {
+            Ok(None | Some(Ok(_))) => Ok(format!(
+                "Media in {}, which answers; work and copies in {dir}{free}.",
+                remote.url
+            )),
+            Err(_) => Err(format!(
+                "The object store {} does not answer within {} s: no media can be stored or read. \
+                 Check CREVID_STORAGE_URL and the AWS_* variables, and that the store is up.",
+                remote.url,
+                CHECK_TIMEOUT.as_secs()
+            )),
+            Ok(Some(Err(e))) => Err(format!(
+                "The object store {} does not answer ({e}): no media can be stored or read. \
+                 Check CREVID_STORAGE_URL and the AWS_* variables, and that the store is up.",
+                remote.url
+            )),
+        }
+    }
+
     /// Whether local files of kept keys are only copies (an object store holds the
     /// originals), which the sweep may evict.
     pub fn copies_are_evictable(&self) -> bool {
         self.remote.is_some()
     }
+}
+
+/// Bytes an unprivileged process may still write on `dir`'s file system (statvfs(3):
+/// available blocks × fragment size).
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is NUL-terminated and `stats` is only read after statvfs filled it.
+    let filled = unsafe { libc::statvfs(path.as_ptr(), stats.as_mut_ptr()) } == 0;
+    if !filled {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it wrote the whole struct.
+    let stats = unsafe { stats.assume_init() };
+    Some(u64::from(stats.f_bavail) * u64::from(stats.f_frsize))
 }
 
 impl Remote {

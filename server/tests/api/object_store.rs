@@ -152,11 +152,42 @@ impl S3 {
     }
 }
 
-impl Drop for S3 {
-    fn drop(&mut self) {
+impl S3 {
+    /// Stops the server, as an outage of the store.
+    pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The status page's media storage check: (verdict, message).
+async fn storage_check(app: &TestApp) -> (String, String) {
+    let (status, body) = app
+        .call(
+            crate::helpers::Who::Admin,
+            reqwest::Method::GET,
+            "/api/settings/status",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let check = body["data"]["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["name"] == "Media storage")
+        .expect("a media storage check")
+        .clone();
+    (
+        check["verdict"].as_str().unwrap_or_default().to_owned(),
+        check["message"].as_str().unwrap_or_default().to_owned(),
+    )
 }
 
 /// Where the suite's media live.
@@ -497,7 +528,7 @@ async fn two_processes_share_one_store_through_a_kill() {
 /// pre-signed URL that the store answers without the app, for owners only.
 #[tokio::test]
 async fn players_can_be_redirected_to_pre_signed_urls() {
-    let Some(s3) = S3::start().await else {
+    let Some(mut s3) = S3::start().await else {
         return;
     };
     let Some(app) = spawn(Db::Sqlite, Some(&s3), Some(Duration::from_secs(300))).await else {
@@ -557,6 +588,21 @@ async fn players_can_be_redirected_to_pre_signed_urls() {
         .await
         .unwrap();
     assert_eq!(refused.status(), 404);
+
+    // The status page says where media live, and when the store stops answering.
+    let (verdict, message) = storage_check(&app).await;
+    assert_eq!(verdict, "ok", "{message}");
+    assert!(
+        message.starts_with(&format!("Media in s3://{BUCKET}/{PREFIX}, which answers")),
+        "{message}"
+    );
+    s3.stop();
+    let (verdict, message) = storage_check(&app).await;
+    assert_eq!(verdict, "error", "{message}");
+    assert!(
+        message.contains("does not answer") && message.contains("CREVID_STORAGE_URL"),
+        "{message}"
+    );
 }
 
 /// Waits for job `id` to end while its tasks run in other processes: each delivery the

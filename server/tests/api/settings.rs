@@ -232,7 +232,13 @@ async fn status_reports_each_dependency(db: Db) {
     assert!(names[0].starts_with("Database"), "{names:?}");
     assert_eq!(
         &names[1..],
-        ["Language model", "Background tasks", "ffmpeg", "espeak-ng"]
+        [
+            "Language model",
+            "Background tasks",
+            "ffmpeg",
+            "espeak-ng",
+            "Media storage"
+        ]
     );
     assert_eq!(checks[0]["verdict"], "ok");
     assert_eq!(checks[1]["verdict"], "warning", "no key yet: {}", checks[1]);
@@ -248,6 +254,16 @@ async fn status_reports_each_dependency(db: Db) {
     // The set-up installs ffmpeg and espeak-ng.
     assert_eq!(checks[3]["verdict"], "ok", "{}", checks[3]);
     assert_eq!(checks[4]["verdict"], "ok", "{}", checks[4]);
+    assert_eq!(checks[5]["verdict"], "ok", "{}", checks[5]);
+    let media = app.state.data_dir.join("media");
+    assert!(
+        checks[5]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("Media in {} (", media.display())),
+        "{}",
+        checks[5]
+    );
 
     app.configure_llm().await;
     let (_, body) = app
