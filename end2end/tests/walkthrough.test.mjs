@@ -101,7 +101,8 @@ test('first run: the first admin is created in the browser, configures the provi
 
   await open(page, `${stack.base}/status`);
   await page.locator('.check').first().waitFor();
-  assert.equal(await page.locator('.check.ok').count(), 5, await page.locator('.checks').innerText());
+  assert.equal(await page.locator('.check.ok').count(), 6, await page.locator('.checks').innerText());
+  assert.match(await page.locator('.checks').innerText(), /Media storage[\s\S]*Media in /);
   await shot(page, 'status');
 
   // The admin adds the creator every other test signs in as.
