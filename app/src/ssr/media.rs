@@ -1353,10 +1353,11 @@ pub async fn sweep(state: &AppState, min_age: Duration) -> Result<usize, crate::
             .and_then(|id| id.parse::<i64>().ok())
     };
     let mut removed = 0;
-    let objects = storage
-        .objects()
-        .await
-        .map_err(|e| super::error::internal("listing the object store", e))?;
+    // A store that does not answer now is swept next time; the directory still is.
+    let objects = storage.objects().await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "could not list the object store to sweep it");
+        Vec::new()
+    });
     for (key, written) in objects {
         // Only finished files are uploaded, so an object is an asset's or no one's.
         if !keys.contains(&key) && old_enough(written) {
