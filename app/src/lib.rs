@@ -31,8 +31,13 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
         leptos::nonce::use_nonce(),
         use_context::<leptos_axum::ResponseOptions>(),
     ) {
-        let csp =
-            ssr::security::page_csp(nonce.as_inner(), options.env == leptos::config::Env::DEV);
+        let state = use_context::<ssr::state::AppState>();
+        let media_origin = state.as_ref().and_then(|s| s.storage.redirect_origin());
+        let csp = ssr::security::page_csp(
+            nonce.as_inner(),
+            options.env == leptos::config::Env::DEV,
+            media_origin,
+        );
         if let Ok(value) = axum::http::HeaderValue::from_str(&csp) {
             response.insert_header(axum::http::header::CONTENT_SECURITY_POLICY, value);
         }

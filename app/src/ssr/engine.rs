@@ -462,14 +462,32 @@ pub async fn run_claimed_within(
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let work = async {
-        match task.kind.as_str() {
-            SCENE_IMAGE => media::scene_image(state, &task).await,
-            SCENE_AUDIO => media::scene_audio(state, &task).await,
-            SCENE_FOOTAGE => super::stock::scene_footage(state, &task).await,
-            RENDER => super::render::render(state, &task, stopped).await,
-            WEBHOOK_DELIVERY => super::webhooks::deliver(state, &task).await,
-            other => Err(TaskError::Permanent(format!("unknown task kind {other:?}"))),
-        }
+        let run = async {
+            match task.kind.as_str() {
+                SCENE_IMAGE => media::scene_image(state, &task).await,
+                SCENE_AUDIO => media::scene_audio(state, &task).await,
+                SCENE_FOOTAGE => super::stock::scene_footage(state, &task).await,
+                RENDER => super::render::render(state, &task, stopped).await,
+                WEBHOOK_DELIVERY => super::webhooks::deliver(state, &task).await,
+                other => Err(TaskError::Permanent(format!("unknown task kind {other:?}"))),
+            }
+        };
+        // A panic in a task (a bug, here or in a library) is the server's fault like any
+        // other: recorded and retried, never a task left "running" by a dead future.
+        futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(run))
+            .await
+            .unwrap_or_else(|panic| {
+                let detail = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("a panic without a message");
+                Err(media::server_fault(
+                    "the server failed while running this step; it will be tried again",
+                    format!("panicked: {detail}"),
+                    true,
+                ))
+            })
     };
     tokio::pin!(work);
     let deadline = async {
@@ -956,6 +974,15 @@ async fn listen(state: AppState) {
     }
 }
 
+/// One task of the kind running in this process, until dropped.
+struct Counted(Arc<std::sync::atomic::AtomicI64>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 async fn worker_loop(state: AppState, kind: &'static str) {
     let slots = Arc::new(Semaphore::new(PROCESS_SLOTS));
     // Tasks of the kind running in this process: at the kind's limit, a claim could only
@@ -1001,11 +1028,14 @@ async fn worker_loop(state: AppState, kind: &'static str) {
                 let state = state.clone();
                 let running = running.clone();
                 running.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                // Counted down even if the task's future dies: a count left up would hold
+                // the kind at its limit in this process for good.
+                let counted = Counted(running);
                 tokio::spawn(async move {
                     if let Err(e) = run_claimed(&state, task).await {
                         tracing::error!(error = %e.message, "recording a task's outcome failed");
                     }
-                    running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    drop(counted);
                     drop(permit);
                     // The outcome's own wake came before the count went down.
                     wake_here(&state, kind);

@@ -1326,7 +1326,7 @@ pub async fn check_quota(
 /// directory older than `min_age` that no asset row names, except the cached segments
 /// and work directories of live contents (the render keeps and prunes those); and whole
 /// directories of contents that no longer exist. With an object store, the same for its
-/// objects, and local copies of stored objects unused for `min_age` are evicted too.
+/// objects, and local copies of stored objects fetched `min_age` ago are evicted too.
 /// Returns how many files and objects went.
 pub async fn sweep(state: &AppState, min_age: Duration) -> Result<usize, crate::error::AppError> {
     use std::collections::HashSet;

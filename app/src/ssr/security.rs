@@ -273,11 +273,14 @@ pub async fn headers(State(state): State<AppState>, request: Request, next: Next
     response
 }
 
-/// The CSP of a rendered page: its inline hydration script by nonce, the WASM it loads.
-pub fn page_csp(nonce: &str, dev: bool) -> String {
+/// The CSP of a rendered page: its inline hydration script by nonce, the WASM it loads;
+/// pictures, sound and video from the app, and from `media_origin` (the object store's,
+/// when players are redirected to pre-signed URLs there).
+pub fn page_csp(nonce: &str, dev: bool, media_origin: Option<&str>) -> String {
+    let media = media_origin.map(|o| format!(" {o}")).unwrap_or_default();
     format!(
         "default-src 'self'; script-src 'self' 'nonce-{nonce}' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; \
-         img-src 'self' data: blob:; media-src 'self' blob:; connect-src 'self'{}; object-src 'none'; \
+         img-src 'self' data: blob:{media}; media-src 'self' blob:{media}; connect-src 'self'{}; object-src 'none'; \
          base-uri 'self'; form-action 'self'; frame-ancestors 'none'",
         if dev { " ws: wss:" } else { "" }
     )

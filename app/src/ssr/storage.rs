@@ -100,6 +100,8 @@ struct Remote {
     prefix: Option<ObjectPath>,
     url: String,
     presign: Option<Duration>,
+    /// Where pre-signed URLs point (`http://127.0.0.1:9000`), for the pages' CSP.
+    redirect_origin: Option<String>,
 }
 
 impl Storage {
@@ -137,15 +139,29 @@ impl Storage {
             .then(|| ObjectPath::parse(prefix))
             .transpose()
             .map_err(|e| format!("CREVID_STORAGE_URL's prefix: {e}"))?;
-        let remote = Remote {
+        let mut remote = Remote {
             s3: Arc::new(s3),
             prefix,
             url: config.url.clone(),
             presign: config.presign,
+            redirect_origin: None,
         };
+        if let Some(valid) = remote.presign {
+            // Signing is local: a URL for any key shows the origin every one will have.
+            let signed = remote
+                .s3
+                .signed_url(
+                    object_store::signer::Method::GET,
+                    &remote.object("content-0/probe"),
+                    valid,
+                )
+                .await
+                .map_err(|e| format!("CREVID_STORAGE_PRESIGN_SECS: URLs cannot be signed: {e}"))?;
+            remote.redirect_origin = Some(signed.origin().ascii_serialization());
+        }
         if let Some(Err(e)) = remote.s3.list(remote.prefix.as_ref()).next().await {
             return Err(format!(
-                "the object store {} could not be listed: {e}",
+                "CREVID_STORAGE_URL: the object store {} could not be listed (check the bucket, AWS_ENDPOINT_URL and the keys): {e}",
                 config.url
             ));
         }
@@ -153,6 +169,11 @@ impl Storage {
             root,
             remote: Some(remote),
         })
+    }
+
+    /// The origin players are redirected to (pre-signed URLs), if they are.
+    pub fn redirect_origin(&self) -> Option<&str> {
+        self.remote.as_ref()?.redirect_origin.as_deref()
     }
 
     /// The local directory: the store, or work and copies beside the object store.
@@ -198,20 +219,29 @@ impl Storage {
             .await
             .map_err(StorageError::disk(format!("{key} could not be read")))?;
         let store: Arc<dyn ObjectStore> = remote.s3.clone();
-        let mut upload = object_store::buffered::BufWriter::new(store, remote.object(key));
-        let sent = async {
-            tokio::io::copy(&mut file, &mut upload).await?;
-            upload.shutdown().await
-        }
-        .await;
-        if let Err(e) = sent {
+        // The type players and pre-signed downloads get (S3 answers what it was given).
+        let mut attributes = object_store::Attributes::new();
+        attributes.insert(
+            object_store::Attribute::ContentType,
+            mime_guess::from_path(key)
+                .first_or_octet_stream()
+                .essence_str()
+                .to_owned()
+                .into(),
+        );
+        let mut upload = object_store::buffered::BufWriter::new(store, remote.object(key))
+            .with_attributes(attributes);
+        let failed = |e: std::io::Error| StorageError::Disk {
+            what: format!("{key} could not be uploaded to {}", remote.url),
+            source: e,
+        };
+        if let Err(e) = tokio::io::copy(&mut file, &mut upload).await {
+            // Parts already sent are dropped by the store (AbortMultipartUpload).
             let _ = upload.abort().await;
-            return Err(StorageError::Disk {
-                what: format!("{key} could not be uploaded to {}", remote.url),
-                source: e,
-            });
+            return Err(failed(e));
         }
-        Ok(())
+        // A failed shutdown has ended the writer already; aborting it then would panic.
+        upload.shutdown().await.map_err(failed)
     }
 
     /// A local file holding `key`'s bytes: the stored file itself, or (object store) a
@@ -226,9 +256,9 @@ impl Storage {
                 Err(e) => Err(StorageError::disk(format!("{key} could not be read"))(e)),
             };
         };
-        if let Ok(file) = std::fs::File::options().append(true).open(&path) {
-            // A copy in use is not an old one: the sweep evicts copies by this time.
-            let _ = file.set_modified(SystemTime::now());
+        // The copy keeps the time it was fetched (players see it as Last-Modified); the
+        // sweep evicts copies by it.
+        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
             return Ok(path);
         }
         let got = match remote.s3.get(&remote.object(key)).await {
@@ -503,6 +533,7 @@ mod tests {
             prefix: prefix.map(|p| ObjectPath::parse(p).unwrap()),
             url: "s3://b".into(),
             presign: None,
+            redirect_origin: None,
         };
         assert_eq!(
             remote(Some("crevid/media"))

@@ -24,17 +24,22 @@ const PREFIX: &str = "media";
 /// A moto S3 server on a free port with one empty bucket; stopped when dropped.
 pub struct S3 {
     child: std::process::Child,
+    port: u16,
     pub endpoint: String,
 }
 
 impl S3 {
     /// None when the Python tools are not installed (a failure under `CI=true`).
     pub async fn start() -> Option<Self> {
-        let moto = pytool("moto_server")?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
+        Self::start_on(port).await
+    }
+
+    async fn start_on(port: u16) -> Option<Self> {
+        let moto = pytool("moto_server")?;
         let mut child = std::process::Command::new(moto)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(std::process::Stdio::null())
@@ -64,6 +69,7 @@ impl S3 {
             .expect("moto_server exited before listening");
         let s3 = Self {
             child,
+            port,
             endpoint: format!("http://127.0.0.1:{port}"),
         };
         let made = reqwest::Client::new()
@@ -157,6 +163,14 @@ impl S3 {
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// A new server on the same address with the bucket made again (empty: moto keeps
+    /// nothing), as the store coming back.
+    pub async fn restart(&mut self) {
+        self.stop();
+        let again = Self::start_on(self.port).await.expect("moto_server again");
+        *self = again;
     }
 }
 
@@ -589,6 +603,21 @@ async fn players_can_be_redirected_to_pre_signed_urls() {
         .unwrap();
     assert_eq!(refused.status(), 404);
 
+    // The pages may show what the store serves, and nothing else from elsewhere.
+    let page = app.anonymous.get(app.url("/login")).send().await.unwrap();
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for directive in ["img-src", "media-src"] {
+        let sources = csp
+            .split(';')
+            .map(str::trim)
+            .find(|d| d.starts_with(directive))
+            .unwrap_or_default();
+        assert!(sources.ends_with(&format!(" {}", s3.endpoint)), "{csp}");
+    }
+
     // The status page says where media live, and when the store stops answering.
     let (verdict, message) = storage_check(&app).await;
     assert_eq!(verdict, "ok", "{message}");
@@ -720,4 +749,46 @@ async fn two_processes_behind_qstash_share_one_store_through_a_kill() {
         "{:?}",
         qstash.dead_letters()
     );
+}
+
+/// The store is down while pictures are made: each attempt fails saying the result could
+/// not be stored (never a task left "running" by a panic, which once wedged a process's
+/// workers for good), the job fails once its attempts are spent, and a retry after the
+/// store is back stores every picture.
+#[tokio::test]
+async fn an_outage_of_the_store_fails_tasks_that_a_retry_then_finishes() {
+    let Some(mut s3) = S3::start().await else {
+        return;
+    };
+    let Some(app) = spawn(Db::Sqlite, Some(&s3), None).await else {
+        return;
+    };
+    let content = content_with_scenes(&app, "One scene here. And a second one.", 2).await;
+    s3.stop();
+    app.start_workers();
+    let job = start_job(&app, "/api/media/generate", &content).await;
+    let detail = app.wait_for_job(job).await;
+    assert_eq!(detail["job"]["status"], "failed", "{detail}");
+    for task in detail["tasks"].as_array().unwrap() {
+        assert_eq!(task["status"], "failed", "{task}");
+        assert_eq!(task["attempt"], task["max_attempts"], "{task}");
+        assert!(
+            task["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("could not be stored")),
+            "{task}"
+        );
+    }
+    assert!(asset_rows(&app).await.is_empty());
+
+    s3.restart().await;
+    let (status, body) = app
+        .post(&format!("/api/jobs/{job}/retry"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let detail = app.wait_for_job(job).await;
+    assert_eq!(detail["job"]["status"], "completed", "{detail}");
+    let rows = asset_rows(&app).await;
+    assert_eq!(rows.len(), 2);
+    assert_eq!(stored(&app, Some(&s3)).await, rows);
 }
