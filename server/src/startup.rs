@@ -234,6 +234,10 @@ impl Application {
         for worker in workers {
             let abort = worker.abort_handle();
             if tokio::time::timeout(grace, worker).await.is_err() {
+                tracing::warn!(
+                    waited_secs = grace.as_secs(),
+                    "a background worker did not stop in time; stopping it"
+                );
                 abort.abort();
             }
         }

@@ -950,7 +950,17 @@ pub fn spawn_workers(state: AppState) -> Vec<tokio::task::JoinHandle<()>> {
     handles
 }
 
+/// Raises this process's wake-ups on other processes' announcements until the server
+/// stops (a listener left running held every stop for the whole grace period and more).
 async fn listen(state: AppState) {
+    let stopping = state.clone();
+    tokio::select! {
+        () = stopping.shutting_down() => {}
+        () = listen_forever(state) => {}
+    }
+}
+
+async fn listen_forever(state: AppState) {
     loop {
         let listener = async {
             let mut listener = sqlx::postgres::PgListener::connect(&state.db.url).await?;

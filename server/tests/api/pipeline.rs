@@ -555,15 +555,21 @@ async fn a_stopped_server_spends_no_attempt(db: Db) {
     app.fake.set_image_latency(Duration::from_secs(30));
     let content = content_with_scenes(&app, &twenty_sentences(), 6).await;
     let job = start(&app, "/api/media/generate", &content).await;
-    let mut server = spawn_binary(&app, "warn", &[("CREVID_SHUTDOWN_GRACE_SECS", "1".into())]);
+    let server = spawn_binary(&app, "warn", &[("CREVID_SHUTDOWN_GRACE_SECS", "1".into())]);
     app.fake.wait_for_requests(Endpoint::Images, 3).await;
     let stopped = std::process::Command::new("kill")
         .args(["-TERM", &server.child.id().to_string()])
         .status()
         .expect("kill runs");
     assert!(stopped.success());
-    let exit = server.child.wait().expect("reap the server");
+    let (exit, logged) = server.exit().await;
     assert!(exit.success(), "a clean exit: {exit:?}");
+    // Every worker (and on Postgres the listener for other processes' work) ended by
+    // itself; none waited out the grace period and more to be stopped.
+    assert!(
+        !logged.iter().any(|l| l.contains("did not stop in time")),
+        "{logged:?}"
+    );
     let (_, stopped) = app.get(&format!("/api/jobs/{job}")).await;
     for task in tasks(&stopped["data"]) {
         assert_eq!(task["status"], "queued", "put back: {task}");
