@@ -181,11 +181,6 @@ impl Storage {
         &self.root
     }
 
-    /// `s3://bucket/prefix`, or None when the local directory is the store.
-    pub fn object_store_url(&self) -> Option<&str> {
-        self.remote.as_ref().map(|r| r.url.as_str())
-    }
-
     /// Where `key`'s file is made and read locally (it may not exist yet).
     pub fn path(&self, key: &str) -> Result<PathBuf, StorageError> {
         if key.is_empty() || key.split('/').any(|part| part.is_empty() || part == "..") {
