@@ -107,7 +107,7 @@ async fn make_current(
 /// to the render recorded, the video's length).
 async fn tail(state: &app::ssr::state::AppState, user: &CurrentUser, script: &str) -> (f64, f64) {
     let content = support::saved_content(state, user, script.to_owned(), SCENES, "9:16").await;
-    let media = app::ssr::media::media_dir(state);
+    let media = state.storage.root().to_path_buf();
     for (i, scene) in content.scenes.iter().enumerate() {
         let key = picture(&media, content.id, i);
         make_current(state, (content.id, scene.id), "image", &key, None).await;
@@ -224,7 +224,7 @@ fn one_segment(narration: &str, work: &Path) -> f64 {
 /// A creator's clip as `clips` stores one (1080x1920 H.264 at 30 fps with AAC, 3 s of a
 /// moving test pattern and a tone), put on every other scene, looping, its sound at 30 %.
 async fn put_clips(state: &app::ssr::state::AppState, content: i64, round: usize) {
-    let media = app::ssr::media::media_dir(state);
+    let media = state.storage.root().to_path_buf();
     let key = format!("content-{content}/bench-clip-{round}.mp4");
     ffmpeg(&[
         "-f",
@@ -281,7 +281,7 @@ async fn drop_clips(state: &app::ssr::state::AppState, content: i64) {
 
 /// A picture and a narration file (a tone) as assets of a scene, made current.
 async fn attach(state: &app::ssr::state::AppState, content: i64, scene: i64, i: usize, tone: u32) {
-    let media = app::ssr::media::media_dir(state);
+    let media = state.storage.root().to_path_buf();
     let image = picture(&media, content, i);
     make_current(state, (content, scene), "image", &image, None).await;
     narrate(state, content, scene, i, tone).await;
@@ -291,7 +291,7 @@ async fn attach(state: &app::ssr::state::AppState, content: i64, scene: i64, i: 
 /// second asset row naming the same file would take the file with it when the first row
 /// is dropped as replaced.
 async fn narrate(state: &app::ssr::state::AppState, content: i64, scene: i64, i: usize, tone: u32) {
-    let media = app::ssr::media::media_dir(state);
+    let media = state.storage.root().to_path_buf();
     let audio = format!("content-{content}/bench-{i}-{tone}.wav");
     let sine = format!("sine=f={tone}:d={}", SPEECH_MS as f64 / 1000.0);
     ffmpeg(&[
@@ -377,7 +377,7 @@ async fn video_length(state: &app::ssr::state::AppState, content: i64) -> f64 {
     .fetch_optional(state.pool())
     .await
     .expect("video");
-    let media = app::ssr::media::media_dir(state);
+    let media = state.storage.root().to_path_buf();
     video
         .map(|key| duration(&media.join(key)))
         .unwrap_or_default()
@@ -427,7 +427,7 @@ async fn main() {
         attach(&state, content.id, scene.id, i, 220).await;
     }
     let narrations: Vec<String> = content.scenes.iter().map(|s| s.narration.clone()).collect();
-    let media = app::ssr::media::media_dir(&state);
+    let media = state.storage.root().to_path_buf();
     let segments = media.join(format!("content-{}/segments", content.id));
     let work = tempfile::tempdir().expect("work dir");
     // The hand-written commands' own copies: CREVID drops a replaced narration's file.
