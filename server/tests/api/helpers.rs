@@ -802,3 +802,23 @@ pub async fn render_video(app: &TestApp, id: i64, frames: i64, size: (u64, u64))
     }
     video
 }
+
+/// The status page's line named `name`, as an admin sees it.
+pub async fn status_check(app: &TestApp, name: &str) -> Value {
+    let (status, body) = app
+        .call(
+            Who::Admin,
+            reqwest::Method::GET,
+            "/api/settings/status",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["data"]["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("a {name} check: {body}"))
+}

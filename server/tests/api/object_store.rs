@@ -182,22 +182,7 @@ impl Drop for S3 {
 
 /// The status page's media storage check: (verdict, message).
 async fn storage_check(app: &TestApp) -> (String, String) {
-    let (status, body) = app
-        .call(
-            crate::helpers::Who::Admin,
-            reqwest::Method::GET,
-            "/api/settings/status",
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let check = body["data"]["checks"]
-        .as_array()
-        .expect("checks")
-        .iter()
-        .find(|c| c["name"] == "Media storage")
-        .expect("a media storage check")
-        .clone();
+    let check = crate::helpers::status_check(app, "Media storage").await;
     (
         check["verdict"].as_str().unwrap_or_default().to_owned(),
         check["message"].as_str().unwrap_or_default().to_owned(),
@@ -412,6 +397,21 @@ mod media_live_in_the_store {
     }
 }
 
+/// A 20-scene content whose pictures and narration come from the fake provider, slow
+/// enough (150 ms, 100 ms) that a kill finds work in flight; with its id.
+async fn twenty_scenes_through_the_fake(app: &TestApp) -> (serde_json::Value, i64) {
+    use_provider(app, |v| {
+        v.image_concurrency = 4;
+        v.tts_concurrency = 4;
+    })
+    .await;
+    app.fake.set_image_latency(Duration::from_millis(150));
+    app.fake.set_speech_latency(Duration::from_millis(100));
+    let content = content_with_scenes(app, &twenty_sentences(), 20).await;
+    let id = content["id"].as_i64().unwrap();
+    (content, id)
+}
+
 /// `crevid serve` on this test's database and bucket with a data directory of its own
 /// (nothing shared with the test's server but Postgres and the bucket), and its URL.
 async fn serve_beside(
@@ -495,15 +495,7 @@ async fn two_processes_share_one_store_through_a_kill() {
     let Some(app) = spawn(Db::Postgres, Some(&s3), None).await else {
         return;
     };
-    use_provider(&app, |v| {
-        v.image_concurrency = 4;
-        v.tts_concurrency = 4;
-    })
-    .await;
-    app.fake.set_image_latency(Duration::from_millis(150));
-    app.fake.set_speech_latency(Duration::from_millis(100));
-    let content = content_with_scenes(&app, &twenty_sentences(), 20).await;
-    let id = content["id"].as_i64().unwrap();
+    let (content, id) = twenty_scenes_through_the_fake(&app).await;
     let other_dir = tempfile::tempdir().expect("temp dir");
 
     let (mut other, _) = serve_beside(&app, &s3, other_dir.path(), &[]).await;
@@ -697,15 +689,7 @@ async fn two_processes_behind_qstash_share_one_store_through_a_kill() {
     else {
         return;
     };
-    use_provider(&app, |v| {
-        v.image_concurrency = 4;
-        v.tts_concurrency = 4;
-    })
-    .await;
-    app.fake.set_image_latency(Duration::from_millis(150));
-    app.fake.set_speech_latency(Duration::from_millis(100));
-    let content = content_with_scenes(&app, &twenty_sentences(), 20).await;
-    let id = content["id"].as_i64().unwrap();
+    let (content, id) = twenty_scenes_through_the_fake(&app).await;
     let mut env = qstash.env();
     env.push(("CREVID_PUBLIC_URL", front.url()));
     env.push(("CREVID_QSTASH_RETRIES", "8".into()));

@@ -140,21 +140,7 @@ async fn twenty_scenes_through_qstash(db: Db) {
 
 /// The status page's "Background tasks" line, as an admin sees it.
 async fn background_check(app: &TestApp) -> Value {
-    let (_, status) = app
-        .call(
-            crate::helpers::Who::Admin,
-            reqwest::Method::GET,
-            "/api/settings/status",
-            None,
-        )
-        .await;
-    status["data"]["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "Background tasks")
-        .cloned()
-        .expect("a Background tasks check")
+    crate::helpers::status_check(app, "Background tasks").await
 }
 
 fn unix_now() -> u64 {
